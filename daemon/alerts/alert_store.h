@@ -1,0 +1,102 @@
+// Durable alert records in Redis, and their lifecycle.
+//
+// Keys (one hash tag per tenant, so a Redis Cluster keeps a tenant on one shard):
+//   {t:<tenant>}:alert:<id>         hash   the record (raw bytes, parsed JSON, state, ...)
+//   {t:<tenant>}:alerts             zset   every id, score 0, ordered by id (ULID = time)
+//   {t:<tenant>}:idem               hash   "sender,identifier,sent" -> id
+//   {t:<tenant>}:pending:<triple>   list   effects of references that arrived before their target
+//   {t:<tenant>}:audit              stream create / approve / cancel / supersede entries
+//
+// Each state change is one Lua script, so it is atomic and takes one round trip.
+// Every callback runs on the loop; a Redis failure arrives as a 503 Error.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/alerts/alert.h"
+#include "daemon/core/result.h"
+
+namespace sirena::store {
+class Redis;
+}
+
+namespace sirena::alerts {
+
+// Alert states (DESIGN.md "Data model"). `accepted` means durable and ready to be sent.
+namespace state {
+inline constexpr const char* kPendingApproval = "pending_approval";
+inline constexpr const char* kAccepted = "accepted";
+inline constexpr const char* kDraft = "draft";
+inline constexpr const char* kSuperseded = "superseded";
+inline constexpr const char* kCancelled = "cancelled";
+inline constexpr const char* kExpired = "expired";
+}  // namespace state
+
+struct StoredAlert {
+  std::string id;
+  std::string tenant;
+  std::string state;
+  std::string status;
+  std::string msg_type;
+  std::string sender;
+  std::string identifier;
+  std::string sent;
+  int64_t received_ms = 0;
+  std::optional<int64_t> expires_ms;
+  std::string submitted_by;  // key id
+  std::string approved_by;
+  std::string superseded_by;
+  std::string cancelled_by;
+  std::string content_type;
+  std::string raw;     // the bytes as posted
+  std::string parsed;  // alert_to_json(), serialised
+};
+
+struct NewAlert {
+  std::string tenant;
+  const Alert* alert;
+  std::string_view raw;
+  std::string content_type;
+  std::string key_id;
+  std::string remote;
+  std::string initial_state;  // pending_approval, accepted or draft
+  int64_t now_ms;
+};
+
+struct Created {
+  bool created;  // false: the same (sender, identifier, sent) was already stored
+  std::string id;
+  std::string state;
+};
+
+struct Page {
+  std::vector<StoredAlert> items;
+  std::optional<std::string> next;
+};
+
+class AlertStore {
+ public:
+  explicit AlertStore(store::Redis& redis) : redis_(redis) {}
+
+  void create(const NewAlert& a, std::function<void(Result<Created>)> done);
+  // nullopt when the tenant has no such alert.
+  void get(const std::string& tenant, const std::string& id,
+           std::function<void(Result<std::optional<StoredAlert>>)> done);
+  // Newest first; `cursor` is the last id of the previous page.
+  void list(const std::string& tenant, const std::string& cursor, int limit,
+            std::function<void(Result<Page>)> done);
+  // 404 not_found, 409 not_pending_approval, 403 same_key_cannot_approve.
+  void approve(const std::string& tenant, const std::string& id, const std::string& key_id,
+               const std::string& remote, int64_t now_ms, std::function<void(Result<std::string>)> done);
+
+  static std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
+  static std::string idem_key(const Alert& a);
+
+ private:
+  store::Redis& redis_;
+};
+
+}  // namespace sirena::alerts

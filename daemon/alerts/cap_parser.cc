@@ -1,0 +1,511 @@
+#include "daemon/alerts/cap_parser.h"
+
+#include <libxml/parser.h>
+#include <libxml/parserInternals.h>
+#include <libxml/tree.h>
+#include <libxml/xmlerror.h>
+
+#include <atomic>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/alerts/cap_schema.h"
+#include "daemon/alerts/utf8.h"
+#include "daemon/alerts/validate.h"
+
+namespace sirena::alerts {
+namespace {
+
+constexpr std::string_view kCap12Ns = "urn:oasis:names:tc:emergency:cap:1.2";
+constexpr std::string_view kCap11Ns = "urn:oasis:names:tc:emergency:cap:1.1";
+constexpr std::string_view kEdxlNs = "urn:oasis:names:tc:emergency:EDXL:DE:1.0";
+
+std::atomic<uint64_t> g_refused_loads{0};
+
+xmlParserInputPtr refuse_external_load(const char*, const char*, xmlParserCtxtPtr) {
+  g_refused_loads.fetch_add(1, std::memory_order_relaxed);
+  return nullptr;
+}
+
+std::string_view name_of(const xmlNode* n) { return reinterpret_cast<const char*>(n->name); }
+std::string_view ns_of(const xmlNode* n) {
+  return n->ns && n->ns->href ? std::string_view(reinterpret_cast<const char*>(n->ns->href)) : std::string_view();
+}
+
+std::vector<xmlNodePtr> element_children(xmlNodePtr parent, std::string_view name) {
+  std::vector<xmlNodePtr> out;
+  for (xmlNodePtr c = parent->children; c; c = c->next) {
+    if (c->type == XML_ELEMENT_NODE && name_of(c) == name) out.push_back(c);
+  }
+  return out;
+}
+
+// ---- Parsing: libxml2 with every door closed -------------------------------------
+
+struct ParseState {
+  bool saw_doctype = false;
+  bool has_error = false;
+  std::string message;
+  int line = 0;
+  int column = 0;
+};
+
+void on_xml_error(void* data, xmlErrorPtr err) {
+  // data is the parser context (libxml2 passes ctxt->userData); our state hangs
+  // off its _private.
+  auto* ctxt = static_cast<xmlParserCtxtPtr>(data);
+  auto* state = ctxt ? static_cast<ParseState*>(ctxt->_private) : nullptr;
+  if (!state || state->has_error || !err || err->level < XML_ERR_ERROR) return;
+  state->has_error = true;
+  state->message = err->message ? err->message : "not well-formed";
+  while (!state->message.empty() && (state->message.back() == '\n' || state->message.back() == ' ')) {
+    state->message.pop_back();
+  }
+  state->line = err->line;
+  state->column = err->int2;  // libxml2 puts the column of parser errors in int2
+}
+
+// SAX hook for "<!DOCTYPE ...": CAP never needs a DTD, and a DTD is how XXE and
+// entity-expansion attacks get in, so we stop the parser before libxml2 reads the
+// internal subset's declarations.
+void on_doctype(void* data, const xmlChar*, const xmlChar*, const xmlChar*) {
+  auto* ctxt = static_cast<xmlParserCtxtPtr>(data);
+  auto* state = static_cast<ParseState*>(ctxt->_private);
+  state->saw_doctype = true;
+  if (ctxt->input) {
+    state->line = ctxt->input->line;
+    state->column = ctxt->input->col;
+  }
+  xmlStopParser(ctxt);
+}
+
+struct DocFree {
+  void operator()(xmlDocPtr d) const { xmlFreeDoc(d); }
+};
+using DocPtr = std::unique_ptr<xmlDoc, DocFree>;
+
+// True when the input is to be read as UTF-8: no UTF-16/32 byte order mark and no
+// XML declaration naming another encoding (XML 1.0 §4.3.3). Only sniffs the
+// declaration; libxml2 does the parsing.
+bool read_as_utf8(std::string_view b) {
+  if (b.substr(0, 3) == "\xEF\xBB\xBF") b.remove_prefix(3);
+  if (b.size() >= 2 && (b[0] == '\0' || b[1] == '\0' || static_cast<unsigned char>(b[0]) >= 0xFE)) return false;
+  if (b.substr(0, 5) != "<?xml") return true;
+  const std::string_view decl = b.substr(0, b.find("?>"));
+  size_t p = decl.find("encoding");
+  if (p == std::string_view::npos) return true;
+  p = decl.find_first_of("\"'", p);
+  if (p == std::string_view::npos) return true;  // malformed: libxml2 will say so
+  const size_t end = decl.find(decl[p], p + 1);
+  std::string name(decl.substr(p + 1, end == std::string_view::npos ? 0 : end - p - 1));
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name == "utf-8" || name == "utf8";
+}
+
+Result<DocPtr> parse_document(std::string_view bytes) {
+  xmlParserCtxtPtr ctxt = xmlNewParserCtxt();
+  if (!ctxt) return make_error(500, "internal", "out of memory creating the XML parser");
+  ParseState state;
+  ctxt->_private = &state;
+  ctxt->sax->internalSubset = on_doctype;
+  // Routes this thread's libxml2 errors to us for the duration of the parse.
+  const xmlStructuredErrorFunc saved_handler = xmlStructuredError;
+  void* const saved_context = xmlStructuredErrorContext;
+  xmlSetStructuredErrorFunc(ctxt, on_xml_error);
+  // NONET: never fetch; no NOENT/DTDLOAD/DTDATTR/XINCLUDE: no entity expansion, no
+  // DTD, no inclusion. NOERROR/NOWARNING: nothing on stderr, errors come to us.
+  const int options =
+      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | XML_PARSE_NOCDATA | XML_PARSE_BIG_LINES;
+  DocPtr doc(xmlCtxtReadMemory(ctxt, bytes.data(), static_cast<int>(bytes.size()), "cap.xml", nullptr, options));
+  const bool well_formed = ctxt->wellFormed != 0;
+  xmlSetStructuredErrorFunc(saved_context, saved_handler);
+  xmlFreeParserCtxt(ctxt);
+  if (state.saw_doctype || (doc && (doc->intSubset || doc->extSubset))) {
+    return make_error(422, "dtd_forbidden",
+                      "remove the <!DOCTYPE ...> declaration: CAP needs no DTD and we refuse them (XXE)",
+                      state.line ? std::to_string(state.line) + ":" + std::to_string(state.column) : "");
+  }
+  if (!doc || !well_formed) {
+    return make_error(400, "malformed_xml",
+                      "the body is not well-formed XML: " + (state.has_error ? state.message : "empty document"),
+                      std::to_string(state.line) + ":" + std::to_string(state.column));
+  }
+  return doc;
+}
+
+// Depth of the element tree below `n` (n itself counts 1); libxml2 caps it at 256
+// without XML_PARSE_HUGE, so this recursion is bounded.
+const xmlNode* find_too_deep(const xmlNode* n, int depth, int max_depth) {
+  if (depth > max_depth) return n;
+  for (const xmlNode* c = n->children; c; c = c->next) {
+    if (c->type != XML_ELEMENT_NODE) continue;
+    if (const xmlNode* hit = find_too_deep(c, depth + 1, max_depth)) return hit;
+  }
+  return nullptr;
+}
+
+// ---- Locating the <alert> ---------------------------------------------------------
+
+Result<xmlNodePtr> only_alert(const std::vector<xmlNodePtr>& alerts, const char* container) {
+  if (alerts.size() == 1) return alerts.front();
+  if (alerts.empty()) {
+    return make_error(422, "not_cap", std::string("the ") + container + " holds no CAP <alert>", "");
+  }
+  return make_error(422, "multiple_alerts",
+                    std::string("the ") + container + " holds " + std::to_string(alerts.size()) +
+                        " <alert> elements; post each <alert> as a separate request",
+                    "");
+}
+
+// The root is normally <alert>. Two wrappers seen in real feeds are unwrapped when
+// they hold exactly one alert: an EDXL-DE 1.0 envelope (contentObject/xmlContent/
+// embeddedXMLContent/alert) and SMHI's non-standard <alerts>.
+Result<xmlNodePtr> locate_alert(xmlNodePtr root, std::vector<std::string>* notes) {
+  const std::string_view name = name_of(root);
+  if (name == "EDXLDistribution" && ns_of(root) == kEdxlNs) {
+    std::vector<xmlNodePtr> alerts;
+    for (xmlNodePtr content : element_children(root, "contentObject")) {
+      for (xmlNodePtr xml : element_children(content, "xmlContent")) {
+        for (xmlNodePtr embedded : element_children(xml, "embeddedXMLContent")) {
+          for (xmlNodePtr a : element_children(embedded, "alert")) alerts.push_back(a);
+        }
+      }
+    }
+    Result<xmlNodePtr> alert = only_alert(alerts, "EDXL-DE envelope");
+    if (alert) notes->push_back("unwrapped the CAP alert from its EDXL-DE 1.0 envelope");
+    return alert;
+  }
+  if (name == "alerts" && (ns_of(root) == kCap12Ns || ns_of(root) == kCap11Ns)) {
+    Result<xmlNodePtr> alert = only_alert(element_children(root, "alert"), "<alerts> wrapper");
+    if (alert) notes->push_back("unwrapped the single <alert> from a non-standard <alerts> wrapper");
+    return alert;
+  }
+  if (name == "alert") return root;
+  return make_error(422, "not_cap",
+                    "the root element is <" + std::string(name) +
+                        ">; post a CAP 1.2 <alert> (or an EDXL-DE envelope holding one)",
+                    element_path(root));
+}
+
+// ---- Reading fields (order-insensitive) -------------------------------------------
+
+std::string text_of(xmlNodePtr n) {
+  xmlChar* c = xmlNodeGetContent(n);
+  std::string s = c ? reinterpret_cast<const char*>(c) : "";
+  xmlFree(c);
+  const size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return {};
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+template <typename T>
+std::optional<T> parse_number(std::string_view s) {
+  if (!s.empty() && s.front() == '+') s.remove_prefix(1);  // xs:decimal allows a sign
+  T v{};
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || s.empty()) return std::nullopt;
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!std::isfinite(v)) return std::nullopt;
+  }
+  return v;
+}
+
+// "lat,lon" (§3.2.4, WGS 84).
+std::optional<Point> parse_point(std::string_view s) {
+  const size_t comma = s.find(',');
+  if (comma == std::string_view::npos) return std::nullopt;
+  auto lat = parse_number<double>(s.substr(0, comma));
+  auto lon = parse_number<double>(s.substr(comma + 1));
+  if (!lat || !lon) return std::nullopt;
+  return Point{*lat, *lon};
+}
+
+std::vector<std::string_view> split_ws(std::string_view s) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
+    const size_t start = i;
+    while (i < s.size() && !(s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
+    if (i > start) out.push_back(s.substr(start, i - start));
+  }
+  return out;
+}
+
+// Reads the CAP tree into an Alert. Keeps only the first error, so that callers can
+// report an XSD violation (more basic) ahead of it.
+class FieldReader {
+ public:
+  FieldReader(std::string_view cap_ns, std::vector<std::string>* notes) : ns_(cap_ns), notes_(notes) {}
+
+  Alert read_alert(xmlNodePtr node) {
+    Alert a;
+    for (xmlNodePtr c : cap_children(node)) {
+      const std::string_view n = name_of(c);
+      if (n == "identifier") a.identifier = text_of(c);
+      else if (n == "sender") a.sender = text_of(c);
+      else if (n == "sent") a.sent = datetime(c, "/sent");
+      else if (n == "status") a.status = enumerated(parse_status, c, "/status").value_or(Status::Actual);
+      else if (n == "msgType") a.msg_type = enumerated(parse_msg_type, c, "/msg_type").value_or(MsgType::Alert);
+      else if (n == "source") a.source = text_of(c);
+      else if (n == "scope") a.scope = enumerated(parse_scope, c, "/scope").value_or(Scope::Public);
+      else if (n == "restriction") a.restriction = text_of(c);
+      else if (n == "addresses") a.addresses = text_of(c);
+      else if (n == "code") a.codes.push_back(text_of(c));
+      else if (n == "note") a.note = text_of(c);
+      else if (n == "references") references(c, &a.references);
+      else if (n == "incidents") a.incidents = text_of(c);
+      else if (n == "info") a.infos.push_back(read_info(c, "/infos/" + std::to_string(a.infos.size())));
+    }
+    return a;
+  }
+
+  std::optional<Error> take_error() { return std::move(error_); }
+
+ private:
+  Info read_info(xmlNodePtr node, const std::string& at) {
+    Info info;
+    for (xmlNodePtr c : cap_children(node)) {
+      const std::string_view n = name_of(c);
+      if (n == "language") info.language = text_of(c);
+      else if (n == "category") info.categories.push_back(text_of(c));
+      else if (n == "event") info.event = text_of(c);
+      else if (n == "responseType") info.response_types.push_back(text_of(c));
+      else if (n == "urgency") info.urgency = text_of(c);
+      else if (n == "severity") info.severity = text_of(c);
+      else if (n == "certainty") info.certainty = text_of(c);
+      else if (n == "audience") info.audience = text_of(c);
+      else if (n == "eventCode") info.event_codes.push_back(name_value(c));
+      else if (n == "effective") info.effective = datetime(c, at + "/effective");
+      else if (n == "onset") info.onset = datetime(c, at + "/onset");
+      else if (n == "expires") info.expires = datetime(c, at + "/expires");
+      else if (n == "senderName") info.sender_name = text_of(c);
+      else if (n == "headline") info.headline = text_of(c);
+      else if (n == "description") info.description = text_of(c);
+      else if (n == "instruction") info.instruction = text_of(c);
+      else if (n == "web") info.web = text_of(c);
+      else if (n == "contact") info.contact = text_of(c);
+      else if (n == "parameter") info.parameters.push_back(name_value(c));
+      else if (n == "resource") info.resources.push_back(read_resource(c, at + "/resources/" + std::to_string(info.resources.size())));
+      else if (n == "area") info.areas.push_back(read_area(c, at + "/areas/" + std::to_string(info.areas.size())));
+    }
+    return info;
+  }
+
+  Resource read_resource(xmlNodePtr node, const std::string& at) {
+    Resource r;
+    for (xmlNodePtr c : cap_children(node)) {
+      const std::string_view n = name_of(c);
+      if (n == "resourceDesc") r.desc = text_of(c);
+      else if (n == "mimeType") r.mime_type = text_of(c);
+      else if (n == "size") r.size = number<int64_t>(c, at + "/size");
+      else if (n == "uri") r.uri = text_of(c);
+      else if (n == "digest") r.digest = text_of(c);
+      else if (n == "derefUri") {
+        // The model has no slot for inline content; the stored raw bytes keep it.
+        notes_->push_back(at + ": derefUri (inline resource content) is kept only in the original document");
+      }
+    }
+    return r;
+  }
+
+  Area read_area(xmlNodePtr node, const std::string& at) {
+    Area area;
+    for (xmlNodePtr c : cap_children(node)) {
+      const std::string_view n = name_of(c);
+      if (n == "areaDesc") {
+        area.desc = text_of(c);
+      } else if (n == "polygon" || n == "circle") {
+        const std::string text = text_of(c);
+        if (text.empty()) {
+          // Seen in NWS feeds: an empty <polygon/> carries nothing; dropping it loses nothing.
+          notes_->push_back(at + ": dropped an empty <" + std::string(n) + ">");
+        } else if (n == "polygon") {
+          area.polygons.push_back(polygon(text, at + "/polygons/" + std::to_string(area.polygons.size())));
+        } else {
+          area.circles.push_back(circle(text, at + "/circles/" + std::to_string(area.circles.size())));
+        }
+      } else if (n == "geocode") {
+        area.geocodes.push_back(name_value(c));
+      } else if (n == "altitude") {
+        area.altitude = number<double>(c, at + "/altitude");
+      } else if (n == "ceiling") {
+        area.ceiling = number<double>(c, at + "/ceiling");
+      }
+    }
+    return area;
+  }
+
+  Polygon polygon(const std::string& text, const std::string& at) {
+    Polygon p;
+    for (std::string_view token : split_ws(text)) {
+      std::optional<Point> point = parse_point(token);
+      if (!point) {
+        fail("invalid_polygon",
+             "polygon point " + std::to_string(p.points.size()) + " (\"" + std::string(token.substr(0, 40)) +
+                 "\") is not \"lat,lon\"; separate points with spaces",
+             at);
+        break;
+      }
+      p.points.push_back(*point);
+    }
+    return p;
+  }
+
+  Circle circle(const std::string& text, const std::string& at) {
+    const std::vector<std::string_view> parts = split_ws(text);
+    std::optional<Point> centre = parts.size() == 2 ? parse_point(parts[0]) : std::nullopt;
+    std::optional<double> radius = parts.size() == 2 ? parse_number<double>(parts[1]) : std::nullopt;
+    if (!centre || !radius) {
+      fail("invalid_circle", "a circle is \"lat,lon radius_km\", e.g. \"44.73,10.92 5\"", at);
+      return {};
+    }
+    return Circle{*centre, *radius};
+  }
+
+  NameValue name_value(xmlNodePtr node) {
+    NameValue nv;
+    for (xmlNodePtr c : cap_children(node)) {
+      if (name_of(c) == "valueName") nv.name = text_of(c);
+      else if (name_of(c) == "value") nv.value = text_of(c);
+    }
+    return nv;
+  }
+
+  Timestamp datetime(xmlNodePtr node, const std::string& at) {
+    Result<Timestamp> ts = read_cap_datetime(text_of(node), at, notes_);
+    if (ts) return std::move(ts).value();
+    if (!error_) error_ = std::move(ts).take_error();
+    return {};
+  }
+
+  template <typename E>
+  std::optional<E> enumerated(std::optional<E> (*parse)(std::string_view), xmlNodePtr node, const char* at) {
+    const std::string text = text_of(node);
+    std::optional<E> v = parse(text);
+    if (!v) fail("invalid_enum", "\"" + text.substr(0, 40) + "\" is not a valid value here", at);
+    return v;
+  }
+
+  template <typename T>
+  std::optional<T> number(xmlNodePtr node, const std::string& at) {
+    const std::string text = text_of(node);
+    std::optional<T> v = parse_number<T>(text);
+    if (!v) fail("invalid_field", "\"" + text.substr(0, 40) + "\" is not a number in range", at);
+    return v;
+  }
+
+  void references(xmlNodePtr node, std::vector<Reference>* out) {
+    Result<std::vector<Reference>> refs = read_references(text_of(node), "/references");
+    if (refs) *out = std::move(refs).value();
+    else if (!error_) error_ = std::move(refs).take_error();
+  }
+
+  std::vector<xmlNodePtr> cap_children(xmlNodePtr parent) const {
+    std::vector<xmlNodePtr> out;
+    for (xmlNodePtr c = parent->children; c; c = c->next) {
+      if (c->type == XML_ELEMENT_NODE && ns_of(c) == ns_) out.push_back(c);
+    }
+    return out;
+  }
+
+  void fail(const char* code, std::string message, std::string where) {
+    if (!error_) error_ = make_error(422, code, std::move(message), std::move(where));
+  }
+
+  std::string_view ns_;
+  std::vector<std::string>* notes_;
+  std::optional<Error> error_;
+};
+
+}  // namespace
+
+void harden_libxml2() {
+  static const bool done = [] {
+    xmlInitParser();
+    xmlSetExternalEntityLoader(refuse_external_load);
+    return true;
+  }();
+  (void)done;
+}
+
+uint64_t refused_external_loads() { return g_refused_loads.load(std::memory_order_relaxed); }
+
+namespace {
+
+Result<Alert> parse_cap_xml_unguarded(std::string_view bytes, const ParseLimits& limits) {
+  if (bytes.size() > limits.max_bytes) {
+    return make_error(413, "body_too_large",
+                      "the document is " + std::to_string(bytes.size()) + " bytes; the limit is " +
+                          std::to_string(limits.max_bytes),
+                      "");
+  }
+  if (read_as_utf8(bytes)) {
+    if (std::optional<size_t> bad = find_invalid_utf8(bytes)) {
+      return make_error(400, "invalid_utf8",
+                        "the body is not valid UTF-8 at byte " + std::to_string(*bad) +
+                            "; send UTF-8 or declare the real encoding in <?xml ... encoding=\"...\"?>",
+                        "byte " + std::to_string(*bad));
+    }
+  }
+  harden_libxml2();
+  Result<DocPtr> doc = parse_document(bytes);
+  if (!doc) return std::move(doc).take_error();
+  xmlNodePtr root = xmlDocGetRootElement(doc->get());
+  if (!root) return make_error(400, "malformed_xml", "the document has no root element", "1:1");
+  if (const xmlNode* deep = find_too_deep(root, 1, limits.max_depth)) {
+    return make_error(422, "too_deep",
+                      "elements are nested more than " + std::to_string(limits.max_depth) + " deep", element_path(deep));
+  }
+
+  std::vector<std::string> notes;
+  Result<xmlNodePtr> located = locate_alert(root, &notes);
+  if (!located) return std::move(located).take_error();
+  xmlNodePtr node = *located;
+  CapVersion version;
+  if (ns_of(node) == kCap12Ns) {
+    version = CapVersion::k12;
+  } else if (ns_of(node) == kCap11Ns) {
+    version = CapVersion::k11;
+    notes.push_back("read as CAP 1.1 (validated against the CAP 1.1 schema)");
+  } else {
+    return make_error(422, "wrong_namespace",
+                      "<alert> is in namespace \"" + std::string(ns_of(node)) +
+                          "\"; CAP 1.2 needs xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\" (CAP 1.1 is accepted too)",
+                      element_path(node));
+  }
+
+  // Fields first (they need the dates as sent), then the schema check on a
+  // canonicalised tree; a schema violation is reported ahead of a field error.
+  FieldReader reader(ns_of(node), &notes);
+  Alert alert = reader.read_alert(node);
+  std::optional<Error> field_error = reader.take_error();
+  std::vector<std::string> schema_notes;
+  canonicalise_for_schema(node, version, &schema_notes);
+  if (sirena::Status s = validate_against_xsd(node, version); !s) return std::move(s).take_error();
+  if (field_error) return std::move(*field_error);
+  if (sirena::Status s = check_limits(alert, limits); !s) return std::move(s).take_error();
+  if (sirena::Status s = validate_semantics(alert); !s) return std::move(s).take_error();
+
+  alert.cap_version = version == CapVersion::k12 ? "1.2" : "1.1";
+  alert.normalisations = std::move(notes);
+  alert.normalisations.insert(alert.normalisations.end(), schema_notes.begin(), schema_notes.end());
+  return alert;
+}
+
+}  // namespace
+
+Result<Alert> parse_cap_xml(std::string_view bytes, const ParseLimits& limits) {
+  try {
+    return parse_cap_xml_unguarded(bytes, limits);
+  } catch (const std::exception& e) {  // std::bad_alloc; nothing else is thrown
+    return make_error(500, "internal", std::string("CAP intake failed: ") + e.what(), "");
+  }
+}
+
+}  // namespace sirena::alerts

@@ -1,0 +1,36 @@
+// The CAP XSDs (compiled into the binary) and XSD validation of a CAP <alert> element.
+//
+// Internal to sirena_alerts: cap_parser.cc is the only caller.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <libxml/tree.h>
+
+#include "daemon/core/result.h"
+
+namespace sirena::alerts {
+
+enum class CapVersion { k11, k12 };
+
+// Rewrites the subtree of `alert` (in place; the caller's raw bytes are untouched)
+// into what the CAP XSD accepts when the input is only loosely ordered: known CAP
+// elements are put into schema order, empty <polygon>/<circle> are removed,
+// ds:Signature is moved last (1.2) or removed (1.1, whose XSD has no place for it)
+// and "Z" dates become "+00:00". Each change is described in *notes. Content that
+// is genuinely invalid (unknown or missing elements, bad enums) is left for the XSD.
+void canonicalise_for_schema(xmlNodePtr alert, CapVersion version, std::vector<std::string>* notes);
+
+// Validates `alert` against the embedded XSD of `version`. Returns Ok or a 422
+// `schema_violation` whose message is libxml2's first validity error (namespaces
+// shortened, prefixed with its line) and whose `where` is the element's path, e.g.
+// "/alert/info[1]/urgency".
+// The compiled schemas are built once, lazily; call from one thread at a time.
+sirena::Status validate_against_xsd(xmlNodePtr alert, CapVersion version);
+
+// "/alert/info[2]/area[1]/polygon": local names, with a 1-based index where an
+// element has same-named siblings. Used in `where` of XML errors.
+std::string element_path(const xmlNode* node);
+
+}  // namespace sirena::alerts

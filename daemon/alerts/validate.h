@@ -1,0 +1,43 @@
+// Checks on a parsed Alert shared by the CAP XML and JSON intake paths, so each rule
+// is written once: the CAP 1.2 rules the XSD cannot express (§3.2), our intake
+// policy (Update/Cancel need references) and the size bounds of ParseLimits.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "daemon/alerts/alert.h"
+#include "daemon/alerts/cap_parser.h"
+#include "daemon/core/result.h"
+
+namespace sirena::alerts {
+
+// Returns Ok, or the first violation as a 422 Error. `where` is a JSON pointer into
+// the JSON form (e.g. "/infos/0/areas/1/polygons/0"), on both paths, so clients see
+// one vocabulary. Codes: invalid_field, invalid_enum, invalid_polygon,
+// invalid_circle, invalid_altitude, invalid_references, missing_references,
+// missing_restriction, missing_addresses, expires_before_sent.
+sirena::Status validate_semantics(const Alert& alert);
+
+// Returns Ok, or 422 too_many_infos / too_many_areas / too_many_points.
+sirena::Status check_limits(const Alert& alert, const ParseLimits& limits);
+
+// CAP dateTime (§3.3.2): "YYYY-MM-DDThh:mm:ss(+|-)hh:mm", with an optional fraction
+// of seconds. A trailing "Z" is accepted as well (CAP forbids it, real feeds send
+// it); *used_z is then set so the caller can record a normalisation.
+// Returns nullopt when the text is not such a date or names no real instant.
+std::optional<Timestamp> parse_cap_datetime(std::string_view text, bool* used_z = nullptr);
+
+// parse_cap_datetime as an intake step: 422 `invalid_datetime` at `where`, and a
+// note appended to *notes when "Z" was read as +00:00.
+Result<Timestamp> read_cap_datetime(std::string_view text, const std::string& where,
+                                    std::vector<std::string>* notes);
+
+// Splits CAP `references` text (§3.2.1: space-separated "sender,identifier,sent"
+// triples) into triples. 422 `invalid_references` when a token is not a triple;
+// the triples' content is checked by validate_semantics.
+Result<std::vector<Reference>> read_references(std::string_view text, const std::string& where);
+
+}  // namespace sirena::alerts

@@ -1,0 +1,263 @@
+#include "daemon/api/alerts_api.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "daemon/alerts/alert_json.h"
+#include "daemon/alerts/cap_parser.h"
+#include "daemon/alerts/cap_writer.h"
+#include "daemon/core/ids.h"
+#include "daemon/core/log.h"
+#include "daemon/metrics/metrics.h"
+
+namespace sirena::api {
+namespace {
+
+enum class BodyKind { CapXml, Json, Unsupported };
+
+BodyKind classify(std::optional<std::string_view> content_type) {
+  if (!content_type) return BodyKind::Unsupported;
+  std::string_view ct = *content_type;
+  ct = ct.substr(0, ct.find(';'));
+  while (!ct.empty() && ct.back() == ' ') ct.remove_suffix(1);
+  std::string lower(ct);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (lower == "application/cap+xml" || lower == "application/xml" || lower == "text/xml") return BodyKind::CapXml;
+  if (lower == "application/json") return BodyKind::Json;
+  return BodyKind::Unsupported;
+}
+
+bool is_drill(const std::string& status) { return status == "Test" || status == "Exercise"; }
+
+std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+
+nlohmann::json summary_json(const alerts::StoredAlert& s, int64_t now_ms) {
+  std::string state = s.state;
+  // Expiry is reported as it happens; dispatch (a later issue) also acts on it.
+  if (state == alerts::state::kAccepted && s.expires_ms && *s.expires_ms <= now_ms) state = alerts::state::kExpired;
+  nlohmann::json j = {{"id", s.id},
+                      {"tenant", s.tenant},
+                      {"state", state},
+                      {"status", s.status},
+                      {"msg_type", s.msg_type},
+                      {"test", is_drill(s.status)},
+                      {"sender", s.sender},
+                      {"identifier", s.identifier},
+                      {"sent", s.sent},
+                      {"received_at", alerts::cap_datetime(s.received_ms)},
+                      {"submitted_by", s.submitted_by}};
+  if (s.expires_ms) j["expires_at"] = alerts::cap_datetime(*s.expires_ms);
+  if (!s.approved_by.empty()) j["approved_by"] = s.approved_by;
+  if (!s.superseded_by.empty()) j["superseded_by"] = s.superseded_by;
+  if (!s.cancelled_by.empty()) j["cancelled_by"] = s.cancelled_by;
+  if (is_drill(s.status)) j["label"] = s.status == "Test" ? "TEST" : "EXERCISE";
+  return j;
+}
+
+}  // namespace
+
+AlertsApi::AlertsApi(alerts::AlertStore& store, const Clock& clock, metrics::Metrics& metrics,
+                     TenantsSnapshot tenants, AlertsApiOptions options)
+    : store_(store), clock_(clock), metrics_(metrics), tenants_(std::move(tenants)), options_(options) {}
+
+void AlertsApi::register_routes(Router& router) {
+  router.add("POST", "/v1/alerts", [this](auto& req, auto res, auto&) { submit(req, std::move(res)); });
+  router.add("GET", "/v1/alerts", [this](auto& req, auto res, auto&) { list(req, std::move(res)); });
+  router.add("GET", "/v1/alerts/{id}", [this](auto& req, auto res, auto& p) { get(req, std::move(res), p[0]); });
+  router.add("POST", "/v1/alerts/{id}/approve",
+             [this](auto& req, auto res, auto& p) { approve(req, std::move(res), p[0]); });
+  router.add("POST", "/v1/alerts/{id}/cancel",
+             [this](auto& req, auto res, auto& p) { cancel(req, std::move(res), p[0]); });
+}
+
+void AlertsApi::reject(Res& res, const Error& e) {
+  metrics_.alert_rejected(e.code).Increment();
+  res->send_error(e);
+}
+
+Result<tenants::Principal> AlertsApi::admit(const http::Request& req, tenants::Action action,
+                                            std::shared_ptr<const tenants::Tenants>& snapshot) {
+  snapshot = tenants_();
+  auto who = snapshot->authenticate(req.header("authorization"));
+  if (!who) return who;
+  if (auto ok = tenants::Tenants::authorize(*who, action); !ok) return std::move(ok).take_error();
+  return who;
+}
+
+void AlertsApi::submit(const http::Request& req, Res res) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::SubmitAlert, snapshot);
+  if (!who) return reject(res, who.error());
+
+  auto content_type = req.header("content-type");
+  BodyKind kind = classify(content_type);
+  if (kind == BodyKind::Unsupported)
+    return reject(res, make_error(415, "unsupported_media_type",
+                                  "send CAP as application/cap+xml (or application/xml, text/xml) or the JSON "
+                                  "form as application/json; got " +
+                                      std::string(content_type ? *content_type : "no Content-Type"),
+                                  "content-type"));
+  if (req.body.size() > options_.max_body_bytes)
+    return reject(res, make_error(413, "body_too_large",
+                                  "the body has " + std::to_string(req.body.size()) + " bytes; the limit is " +
+                                      std::to_string(options_.max_body_bytes) + " (http.max_body_bytes)"));
+  alerts::ParseLimits limits;
+  limits.max_bytes = options_.max_body_bytes;
+  auto parsed = kind == BodyKind::CapXml ? alerts::parse_cap_xml(req.body, limits)
+                                         : alerts::parse_alert_json(req.body, limits);
+  if (!parsed) return reject(res, parsed.error());
+  if (auto ok = tenants::Tenants::check_sender(*who, parsed->sender); !ok) return reject(res, ok.error());
+
+  const config::Tenant& tenant = *who->tenant;
+  const alerts::Alert& alert = *parsed;
+  std::string initial = alerts::state::kAccepted;
+  if (alert.status == alerts::Status::Draft) {
+    initial = alerts::state::kDraft;  // stored, never dispatched
+  } else if (alert.msg_type != alerts::MsgType::Cancel) {
+    // Cancels never wait for a second person: stopping an alert must not be delayed.
+    // The recipient count is not known before resolution (directory issue); until then
+    // it counts as 0, so min_recipients 0 means "always".
+    const auto& st = tenant.approval.statuses;
+    int64_t recipients = 0;
+    if (std::find(st.begin(), st.end(), alerts::to_string(alert.status)) != st.end() &&
+        recipients >= tenant.approval.min_recipients)
+      initial = alerts::state::kPendingApproval;
+  }
+
+  auto owned = std::make_shared<alerts::Alert>(std::move(parsed).value());
+  alerts::NewAlert n{tenant.id,
+                     owned.get(),
+                     req.body,
+                     kind == BodyKind::CapXml ? "application/cap+xml" : "application/json",
+                     who->key->id,
+                     req.remote,
+                     initial,
+                     clock_.now_ms()};
+  store_.create(n, [this, res, owned, snapshot, tenant_id = tenant.id, key_id = who->key->id,
+                    remote = req.remote](Result<alerts::Created> r) mutable {
+    if (!r) return reject(res, r.error());
+    const alerts::Alert& a = *owned;
+    if (r->created) metrics_.alert_received(tenant_id, alerts::to_string(a.status), alerts::to_string(a.msg_type)).Increment();
+    log::info(r->created ? "alert_accepted" : "alert_duplicate",
+              {{"tenant", tenant_id},
+               {"id", r->id},
+               {"state", r->state},
+               {"status", alerts::to_string(a.status)},
+               {"msg_type", alerts::to_string(a.msg_type)},
+               {"test", a.status == alerts::Status::Test || a.status == alerts::Status::Exercise},
+               {"identifier", a.identifier},
+               {"key", key_id},
+               {"remote", remote},
+               {"normalisations", a.normalisations}});
+    nlohmann::json body = {{"id", r->id},
+                           {"state", r->state},
+                           {"status", alerts::to_string(a.status)},
+                           {"msg_type", alerts::to_string(a.msg_type)},
+                           {"test", a.status == alerts::Status::Test || a.status == alerts::Status::Exercise}};
+    if (!r->created) body["duplicate"] = true;
+    if (!a.normalisations.empty()) body["normalisations"] = a.normalisations;
+    res->send_json(r->created ? 202 : 200, dump(body));
+  });
+}
+
+void AlertsApi::get(const http::Request& req, Res res, const std::string& id) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::ReadAlerts, snapshot);
+  if (!who) return res->send_error(who.error());
+  auto accept = req.header("accept");
+  bool want_cap = accept && accept->find("application/cap+xml") != std::string_view::npos;
+  store_.get(who->tenant->id, id, [this, res, want_cap](Result<std::optional<alerts::StoredAlert>> r) {
+    if (!r) return res->send_error(r.error());
+    // Another tenant's alert is indistinguishable from a missing one.
+    if (!*r) return res->send_error(make_error(404, "not_found", "no such alert"));
+    const alerts::StoredAlert& s = **r;
+    if (want_cap) {
+      if (s.content_type != "application/cap+xml")
+        return res->send_error(make_error(406, "not_acceptable",
+                                          "this alert was submitted as JSON; its original bytes are not CAP XML"));
+      return res->send(200, "application/cap+xml", s.raw);
+    }
+    nlohmann::json j = summary_json(s, clock_.now_ms());
+    j["recipients"] = 0;  // resolution arrives with the directory
+    j["progress"] = nlohmann::json::object();
+    j["alert"] = nlohmann::json::parse(s.parsed, nullptr, false);
+    res->send_json(200, dump(j));
+  });
+}
+
+void AlertsApi::list(const http::Request& req, Res res) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::ReadAlerts, snapshot);
+  if (!who) return res->send_error(who.error());
+  int limit = 50;
+  if (auto l = req.query_param("limit")) {
+    char* end = nullptr;
+    long v = std::strtol(l->c_str(), &end, 10);
+    if (l->empty() || *end || v < 1 || v > 500)
+      return res->send_error(make_error(400, "invalid_parameter", "limit must be between 1 and 500", "limit"));
+    limit = static_cast<int>(v);
+  }
+  std::string cursor = req.query_param("cursor").value_or("");
+  if (!cursor.empty() && !looks_like_ulid(cursor))
+    return res->send_error(make_error(400, "invalid_parameter", "cursor must be a value of \"next\"", "cursor"));
+  store_.list(who->tenant->id, cursor, limit, [this, res](Result<alerts::Page> r) {
+    if (!r) return res->send_error(r.error());
+    nlohmann::json items = nlohmann::json::array();
+    int64_t now = clock_.now_ms();
+    for (const auto& s : r->items) items.push_back(summary_json(s, now));
+    nlohmann::json body = {{"items", items}, {"next", r->next ? nlohmann::json(*r->next) : nlohmann::json()}};
+    res->send_json(200, dump(body));
+  });
+}
+
+void AlertsApi::approve(const http::Request& req, Res res, const std::string& id) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::ApproveAlert, snapshot);
+  if (!who) return res->send_error(who.error());
+  std::string tenant = who->tenant->id, key = who->key->id;
+  store_.approve(tenant, id, key, req.remote, clock_.now_ms(), [res, id, tenant, key](Result<std::string> r) {
+    if (!r) return res->send_error(r.error());
+    log::info("alert_approved", {{"tenant", tenant}, {"id", id}, {"key", key}});
+    res->send_json(200, dump({{"id", id}, {"state", *r}}));
+  });
+}
+
+void AlertsApi::cancel(const http::Request& req, Res res, const std::string& id) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::CancelAlert, snapshot);
+  if (!who) return res->send_error(who.error());
+  std::string tenant = who->tenant->id, key = who->key->id, remote = req.remote;
+  store_.get(tenant, id, [this, res, id, tenant, key, remote](Result<std::optional<alerts::StoredAlert>> r) {
+    if (!r) return res->send_error(r.error());
+    if (!*r) return res->send_error(make_error(404, "not_found", "no such alert"));
+    const alerts::StoredAlert& target = **r;
+    if (target.state == alerts::state::kCancelled)
+      return res->send_json(200, dump({{"id", id}, {"state", target.state}, {"cancelled_by", target.cancelled_by}}));
+    // Issue a real CAP Cancel referencing the alert (CAP 1.2 §3.2.1 msgType "Cancel"),
+    // and take it through the same intake path as a posted one.
+    int64_t now = clock_.now_ms();
+    alerts::CancelSpec spec{target.sender,
+                            "sirena-cancel-" + make_ulid(now),
+                            alerts::cap_datetime(now),
+                            target.status,
+                            target.sender + "," + target.identifier + "," + target.sent,
+                            "Cancelled through Sirena by " + key};
+    auto xml = std::make_shared<std::string>(alerts::write_cancel(spec));
+    auto parsed = alerts::parse_cap_xml(*xml);
+    if (!parsed) {
+      metrics_.unexpected("generated_cancel_invalid").Increment();
+      return res->send_error(make_error(500, "internal_error", "generated Cancel failed validation: " +
+                                                                   parsed.error().message));
+    }
+    auto alert = std::make_shared<alerts::Alert>(std::move(parsed).value());
+    alerts::NewAlert n{tenant, alert.get(), *xml, "application/cap+xml", key, remote, alerts::state::kAccepted, now};
+    store_.create(n, [this, res, id, xml, alert, tenant, key](Result<alerts::Created> c) {
+      if (!c) return res->send_error(c.error());
+      metrics_.alert_received(tenant, alerts::to_string(alert->status), "Cancel").Increment();
+      log::info("alert_cancelled", {{"tenant", tenant}, {"id", id}, {"cancel_id", c->id}, {"key", key}});
+      res->send_json(200, dump({{"id", id}, {"state", alerts::state::kCancelled}, {"cancelled_by", c->id}}));
+    });
+  });
+}
+
+}  // namespace sirena::api

@@ -1,0 +1,54 @@
+// The /v1/alerts routes: intake (CAP XML or JSON), read, list, approve, cancel.
+//
+// Owns nothing but references: the store, metrics and clock outlive it, and the
+// tenant snapshot is fetched per request (SIGHUP swaps it).
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "daemon/alerts/alert_store.h"
+#include "daemon/api/router.h"
+#include "daemon/core/clock.h"
+#include "daemon/tenants/tenants.h"
+
+namespace sirena::metrics {
+class Metrics;
+}
+
+namespace sirena::api {
+
+struct AlertsApiOptions {
+  size_t max_body_bytes = 1 << 20;
+};
+
+class AlertsApi {
+ public:
+  using TenantsSnapshot = std::function<std::shared_ptr<const tenants::Tenants>()>;
+
+  AlertsApi(alerts::AlertStore& store, const Clock& clock, metrics::Metrics& metrics, TenantsSnapshot tenants,
+            AlertsApiOptions options);
+
+  void register_routes(Router& router);
+
+ private:
+  using Res = std::shared_ptr<http::Responder>;
+  void submit(const http::Request& req, Res res);
+  void get(const http::Request& req, Res res, const std::string& id);
+  void list(const http::Request& req, Res res);
+  void approve(const http::Request& req, Res res, const std::string& id);
+  void cancel(const http::Request& req, Res res, const std::string& id);
+
+  // Authenticates and authorises (401/403). `snapshot` keeps the tenant data alive.
+  Result<tenants::Principal> admit(const http::Request& req, tenants::Action action,
+                                   std::shared_ptr<const tenants::Tenants>& snapshot);
+  void reject(Res& res, const Error& e);
+
+  alerts::AlertStore& store_;
+  const Clock& clock_;
+  metrics::Metrics& metrics_;
+  TenantsSnapshot tenants_;
+  AlertsApiOptions options_;
+};
+
+}  // namespace sirena::api

@@ -1,0 +1,181 @@
+#include "daemon/app/app.h"
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/alerts/alert_store.h"
+#include "daemon/api/alerts_api.h"
+#include "daemon/api/router.h"
+#include "daemon/core/log.h"
+#include "daemon/http/server.h"
+#include "daemon/metrics/metrics.h"
+#include "daemon/store/managed_redis.h"
+#include "daemon/store/redis.h"
+#include "daemon/tenants/tenants.h"
+
+namespace sirena::app {
+namespace {
+
+constexpr uint64_t kLagProbeMs = 250;
+constexpr int64_t kDrainDeadlineMs = 10'000;
+
+template <typename T>
+void close_and_delete(T* handle) {
+  uv_close(reinterpret_cast<uv_handle_t*>(handle), [](uv_handle_t* h) { delete reinterpret_cast<T*>(h); });
+}
+
+}  // namespace
+
+struct App::Impl {
+  uv_loop_t* loop;
+  config::Config cfg;
+  SystemClock clock;
+  metrics::Metrics metrics;
+  std::unique_ptr<store::ManagedRedis> managed;
+  std::unique_ptr<store::Redis> redis;
+  std::unique_ptr<alerts::AlertStore> alert_store;
+  std::shared_ptr<const tenants::Tenants> tenants;
+  api::Router router;
+  std::unique_ptr<api::AlertsApi> alerts_api;
+  std::unique_ptr<http::Server> server;
+  uv_signal_t* sig_term = nullptr;
+  uv_signal_t* sig_int = nullptr;
+  uv_signal_t* sig_hup = nullptr;
+  uv_timer_t* lag_timer = nullptr;
+  uv_timer_t* drain_timer = nullptr;
+  int64_t lag_expected_ns = 0;
+  int64_t drain_started_ms = 0;
+  bool shutting_down = false;
+
+  Impl(uv_loop_t* l, config::Config c) : loop(l), cfg(std::move(c)) {}
+};
+
+App::App(uv_loop_t* loop, config::Config cfg) : impl_(std::make_unique<Impl>(loop, std::move(cfg))) {}
+
+App::~App() = default;
+
+Status App::start() {
+  Impl& i = *impl_;
+  log::Level level;
+  if (log::parse_level(i.cfg.log_level, &level)) log::set_level(level);
+
+  std::string url = i.cfg.redis.url;
+  if (url == "managed") {
+    i.managed = std::make_unique<store::ManagedRedis>(i.loop, i.cfg.redis);
+    auto started = i.managed->start();
+    if (!started) return std::move(started).take_error();
+    url = *started;
+  }
+  auto target = store::parse_redis_url(url);
+  if (!target) return std::move(target).take_error();
+  i.redis = std::make_unique<store::Redis>(i.loop, i.clock, i.metrics, *target);
+  i.redis->start();
+  i.alert_store = std::make_unique<alerts::AlertStore>(*i.redis);
+  i.tenants = std::make_shared<tenants::Tenants>(i.cfg.tenants);
+
+  api::AlertsApiOptions opts;
+  opts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
+  i.alerts_api = std::make_unique<api::AlertsApi>(*i.alert_store, i.clock, i.metrics,
+                                                  [this] { return impl_->tenants; }, opts);
+  i.alerts_api->register_routes(i.router);
+  i.router.add("GET", "/healthz", [](auto&, auto res, auto&) { res->send_json(200, R"({"status":"ok"})"); });
+  i.router.add("GET", "/readyz", [this](auto&, auto res, auto&) {
+    bool redis_ok = impl_->redis->connected();
+    nlohmann::json body = {{"ready", redis_ok && !impl_->shutting_down},
+                           {"redis", redis_ok ? "connected" : "disconnected"},
+                           {"config", "loaded"},
+                           {"shutting_down", impl_->shutting_down}};
+    res->send_json(body["ready"].get<bool>() ? 200 : 503, body.dump());
+  });
+  i.router.add("GET", "/metrics", [this](auto&, auto res, auto&) {
+    res->send(200, "text/plain; version=0.0.4; charset=utf-8", impl_->metrics.serialize());
+  });
+
+  i.server = std::make_unique<http::Server>(i.loop, i.cfg.http, i.clock, i.metrics,
+                                            [this](const http::Request& req, std::shared_ptr<http::Responder> res) {
+                                              impl_->router.dispatch(req, std::move(res));
+                                            });
+  // h2o answers bodies over its own limit with a plain 413 before any route runs; the
+  // margin lets slightly-too-large bodies reach the routes, which answer in JSON.
+  if (auto s = i.server->start(static_cast<size_t>(i.cfg.http.max_body_bytes) + (1 << 20)); !s) return s;
+
+  auto add_signal = [&](uv_signal_t*& h, int signum, uv_signal_cb cb) {
+    h = new uv_signal_t;
+    uv_signal_init(i.loop, h);
+    h->data = this;
+    uv_signal_start(h, cb, signum);
+  };
+  add_signal(i.sig_term, SIGTERM, [](uv_signal_t* h, int) { static_cast<App*>(h->data)->shutdown(); });
+  add_signal(i.sig_int, SIGINT, [](uv_signal_t* h, int) { static_cast<App*>(h->data)->shutdown(); });
+  add_signal(i.sig_hup, SIGHUP, [](uv_signal_t* h, int) { static_cast<App*>(h->data)->reload(); });
+
+  // Event-loop lag: a repeating timer that measures how late it fires.
+  i.lag_timer = new uv_timer_t;
+  uv_timer_init(i.loop, i.lag_timer);
+  i.lag_timer->data = this;
+  i.lag_expected_ns = i.clock.mono_ns() + static_cast<int64_t>(kLagProbeMs) * 1'000'000;
+  uv_timer_start(i.lag_timer, [](uv_timer_t* t) {
+    Impl& me = *static_cast<App*>(t->data)->impl_;
+    int64_t now = me.clock.mono_ns();
+    double lag = std::max<int64_t>(0, now - me.lag_expected_ns) / 1e9;
+    me.metrics.loop_lag().Observe(lag);
+    me.metrics.loop_lag_last().Set(lag);
+    me.lag_expected_ns = now + static_cast<int64_t>(kLagProbeMs) * 1'000'000;
+  }, kLagProbeMs, kLagProbeMs);
+
+  log::info("sirenad_started", {{"config", i.cfg.path},
+                                {"tenants", i.cfg.tenants.size()},
+                                {"port", i.server->port()},
+                                {"redis", i.managed ? "managed" : i.cfg.redis.url}});
+  return Ok{};
+}
+
+void App::reload() {
+  Impl& i = *impl_;
+  auto fresh = config::load(i.cfg.path);
+  if (!fresh) {
+    log::error("config_reload_failed", {{"error", fresh.error().message}, {"where", fresh.error().where}});
+    i.metrics.unexpected("config_reload_failed").Increment();
+    return;
+  }
+  // Tenants and keys change at once; listeners and Redis need a restart to change.
+  i.cfg.tenants = fresh->tenants;
+  i.cfg.gateways = fresh->gateways;
+  i.tenants = std::make_shared<tenants::Tenants>(fresh->tenants);
+  log::info("config_reloaded", {{"config", i.cfg.path}, {"tenants", fresh->tenants.size()}});
+}
+
+void App::shutdown() {
+  Impl& i = *impl_;
+  if (i.shutting_down) return;
+  i.shutting_down = true;
+  log::info("shutdown_started", {{"in_flight", i.server->in_flight()}});
+  i.server->stop_accepting();
+  i.drain_started_ms = i.clock.now_ms();
+  i.drain_timer = new uv_timer_t;
+  uv_timer_init(i.loop, i.drain_timer);
+  i.drain_timer->data = this;
+  // Poll until in-flight requests have been answered (they may be waiting on Redis).
+  uv_timer_start(i.drain_timer, [](uv_timer_t* t) {
+    auto* app = static_cast<App*>(t->data);
+    Impl& me = *app->impl_;
+    bool timed_out = me.clock.now_ms() - me.drain_started_ms > kDrainDeadlineMs;
+    if (me.server->in_flight() > 0 && !timed_out) return;
+    if (timed_out) log::warn("shutdown_drain_timeout", {{"in_flight", me.server->in_flight()}});
+    uv_timer_stop(t);
+    close_and_delete(t);
+    me.drain_timer = nullptr;
+    for (uv_signal_t* s : {me.sig_term, me.sig_int, me.sig_hup}) close_and_delete(s);
+    close_and_delete(me.lag_timer);
+    me.redis->stop([app] {
+      Impl& m = *app->impl_;
+      auto finish = [app] {
+        log::info("shutdown_complete", {});
+        uv_stop(app->impl_->loop);
+      };
+      if (m.managed) m.managed->stop(finish);
+      else finish();
+    });
+  }, 0, 10);
+}
+
+}  // namespace sirena::app

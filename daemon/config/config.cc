@@ -1,0 +1,342 @@
+#include "daemon/config/config.h"
+
+#include <openssl/evp.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace sirena::config {
+namespace {
+
+// Keys that exist even when the file leaves them out, so that SIRENA_* can set them.
+constexpr const char* kDefaults = R"(
+log: {level: info}
+http: {listen: "127.0.0.1:8080", max_body_bytes: 1048576, tls: {cert: "", key: ""}}
+redis: {url: managed, managed: {binary: redis-server, dir: var/redis, appendfsync: always}}
+)";
+
+struct Ctx {
+  std::string file;
+  const EnvLookup& env;
+  // Environment variables that replaced a value, by key path, for error messages.
+  std::map<std::string, std::string> overridden;
+};
+
+std::string env_name(const std::string& path) {
+  std::string n = "SIRENA_";
+  for (char c : path) n.push_back(c == '.' || c == '-' ? '_' : static_cast<char>(std::toupper(c)));
+  return n;
+}
+
+Error config_error(const Ctx& ctx, const YAML::Node& node, const std::string& path, const std::string& msg) {
+  std::string where;
+  if (auto it = ctx.overridden.find(path); it != ctx.overridden.end()) {
+    where = "environment " + it->second;
+  } else if (node.IsDefined() && node.Mark().line >= 0) {
+    where = ctx.file + ":" + std::to_string(node.Mark().line + 1);
+  } else {
+    where = ctx.file;
+  }
+  return make_error(2, "invalid_config", where + ": " + path + ": " + msg, where + ": " + path);
+}
+
+void add_defaults(YAML::Node file, const YAML::Node& defaults) {
+  for (auto it = defaults.begin(); it != defaults.end(); ++it) {
+    auto key = it->first.as<std::string>();
+    if (!file[key]) {
+      file[key] = YAML::Clone(it->second);
+    } else if (it->second.IsMap() && file[key].IsMap()) {
+      add_defaults(file[key], it->second);
+    }
+  }
+}
+
+void apply_env(Ctx& ctx, YAML::Node node, const std::string& path) {
+  if (!node.IsMap()) return;
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    std::string key = it->first.as<std::string>();
+    std::string child = path.empty() ? key : path + "." + key;
+    if (it->second.IsMap()) {
+      apply_env(ctx, it->second, child);
+    } else if (it->second.IsScalar() || it->second.IsNull()) {
+      std::string var = env_name(child);
+      if (auto v = ctx.env(var)) {
+        it->second = *v;
+        ctx.overridden[child] = var;
+      }
+    }
+  }
+}
+
+Status check_keys(const Ctx& ctx, const YAML::Node& node, const std::string& path,
+                  std::initializer_list<const char*> allowed) {
+  if (!node.IsMap()) return config_error(ctx, node, path, "expected a mapping");
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    auto key = it->first.as<std::string>();
+    if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; })) {
+      std::string known;
+      for (const char* a : allowed) known += std::string(known.empty() ? "" : ", ") + a;
+      return config_error(ctx, it->first, path.empty() ? key : path + "." + key,
+                          "unknown key (known here: " + known + ")");
+    }
+  }
+  return Ok{};
+}
+
+Result<std::string> get_string(const Ctx& ctx, const YAML::Node& node, const std::string& path) {
+  if (!node.IsScalar()) return config_error(ctx, node, path, "expected a string");
+  return node.Scalar();
+}
+
+Result<int64_t> get_int(const Ctx& ctx, const YAML::Node& node, const std::string& path, int64_t min,
+                        int64_t max) {
+  if (!node.IsScalar()) return config_error(ctx, node, path, "expected a whole number");
+  const std::string& s = node.Scalar();
+  char* end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || errno != 0)
+    return config_error(ctx, node, path, "expected a whole number, got \"" + s + "\"");
+  if (v < min || v > max)
+    return config_error(ctx, node, path,
+                        "must be between " + std::to_string(min) + " and " + std::to_string(max));
+  return static_cast<int64_t>(v);
+}
+
+Result<std::vector<std::string>> get_string_list(const Ctx& ctx, const YAML::Node& node,
+                                                 const std::string& path) {
+  std::vector<std::string> out;
+  if (!node.IsDefined() || node.IsNull()) return out;
+  if (!node.IsSequence()) return config_error(ctx, node, path, "expected a list of strings");
+  for (size_t i = 0; i < node.size(); ++i) {
+    if (!node[i].IsScalar()) return config_error(ctx, node[i], path, "expected a list of strings");
+    out.push_back(node[i].Scalar());
+  }
+  return out;
+}
+
+#define TRY_ASSIGN(lhs, expr)                   \
+  do {                                          \
+    auto _r = (expr);                           \
+    if (!_r) return std::move(_r).take_error(); \
+    lhs = std::move(_r).value();                \
+  } while (0)
+#define TRY(expr)                               \
+  do {                                          \
+    auto _r = (expr);                           \
+    if (!_r) return std::move(_r).take_error(); \
+  } while (0)
+
+bool is_lower_hex(const std::string& s, size_t len) {
+  return s.size() == len &&
+         std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(c) || (c >= 'a' && c <= 'f'); });
+}
+
+Result<Tenant> decode_tenant(const Ctx& ctx, const std::string& id, const YAML::Node& n) {
+  const std::string p = "tenants." + id;
+  Tenant t;
+  t.id = id;
+  TRY(check_keys(ctx, n, p, {"name", "senders", "keys", "approval", "grants"}));
+  if (id.empty() || !std::all_of(id.begin(), id.end(), [](char c) {
+        return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-';
+      }))
+    return config_error(ctx, n, p, "tenant ids use a-z, 0-9 and '-'");
+  if (n["name"]) TRY_ASSIGN(t.name, get_string(ctx, n["name"], p + ".name"));
+  TRY_ASSIGN(t.senders, get_string_list(ctx, n["senders"], p + ".senders"));
+  if (t.senders.empty()) return config_error(ctx, n, p + ".senders", "list at least one allowed CAP sender");
+  if (n["keys"]) {
+    const auto& keys = n["keys"];
+    if (!keys.IsMap()) return config_error(ctx, keys, p + ".keys", "expected a mapping of key id to {role, sha256}");
+    for (auto it = keys.begin(); it != keys.end(); ++it) {
+      std::string kp = p + ".keys." + it->first.as<std::string>();
+      TRY(check_keys(ctx, it->second, kp, {"role", "sha256"}));
+      ApiKey k;
+      k.id = it->first.as<std::string>();
+      std::string role;
+      TRY_ASSIGN(role, get_string(ctx, it->second["role"], kp + ".role"));
+      if (role == "operator") k.role = Role::Operator;
+      else if (role == "approver") k.role = Role::Approver;
+      else if (role == "admin") k.role = Role::Admin;
+      else if (role == "citizen-app") k.role = Role::CitizenApp;
+      else return config_error(ctx, it->second["role"], kp + ".role",
+                               "unknown role \"" + role + "\" (operator, approver, admin, citizen-app)");
+      TRY_ASSIGN(k.sha256, get_string(ctx, it->second["sha256"], kp + ".sha256"));
+      if (!is_lower_hex(k.sha256, 64))
+        return config_error(ctx, it->second["sha256"], kp + ".sha256",
+                            "expected 64 lower-case hex digits (sirenad --hash-key KEY prints them)");
+      t.keys.push_back(std::move(k));
+    }
+  }
+  if (n["approval"]) {
+    const auto& a = n["approval"];
+    TRY(check_keys(ctx, a, p + ".approval", {"statuses", "min_recipients"}));
+    TRY_ASSIGN(t.approval.statuses, get_string_list(ctx, a["statuses"], p + ".approval.statuses"));
+    for (const auto& s : t.approval.statuses) {
+      static const std::set<std::string> kStatuses{"Actual", "Exercise", "System", "Test", "Draft"};
+      if (!kStatuses.count(s))
+        return config_error(ctx, a["statuses"], p + ".approval.statuses", "unknown CAP status \"" + s + "\"");
+    }
+    if (a["min_recipients"])
+      TRY_ASSIGN(t.approval.min_recipients,
+                 get_int(ctx, a["min_recipients"], p + ".approval.min_recipients", 0, INT64_MAX));
+  }
+  if (n["grants"]) {
+    const auto& g = n["grants"];
+    if (!g.IsSequence()) return config_error(ctx, g, p + ".grants", "expected a list of {to, zones}");
+    for (size_t i = 0; i < g.size(); ++i) {
+      std::string gp = p + ".grants[" + std::to_string(i) + "]";
+      TRY(check_keys(ctx, g[i], gp, {"to", "zones"}));
+      Grant grant;
+      TRY_ASSIGN(grant.to_tenant, get_string(ctx, g[i]["to"], gp + ".to"));
+      TRY_ASSIGN(grant.zones, get_string_list(ctx, g[i]["zones"], gp + ".zones"));
+      t.grants.push_back(std::move(grant));
+    }
+  }
+  return t;
+}
+
+Result<Config> decode(Ctx& ctx, YAML::Node root) {
+  Config c;
+  c.path = ctx.file;
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) return config_error(ctx, root, "(top level)", "expected a mapping");
+  add_defaults(root, YAML::Load(kDefaults));
+  apply_env(ctx, root, "");
+  TRY(check_keys(ctx, root, "", {"log", "http", "redis", "tenants", "gateways"}));
+
+  TRY(check_keys(ctx, root["log"], "log", {"level"}));
+  TRY_ASSIGN(c.log_level, get_string(ctx, root["log"]["level"], "log.level"));
+  if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" && c.log_level != "error")
+    return config_error(ctx, root["log"]["level"], "log.level", "expected debug, info, warn or error");
+
+  const auto http = root["http"];
+  TRY(check_keys(ctx, http, "http", {"listen", "max_body_bytes", "tls"}));
+  TRY_ASSIGN(c.http.listen, get_string(ctx, http["listen"], "http.listen"));
+  if (c.http.listen.rfind(':') == std::string::npos)
+    return config_error(ctx, http["listen"], "http.listen", "expected HOST:PORT, e.g. 127.0.0.1:8080");
+  TRY_ASSIGN(c.http.max_body_bytes,
+             get_int(ctx, http["max_body_bytes"], "http.max_body_bytes", 1024, int64_t{1} << 30));
+  TRY(check_keys(ctx, http["tls"], "http.tls", {"cert", "key"}));
+  TRY_ASSIGN(c.http.tls_cert, get_string(ctx, http["tls"]["cert"], "http.tls.cert"));
+  TRY_ASSIGN(c.http.tls_key, get_string(ctx, http["tls"]["key"], "http.tls.key"));
+  if (c.http.tls_cert.empty() != c.http.tls_key.empty())
+    return config_error(ctx, http["tls"], "http.tls", "set both cert and key, or neither");
+
+  const auto redis = root["redis"];
+  TRY(check_keys(ctx, redis, "redis", {"url", "managed"}));
+  TRY_ASSIGN(c.redis.url, get_string(ctx, redis["url"], "redis.url"));
+  if (c.redis.url != "managed" && c.redis.url.rfind("redis://", 0) != 0 && c.redis.url.rfind("unix://", 0) != 0)
+    return config_error(ctx, redis["url"], "redis.url",
+                        "expected \"managed\", redis://HOST:PORT[/DB] or unix:///PATH");
+  TRY(check_keys(ctx, redis["managed"], "redis.managed", {"binary", "dir", "appendfsync"}));
+  TRY_ASSIGN(c.redis.managed_binary, get_string(ctx, redis["managed"]["binary"], "redis.managed.binary"));
+  TRY_ASSIGN(c.redis.managed_dir, get_string(ctx, redis["managed"]["dir"], "redis.managed.dir"));
+  TRY_ASSIGN(c.redis.managed_appendfsync,
+             get_string(ctx, redis["managed"]["appendfsync"], "redis.managed.appendfsync"));
+  if (c.redis.managed_appendfsync != "always" && c.redis.managed_appendfsync != "everysec")
+    return config_error(ctx, redis["managed"]["appendfsync"], "redis.managed.appendfsync",
+                        "expected always or everysec");
+
+  const auto tenants = root["tenants"];
+  if (!tenants || !tenants.IsMap() || tenants.size() == 0)
+    return config_error(ctx, tenants ? tenants : root, "tenants", "define at least one tenant");
+  std::set<std::string> key_hashes;
+  for (auto it = tenants.begin(); it != tenants.end(); ++it) {
+    std::string id = it->first.as<std::string>();
+    Tenant t;
+    TRY_ASSIGN(t, decode_tenant(ctx, id, it->second));
+    for (const auto& k : t.keys) {
+      if (!key_hashes.insert(k.sha256).second)
+        return config_error(ctx, it->second["keys"], "tenants." + id + ".keys." + k.id,
+                            "the same key is configured twice; every key must be unique");
+    }
+    c.tenants.emplace(id, std::move(t));
+  }
+  for (const auto& [id, t] : c.tenants) {
+    for (const auto& g : t.grants) {
+      if (!c.tenants.count(g.to_tenant))
+        return config_error(ctx, tenants[id]["grants"], "tenants." + id + ".grants",
+                            "grant to unknown tenant \"" + g.to_tenant + "\"");
+    }
+  }
+
+  if (const auto gw = root["gateways"]; gw && !gw.IsNull()) {
+    if (!gw.IsMap()) return config_error(ctx, gw, "gateways", "expected a mapping of gateway name to settings");
+    for (auto it = gw.begin(); it != gw.end(); ++it) {
+      std::string name = it->first.as<std::string>();
+      if (!it->second.IsMap())
+        return config_error(ctx, it->second, "gateways." + name, "expected a mapping of settings");
+      auto& m = c.gateways[name];
+      for (auto kv = it->second.begin(); kv != it->second.end(); ++kv) {
+        std::string key = kv->first.as<std::string>();
+        if (!kv->second.IsScalar())
+          return config_error(ctx, kv->second, "gateways." + name + "." + key, "expected a scalar value");
+        m[key] = kv->second.Scalar();
+      }
+      if (!m.count("url")) return config_error(ctx, it->second, "gateways." + name + ".url", "missing");
+    }
+  }
+  return c;
+}
+
+#undef TRY
+#undef TRY_ASSIGN
+
+}  // namespace
+
+const char* to_string(Role r) {
+  switch (r) {
+    case Role::Operator: return "operator";
+    case Role::Approver: return "approver";
+    case Role::Admin: return "admin";
+    case Role::CitizenApp: return "citizen-app";
+  }
+  return "operator";
+}
+
+std::optional<std::string> process_env(const std::string& name) {
+  const char* v = std::getenv(name.c_str());
+  if (!v) return std::nullopt;
+  return std::string(v);
+}
+
+Result<Config> load_from_string(const std::string& text, const std::string& name, EnvLookup env) {
+  Ctx ctx{name, env, {}};
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+    return decode(ctx, root);
+  } catch (const YAML::Exception& e) {
+    std::string where = name + ":" + std::to_string(e.mark.line + 1);
+    return make_error(2, "invalid_config", where + ": " + e.msg, where);
+  }
+}
+
+Result<Config> load(const std::string& path, EnvLookup env) {
+  std::ifstream in(path);
+  if (!in) return make_error(2, "invalid_config", path + ": cannot open the file", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return load_from_string(ss.str(), path, std::move(env));
+}
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  out.reserve(len * 2);
+  for (unsigned i = 0; i < len; ++i) {
+    out.push_back(hex[md[i] >> 4]);
+    out.push_back(hex[md[i] & 15]);
+  }
+  return out;
+}
+
+}  // namespace sirena::config

@@ -1,0 +1,85 @@
+// Daemon configuration: a YAML file (yaml-cpp) plus SIRENA_* environment overrides.
+//
+// Every scalar key can be overridden by SIRENA_ + its path in upper case with '.'
+// and '-' as '_': http.listen -> SIRENA_HTTP_LISTEN. Errors name the file, the line
+// and the key ("config/demo.yaml:12: http.listen: ..."); an override names its variable.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/core/result.h"
+
+namespace sirena::config {
+
+enum class Role { Operator, Approver, Admin, CitizenApp };
+const char* to_string(Role r);
+
+struct ApiKey {
+  std::string id;      // shown in logs and audit; never the key itself
+  Role role = Role::Operator;
+  std::string sha256;  // lower-case hex SHA-256 of the key
+};
+
+struct ApprovalPolicy {
+  // Alerts whose CAP status is listed need a second person (an approver key other
+  // than the submitter's) when they reach at least `min_recipients` citizens.
+  std::vector<std::string> statuses;
+  int64_t min_recipients = 0;
+};
+
+struct Grant {  // this tenant lets `to_tenant` alert its recipients inside `zones`
+  std::string to_tenant;
+  std::vector<std::string> zones;
+};
+
+struct Tenant {
+  std::string id;
+  std::string name;
+  std::vector<std::string> senders;  // allowed CAP <sender> values
+  std::vector<ApiKey> keys;
+  ApprovalPolicy approval;
+  std::vector<Grant> grants;
+};
+
+struct RedisConfig {
+  std::string url = "managed";  // "managed", redis://host:port/db or unix:///path
+  std::string managed_binary = "redis-server";
+  std::string managed_dir = "var/redis";
+  std::string managed_appendfsync = "always";
+};
+
+struct HttpConfig {
+  std::string listen = "127.0.0.1:8080";
+  int64_t max_body_bytes = 1 << 20;  // alert bodies (CAP or JSON)
+  std::string tls_cert;              // TLS (ALPN h2, http/1.1) when both are set
+  std::string tls_key;
+};
+
+struct Config {
+  std::string path;  // the file it was read from
+  std::string log_level = "info";
+  HttpConfig http;
+  RedisConfig redis;
+  std::map<std::string, Tenant> tenants;
+  // Gateways are configured for the dispatch issues; kept as key/value per gateway.
+  std::map<std::string, std::map<std::string, std::string>> gateways;
+};
+
+// Reads and validates the file. `env` is consulted for overrides (pass environ-backed
+// lookups in production, a map in tests). Returns a status-2-worthy Error with `where`
+// set to "file:line: key" on any mistake.
+using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
+std::optional<std::string> process_env(const std::string& name);
+Result<Config> load(const std::string& path, EnvLookup env = process_env);
+Result<Config> load_from_string(const std::string& text, const std::string& name_for_errors,
+                                EnvLookup env = process_env);
+
+// Lower-case hex SHA-256 (OpenSSL), used for API keys.
+std::string sha256_hex(std::string_view data);
+
+}  // namespace sirena::config

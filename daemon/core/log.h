@@ -1,0 +1,30 @@
+// JSON-lines logging on stderr.
+//
+// Every line is one JSON object: {"ts":..., "level":..., "event":..., <fields>}.
+// Fields are built with nlohmann::json so nothing is escaped by hand. Citizen
+// data (phone numbers, push tokens) must go through redact() before it is logged.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+namespace sirena::log {
+
+enum class Level { Debug = 0, Info = 1, Warn = 2, Error = 3 };
+
+void set_level(Level level);
+bool parse_level(std::string_view text, Level* out);
+
+// Writes one line if `level` is enabled. `fields` must be a JSON object (or null).
+void write(Level level, std::string_view event, const nlohmann::json& fields);
+
+void debug(std::string_view event, const nlohmann::json& fields);
+void info(std::string_view event, const nlohmann::json& fields);
+void warn(std::string_view event, const nlohmann::json& fields);
+void error(std::string_view event, const nlohmann::json& fields);
+
+// Keeps the last two characters of a phone number or token: "+39…67".
+std::string redact(std::string_view secret);
+
+}  // namespace sirena::log

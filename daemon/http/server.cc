@@ -1,0 +1,303 @@
+#define H2O_USE_LIBUV 1
+#include "daemon/http/server.h"
+
+#include <h2o.h>
+#include <h2o/socket/uv-binding.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "daemon/core/log.h"
+#include "daemon/metrics/metrics.h"
+
+namespace sirena::http {
+
+// Lives in the request's memory pool; h2o calls its dispose when the request dies
+// (response finished or client gone), which detaches the Responder.
+struct RequestGuard {
+  Responder* responder;
+};
+
+namespace {
+
+int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string percent_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out.push_back(' ');
+    } else if (s[i] == '%' && i + 2 < s.size() && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hexval(s[i + 1]) * 16 + hexval(s[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+  }
+}
+
+}  // namespace
+
+std::optional<std::string_view> Request::header(std::string_view name) const {
+  const h2o_headers_t& hs = raw->headers;
+  for (size_t i = 0; i < hs.size; ++i) {
+    const h2o_header_t& h = hs.entries[i];
+    if (h.name->len == name.size() && std::memcmp(h.name->base, name.data(), name.size()) == 0)
+      return std::string_view(h.value.base, h.value.len);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> Request::query_param(std::string_view name) const {
+  std::string_view q = query;
+  while (!q.empty()) {
+    size_t amp = q.find('&');
+    std::string_view pair = q.substr(0, amp);
+    size_t eq = pair.find('=');
+    if (percent_decode(pair.substr(0, eq)) == name)
+      return eq == std::string_view::npos ? std::string() : percent_decode(pair.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    q = q.substr(amp + 1);
+  }
+  return std::nullopt;
+}
+
+Responder::Responder(st_h2o_req_t* req, const Clock& clock, metrics::Metrics& metrics)
+    : req_(req), clock_(clock), metrics_(metrics), started_ns_(clock.mono_ns()) {
+  guard_ = static_cast<RequestGuard*>(h2o_mem_alloc_shared(&req->pool, sizeof(RequestGuard), [](void* p) {
+    auto* g = static_cast<RequestGuard*>(p);
+    if (g->responder) {
+      g->responder->req_ = nullptr;
+      g->responder->guard_ = nullptr;
+    }
+  }));
+  guard_->responder = this;
+}
+
+Responder::~Responder() {
+  if (req_ && !sent_) {
+    // A handler dropped its responder without answering: never leave a client hanging.
+    metrics_.unexpected("http_no_response").Increment();
+    send_error(make_error(500, "internal_error", "the request was not answered; this is a bug"));
+  }
+  if (guard_) guard_->responder = nullptr;
+}
+
+void Responder::send(int status, std::string_view content_type, std::string_view body,
+                     const std::vector<std::pair<std::string, std::string>>& headers) {
+  if (sent_) return;
+  sent_ = true;
+  metrics_.http_request(route_, status).Increment();
+  metrics_.http_duration(route_).Observe(static_cast<double>(clock_.mono_ns() - started_ns_) / 1e9);
+  if (!req_) return;  // the client went away
+  h2o_req_t* req = req_;
+  req->res.status = status;
+  req->res.reason = reason_phrase(status);
+  if (!content_type.empty()) {
+    h2o_iovec_t ct = h2o_strdup(&req->pool, content_type.data(), content_type.size());
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, nullptr, ct.base, ct.len);
+  }
+  for (const auto& [name, value] : headers) {
+    h2o_iovec_t n = h2o_strdup(&req->pool, name.data(), name.size());
+    h2o_iovec_t v = h2o_strdup(&req->pool, value.data(), value.size());
+    h2o_add_header_by_str(&req->pool, &req->res.headers, n.base, n.len, 1, nullptr, v.base, v.len);
+  }
+  h2o_send_inline(req, body.data(), body.size());
+}
+
+void Responder::send_json(int status, const std::string& json_text) {
+  send(status, "application/json", json_text);
+}
+
+void Responder::send_error(const Error& e) {
+  nlohmann::json body = {{"error", {{"code", e.code}, {"message", e.message}}}};
+  if (!e.where.empty()) body["error"]["where"] = e.where;
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (e.status == 503) headers.emplace_back("retry-after", "1");
+  if (e.status == 401) headers.emplace_back("www-authenticate", "Bearer");
+  send(e.status, "application/json", body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+       headers);
+}
+
+struct Server::Impl {
+  struct RouteHandler {
+    h2o_handler_t super;
+    Server::Impl* impl;
+  };
+
+  uv_loop_t* loop;
+  config::HttpConfig cfg;
+  const Clock& clock;
+  metrics::Metrics& metrics;
+  Handler handler;
+  Server* owner;
+  h2o_globalconf_t globalconf{};
+  h2o_context_t ctx{};
+  h2o_accept_ctx_t accept_ctx{};
+  SSL_CTX* ssl_ctx = nullptr;
+  uv_tcp_t* listener = nullptr;
+  bool context_ready = false;
+
+  Impl(uv_loop_t* l, const config::HttpConfig& c, const Clock& ck, metrics::Metrics& m, Handler h, Server* o)
+      : loop(l), cfg(c), clock(ck), metrics(m), handler(std::move(h)), owner(o) {}
+
+  static int on_req(h2o_handler_t* self, h2o_req_t* req) {
+    auto* impl = reinterpret_cast<RouteHandler*>(self)->impl;
+    Request r;
+    r.raw = req;
+    r.method = std::string_view(req->method.base, req->method.len);
+    std::string_view full(req->path.base, req->path.len);
+    if (req->query_at != SIZE_MAX) {
+      r.path = full.substr(0, req->query_at);
+      r.query = full.substr(req->query_at + 1);
+    } else {
+      r.path = full;
+    }
+    if (req->entity.base) r.body = std::string_view(req->entity.base, req->entity.len);
+    sockaddr_storage ss{};
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, reinterpret_cast<sockaddr*>(&ss));
+    if (len > 0) {
+      char buf[INET6_ADDRSTRLEN] = {0};
+      if (ss.ss_family == AF_INET)
+        uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), buf, sizeof buf);
+      else if (ss.ss_family == AF_INET6)
+        uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), buf, sizeof buf);
+      r.remote = buf;
+    }
+    ++impl->owner->in_flight_;
+    // The in-flight count drops when the responder goes away (answered or abandoned).
+    auto* owner = impl->owner;
+    std::shared_ptr<Responder> responder(new Responder(req, impl->clock, impl->metrics), [owner](Responder* p) {
+      delete p;
+      --owner->in_flight_;
+    });
+    impl->handler(r, std::move(responder));
+    return 0;
+  }
+
+  static void on_connection(uv_stream_t* listener, int status) {
+    auto* impl = static_cast<Impl*>(listener->data);
+    if (status != 0) {
+      impl->metrics.unexpected("http_accept_error").Increment();
+      return;
+    }
+    auto* conn = static_cast<uv_tcp_t*>(malloc(sizeof(uv_tcp_t)));
+    uv_tcp_init(impl->loop, conn);
+    if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(conn)) != 0) {
+      uv_close(reinterpret_cast<uv_handle_t*>(conn), [](uv_handle_t* h) { free(h); });
+      return;
+    }
+    uv_tcp_nodelay(conn, 1);
+    h2o_socket_t* sock =
+        h2o_uv_socket_create(reinterpret_cast<uv_stream_t*>(conn), [](uv_handle_t* h) { free(h); });
+    h2o_accept(&impl->accept_ctx, sock);
+  }
+};
+
+Server::Server(uv_loop_t* loop, const config::HttpConfig& cfg, const Clock& clock, metrics::Metrics& metrics,
+               Handler handler)
+    : impl_(std::make_unique<Impl>(loop, cfg, clock, metrics, std::move(handler), this)) {}
+
+Server::~Server() {
+  if (impl_->ssl_ctx) SSL_CTX_free(impl_->ssl_ctx);
+}
+
+Status Server::start(size_t max_body_bytes) {
+  Impl& i = *impl_;
+  h2o_config_init(&i.globalconf);
+  i.globalconf.max_request_entity_size = max_body_bytes;
+  h2o_hostconf_t* host = h2o_config_register_host(&i.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+  h2o_pathconf_t* path = h2o_config_register_path(host, "/", 0);
+  auto* rh = reinterpret_cast<Impl::RouteHandler*>(h2o_create_handler(path, sizeof(Impl::RouteHandler)));
+  rh->super.on_req = &Impl::on_req;
+  rh->impl = &i;
+  h2o_context_init(&i.ctx, i.loop, &i.globalconf);
+  i.context_ready = true;
+  i.accept_ctx.ctx = &i.ctx;
+  i.accept_ctx.hosts = i.globalconf.hosts;
+
+  if (!i.cfg.tls_cert.empty()) {
+    i.ssl_ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_set_min_proto_version(i.ssl_ctx, TLS1_2_VERSION);
+    if (SSL_CTX_use_certificate_chain_file(i.ssl_ctx, i.cfg.tls_cert.c_str()) != 1)
+      return make_error(2, "invalid_config", "http.tls.cert: cannot load " + i.cfg.tls_cert, "http.tls.cert");
+    if (SSL_CTX_use_PrivateKey_file(i.ssl_ctx, i.cfg.tls_key.c_str(), SSL_FILETYPE_PEM) != 1)
+      return make_error(2, "invalid_config", "http.tls.key: cannot load " + i.cfg.tls_key, "http.tls.key");
+    static char h2[] = "h2", h1[] = "http/1.1";
+    static const h2o_iovec_t protocols[] = {{h2, 2}, {h1, 8}, {nullptr, 0}};
+    h2o_ssl_register_alpn_protocols(i.ssl_ctx, protocols);
+    i.accept_ctx.ssl_ctx = i.ssl_ctx;
+  }
+
+  std::string listen = i.cfg.listen;
+  auto colon = listen.rfind(':');
+  std::string host_part = listen.substr(0, colon);
+  if (host_part.size() >= 2 && host_part.front() == '[') host_part = host_part.substr(1, host_part.size() - 2);
+  int port = std::atoi(listen.c_str() + colon + 1);
+  sockaddr_storage addr{};
+  if (uv_ip4_addr(host_part.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
+      uv_ip6_addr(host_part.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0)
+    return make_error(2, "invalid_config", "http.listen: \"" + listen + "\" is not IP:PORT", "http.listen");
+
+  i.listener = new uv_tcp_t;
+  uv_tcp_init(i.loop, i.listener);
+  i.listener->data = &i;
+  int rc = uv_tcp_bind(i.listener, reinterpret_cast<sockaddr*>(&addr), 0);
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(i.listener), 1024, &Impl::on_connection);
+  if (rc != 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(i.listener), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    i.listener = nullptr;
+    return make_error(2, "listen_failed", "http.listen " + listen + ": " + uv_strerror(rc), "http.listen");
+  }
+  sockaddr_storage bound{};
+  int namelen = sizeof bound;
+  uv_tcp_getsockname(i.listener, reinterpret_cast<sockaddr*>(&bound), &namelen);
+  port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  log::info("http_listening", {{"address", host_part}, {"port", port_}, {"tls", i.ssl_ctx != nullptr}});
+  return Ok{};
+}
+
+void Server::stop_accepting() {
+  Impl& i = *impl_;
+  if (i.listener) {
+    uv_close(reinterpret_cast<uv_handle_t*>(i.listener), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    i.listener = nullptr;
+  }
+  if (i.context_ready) h2o_context_request_shutdown(&i.ctx);
+}
+
+}  // namespace sirena::http

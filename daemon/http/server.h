@@ -1,0 +1,97 @@
+// The inbound HTTP server: h2o (libuv build) serving HTTP/1.1, h2c and, when a
+// certificate is configured, TLS with ALPN h2/http1.1.
+//
+// The server knows nothing about routes. Each request becomes a Request plus a
+// Responder and goes to one Handler. The handler may answer at once or later (after
+// Redis replies); a Responder outlives a client that went away, and answering a
+// vanished request is a no-op.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "daemon/config/config.h"
+#include "daemon/core/clock.h"
+#include "daemon/core/result.h"
+
+struct st_h2o_req_t;
+
+namespace sirena::metrics {
+class Metrics;
+}
+
+namespace sirena::http {
+
+struct Request {
+  std::string_view method;
+  std::string_view path;   // without the query
+  std::string_view query;  // after '?', may be empty
+  std::string_view body;
+  std::string remote;      // peer IP address
+  st_h2o_req_t* raw = nullptr;
+
+  std::optional<std::string_view> header(std::string_view lower_case_name) const;
+  std::optional<std::string> query_param(std::string_view name) const;  // percent-decoded
+};
+
+class Responder {
+ public:
+  Responder(st_h2o_req_t* req, const Clock& clock, metrics::Metrics& metrics);
+  ~Responder();
+  Responder(const Responder&) = delete;
+  Responder& operator=(const Responder&) = delete;
+
+  // The route label for metrics ("/v1/alerts/{id}"); set by the router.
+  void set_route(std::string route) { route_ = std::move(route); }
+  bool alive() const { return req_ != nullptr; }
+  bool sent() const { return sent_; }
+
+  void send(int status, std::string_view content_type, std::string_view body,
+            const std::vector<std::pair<std::string, std::string>>& headers = {});
+  // {"error": {"code", "message", "where"}} with e.status (and Retry-After for 503).
+  void send_error(const Error& e);
+  void send_json(int status, const std::string& json_text);
+
+ private:
+  friend struct RequestGuard;
+  st_h2o_req_t* req_;
+  struct RequestGuard* guard_;
+  const Clock& clock_;
+  metrics::Metrics& metrics_;
+  int64_t started_ns_;
+  std::string route_ = "unmatched";
+  bool sent_ = false;
+};
+
+using Handler = std::function<void(const Request&, std::shared_ptr<Responder>)>;
+
+class Server {
+ public:
+  Server(uv_loop_t* loop, const config::HttpConfig& cfg, const Clock& clock, metrics::Metrics& metrics,
+         Handler handler);
+  ~Server();
+
+  // Binds and listens. The largest body any route accepts is `max_body_bytes` (h2o
+  // buffers whole bodies; larger ones get h2o's own 413).
+  Status start(size_t max_body_bytes);
+  // Stops accepting connections and asks open ones to finish (HTTP/2 GOAWAY,
+  // HTTP/1 "Connection: close"). `in_flight()` then drains to 0.
+  void stop_accepting();
+  int port() const { return port_; }
+  int64_t in_flight() const { return in_flight_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int port_ = 0;
+  int64_t in_flight_ = 0;
+};
+
+}  // namespace sirena::http

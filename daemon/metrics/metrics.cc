@@ -1,0 +1,104 @@
+#include "daemon/metrics/metrics.h"
+
+#include <prometheus/text_serializer.h>
+
+namespace sirena::metrics {
+namespace {
+
+const prometheus::Histogram::BucketBoundaries& latency_buckets() {
+  static const prometheus::Histogram::BucketBoundaries b{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                        0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                                        1,      2.5,     5,      10};
+  return b;
+}
+
+}  // namespace
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  using namespace prometheus;
+  http_requests_ = &BuildCounter()
+                        .Name("sirena_http_requests_total")
+                        .Help("HTTP requests answered, by route and status code")
+                        .Register(*registry_);
+  http_duration_ = &BuildHistogram()
+                        .Name("sirena_http_request_duration_seconds")
+                        .Help("Time from request to response, by route")
+                        .Register(*registry_);
+  alerts_received_ = &BuildCounter()
+                          .Name("sirena_alerts_received_total")
+                          .Help("Alerts accepted and stored, by tenant, CAP status and msgType")
+                          .Register(*registry_);
+  alerts_rejected_ = &BuildCounter()
+                          .Name("sirena_alerts_rejected_total")
+                          .Help("Alerts refused at intake, by reason (the error code)")
+                          .Register(*registry_);
+  unexpected_ = &BuildCounter()
+                     .Name("sirena_unexpected_events_total")
+                     .Help("Survivable but unexpected events, by kind")
+                     .Register(*registry_);
+  redis_connected_ = &BuildGauge()
+                          .Name("sirena_redis_connected")
+                          .Help("1 while the Redis connection is up")
+                          .Register(*registry_)
+                          .Add({});
+  redis_duration_ = &BuildHistogram()
+                         .Name("sirena_redis_command_duration_seconds")
+                         .Help("Redis command round-trip time")
+                         .Register(*registry_)
+                         .Add({}, latency_buckets());
+  redis_reconnects_ = &BuildCounter()
+                           .Name("sirena_redis_reconnects_total")
+                           .Help("Redis connection attempts after a loss")
+                           .Register(*registry_)
+                           .Add({});
+  loop_lag_ = &BuildHistogram()
+                   .Name("sirena_event_loop_lag_seconds")
+                   .Help("How late the loop's lag probe timer fired")
+                   .Register(*registry_)
+                   .Add({}, latency_buckets());
+  loop_lag_last_ = &BuildGauge()
+                        .Name("sirena_event_loop_lag_last_seconds")
+                        .Help("The most recent event loop lag sample")
+                        .Register(*registry_)
+                        .Add({});
+}
+
+std::string Metrics::serialize() const {
+  prometheus::TextSerializer s;
+  return s.Serialize(registry_->Collect());
+}
+
+prometheus::Counter& Metrics::http_request(const std::string& route, int code) {
+  std::string key = "h\x1f" + route + "\x1f" + std::to_string(code);
+  auto& slot = counter_cache_[key];
+  if (!slot) slot = &http_requests_->Add({{"route", route}, {"code", std::to_string(code)}});
+  return *slot;
+}
+
+prometheus::Histogram& Metrics::http_duration(const std::string& route) {
+  auto& slot = histogram_cache_[route];
+  if (!slot) slot = &http_duration_->Add({{"route", route}}, latency_buckets());
+  return *slot;
+}
+
+prometheus::Counter& Metrics::alert_received(const std::string& tenant, const std::string& status,
+                                             const std::string& msg_type) {
+  std::string key = "a\x1f" + tenant + "\x1f" + status + "\x1f" + msg_type;
+  auto& slot = counter_cache_[key];
+  if (!slot) slot = &alerts_received_->Add({{"tenant", tenant}, {"status", status}, {"msg_type", msg_type}});
+  return *slot;
+}
+
+prometheus::Counter& Metrics::alert_rejected(const std::string& reason) {
+  auto& slot = counter_cache_["r\x1f" + reason];
+  if (!slot) slot = &alerts_rejected_->Add({{"reason", reason}});
+  return *slot;
+}
+
+prometheus::Counter& Metrics::unexpected(const std::string& kind) {
+  auto& slot = counter_cache_["u\x1f" + kind];
+  if (!slot) slot = &unexpected_->Add({{"kind", kind}});
+  return *slot;
+}
+
+}  // namespace sirena::metrics

@@ -1,0 +1,63 @@
+// The process's Prometheus registry (prometheus-cpp core) and Sirena's metric families.
+//
+// One Metrics object lives in the app and is passed by reference; it outlives every
+// subsystem that records into it. Hot paths keep the Counter*/Histogram* they got
+// from the accessors: prometheus-cpp keeps those pointers stable.
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+namespace sirena::metrics {
+
+class Metrics {
+ public:
+  Metrics();
+
+  // Prometheus text exposition format (version 0.0.4).
+  std::string serialize() const;
+
+  prometheus::Registry& registry() { return *registry_; }
+
+  // HTTP server.
+  prometheus::Counter& http_request(const std::string& route, int code);
+  prometheus::Histogram& http_duration(const std::string& route);
+  // Intake.
+  prometheus::Counter& alert_received(const std::string& tenant, const std::string& status,
+                                      const std::string& msg_type);
+  prometheus::Counter& alert_rejected(const std::string& reason);
+  // Redis.
+  prometheus::Gauge& redis_connected() { return *redis_connected_; }
+  prometheus::Histogram& redis_command_duration() { return *redis_duration_; }
+  prometheus::Counter& redis_reconnects() { return *redis_reconnects_; }
+  // Event loop.
+  prometheus::Histogram& loop_lag() { return *loop_lag_; }
+  prometheus::Gauge& loop_lag_last() { return *loop_lag_last_; }
+  // Survivable but unexpected events, by kind (STYLE.md habit 5).
+  prometheus::Counter& unexpected(const std::string& kind);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>* http_requests_;
+  prometheus::Family<prometheus::Histogram>* http_duration_;
+  prometheus::Family<prometheus::Counter>* alerts_received_;
+  prometheus::Family<prometheus::Counter>* alerts_rejected_;
+  prometheus::Family<prometheus::Counter>* unexpected_;
+  prometheus::Gauge* redis_connected_;
+  prometheus::Histogram* redis_duration_;
+  prometheus::Counter* redis_reconnects_;
+  prometheus::Histogram* loop_lag_;
+  prometheus::Gauge* loop_lag_last_;
+  // Label-set caches: building a prometheus::Labels map per request costs more than a lookup.
+  std::unordered_map<std::string, prometheus::Counter*> counter_cache_;
+  std::unordered_map<std::string, prometheus::Histogram*> histogram_cache_;
+};
+
+}  // namespace sirena::metrics

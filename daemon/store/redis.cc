@@ -1,0 +1,272 @@
+#include "daemon/store/redis.h"
+
+#include <hiredis/async.h>
+#include <hiredis/adapters/libuv.h>
+#include <openssl/sha.h>
+
+#include <charconv>
+#include <cstring>
+#include <memory>
+#include <unordered_map>
+
+#include "daemon/core/log.h"
+#include "daemon/metrics/metrics.h"
+
+namespace sirena::store {
+namespace {
+
+constexpr int64_t kBackoffMinMs = 50;
+constexpr int64_t kBackoffMaxMs = 2000;
+
+Error unavailable(const std::string& why) {
+  return make_error(503, "redis_unavailable", "storage is unavailable (" + why + "); retry shortly");
+}
+
+std::string sha1_hex(const std::string& s) {
+  unsigned char md[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(s.data()), s.size(), md);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : md) {
+    out.push_back(hex[c >> 4]);
+    out.push_back(hex[c & 15]);
+  }
+  return out;
+}
+
+}  // namespace
+
+struct Redis::Pending {
+  Redis* self;
+  Callback cb;
+  int64_t started_ns;
+};
+
+Result<RedisTarget> parse_redis_url(std::string_view url) {
+  RedisTarget t;
+  auto bad = [&](const char* why) {
+    return make_error(2, "invalid_redis_url", std::string("redis.url \"") + std::string(url) + "\": " + why);
+  };
+  if (url.rfind("unix://", 0) == 0) {
+    std::string_view rest = url.substr(7);
+    if (auto q = rest.find("?db="); q != std::string_view::npos) {
+      std::string_view db = rest.substr(q + 4);
+      if (std::from_chars(db.data(), db.data() + db.size(), t.db).ec != std::errc()) return bad("bad db number");
+      rest = rest.substr(0, q);
+    }
+    if (rest.empty() || rest[0] != '/') return bad("expected unix:///absolute/path");
+    t.unix_path = std::string(rest);
+    return t;
+  }
+  if (url.rfind("redis://", 0) != 0) return bad("expected redis:// or unix://");
+  std::string_view rest = url.substr(8);
+  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view auth = rest.substr(0, at);
+    if (auto c = auth.find(':'); c != std::string_view::npos) auth = auth.substr(c + 1);
+    t.password = std::string(auth);
+    rest = rest.substr(at + 1);
+  }
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    std::string_view db = rest.substr(slash + 1);
+    if (!db.empty() && std::from_chars(db.data(), db.data() + db.size(), t.db).ec != std::errc())
+      return bad("bad db number");
+    rest = rest.substr(0, slash);
+  }
+  auto colon = rest.rfind(':');
+  if (colon == std::string_view::npos) {
+    t.host = std::string(rest);
+  } else {
+    t.host = std::string(rest.substr(0, colon));
+    std::string_view port = rest.substr(colon + 1);
+    if (std::from_chars(port.data(), port.data() + port.size(), t.port).ec != std::errc() || t.port <= 0 ||
+        t.port > 65535)
+      return bad("bad port");
+  }
+  if (t.host.empty()) return bad("missing host");
+  return t;
+}
+
+Redis::Redis(uv_loop_t* loop, const Clock& clock, metrics::Metrics& metrics, RedisTarget target)
+    : loop_(loop), clock_(clock), metrics_(metrics), target_(std::move(target)) {}
+
+Redis::~Redis() {
+  // The app calls stop() and waits for it; a context still alive here is a bug.
+  if (ctx_) ctx_->data = nullptr;
+}
+
+void Redis::start() {
+  timer_ = new uv_timer_t;
+  uv_timer_init(loop_, timer_);
+  timer_->data = this;
+  connect();
+}
+
+void Redis::set_state(State s) {
+  bool was = state_ == State::Connected;
+  state_ = s;
+  bool is = state_ == State::Connected;
+  if (was != is) {
+    metrics_.redis_connected().Set(is ? 1 : 0);
+    if (on_state_) on_state_(is);
+  }
+}
+
+void Redis::connect() {
+  set_state(State::Connecting);
+  ctx_ = target_.unix_path.empty() ? redisAsyncConnect(target_.host.c_str(), target_.port)
+                                   : redisAsyncConnectUnix(target_.unix_path.c_str());
+  if (!ctx_ || ctx_->err) {
+    log::warn("redis_connect_failed", {{"error", ctx_ ? ctx_->errstr : "out of memory"}});
+    if (ctx_) redisAsyncFree(ctx_);
+    ctx_ = nullptr;
+    schedule_reconnect();
+    return;
+  }
+  ctx_->data = this;
+  redisLibuvAttach(ctx_, loop_);
+  redisAsyncSetConnectCallback(ctx_, &Redis::on_connect);
+  redisAsyncSetDisconnectCallback(ctx_, &Redis::on_disconnect);
+}
+
+void Redis::schedule_reconnect() {
+  if (state_ == State::Stopping || state_ == State::Stopped) return;
+  set_state(State::Idle);
+  backoff_ms_ = backoff_ms_ == 0 ? kBackoffMinMs : std::min(backoff_ms_ * 2, kBackoffMaxMs);
+  metrics_.redis_reconnects().Increment();
+  uv_timer_start(timer_, &Redis::on_timer, static_cast<uint64_t>(backoff_ms_), 0);
+}
+
+void Redis::on_timer(uv_timer_t* t) {
+  auto* self = static_cast<Redis*>(t->data);
+  if (self->state_ == State::Idle) self->connect();
+}
+
+void Redis::on_connect(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<Redis*>(ac->data);
+  if (!self) return;
+  if (status != REDIS_OK) {
+    // hiredis frees the context after this callback returns.
+    self->ctx_ = nullptr;
+    if (self->state_ == State::Stopping) {
+      self->finish_stop();
+      return;
+    }
+    log::warn("redis_connect_failed", {{"error", ac->errstr}});
+    self->schedule_reconnect();
+    return;
+  }
+  if (!self->target_.password.empty()) self->command({"AUTH", self->target_.password}, [](auto*, auto*) {});
+  if (self->target_.db != 0)
+    self->command({"SELECT", std::to_string(self->target_.db)}, [](auto*, auto*) {});
+  self->backoff_ms_ = 0;
+  log::info("redis_connected", {{"target", self->target_.unix_path.empty()
+                                                 ? self->target_.host + ":" + std::to_string(self->target_.port)
+                                                 : self->target_.unix_path}});
+  self->set_state(State::Connected);
+}
+
+void Redis::on_disconnect(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<Redis*>(ac->data);
+  if (!self) return;
+  self->ctx_ = nullptr;  // hiredis frees it after this callback
+  if (self->state_ == State::Stopping) {
+    self->finish_stop();
+    return;
+  }
+  log::warn("redis_disconnected", {{"status", status}, {"error", ac->errstr ? ac->errstr : ""}});
+  self->schedule_reconnect();
+}
+
+void Redis::stop(std::function<void()> done) {
+  on_stopped_ = std::move(done);
+  uv_timer_stop(timer_);
+  if (ctx_ && (state_ == State::Connected || state_ == State::Connecting)) {
+    state_ = State::Stopping;
+    redisAsyncDisconnect(ctx_);  // pending replies are delivered first
+    return;
+  }
+  state_ = State::Stopping;
+  finish_stop();
+}
+
+void Redis::finish_stop() {
+  set_state(State::Stopped);
+  uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {
+    auto* me = static_cast<Redis*>(h->data);
+    delete reinterpret_cast<uv_timer_t*>(h);
+    me->timer_ = nullptr;
+    if (me->on_stopped_) me->on_stopped_();
+  });
+}
+
+void Redis::command(const std::vector<std::string_view>& argv, Callback cb) {
+  if (state_ != State::Connected || !ctx_) {
+    Error e = unavailable("not connected");
+    cb(nullptr, &e);
+    return;
+  }
+  send(argv, new Pending{this, std::move(cb), clock_.mono_ns()});
+}
+
+void Redis::send(const std::vector<std::string_view>& argv, Pending* p) {
+  std::vector<const char*> ptrs;
+  std::vector<size_t> lens;
+  ptrs.reserve(argv.size());
+  lens.reserve(argv.size());
+  for (auto a : argv) {
+    ptrs.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  if (redisAsyncCommandArgv(ctx_, &Redis::on_reply, p, static_cast<int>(argv.size()), ptrs.data(), lens.data()) !=
+      REDIS_OK) {
+    Error e = unavailable("command not sent");
+    p->cb(nullptr, &e);
+    delete p;
+  }
+}
+
+void Redis::on_reply(redisAsyncContext*, void* reply, void* privdata) {
+  std::unique_ptr<Pending> p(static_cast<Pending*>(privdata));
+  auto* r = static_cast<redisReply*>(reply);
+  p->self->metrics_.redis_command_duration().Observe(
+      static_cast<double>(p->self->clock_.mono_ns() - p->started_ns) / 1e9);
+  if (!r) {
+    Error e = unavailable("connection lost");
+    p->cb(nullptr, &e);
+    return;
+  }
+  p->cb(r, nullptr);
+}
+
+void Redis::eval(const std::string& script, const std::vector<std::string_view>& keys,
+                 const std::vector<std::string_view>& args, Callback cb) {
+  static std::unordered_map<const std::string*, std::string> shas;
+  auto& sha = shas[&script];
+  if (sha.empty()) sha = sha1_hex(script);
+  std::string nkeys = std::to_string(keys.size());
+  std::vector<std::string_view> argv{"EVALSHA", sha, nkeys};
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+  // The fallback needs its own copy of the arguments: the caller's views die with this call.
+  auto owned = std::make_shared<std::vector<std::string>>(argv.begin(), argv.end());
+  command(argv, [this, &script, owned, cb = std::move(cb)](const redisReply* r, const Error* e) mutable {
+    if (r && r->type == REDIS_REPLY_ERROR && std::strncmp(r->str, "NOSCRIPT", 8) == 0) {
+      (*owned)[0] = "EVAL";
+      (*owned)[1] = script;
+      std::vector<std::string_view> again(owned->begin(), owned->end());
+      command(again, std::move(cb));
+      return;
+    }
+    cb(r, e);
+  });
+}
+
+std::vector<std::pair<std::string, std::string>> reply_pairs(const redisReply* r) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!r || r->type != REDIS_REPLY_ARRAY) return out;
+  for (size_t i = 0; i + 1 < r->elements; i += 2)
+    out.emplace_back(reply_string(r->element[i]), reply_string(r->element[i + 1]));
+  return out;
+}
+
+}  // namespace sirena::store

@@ -1,0 +1,99 @@
+// An asynchronous Redis connection on the libuv loop (hiredis async + its libuv adapter).
+//
+// Commands issued during one loop turn leave in one write (hiredis buffers them until
+// the socket is writable), so callers pipeline simply by issuing commands. The client
+// reconnects with capped exponential backoff; while it is down every command fails at
+// once with a 503-class Error, so callers can answer "retry later" instead of hanging.
+//
+// Ownership: the app owns one Redis; it must outlive every pending callback. stop()
+// disconnects and calls `done` once hiredis has released everything.
+#pragma once
+
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "daemon/core/clock.h"
+#include "daemon/core/result.h"
+
+namespace sirena::metrics {
+class Metrics;
+}
+
+struct redisAsyncContext;
+
+namespace sirena::store {
+
+struct RedisTarget {
+  std::string host;       // empty for a unix socket
+  int port = 6379;
+  std::string unix_path;  // set for unix:// URLs
+  int db = 0;
+  std::string password;
+};
+
+// Parses redis://[:password@]host:port[/db] and unix:///path[?db=N].
+Result<RedisTarget> parse_redis_url(std::string_view url);
+
+class Redis {
+ public:
+  // `reply` is valid only during the callback. On transport failure `reply` is null and
+  // `error` says why; a Redis error reply arrives as a reply of type REDIS_REPLY_ERROR.
+  using Callback = std::function<void(const redisReply* reply, const Error* error)>;
+
+  Redis(uv_loop_t* loop, const Clock& clock, metrics::Metrics& metrics, RedisTarget target);
+  ~Redis();
+  Redis(const Redis&) = delete;
+  Redis& operator=(const Redis&) = delete;
+
+  void start();
+  void stop(std::function<void()> done);
+  bool connected() const { return state_ == State::Connected; }
+
+  // Called on every change between connected and not connected.
+  void set_state_listener(std::function<void(bool connected)> fn) { on_state_ = std::move(fn); }
+
+  void command(const std::vector<std::string_view>& argv, Callback cb);
+  // EVALSHA with a transparent EVAL fallback on NOSCRIPT (after a Redis restart the
+  // script cache is empty).
+  void eval(const std::string& script, const std::vector<std::string_view>& keys,
+            const std::vector<std::string_view>& args, Callback cb);
+
+ private:
+  enum class State { Idle, Connecting, Connected, Stopping, Stopped };
+  struct Pending;
+
+  void connect();
+  void schedule_reconnect();
+  void finish_stop();
+  void set_state(State s);
+  void send(const std::vector<std::string_view>& argv, Pending* p);
+  static void on_connect(const redisAsyncContext* ac, int status);
+  static void on_disconnect(const redisAsyncContext* ac, int status);
+  static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
+  static void on_timer(uv_timer_t* t);
+
+  uv_loop_t* loop_;
+  const Clock& clock_;
+  metrics::Metrics& metrics_;
+  RedisTarget target_;
+  State state_ = State::Idle;
+  redisAsyncContext* ctx_ = nullptr;
+  uv_timer_t* timer_ = nullptr;  // freed in its close callback
+  int64_t backoff_ms_ = 0;
+  std::function<void(bool)> on_state_;
+  std::function<void()> on_stopped_;
+};
+
+// Reads a reply array of alternating field/value strings (HGETALL) into pairs.
+std::vector<std::pair<std::string, std::string>> reply_pairs(const redisReply* r);
+inline std::string reply_string(const redisReply* r) {
+  return (r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)) ? std::string(r->str, r->len)
+                                                                                 : std::string();
+}
+
+}  // namespace sirena::store

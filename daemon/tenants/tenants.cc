@@ -1,0 +1,63 @@
+#include "daemon/tenants/tenants.h"
+
+#include <algorithm>
+
+namespace sirena::tenants {
+
+Tenants::Tenants(std::map<std::string, config::Tenant> tenants) : tenants_(std::move(tenants)) {
+  for (const auto& [id, t] : tenants_)
+    for (const auto& k : t.keys) by_hash_.emplace(k.sha256, Principal{&t, &k});
+}
+
+Result<Principal> Tenants::authenticate(std::optional<std::string_view> authorization) const {
+  if (!authorization || authorization->empty())
+    return make_error(401, "missing_api_key", "send your API key as \"Authorization: Bearer <key>\"",
+                      "authorization");
+  std::string_view v = *authorization;
+  constexpr std::string_view kBearer = "Bearer ";
+  if (v.size() <= kBearer.size() || !std::equal(kBearer.begin(), kBearer.end(), v.begin(), [](char a, char b) {
+        return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+      }))
+    return make_error(401, "missing_api_key", "the Authorization header must be \"Bearer <key>\"",
+                      "authorization");
+  // Keys are looked up by their SHA-256; the plaintext is never stored or logged.
+  auto it = by_hash_.find(config::sha256_hex(v.substr(kBearer.size())));
+  if (it == by_hash_.end()) return make_error(401, "invalid_api_key", "this API key is not known", "authorization");
+  return it->second;
+}
+
+Status Tenants::authorize(const Principal& p, Action action) {
+  using config::Role;
+  bool allowed = false;
+  switch (p.key->role) {
+    case Role::Admin: allowed = true; break;
+    case Role::Operator:
+      allowed = action == Action::SubmitAlert || action == Action::CancelAlert || action == Action::ReadAlerts;
+      break;
+    case Role::Approver:
+      allowed = action == Action::ApproveAlert || action == Action::CancelAlert || action == Action::ReadAlerts;
+      break;
+    case Role::CitizenApp: allowed = false; break;
+  }
+  if (allowed) return Ok{};
+  static const char* names[] = {"submit alerts", "approve alerts", "cancel alerts", "read alerts"};
+  return make_error(403, "forbidden_role",
+                    std::string("a key with role ") + config::to_string(p.key->role) + " may not " +
+                        names[static_cast<int>(action)]);
+}
+
+Status Tenants::check_sender(const Principal& p, std::string_view sender) {
+  const auto& s = p.tenant->senders;
+  if (std::find(s.begin(), s.end(), sender) != s.end()) return Ok{};
+  return make_error(403, "sender_not_allowed",
+                    "CAP sender \"" + std::string(sender) + "\" is not among tenant " + p.tenant->id +
+                        "'s allowed senders",
+                    "/alert/sender");
+}
+
+const config::Tenant* Tenants::find(const std::string& id) const {
+  auto it = tenants_.find(id);
+  return it == tenants_.end() ? nullptr : &it->second;
+}
+
+}  // namespace sirena::tenants
