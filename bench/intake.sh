@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Intake benchmark: durable CAP alerts per second through POST /v1/alerts.
+#
+# Starts sirenad with its managed Redis (AOF, appendfsync always: a 202 means the alert
+# is on disk) in a temporary directory, then drives it with wrk on the same machine:
+#   1. GET /healthz, the HTTP ceiling of the same daemon (baseline, same -c/-t/-d);
+#   2. POST /v1/alerts, each request a CAP 1.2 alert with a unique <identifier>.
+# It prints a markdown table: alerts/s, p50/p99, % of the baseline, CPU per 1000
+# requests for sirenad and redis-server, and the goal (5000 alerts/s).
+#
+# Exit status: 0 whether or not the goal is met (a benchmark reports); 1 when alerts
+# were lost (202s counted by sirenad != alerts in Redis) or any request failed.
+#
+# Usage: bench/intake.sh [-d DURATION] [-c CONNECTIONS] [-t THREADS]
+#   or env DURATION (10s), CONNECTIONS (32), THREADS (2), PORT (a free one), GOAL (5000).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=${DURATION:-10s} CONNECTIONS=${CONNECTIONS:-32} THREADS=${THREADS:-2} GOAL=${GOAL:-5000}
+while getopts "d:c:t:h" opt; do
+  case $opt in
+    d) DURATION=$OPTARG ;;
+    c) CONNECTIONS=$OPTARG ;;
+    t) THREADS=$OPTARG ;;
+    *) sed -n '2,16s/^# \{0,1\}//p' "$0"; exit 2 ;;
+  esac
+done
+
+die() { echo "intake: $*" >&2; exit 1; }
+for tool in wrk curl redis-cli redis-server; do command -v $tool >/dev/null || die "$tool is not installed"; done
+
+SIRENAD=$ROOT/build/bin/sirenad
+if [[ ! -x $SIRENAD ]]; then
+  echo "intake: building sirenad" >&2
+  cmake -S "$ROOT" -B "$ROOT/build" -G Ninja >&2 && ninja -C "$ROOT/build" -j2 sirenad >&2
+fi
+
+WORK=$(mktemp -d /tmp/sirena-intake.XXXXXX)
+SOCK=$WORK/redis/redis.sock
+SIRENAD_PID="" REDIS_PID=""
+cleanup() {
+  # sirenad stops its managed Redis on SIGTERM; Redis is killed directly only if it outlives it.
+  if [[ -n $SIRENAD_PID ]] && kill -TERM "$SIRENAD_PID" 2>/dev/null; then
+    for _ in $(seq 50); do kill -0 "$SIRENAD_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SIRENAD_PID" 2>/dev/null || true
+    wait "$SIRENAD_PID" 2>/dev/null || true
+  fi
+  if [[ -n $REDIS_PID ]] && kill -0 "$REDIS_PID" 2>/dev/null; then
+    kill -TERM "$REDIS_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$REDIS_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$REDIS_PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PORT=${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
+  echo $((20000 + RANDOM % 20000)))}
+URL=http://127.0.0.1:$PORT
+SIRENA_HTTP_LISTEN=127.0.0.1:$PORT SIRENA_REDIS_URL=managed SIRENA_REDIS_MANAGED_DIR=$WORK/redis \
+  SIRENA_REDIS_MANAGED_APPENDFSYNC=always "$SIRENAD" --config "$ROOT/config/demo.yaml" >"$WORK/sirenad.log" 2>&1 &
+SIRENAD_PID=$!
+
+deadline=$((SECONDS + 20))
+until curl -fs -o /dev/null "$URL/readyz"; do
+  kill -0 "$SIRENAD_PID" 2>/dev/null || { tail -5 "$WORK/sirenad.log" >&2; die "sirenad exited during start-up"; }
+  ((SECONDS < deadline)) || die "sirenad not ready after 20 s (see its log above)"
+  sleep 0.05
+done
+REDIS_PID=$(redis-cli -s "$SOCK" INFO server | tr -d '\r' | sed -n 's/^process_id://p')
+FSYNC=$(redis-cli -s "$SOCK" CONFIG GET appendfsync | tail -1)
+AOF=$(redis-cli -s "$SOCK" CONFIG GET appendonly | tail -1)
+
+cpu_ticks() { local s; s=$(<"/proc/$1/stat"); set -- ${s##*) }; echo $(( ${12} + ${13} )); }  # utime + stime
+received() { curl -fs "$URL/metrics" | awk '/^sirena_alerts_received_total\{/ && /tenant="soliera"/ { s += $NF } END { printf "%d", s }'; }
+durable() { redis-cli -s "$SOCK" ZCARD '{t:soliera}:alerts'; }
+HZ=$(getconf CLK_TCK)
+
+# run NAME URL [ENV...]: one wrk run; sets R_<field> from intake.lua's result line, plus CPU seconds.
+run() {
+  local name=$1 url=$2; shift 2
+  local s0 r0 line TIMEFORMAT='%U %S'
+  s0=$(cpu_ticks "$SIRENAD_PID") r0=$(cpu_ticks "$REDIS_PID")
+  { time env "$@" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" -s "$ROOT/bench/intake.lua" "$url" \
+      >"$WORK/$name.wrk" 2>&1; } 2>"$WORK/$name.time" || { cat "$WORK/$name.wrk" >&2; die "wrk failed ($name)"; }
+  R_SIRENAD=$(( $(cpu_ticks "$SIRENAD_PID") - s0 )) R_REDIS=$(( $(cpu_ticks "$REDIS_PID") - r0 ))
+  R_WRK=$(awk '{ printf "%.2f", $1 + $2 }' "$WORK/$name.time")
+  line=$(grep '^result ' "$WORK/$name.wrk") || { cat "$WORK/$name.wrk" >&2; die "no result from wrk ($name)"; }
+  local kv; for kv in ${line#result }; do eval "R_${kv%%=*}=${kv#*=}"; done
+  R_RPS=$(awk -v n="$R_requests" -v us="$R_duration_us" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
+  # wrk counts a response whose body ends at EOF (Connection: close, no length) as a read
+  # error after counting it as a request, so "read" is reported apart, as closed connections.
+  R_ERRORS=$((R_err_connect + R_err_write + R_err_timeout + R_err_status)) R_CLOSED=$R_err_read
+}
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
+per_k() { awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN { printf "%.3f", n ? t / hz / n * 1000 : 0 }'; }
+
+echo "intake: /healthz baseline, $DURATION ..." >&2
+run healthz "$URL/healthz"
+H_RPS=$R_RPS H_P50=$R_p50_us H_P99=$R_p99_us H_ERR=$R_ERRORS H_N=$R_requests
+H_SIRENAD=$R_SIRENAD H_REDIS=$R_REDIS H_WRK=$R_WRK
+
+echo "intake: POST /v1/alerts, $DURATION ..." >&2
+before=$(received)
+run alerts "$URL/v1/alerts" INTAKE_CAP="$ROOT/config/examples/secchia-flood.cap.xml" INTAKE_RUN="bench-$$-$(date +%s)"
+# Requests still in flight when wrk stopped may finish after it; wait until the daemon is quiet.
+# A 202 is sent only after the alert is in Redis, so read the counter before ZCARD.
+deadline=$((SECONDS + 10))
+while accepted=$(( $(received) - before )) && stored=$(durable) && ((accepted != stored && SECONDS < deadline)); do sleep 0.1; done
+
+status=0
+verdict() { if eval "$1"; then echo "OK"; else echo "FAIL"; status=1; fi; }
+lost_check=$(verdict '((accepted == stored))')
+# Every answered request must be a 202 (a 200 would be an idempotent duplicate, not a new alert).
+error_check=$(verdict '((R_ERRORS == 0 && H_ERR == 0 && accepted >= R_requests))')
+goal=$(awk -v r="$R_RPS" -v g="$GOAL" 'BEGIN { print (r >= g ? "PASS" : "FAIL") }')
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f%%", b ? 100 * a / b : 0 }'; }
+
+cat <<EOF
+
+## Sirena intake: durable CAP alerts through POST /v1/alerts
+
+$(nproc) cores, shared by wrk, sirenad and redis-server (nothing pinned). wrk $THREADS threads, \
+$CONNECTIONS connections, $DURATION per run, HTTP/1.1 keep-alive. Redis: managed, unix socket, \
+appendonly $AOF, appendfsync **$FSYNC** (a 202 is on disk). Body: config/examples/secchia-flood.cap.xml \
+($(wc -c <"$ROOT/config/examples/secchia-flood.cap.xml") bytes, status Actual, 2 infos) with a unique identifier per request.
+
+| workload | req/s | p50 ms | p99 ms | vs /healthz | sirenad CPU s/1k req | redis CPU s/1k req | wrk CPU s | errors |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+| GET /healthz (baseline: HTTP ceiling) | $H_RPS | $(ms "$H_P50") | $(ms "$H_P99") | 100% | $(per_k "$H_SIRENAD" "$H_N") | $(per_k "$H_REDIS" "$H_N") | $H_WRK | $H_ERR |
+| POST /v1/alerts (durable CAP alerts) | $R_RPS | $(ms "$R_p50_us") | $(ms "$R_p99_us") | $(pct "$R_RPS" "$H_RPS") | $(per_k "$R_SIRENAD" "$R_requests") | $(per_k "$R_REDIS" "$R_requests") | $R_WRK | $R_ERRORS |
+
+| check | result |
+|---|---|
+| durable: 202s counted by sirenad = alerts in Redis (ZCARD) | $accepted = $stored: **$lost_check** |
+| every request answered 202 (no errors, no duplicates) | $R_requests answered, $R_ERRORS errors: **$error_check** |
+| goal: at least $GOAL durable alerts/s | $R_RPS/s: **$goal** |
+EOF
+exit $status

@@ -1,0 +1,268 @@
+#include "tests/support/harness.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+namespace sirena::testing {
+
+std::string bin_dir() { return SIRENA_BIN_DIR; }
+std::string data_dir() { return SIRENA_TEST_DATA; }
+std::string source_dir() { return SIRENA_SOURCE_DIR; }
+
+TempDir::TempDir() {
+  std::string tmpl = "/tmp/sirena-test-XXXXXX";
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("bind failed");
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (cond()) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    // A polling interval, not a timing fix: the condition decides.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+Process::Process(std::vector<std::string> argv, std::map<std::string, std::string> env, std::string stderr_path) {
+  std::vector<std::string> envs;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    if (!env.count(kv.substr(0, kv.find('=')))) envs.push_back(kv);
+  }
+  for (auto& [k, v] : env) envs.push_back(k + "=" + v);
+  std::vector<char*> cargv, cenv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  for (auto& e : envs) cenv.push_back(e.data());
+  cenv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  if (!stderr_path.empty())
+    posix_spawn_file_actions_addopen(&fa, 2, stderr_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  int rc = posix_spawnp(&pid_, cargv[0], &fa, nullptr, cargv.data(), cenv.data());
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
+}
+
+Process::~Process() {
+  if (running()) {
+    ::kill(pid_, SIGKILL);
+    wait_exit(std::chrono::seconds(10));
+  }
+}
+
+bool Process::running() {
+  if (status_) return false;
+  int st = 0;
+  pid_t r = waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return false;
+  }
+  return true;
+}
+
+void Process::signal(int signum) {
+  if (running()) ::kill(pid_, signum);
+}
+
+std::optional<int> Process::wait_exit(std::chrono::milliseconds timeout) {
+  wait_until([&] { return !running(); }, timeout);
+  return status_;
+}
+
+RedisServer::RedisServer(std::string dir, int port) : dir_(std::move(dir)), port_(port ? port : free_port()) {}
+
+RedisServer::~RedisServer() = default;
+
+void RedisServer::start() {
+  proc_ = std::make_unique<Process>(
+      std::vector<std::string>{"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--dir", dir_,
+                               "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"},
+      std::map<std::string, std::string>{}, dir_ + "/redis.log");
+  bool up = wait_until([&] { return cli({"PING"}).find("PONG") != std::string::npos; }, std::chrono::seconds(10));
+  if (!up) throw std::runtime_error("redis-server did not start on port " + std::to_string(port_));
+}
+
+void RedisServer::stop() {
+  if (!proc_) return;
+  proc_->signal(SIGKILL);
+  proc_->wait_exit(std::chrono::seconds(10));
+  proc_.reset();
+}
+
+std::string RedisServer::cli(const std::vector<std::string>& args) const {
+  std::string cmd = "redis-cli -h 127.0.0.1 -p " + std::to_string(port_);
+  for (const auto& a : args) cmd += " '" + a + "'";
+  cmd += " 2>&1";
+  std::unique_ptr<FILE, int (*)(FILE*)> p(popen(cmd.c_str(), "r"), pclose);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while (p && (n = fread(buf, 1, sizeof buf, p.get())) > 0) out.append(buf, n);
+  return out;
+}
+
+namespace {
+
+size_t on_body(char* ptr, size_t size, size_t nmemb, void* userdata) {
+  static_cast<std::string*>(userdata)->append(ptr, size * nmemb);
+  return size * nmemb;
+}
+
+size_t on_header(char* ptr, size_t size, size_t nmemb, void* userdata) {
+  std::string line(ptr, size * nmemb);
+  auto colon = line.find(':');
+  if (colon != std::string::npos) {
+    std::string name = line.substr(0, colon);
+    for (auto& c : name) c = static_cast<char>(std::tolower(c));
+    std::string value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ')) value.erase(0, 1);
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n')) value.pop_back();
+    (*static_cast<std::map<std::string, std::string>*>(userdata))[name] = value;
+  }
+  return size * nmemb;
+}
+
+}  // namespace
+
+HttpResponse http(const HttpRequest& req) {
+  HttpResponse out;
+  CURL* c = curl_easy_init();
+  curl_slist* hs = nullptr;
+  for (const auto& h : req.headers) hs = curl_slist_append(hs, h.c_str());
+  hs = curl_slist_append(hs, "Expect:");
+  curl_easy_setopt(c, CURLOPT_URL, req.url.c_str());
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+  if (req.method == "POST" || req.method == "PUT") {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, req.body.data());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
+  }
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &out.body);
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &out.headers);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 20000L);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  if (req.http2_prior_knowledge)
+    curl_easy_setopt(c, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE));
+  CURLcode rc = curl_easy_perform(c);
+  if (rc != CURLE_OK) out.error = curl_easy_strerror(rc);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out.status);
+  curl_slist_free_all(hs);
+  curl_easy_cleanup(c);
+  return out;
+}
+
+HttpResponse http_get(const std::string& url) {
+  HttpRequest req;
+  req.url = url;
+  return http(req);
+}
+
+Sirenad::Sirenad(std::string config_path, std::string dir, std::map<std::string, std::string> env)
+    : config_(std::move(config_path)), dir_(std::move(dir)), env_(std::move(env)), port_(free_port()) {
+  env_["SIRENA_HTTP_LISTEN"] = "127.0.0.1:" + std::to_string(port_);
+}
+
+Sirenad::~Sirenad() = default;
+
+void Sirenad::start() {
+  proc_ = std::make_unique<Process>(std::vector<std::string>{bin_dir() + "/sirenad", "--config", config_}, env_,
+                                    dir_ + "/sirenad.log");
+  bool up = wait_until(
+      [&] {
+        if (!proc_->running()) return true;
+        return http_get(base() + "/healthz").status == 200;
+      },
+      std::chrono::seconds(20));
+  if (!up || !proc_->running()) throw std::runtime_error("sirenad did not start:\n" + log());
+}
+
+int Sirenad::stop() {
+  if (!proc_) return -1;
+  proc_->signal(SIGTERM);
+  auto st = proc_->wait_exit(std::chrono::seconds(30));
+  proc_.reset();
+  return st.value_or(-1);
+}
+
+void Sirenad::kill() {
+  if (!proc_) return;
+  proc_->signal(SIGKILL);
+  proc_->wait_exit(std::chrono::seconds(10));
+  proc_.reset();
+}
+
+std::string Sirenad::log() const { return read_file(dir_ + "/sirenad.log"); }
+
+bool Sirenad::ready() { return http_get(base() + "/readyz").status == 200; }
+
+HttpResponse Sirenad::get(const std::string& path, const std::string& key, std::vector<std::string> headers) const {
+  if (!key.empty()) headers.push_back("Authorization: Bearer " + key);
+  HttpRequest req;
+  req.url = base() + path;
+  req.headers = std::move(headers);
+  return http(req);
+}
+
+HttpResponse Sirenad::post(const std::string& path, const std::string& key, const std::string& body,
+                           const std::string& content_type) const {
+  std::vector<std::string> headers;
+  if (!key.empty()) headers.push_back("Authorization: Bearer " + key);
+  if (!content_type.empty()) headers.push_back("Content-Type: " + content_type);
+  HttpRequest req{"POST", base() + path, body, headers, false};
+  return http(req);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+}  // namespace sirena::testing

@@ -1,0 +1,127 @@
+// Integration-test support: real child processes (redis-server, sirenad) on 127.0.0.1
+// with ephemeral ports, a blocking HTTP client (libcurl) and deadline-bounded waits.
+//
+// Every wait polls a condition until a deadline; nothing sleeps to "fix" timing.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sirena::testing {
+
+// Build and data locations, from CMake.
+std::string bin_dir();
+std::string data_dir();
+std::string source_dir();
+
+// A fresh directory under /tmp, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A free TCP port on 127.0.0.1 (bound, read and released).
+int free_port();
+
+// Polls `cond` every few milliseconds until it holds or `timeout` passes.
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
+
+// A child process, killed (SIGKILL) by the destructor if still running.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::map<std::string, std::string> env = {},
+          std::string stderr_path = {});
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  void signal(int signum);
+  // Waits for the exit; returns the exit status (128+signal if killed) or nullopt on timeout.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+class RedisServer {
+ public:
+  explicit RedisServer(std::string dir, int port = 0);
+  ~RedisServer();
+  void start();
+  void stop();  // SIGKILL: a crash, not a clean shutdown
+  int port() const { return port_; }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_) + "/0"; }
+  // Runs a command through redis-cli and returns its raw output.
+  std::string cli(const std::vector<std::string>& args) const;
+
+ private:
+  std::string dir_;
+  int port_;
+  std::unique_ptr<Process> proc_;
+};
+
+struct HttpResponse {
+  long status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string error;                           // transport error, if any
+};
+
+struct HttpRequest {
+  std::string method = "GET";
+  std::string url;
+  std::string body;
+  std::vector<std::string> headers;  // "Name: value"
+  bool http2_prior_knowledge = false;
+};
+
+HttpResponse http(const HttpRequest& req);
+HttpResponse http_get(const std::string& url);
+
+// sirenad started from a config file, with env overrides, logging to `dir`/sirenad.log.
+class Sirenad {
+ public:
+  Sirenad(std::string config_path, std::string dir, std::map<std::string, std::string> env);
+  ~Sirenad();
+  void start();  // waits for /healthz
+  // SIGTERM and wait; returns the exit status.
+  int stop();
+  void kill();
+  pid_t pid() const { return proc_ ? proc_->pid() : -1; }
+  int port() const { return port_; }
+  std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string log() const;
+  bool ready();  // GET /readyz == 200
+
+  HttpResponse get(const std::string& path, const std::string& key,
+                   std::vector<std::string> headers = {}) const;
+  HttpResponse post(const std::string& path, const std::string& key, const std::string& body,
+                    const std::string& content_type) const;
+
+ private:
+  std::string config_;
+  std::string dir_;
+  std::map<std::string, std::string> env_;
+  int port_;
+  std::unique_ptr<Process> proc_;
+};
+
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& text);
+
+}  // namespace sirena::testing
