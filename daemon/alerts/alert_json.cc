@@ -364,7 +364,9 @@ Result<Alert> parse_alert_json_unguarded(std::string_view bytes, const ParseLimi
   } catch (const json::parse_error& e) {
     std::string what = e.what();
     if (const size_t p = what.find("] "); p != std::string::npos) what.erase(0, p + 2);
-    return make_error(400, "malformed_json", "the body is not valid JSON: " + what, "byte " + std::to_string(e.byte));
+    // e.byte counts from 1; `where` gives the 0-based offset, as invalid_utf8 does.
+    const size_t offset = e.byte > 0 ? e.byte - 1 : 0;
+    return make_error(400, "malformed_json", "the body is not valid JSON: " + what, "byte " + std::to_string(offset));
   }
   if (too_deep) {
     return make_error(422, "too_deep", "values are nested more than " + std::to_string(max_depth) + " deep", "");

@@ -72,7 +72,7 @@ TEST(AlertJson, MalformedJsonGivesTheByteOffset) {
   const Error e = parse_alert_json(R"({"identifier": "x",,})").error();
   EXPECT_EQ(e.status, 400);
   EXPECT_EQ(e.code, "malformed_json");
-  EXPECT_EQ(e.where, "byte 20");
+  EXPECT_EQ(e.where, "byte 19");  // the second comma
   EXPECT_EQ(parse_alert_json("").error().code, "malformed_json");
   EXPECT_EQ(parse_alert_json("{} extra").error().code, "malformed_json");
 }

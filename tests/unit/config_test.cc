@@ -1,0 +1,103 @@
+#include "daemon/config/config.h"
+
+#include <gtest/gtest.h>
+
+namespace sirena::config {
+namespace {
+
+const char* kMinimal = R"(tenants:
+  soliera:
+    senders: [a@b.it]
+    keys:
+      op: {role: operator, sha256: 577318d5512cc66246abbf916e72fceb18dd8e982fed5d309c8fc8a0340237f3}
+)";
+
+EnvLookup env_of(std::map<std::string, std::string> vars) {
+  return [vars](const std::string& name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(Config, DefaultsFillWhatTheFileLeavesOut) {
+  auto c = load_from_string(kMinimal, "t.yaml", env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->http.listen, "127.0.0.1:8080");
+  EXPECT_EQ(c->http.max_body_bytes, 1 << 20);
+  EXPECT_EQ(c->redis.url, "managed");
+  EXPECT_EQ(c->redis.managed_appendfsync, "always");
+  EXPECT_EQ(c->tenants.at("soliera").keys.at(0).role, Role::Operator);
+}
+
+TEST(Config, EnvironmentOverridesAnyScalarKey) {
+  auto c = load_from_string(kMinimal, "t.yaml",
+                            env_of({{"SIRENA_HTTP_LISTEN", "127.0.0.1:18080"},
+                                    {"SIRENA_REDIS_URL", "redis://127.0.0.1:16379/0"},
+                                    {"SIRENA_HTTP_MAX_BODY_BYTES", "2048"}}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->http.listen, "127.0.0.1:18080");
+  EXPECT_EQ(c->redis.url, "redis://127.0.0.1:16379/0");
+  EXPECT_EQ(c->http.max_body_bytes, 2048);
+}
+
+TEST(Config, ErrorsNameFileLineAndKey) {
+  std::string text = std::string(kMinimal) + "http:\n  max_body_bytes: lots\n";
+  auto c = load_from_string(text, "conf/x.yaml", env_of({}));
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().message.rfind("conf/x.yaml:7: http.max_body_bytes:", 0), 0u) << c.error().message;
+}
+
+TEST(Config, BadOverrideNamesTheVariable) {
+  auto c = load_from_string(kMinimal, "t.yaml", env_of({{"SIRENA_HTTP_MAX_BODY_BYTES", "-1"}}));
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("SIRENA_HTTP_MAX_BODY_BYTES"), std::string::npos) << c.error().message;
+}
+
+TEST(Config, RejectsUnknownKeysWrongRolesAndPlainKeys) {
+  auto typo = load_from_string(std::string(kMinimal) + "htpp: {}\n", "t.yaml", env_of({}));
+  ASSERT_FALSE(typo);
+  EXPECT_NE(typo.error().message.find("t.yaml:6: htpp: unknown key"), std::string::npos) << typo.error().message;
+
+  auto role = load_from_string(R"(tenants:
+  a:
+    senders: [x]
+    keys: {k: {role: boss, sha256: 577318d5512cc66246abbf916e72fceb18dd8e982fed5d309c8fc8a0340237f3}}
+)", "t.yaml", env_of({}));
+  ASSERT_FALSE(role);
+  EXPECT_NE(role.error().message.find("tenants.a.keys.k.role"), std::string::npos);
+
+  auto plain = load_from_string("tenants: {a: {senders: [x], keys: {k: {role: admin, sha256: demo-key}}}}\n",
+                                "t.yaml", env_of({}));
+  ASSERT_FALSE(plain);
+  EXPECT_NE(plain.error().message.find("64 lower-case hex"), std::string::npos);
+}
+
+TEST(Config, GrantsMustNameKnownTenants) {
+  auto c = load_from_string(std::string(kMinimal) + "    grants: [{to: nowhere, zones: [z]}]\n", "t.yaml",
+                            env_of({}));
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("unknown tenant \"nowhere\""), std::string::npos) << c.error().message;
+}
+
+TEST(Config, SyntaxErrorsHaveALine) {
+  auto c = load_from_string("tenants: [oops\n", "t.yaml", env_of({}));
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().status, 2);
+  EXPECT_EQ(c.error().message.rfind("t.yaml:", 0), 0u);
+}
+
+TEST(Config, DemoConfigIsValid) {
+  auto c = load(std::string(SIRENA_SOURCE_DIR) + "/config/demo.yaml", env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->tenants.count("soliera"), 1u);
+  EXPECT_EQ(c->tenants.at("bastiglia").grants.at(0).to_tenant, "soliera");
+  EXPECT_EQ(c->gateways.at("sms").at("profile"), "kannel");
+}
+
+TEST(Config, Sha256) {
+  EXPECT_EQ(sha256_hex("demo-soliera-operator"), "577318d5512cc66246abbf916e72fceb18dd8e982fed5d309c8fc8a0340237f3");
+}
+
+}  // namespace
+}  // namespace sirena::config

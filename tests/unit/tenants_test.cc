@@ -1,0 +1,55 @@
+#include "daemon/tenants/tenants.h"
+
+#include <gtest/gtest.h>
+
+namespace sirena::tenants {
+namespace {
+
+Tenants make() {
+  std::map<std::string, config::Tenant> m;
+  config::Tenant t;
+  t.id = "soliera";
+  t.senders = {"pc@soliera.it"};
+  t.keys = {{"op", config::Role::Operator, config::sha256_hex("k-op")},
+            {"ap", config::Role::Approver, config::sha256_hex("k-ap")},
+            {"app", config::Role::CitizenApp, config::sha256_hex("k-app")}};
+  m["soliera"] = t;
+  return Tenants(m);
+}
+
+TEST(Tenants, AuthenticatesBearerKeysByHash) {
+  auto t = make();
+  auto p = t.authenticate("Bearer k-op");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->tenant->id, "soliera");
+  EXPECT_EQ(p->key->id, "op");
+  EXPECT_TRUE(t.authenticate("bearer k-op")) << "the scheme is case-insensitive";
+  EXPECT_EQ(t.authenticate(std::nullopt).error().code, "missing_api_key");
+  EXPECT_EQ(t.authenticate("Basic abc").error().code, "missing_api_key");
+  EXPECT_EQ(t.authenticate("Bearer nope").error().code, "invalid_api_key");
+  EXPECT_EQ(t.authenticate("Bearer nope").error().status, 401);
+}
+
+TEST(Tenants, RolesAllowOnlyTheirActions) {
+  auto t = make();
+  auto op = *t.authenticate("Bearer k-op");
+  auto ap = *t.authenticate("Bearer k-ap");
+  auto app = *t.authenticate("Bearer k-app");
+  EXPECT_TRUE(Tenants::authorize(op, Action::SubmitAlert));
+  EXPECT_FALSE(Tenants::authorize(op, Action::ApproveAlert));
+  EXPECT_TRUE(Tenants::authorize(ap, Action::ApproveAlert));
+  EXPECT_FALSE(Tenants::authorize(ap, Action::SubmitAlert));
+  EXPECT_EQ(Tenants::authorize(app, Action::ReadAlerts).error().status, 403);
+}
+
+TEST(Tenants, SenderMustBeAllowed) {
+  auto t = make();
+  auto op = *t.authenticate("Bearer k-op");
+  EXPECT_TRUE(Tenants::check_sender(op, "pc@soliera.it"));
+  auto e = Tenants::check_sender(op, "someone@else.it");
+  ASSERT_FALSE(e);
+  EXPECT_EQ(e.error().code, "sender_not_allowed");
+}
+
+}  // namespace
+}  // namespace sirena::tenants
