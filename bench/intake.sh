@@ -13,7 +13,8 @@
 #
 # Usage: bench/intake.sh [-d DURATION] [-c CONNECTIONS] [-t THREADS]
 #   or env DURATION (10s), CONNECTIONS (32), THREADS (2), PORT (a free one), GOAL (5000),
-#   APPENDFSYNC (always; everysec only to see what the fsync per write costs).
+#   APPENDFSYNC (always; everysec only to see what the fsync per write costs),
+#   SIRENAD (build/bin/sirenad, built if missing; another binary to compare builds).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,15 +24,15 @@ while getopts "d:c:t:h" opt; do
     d) DURATION=$OPTARG ;;
     c) CONNECTIONS=$OPTARG ;;
     t) THREADS=$OPTARG ;;
-    *) sed -n '2,16s/^# \{0,1\}//p' "$0"; exit 2 ;;
+    *) sed -n '2,18s/^# \{0,1\}//p' "$0"; exit 2 ;;
   esac
 done
 
 die() { echo "intake: $*" >&2; exit 1; }
 for tool in wrk curl redis-cli redis-server; do command -v $tool >/dev/null || die "$tool is not installed"; done
 
-SIRENAD=$ROOT/build/bin/sirenad
-if [[ ! -x $SIRENAD ]]; then
+SIRENAD=${SIRENAD:-$ROOT/build/bin/sirenad}
+if [[ ! -x $SIRENAD && $SIRENAD == "$ROOT/build/bin/sirenad" ]]; then
   echo "intake: building sirenad" >&2
   cmake -S "$ROOT" -B "$ROOT/build" -G Ninja >&2 && ninja -C "$ROOT/build" -j2 sirenad >&2
 fi
@@ -74,7 +75,8 @@ REDIS_PID=$(redis-cli -s "$SOCK" INFO server | tr -d '\r' | sed -n 's/^process_i
 FSYNC=$(redis-cli -s "$SOCK" CONFIG GET appendfsync | tail -1)
 AOF=$(redis-cli -s "$SOCK" CONFIG GET appendonly | tail -1)
 
-cpu_ticks() { local s; s=$(<"/proc/$1/stat"); set -- ${s##*) }; echo $(( ${12} + ${13} )); }  # utime + stime
+# cpu_ticks PID: utime + stime, plus reaped children (Redis forks to rewrite its AOF).
+cpu_ticks() { local s; s=$(<"/proc/$1/stat"); set -- ${s##*) }; echo $(( ${12} + ${13} + ${14} + ${15} )); }
 # metric REGEX: the sum of the /metrics samples matching REGEX.
 metric() { curl -fs "$URL/metrics" | awk -v re="$1" '$0 ~ re { s += $NF } END { printf "%d", s }'; }
 received() { metric '^sirena_alerts_received_total\\{.*tenant="soliera"'; }
@@ -106,6 +108,7 @@ ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
 per_k() { awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN { printf "%.3f", n ? t / hz / n * 1000 : 0 }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f%%", b ? 100 * a / b : 0 }'; }
 
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "intake: GET /healthz baseline, $DURATION ..." >&2
 run healthz "$URL/healthz"
 H_RPS=$R_RPS H_P50=$R_p50_us H_P99=$R_p99_us H_N=$R_requests H_ERR=$R_ERRORS H_CLOSED=$R_CLOSED
@@ -133,7 +136,7 @@ cat <<EOF
 
 ## Sirena intake: durable CAP alerts through POST /v1/alerts
 
-$(nproc) cores shared by wrk, sirenad and redis-server, nothing pinned. wrk $THREADS threads, $CONNECTIONS connections,
+$(nproc) cores shared by wrk, sirenad and redis-server, nothing pinned; load average before: $LOAD. wrk $THREADS threads, $CONNECTIONS connections,
 $DURATION per workload, HTTP/1.1. Redis managed by sirenad over a unix socket: appendonly $AOF,
 appendfsync **$FSYNC**. Each alert is ${CAP#"$ROOT"/} ($(wc -c <"$CAP") bytes, status Actual) with its own identifier.
 

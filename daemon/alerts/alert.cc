@@ -22,13 +22,25 @@ std::optional<E> lookup(const std::array<const char*, N>& names, std::string_vie
 
 }  // namespace
 
-const char* to_string(Status s) { return kStatus[static_cast<size_t>(s)]; }
-const char* to_string(MsgType m) { return kMsgType[static_cast<size_t>(m)]; }
-const char* to_string(Scope s) { return kScope[static_cast<size_t>(s)]; }
+const char* to_string(Status s) {
+  return kStatus[static_cast<size_t>(s)];
+}
+const char* to_string(MsgType m) {
+  return kMsgType[static_cast<size_t>(m)];
+}
+const char* to_string(Scope s) {
+  return kScope[static_cast<size_t>(s)];
+}
 
-std::optional<Status> parse_status(std::string_view s) { return lookup<Status>(kStatus, s); }
-std::optional<MsgType> parse_msg_type(std::string_view s) { return lookup<MsgType>(kMsgType, s); }
-std::optional<Scope> parse_scope(std::string_view s) { return lookup<Scope>(kScope, s); }
+std::optional<Status> parse_status(std::string_view s) {
+  return lookup<Status>(kStatus, s);
+}
+std::optional<MsgType> parse_msg_type(std::string_view s) {
+  return lookup<MsgType>(kMsgType, s);
+}
+std::optional<Scope> parse_scope(std::string_view s) {
+  return lookup<Scope>(kScope, s);
+}
 
 std::optional<int64_t> latest_expiry_ms(const Alert& a) {
   std::optional<int64_t> latest;

@@ -64,13 +64,13 @@ struct Resource {
 };
 
 struct Info {
-  std::string language = "en-US";  // §3.2.2 default when absent
-  std::vector<std::string> categories;     // Geo, Met, Safety, ... (at least one)
+  std::string language = "en-US";       // §3.2.2 default when absent
+  std::vector<std::string> categories;  // Geo, Met, Safety, ... (at least one)
   std::string event;
   std::vector<std::string> response_types;  // Shelter, Evacuate, ...
-  std::string urgency;    // Immediate, Expected, Future, Past, Unknown
-  std::string severity;   // Extreme, Severe, Moderate, Minor, Unknown
-  std::string certainty;  // Observed, Likely, Possible, Unlikely, Unknown
+  std::string urgency;                      // Immediate, Expected, Future, Past, Unknown
+  std::string severity;                     // Extreme, Severe, Moderate, Minor, Unknown
+  std::string certainty;                    // Observed, Likely, Possible, Unlikely, Unknown
   std::string audience;
   std::vector<NameValue> event_codes;
   std::optional<Timestamp> effective;
@@ -104,7 +104,7 @@ struct Alert {
   std::vector<Info> infos;
 
   // Where it came from and what intake changed to accept it.
-  std::string cap_version = "1.2";         // "1.2", or "1.1" for accepted CAP 1.1 input
+  std::string cap_version = "1.2";          // "1.2", or "1.1" for accepted CAP 1.1 input
   std::vector<std::string> normalisations;  // human-readable, e.g. "unwrapped EDXL-DE envelope"
 };
 

@@ -17,9 +17,12 @@ using nlohmann::json;
 std::string pointer_token(std::string_view key) {
   std::string out;
   for (char c : key) {
-    if (c == '~') out += "~0";
-    else if (c == '/') out += "~1";
-    else out += c;
+    if (c == '~')
+      out += "~0";
+    else if (c == '/')
+      out += "~1";
+    else
+      out += c;
   }
   return out;
 }
@@ -99,14 +102,17 @@ class Object {
   template <typename F>
   void each(const char* key, bool required, F&& read) {
     const json* v = get(key, required, &json::is_array, "an array");
-    for (size_t i = 0; v && i < v->size() && !ctx_->failed(); ++i) read((*v)[i], at(key) + "/" + std::to_string(i));
+    for (size_t i = 0; v && i < v->size() && !ctx_->failed(); ++i)
+      read((*v)[i], at(key) + "/" + std::to_string(i));
   }
 
   std::vector<std::string> strings(const char* key, bool required = false) {
     std::vector<std::string> out;
     each(key, required, [&](const json& e, const std::string& where) {
-      if (e.is_string()) out.push_back(e.get<std::string>());
-      else ctx_->fail("invalid_field", "expected a string", where);
+      if (e.is_string())
+        out.push_back(e.get<std::string>());
+      else
+        ctx_->fail("invalid_field", "expected a string", where);
     });
     return out;
   }
@@ -117,7 +123,8 @@ class Object {
       bool known = false;
       for (const char* u : used_) known = known || key == u;
       if (!known) {
-        ctx_->fail("unknown_field", "unknown key \"" + key.substr(0, 40) + "\" (see docs/alert-json.md)", at(key));
+        ctx_->fail("unknown_field", "unknown key \"" + key.substr(0, 40) + "\" (see docs/alert-json.md)",
+                   at(key));
         return;
       }
     }
@@ -139,7 +146,8 @@ NameValue read_name_value(const json& j, const std::string& at, Context* ctx) {
 
 std::vector<NameValue> name_values(Object& o, const char* key, Context* ctx) {
   std::vector<NameValue> out;
-  o.each(key, false, [&](const json& e, const std::string& at) { out.push_back(read_name_value(e, at, ctx)); });
+  o.each(key, false,
+         [&](const json& e, const std::string& at) { out.push_back(read_name_value(e, at, ctx)); });
   return out;
 }
 
@@ -164,7 +172,8 @@ Area read_area(const json& j, const std::string& at, Context* ctx) {
   Object o(j, at, ctx);
   Area a;
   a.desc = o.str("desc", true);
-  o.each("polygons", false, [&](const json& e, const std::string& p) { a.polygons.push_back(read_polygon(e, p, ctx)); });
+  o.each("polygons", false,
+         [&](const json& e, const std::string& p) { a.polygons.push_back(read_polygon(e, p, ctx)); });
   o.each("circles", false, [&](const json& e, const std::string& p) {
     Object c(e, p, ctx);
     Circle circle;
@@ -221,8 +230,10 @@ Info read_info(const json& j, const std::string& at, Context* ctx) {
   info.web = o.str("web");
   info.contact = o.str("contact");
   info.parameters = name_values(o, "parameters", ctx);
-  o.each("resources", false, [&](const json& e, const std::string& p) { info.resources.push_back(read_resource(e, p, ctx)); });
-  o.each("areas", false, [&](const json& e, const std::string& p) { info.areas.push_back(read_area(e, p, ctx)); });
+  o.each("resources", false,
+         [&](const json& e, const std::string& p) { info.resources.push_back(read_resource(e, p, ctx)); });
+  o.each("areas", false,
+         [&](const json& e, const std::string& p) { info.areas.push_back(read_area(e, p, ctx)); });
   o.finish();
   return info;
 }
@@ -247,10 +258,12 @@ Alert read_alert(const json& j, Context* ctx) {
     r.finish();
   });
   a.incidents = o.str("incidents");
-  o.each("infos", false, [&](const json& e, const std::string& p) { a.infos.push_back(read_info(e, p, ctx)); });
+  o.each("infos", false,
+         [&](const json& e, const std::string& p) { a.infos.push_back(read_info(e, p, ctx)); });
   // Written by alert_to_json; accepted so that stored alerts round-trip.
   if (std::string version = o.str("cap_version"); !version.empty()) {
-    if (version != "1.2" && version != "1.1") ctx->fail("invalid_field", "cap_version is \"1.2\" or \"1.1\"", "/cap_version");
+    if (version != "1.2" && version != "1.1")
+      ctx->fail("invalid_field", "cap_version is \"1.2\" or \"1.1\"", "/cap_version");
     a.cap_version = std::move(version);
   }
   a.normalisations = o.strings("normalisations");
@@ -309,8 +322,8 @@ json area_json(const Area& area) {
 }
 
 json info_json(const Info& info) {
-  json j = {{"language", info.language},   {"categories", info.categories}, {"event", info.event},
-            {"urgency", info.urgency},     {"severity", info.severity},     {"certainty", info.certainty}};
+  json j = {{"language", info.language}, {"categories", info.categories}, {"event", info.event},
+            {"urgency", info.urgency},   {"severity", info.severity},     {"certainty", info.certainty}};
   put_array_if(j, "response_types", json(info.response_types));
   put_if(j, "audience", info.audience);
   put_array_if(j, "event_codes", name_values_json(info.event_codes));
@@ -366,10 +379,12 @@ Result<Alert> parse_alert_json_unguarded(std::string_view bytes, const ParseLimi
     if (const size_t p = what.find("] "); p != std::string::npos) what.erase(0, p + 2);
     // e.byte counts from 1; `where` gives the 0-based offset, as invalid_utf8 does.
     const size_t offset = e.byte > 0 ? e.byte - 1 : 0;
-    return make_error(400, "malformed_json", "the body is not valid JSON: " + what, "byte " + std::to_string(offset));
+    return make_error(400, "malformed_json", "the body is not valid JSON: " + what,
+                      "byte " + std::to_string(offset));
   }
   if (too_deep) {
-    return make_error(422, "too_deep", "values are nested more than " + std::to_string(max_depth) + " deep", "");
+    return make_error(422, "too_deep", "values are nested more than " + std::to_string(max_depth) + " deep",
+                      "");
   }
   return from_json(j, &limits);
 }
@@ -393,8 +408,11 @@ Result<Alert> alert_from_json(const json& j) {
 }
 
 json alert_to_json(const Alert& a) {
-  json j = {{"identifier", a.identifier},       {"sender", a.sender},          {"sent", a.sent.text},
-            {"status", to_string(a.status)},    {"msg_type", to_string(a.msg_type)},
+  json j = {{"identifier", a.identifier},
+            {"sender", a.sender},
+            {"sent", a.sent.text},
+            {"status", to_string(a.status)},
+            {"msg_type", to_string(a.msg_type)},
             {"scope", to_string(a.scope)}};
   put_if(j, "source", a.source);
   put_if(j, "restriction", a.restriction);

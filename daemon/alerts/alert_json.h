@@ -7,9 +7,8 @@
 // None of these functions throws.
 #pragma once
 
-#include <string_view>
-
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "daemon/alerts/alert.h"
 #include "daemon/alerts/cap_parser.h"

@@ -101,9 +101,12 @@ std::string refs_text(const Alert& a) {
 
 const char* effect_of(MsgType m) {
   switch (m) {
-    case MsgType::Update: return state::kSuperseded;
-    case MsgType::Cancel: return state::kCancelled;
-    default: return "";
+    case MsgType::Update:
+      return state::kSuperseded;
+    case MsgType::Cancel:
+      return state::kCancelled;
+    default:
+      return "";
   }
 }
 
@@ -113,29 +116,44 @@ StoredAlert from_pairs(const std::string& tenant, const std::string& id,
   s.id = id;
   s.tenant = tenant;
   for (const auto& [k, v] : pairs) {
-    if (k == "state") s.state = v;
-    else if (k == "status") s.status = v;
-    else if (k == "msg_type") s.msg_type = v;
-    else if (k == "sender") s.sender = v;
-    else if (k == "identifier") s.identifier = v;
-    else if (k == "sent") s.sent = v;
-    else if (k == "received_ms" && !v.empty()) s.received_ms = std::stoll(v);
-    else if (k == "expires_ms" && !v.empty()) s.expires_ms = std::stoll(v);
-    else if (k == "submitted_by") s.submitted_by = v;
-    else if (k == "approved_by") s.approved_by = v;
-    else if (k == "superseded_by") s.superseded_by = v;
-    else if (k == "cancelled_by") s.cancelled_by = v;
-    else if (k == "content_type") s.content_type = v;
-    else if (k == "raw") s.raw = v;
-    else if (k == "parsed") s.parsed = v;
+    if (k == "state")
+      s.state = v;
+    else if (k == "status")
+      s.status = v;
+    else if (k == "msg_type")
+      s.msg_type = v;
+    else if (k == "sender")
+      s.sender = v;
+    else if (k == "identifier")
+      s.identifier = v;
+    else if (k == "sent")
+      s.sent = v;
+    else if (k == "received_ms" && !v.empty())
+      s.received_ms = std::stoll(v);
+    else if (k == "expires_ms" && !v.empty())
+      s.expires_ms = std::stoll(v);
+    else if (k == "submitted_by")
+      s.submitted_by = v;
+    else if (k == "approved_by")
+      s.approved_by = v;
+    else if (k == "superseded_by")
+      s.superseded_by = v;
+    else if (k == "cancelled_by")
+      s.cancelled_by = v;
+    else if (k == "content_type")
+      s.content_type = v;
+    else if (k == "raw")
+      s.raw = v;
+    else if (k == "parsed")
+      s.parsed = v;
   }
   return s;
 }
 
 // What a listing shows; the raw bytes and parsed form stay behind.
-constexpr std::string_view kSummaryFields[] = {"state",        "status",      "msg_type",      "sender",
-                                               "identifier",   "sent",        "received_ms",   "expires_ms",
-                                               "submitted_by", "approved_by", "superseded_by", "cancelled_by"};
+constexpr std::string_view kSummaryFields[] = {
+    "state",       "status",     "msg_type",     "sender",      "identifier",    "sent",
+    "received_ms", "expires_ms", "submitted_by", "approved_by", "superseded_by", "cancelled_by"};
 
 std::vector<std::pair<std::string, std::string>> summary_pairs(const redisReply* r) {
   std::vector<std::pair<std::string, std::string>> out;
@@ -146,12 +164,15 @@ std::vector<std::pair<std::string, std::string>> summary_pairs(const redisReply*
 }
 
 Error script_error(const redisReply* r) {
-  return make_error(500, "storage_error", std::string("storage script failed: ") + std::string(r->str, r->len));
+  return make_error(500, "storage_error",
+                    std::string("storage script failed: ") + std::string(r->str, r->len));
 }
 
 }  // namespace
 
-std::string AlertStore::idem_key(const Alert& a) { return a.sender + "," + a.identifier + "," + a.sent.text; }
+std::string AlertStore::idem_key(const Alert& a) {
+  return a.sender + "," + a.identifier + "," + a.sent.text;
+}
 
 void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> done) {
   const Alert& a = *n.alert;
@@ -172,22 +193,35 @@ void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> 
                                      n.key_id,
                                      n.remote,
                                      to_string(a.status),
-                                     "tenant", n.tenant,
-                                     "msg_type", to_string(a.msg_type),
-                                     "sender", a.sender,
-                                     "identifier", a.identifier,
-                                     "sent", a.sent.text,
-                                     "received_ms", now,
-                                     "expires_ms", expires,
-                                     "submitted_by", n.key_id,
-                                     "content_type", n.content_type,
-                                     "raw", n.raw,
-                                     "parsed", parsed};
+                                     "tenant",
+                                     n.tenant,
+                                     "msg_type",
+                                     to_string(a.msg_type),
+                                     "sender",
+                                     a.sender,
+                                     "identifier",
+                                     a.identifier,
+                                     "sent",
+                                     a.sent.text,
+                                     "received_ms",
+                                     now,
+                                     "expires_ms",
+                                     expires,
+                                     "submitted_by",
+                                     n.key_id,
+                                     "content_type",
+                                     n.content_type,
+                                     "raw",
+                                     n.raw,
+                                     "parsed",
+                                     parsed};
   redis_.eval(kCreateScript, {pfx}, args, [done = std::move(done)](const redisReply* r, const Error* e) {
     if (e) return done(*e);
     if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) return done(make_error(500, "storage_error", "bad reply"));
-    done(Created{r->element[0]->integer == 1, store::reply_string(r->element[1]), store::reply_string(r->element[2])});
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+      return done(make_error(500, "storage_error", "bad reply"));
+    done(Created{r->element[0]->integer == 1, store::reply_string(r->element[1]),
+                 store::reply_string(r->element[2])});
   });
 }
 
@@ -207,59 +241,62 @@ void AlertStore::list(const std::string& tenant, const std::string& cursor, int 
   std::string pfx = prefix(tenant);
   std::string max = cursor.empty() ? "+" : "(" + cursor;
   std::string count = std::to_string(limit + 1);
-  redis_.command({"ZREVRANGEBYLEX", pfx + "alerts", max, "-", "LIMIT", "0", count},
-                 [this, tenant, pfx, limit, done = std::move(done)](const redisReply* r, const Error* e) mutable {
-                   if (e) return done(*e);
-                   if (r->type != REDIS_REPLY_ARRAY) return done(script_error(r));
-                   std::vector<std::string> ids;
-                   for (size_t i = 0; i < r->elements; ++i) ids.push_back(store::reply_string(r->element[i]));
-                   auto page = std::make_shared<Page>();
-                   if (static_cast<int>(ids.size()) > limit) {
-                     ids.resize(limit);
-                     page->next = ids.back();
-                   }
-                   if (ids.empty()) return done(std::move(*page));
-                   // One HMGET per id, pipelined; the last reply completes the page.
-                   page->items.resize(ids.size());
-                   auto remaining = std::make_shared<size_t>(ids.size());
-                   auto failed = std::make_shared<bool>(false);
-                   auto shared_done = std::make_shared<std::function<void(Result<Page>)>>(std::move(done));
-                   for (size_t i = 0; i < ids.size(); ++i) {
-                     std::vector<std::string_view> argv{"HMGET"};
-                     std::string key = pfx + "alert:" + ids[i];
-                     argv.push_back(key);
-                     argv.insert(argv.end(), std::begin(kSummaryFields), std::end(kSummaryFields));
-                     redis_.command(argv, [=, id = ids[i]](const redisReply* r2, const Error* e2) {
-                                      if (e2 && !*failed) {
-                                        *failed = true;
-                                        (*shared_done)(*e2);
-                                      }
-                                      if (!e2) page->items[i] = from_pairs(tenant, id, summary_pairs(r2));
-                                      if (--*remaining == 0 && !*failed) (*shared_done)(std::move(*page));
-                                    });
-                   }
-                 });
+  redis_.command(
+      {"ZREVRANGEBYLEX", pfx + "alerts", max, "-", "LIMIT", "0", count},
+      [this, tenant, pfx, limit, done = std::move(done)](const redisReply* r, const Error* e) mutable {
+        if (e) return done(*e);
+        if (r->type != REDIS_REPLY_ARRAY) return done(script_error(r));
+        std::vector<std::string> ids;
+        for (size_t i = 0; i < r->elements; ++i) ids.push_back(store::reply_string(r->element[i]));
+        auto page = std::make_shared<Page>();
+        if (static_cast<int>(ids.size()) > limit) {
+          ids.resize(limit);
+          page->next = ids.back();
+        }
+        if (ids.empty()) return done(std::move(*page));
+        // One HMGET per id, pipelined; the last reply completes the page.
+        page->items.resize(ids.size());
+        auto remaining = std::make_shared<size_t>(ids.size());
+        auto failed = std::make_shared<bool>(false);
+        auto shared_done = std::make_shared<std::function<void(Result<Page>)>>(std::move(done));
+        for (size_t i = 0; i < ids.size(); ++i) {
+          std::vector<std::string_view> argv{"HMGET"};
+          std::string key = pfx + "alert:" + ids[i];
+          argv.push_back(key);
+          argv.insert(argv.end(), std::begin(kSummaryFields), std::end(kSummaryFields));
+          redis_.command(argv, [=, id = ids[i]](const redisReply* r2, const Error* e2) {
+            if (e2 && !*failed) {
+              *failed = true;
+              (*shared_done)(*e2);
+            }
+            if (!e2) page->items[i] = from_pairs(tenant, id, summary_pairs(r2));
+            if (--*remaining == 0 && !*failed) (*shared_done)(std::move(*page));
+          });
+        }
+      });
 }
 
 void AlertStore::approve(const std::string& tenant, const std::string& id, const std::string& key_id,
-                         const std::string& remote, int64_t now_ms, std::function<void(Result<std::string>)> done) {
+                         const std::string& remote, int64_t now_ms,
+                         std::function<void(Result<std::string>)> done) {
   std::string pfx = prefix(tenant);
   std::string now = std::to_string(now_ms);
-  redis_.eval(kApproveScript, {pfx}, {id, key_id, remote, now},
-              [done = std::move(done)](const redisReply* r, const Error* e) {
-                if (e) return done(*e);
-                if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
-                std::string kind = store::reply_string(r->element[0]);
-                std::string what = store::reply_string(r->element[1]);
-                if (kind == "ok") return done(what);
-                if (what == "not_found") return done(make_error(404, "not_found", "no such alert"));
-                if (what == "same_key_cannot_approve")
-                  return done(make_error(403, "same_key_cannot_approve",
-                                         "two-person rule: the alert must be approved with a different key "
-                                         "than the one that submitted it"));
-                done(make_error(409, "not_pending_approval",
-                                "the alert is " + store::reply_string(r->element[2]) + ", not pending_approval"));
-              });
+  redis_.eval(
+      kApproveScript, {pfx}, {id, key_id, remote, now},
+      [done = std::move(done)](const redisReply* r, const Error* e) {
+        if (e) return done(*e);
+        if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
+        std::string kind = store::reply_string(r->element[0]);
+        std::string what = store::reply_string(r->element[1]);
+        if (kind == "ok") return done(what);
+        if (what == "not_found") return done(make_error(404, "not_found", "no such alert"));
+        if (what == "same_key_cannot_approve")
+          return done(make_error(403, "same_key_cannot_approve",
+                                 "two-person rule: the alert must be approved with a different key "
+                                 "than the one that submitted it"));
+        done(make_error(409, "not_pending_approval",
+                        "the alert is " + store::reply_string(r->element[2]) + ", not pending_approval"));
+      });
 }
 
 }  // namespace sirena::alerts

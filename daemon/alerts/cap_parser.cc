@@ -32,9 +32,12 @@ xmlParserInputPtr refuse_external_load(const char*, const char*, xmlParserCtxtPt
   return nullptr;
 }
 
-std::string_view name_of(const xmlNode* n) { return reinterpret_cast<const char*>(n->name); }
+std::string_view name_of(const xmlNode* n) {
+  return reinterpret_cast<const char*>(n->name);
+}
 std::string_view ns_of(const xmlNode* n) {
-  return n->ns && n->ns->href ? std::string_view(reinterpret_cast<const char*>(n->ns->href)) : std::string_view();
+  return n->ns && n->ns->href ? std::string_view(reinterpret_cast<const char*>(n->ns->href))
+                              : std::string_view();
 }
 
 std::vector<xmlNodePtr> element_children(xmlNodePtr parent, std::string_view name) {
@@ -94,8 +97,13 @@ using DocPtr = std::unique_ptr<xmlDoc, DocFree>;
 // declaration; libxml2 does the parsing.
 bool read_as_utf8(std::string_view b) {
   if (b.substr(0, 3) == "\xEF\xBB\xBF") b.remove_prefix(3);
-  if (b.size() >= 2 && (b[0] == '\0' || b[1] == '\0' || static_cast<unsigned char>(b[0]) >= 0xFE)) return false;
-  if (b.substr(0, 5) != "<?xml") return true;
+  if (b.size() >= 2 && (b[0] == '\0' || b[1] == '\0' || static_cast<unsigned char>(b[0]) >= 0xFE))
+    return false;
+  // "<?xml" then white space; "<?xml-stylesheet" is a processing instruction.
+  if (b.substr(0, 5) != "<?xml" || b.size() < 6 ||
+      (b[5] != ' ' && b[5] != '\t' && b[5] != '\r' && b[5] != '\n')) {
+    return true;
+  }
   const std::string_view decl = b.substr(0, b.find("?>"));
   size_t p = decl.find("encoding");
   if (p == std::string_view::npos) return true;
@@ -121,7 +129,8 @@ Result<DocPtr> parse_document(std::string_view bytes) {
   // DTD, no inclusion. NOERROR/NOWARNING: nothing on stderr, errors come to us.
   const int options =
       XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | XML_PARSE_NOCDATA | XML_PARSE_BIG_LINES;
-  DocPtr doc(xmlCtxtReadMemory(ctxt, bytes.data(), static_cast<int>(bytes.size()), "cap.xml", nullptr, options));
+  DocPtr doc(
+      xmlCtxtReadMemory(ctxt, bytes.data(), static_cast<int>(bytes.size()), "cap.xml", nullptr, options));
   const bool well_formed = ctxt->wellFormed != 0;
   xmlSetStructuredErrorFunc(saved_context, saved_handler);
   xmlFreeParserCtxt(ctxt);
@@ -131,9 +140,10 @@ Result<DocPtr> parse_document(std::string_view bytes) {
                       state.line ? std::to_string(state.line) + ":" + std::to_string(state.column) : "");
   }
   if (!doc || !well_formed) {
-    return make_error(400, "malformed_xml",
-                      "the body is not well-formed XML: " + (state.has_error ? state.message : "empty document"),
-                      std::to_string(state.line) + ":" + std::to_string(state.column));
+    return make_error(
+        400, "malformed_xml",
+        "the body is not well-formed XML: " + (state.has_error ? state.message : "empty document"),
+        std::to_string(state.line) + ":" + std::to_string(state.column));
   }
   return doc;
 }
@@ -247,20 +257,34 @@ class FieldReader {
     Alert a;
     for (xmlNodePtr c : cap_children(node)) {
       const std::string_view n = name_of(c);
-      if (n == "identifier") a.identifier = text_of(c);
-      else if (n == "sender") a.sender = text_of(c);
-      else if (n == "sent") a.sent = datetime(c, "/sent");
-      else if (n == "status") a.status = enumerated(parse_status, c, "/status").value_or(Status::Actual);
-      else if (n == "msgType") a.msg_type = enumerated(parse_msg_type, c, "/msg_type").value_or(MsgType::Alert);
-      else if (n == "source") a.source = text_of(c);
-      else if (n == "scope") a.scope = enumerated(parse_scope, c, "/scope").value_or(Scope::Public);
-      else if (n == "restriction") a.restriction = text_of(c);
-      else if (n == "addresses") a.addresses = text_of(c);
-      else if (n == "code") a.codes.push_back(text_of(c));
-      else if (n == "note") a.note = text_of(c);
-      else if (n == "references") references(c, &a.references);
-      else if (n == "incidents") a.incidents = text_of(c);
-      else if (n == "info") a.infos.push_back(read_info(c, "/infos/" + std::to_string(a.infos.size())));
+      if (n == "identifier")
+        a.identifier = text_of(c);
+      else if (n == "sender")
+        a.sender = text_of(c);
+      else if (n == "sent")
+        a.sent = datetime(c, "/sent");
+      else if (n == "status")
+        a.status = enumerated(parse_status, c, "/status").value_or(Status::Actual);
+      else if (n == "msgType")
+        a.msg_type = enumerated(parse_msg_type, c, "/msg_type").value_or(MsgType::Alert);
+      else if (n == "source")
+        a.source = text_of(c);
+      else if (n == "scope")
+        a.scope = enumerated(parse_scope, c, "/scope").value_or(Scope::Public);
+      else if (n == "restriction")
+        a.restriction = text_of(c);
+      else if (n == "addresses")
+        a.addresses = text_of(c);
+      else if (n == "code")
+        a.codes.push_back(text_of(c));
+      else if (n == "note")
+        a.note = text_of(c);
+      else if (n == "references")
+        references(c, &a.references);
+      else if (n == "incidents")
+        a.incidents = text_of(c);
+      else if (n == "info")
+        a.infos.push_back(read_info(c, "/infos/" + std::to_string(a.infos.size())));
     }
     return a;
   }
@@ -272,27 +296,49 @@ class FieldReader {
     Info info;
     for (xmlNodePtr c : cap_children(node)) {
       const std::string_view n = name_of(c);
-      if (n == "language") info.language = text_of(c);
-      else if (n == "category") info.categories.push_back(text_of(c));
-      else if (n == "event") info.event = text_of(c);
-      else if (n == "responseType") info.response_types.push_back(text_of(c));
-      else if (n == "urgency") info.urgency = text_of(c);
-      else if (n == "severity") info.severity = text_of(c);
-      else if (n == "certainty") info.certainty = text_of(c);
-      else if (n == "audience") info.audience = text_of(c);
-      else if (n == "eventCode") info.event_codes.push_back(name_value(c));
-      else if (n == "effective") info.effective = datetime(c, at + "/effective");
-      else if (n == "onset") info.onset = datetime(c, at + "/onset");
-      else if (n == "expires") info.expires = datetime(c, at + "/expires");
-      else if (n == "senderName") info.sender_name = text_of(c);
-      else if (n == "headline") info.headline = text_of(c);
-      else if (n == "description") info.description = text_of(c);
-      else if (n == "instruction") info.instruction = text_of(c);
-      else if (n == "web") info.web = text_of(c);
-      else if (n == "contact") info.contact = text_of(c);
-      else if (n == "parameter") info.parameters.push_back(name_value(c));
-      else if (n == "resource") info.resources.push_back(read_resource(c, at + "/resources/" + std::to_string(info.resources.size())));
-      else if (n == "area") info.areas.push_back(read_area(c, at + "/areas/" + std::to_string(info.areas.size())));
+      if (n == "language")
+        info.language = text_of(c);
+      else if (n == "category")
+        info.categories.push_back(text_of(c));
+      else if (n == "event")
+        info.event = text_of(c);
+      else if (n == "responseType")
+        info.response_types.push_back(text_of(c));
+      else if (n == "urgency")
+        info.urgency = text_of(c);
+      else if (n == "severity")
+        info.severity = text_of(c);
+      else if (n == "certainty")
+        info.certainty = text_of(c);
+      else if (n == "audience")
+        info.audience = text_of(c);
+      else if (n == "eventCode")
+        info.event_codes.push_back(name_value(c));
+      else if (n == "effective")
+        info.effective = datetime(c, at + "/effective");
+      else if (n == "onset")
+        info.onset = datetime(c, at + "/onset");
+      else if (n == "expires")
+        info.expires = datetime(c, at + "/expires");
+      else if (n == "senderName")
+        info.sender_name = text_of(c);
+      else if (n == "headline")
+        info.headline = text_of(c);
+      else if (n == "description")
+        info.description = text_of(c);
+      else if (n == "instruction")
+        info.instruction = text_of(c);
+      else if (n == "web")
+        info.web = text_of(c);
+      else if (n == "contact")
+        info.contact = text_of(c);
+      else if (n == "parameter")
+        info.parameters.push_back(name_value(c));
+      else if (n == "resource")
+        info.resources.push_back(
+            read_resource(c, at + "/resources/" + std::to_string(info.resources.size())));
+      else if (n == "area")
+        info.areas.push_back(read_area(c, at + "/areas/" + std::to_string(info.areas.size())));
     }
     return info;
   }
@@ -301,11 +347,16 @@ class FieldReader {
     Resource r;
     for (xmlNodePtr c : cap_children(node)) {
       const std::string_view n = name_of(c);
-      if (n == "resourceDesc") r.desc = text_of(c);
-      else if (n == "mimeType") r.mime_type = text_of(c);
-      else if (n == "size") r.size = number<int64_t>(c, at + "/size");
-      else if (n == "uri") r.uri = text_of(c);
-      else if (n == "digest") r.digest = text_of(c);
+      if (n == "resourceDesc")
+        r.desc = text_of(c);
+      else if (n == "mimeType")
+        r.mime_type = text_of(c);
+      else if (n == "size")
+        r.size = number<int64_t>(c, at + "/size");
+      else if (n == "uri")
+        r.uri = text_of(c);
+      else if (n == "digest")
+        r.digest = text_of(c);
       else if (n == "derefUri") {
         // The model has no slot for inline content; the stored raw bytes keep it.
         notes_->push_back(at + ": derefUri (inline resource content) is kept only in the original document");
@@ -371,8 +422,10 @@ class FieldReader {
   NameValue name_value(xmlNodePtr node) {
     NameValue nv;
     for (xmlNodePtr c : cap_children(node)) {
-      if (name_of(c) == "valueName") nv.name = text_of(c);
-      else if (name_of(c) == "value") nv.value = text_of(c);
+      if (name_of(c) == "valueName")
+        nv.name = text_of(c);
+      else if (name_of(c) == "value")
+        nv.value = text_of(c);
     }
     return nv;
   }
@@ -402,8 +455,10 @@ class FieldReader {
 
   void references(xmlNodePtr node, std::vector<Reference>* out) {
     Result<std::vector<Reference>> refs = read_references(text_of(node), "/references");
-    if (refs) *out = std::move(refs).value();
-    else if (!error_) error_ = std::move(refs).take_error();
+    if (refs)
+      *out = std::move(refs).value();
+    else if (!error_)
+      error_ = std::move(refs).take_error();
   }
 
   std::vector<xmlNodePtr> cap_children(xmlNodePtr parent) const {
@@ -434,7 +489,9 @@ void harden_libxml2() {
   (void)done;
 }
 
-uint64_t refused_external_loads() { return g_refused_loads.load(std::memory_order_relaxed); }
+uint64_t refused_external_loads() {
+  return g_refused_loads.load(std::memory_order_relaxed);
+}
 
 namespace {
 
@@ -460,7 +517,8 @@ Result<Alert> parse_cap_xml_unguarded(std::string_view bytes, const ParseLimits&
   if (!root) return make_error(400, "malformed_xml", "the document has no root element", "1:1");
   if (const xmlNode* deep = find_too_deep(root, 1, limits.max_depth)) {
     return make_error(422, "too_deep",
-                      "elements are nested more than " + std::to_string(limits.max_depth) + " deep", element_path(deep));
+                      "elements are nested more than " + std::to_string(limits.max_depth) + " deep",
+                      element_path(deep));
   }
 
   std::vector<std::string> notes;
@@ -474,10 +532,11 @@ Result<Alert> parse_cap_xml_unguarded(std::string_view bytes, const ParseLimits&
     version = CapVersion::k11;
     notes.push_back("read as CAP 1.1 (validated against the CAP 1.1 schema)");
   } else {
-    return make_error(422, "wrong_namespace",
-                      "<alert> is in namespace \"" + std::string(ns_of(node)) +
-                          "\"; CAP 1.2 needs xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\" (CAP 1.1 is accepted too)",
-                      element_path(node));
+    return make_error(
+        422, "wrong_namespace",
+        "<alert> is in namespace \"" + std::string(ns_of(node)) +
+            "\"; CAP 1.2 needs xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\" (CAP 1.1 is accepted too)",
+        element_path(node));
   }
 
   // Fields first (they need the dates as sent), then the schema check on a

@@ -27,7 +27,7 @@ struct ParseLimits {
   size_t max_bytes = 1 << 20;
   int max_depth = 64;
   size_t max_infos = 32;
-  size_t max_areas = 256;  // per info
+  size_t max_areas = 256;              // per info
   size_t max_polygon_points = 100000;  // summed over the whole alert
 };
 

@@ -30,12 +30,12 @@ struct Order {
 };
 constexpr std::array<Order, 7> kOrders = {{
     {"alert",
-     {"identifier", "sender", "sent", "status", "msgType", "source", "scope", "restriction", "addresses", "code",
-      "note", "references", "incidents", "info"}},
+     {"identifier", "sender", "sent", "status", "msgType", "source", "scope", "restriction", "addresses",
+      "code", "note", "references", "incidents", "info"}},
     {"info",
-     {"language", "category", "event", "responseType", "urgency", "severity", "certainty", "audience",
-      "eventCode", "effective", "onset", "expires", "senderName", "headline", "description", "instruction", "web",
-      "contact", "parameter", "resource", "area"}},
+     {"language",    "category",    "event",     "responseType", "urgency",   "severity",   "certainty",
+      "audience",    "eventCode",   "effective", "onset",        "expires",   "senderName", "headline",
+      "description", "instruction", "web",       "contact",      "parameter", "resource",   "area"}},
     {"resource", {"resourceDesc", "mimeType", "size", "uri", "derefUri", "digest"}},
     {"area", {"areaDesc", "polygon", "circle", "geocode", "altitude", "ceiling"}},
     {"eventCode", {"valueName", "value"}},
@@ -45,9 +45,12 @@ constexpr std::array<Order, 7> kOrders = {{
 constexpr int kUnknown = -1;
 constexpr int kLast = 100;  // ds:Signature goes after every CAP element of <alert>
 
-std::string_view name_of(const xmlNode* n) { return reinterpret_cast<const char*>(n->name); }
+std::string_view name_of(const xmlNode* n) {
+  return reinterpret_cast<const char*>(n->name);
+}
 std::string_view ns_of(const xmlNode* n) {
-  return n->ns && n->ns->href ? std::string_view(reinterpret_cast<const char*>(n->ns->href)) : std::string_view();
+  return n->ns && n->ns->href ? std::string_view(reinterpret_cast<const char*>(n->ns->href))
+                              : std::string_view();
 }
 
 const Order* order_for(std::string_view parent) {
@@ -87,14 +90,16 @@ void canonicalise_date(xmlNodePtr n) {
 // longest non-decreasing run of ranks (so one misplaced <senderName> is reported
 // as that, not as everything after it). O(n log n): areas can hold many geocodes.
 std::vector<std::string> misplaced(const std::vector<std::pair<int, xmlNodePtr>>& known) {
-  std::vector<size_t> tails;                        // index of the last element of the best run of each length
+  std::vector<size_t> tails;  // index of the last element of the best run of each length
   std::vector<size_t> prev(known.size(), SIZE_MAX);  // predecessor in that run
   for (size_t i = 0; i < known.size(); ++i) {
     auto pos = std::upper_bound(tails.begin(), tails.end(), known[i].first,
                                 [&](int rank, size_t t) { return rank < known[t].first; });
     if (pos != tails.begin()) prev[i] = *(pos - 1);
-    if (pos == tails.end()) tails.push_back(i);
-    else *pos = i;
+    if (pos == tails.end())
+      tails.push_back(i);
+    else
+      *pos = i;
   }
   std::vector<bool> in_order(known.size(), false);
   for (size_t i = tails.empty() ? SIZE_MAX : tails.back(); i != SIZE_MAX; i = prev[i]) in_order[i] = true;
@@ -106,7 +111,8 @@ std::vector<std::string> misplaced(const std::vector<std::pair<int, xmlNodePtr>>
   return out;
 }
 
-void canonicalise(xmlNodePtr parent, std::string_view cap_ns, CapVersion version, std::vector<std::string>* notes) {
+void canonicalise(xmlNodePtr parent, std::string_view cap_ns, CapVersion version,
+                  std::vector<std::string>* notes) {
   const Order* order = order_for(name_of(parent));
   if (!order) return;
   std::vector<std::pair<int, xmlNodePtr>> known;
@@ -121,7 +127,8 @@ void canonicalise(xmlNodePtr parent, std::string_view cap_ns, CapVersion version
     for (const std::string& m : moved) note += " " + m;
     notes->push_back(std::move(note));
     // Unknown elements stay where they are, so the XSD still reports them.
-    std::stable_sort(known.begin(), known.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::stable_sort(known.begin(), known.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
     for (auto& [rank, node] : known) {
       xmlUnlinkNode(node);
       xmlAddChild(parent, node);
@@ -155,7 +162,8 @@ void canonicalise(xmlNodePtr parent, std::string_view cap_ns, CapVersion version
 void ignore_error(void*, xmlErrorPtr) {}
 
 xmlSchemaPtr compile(const unsigned char* data, size_t size) {
-  xmlSchemaParserCtxtPtr p = xmlSchemaNewMemParserCtxt(reinterpret_cast<const char*>(data), static_cast<int>(size));
+  xmlSchemaParserCtxtPtr p =
+      xmlSchemaNewMemParserCtxt(reinterpret_cast<const char*>(data), static_cast<int>(size));
   if (!p) return nullptr;
   xmlSchemaSetParserStructuredErrors(p, ignore_error, nullptr);
   xmlSchemaPtr schema = xmlSchemaParse(p);

@@ -3,10 +3,10 @@
 // Internal to sirena_alerts: cap_parser.cc is the only caller.
 #pragma once
 
+#include <libxml/tree.h>
+
 #include <string>
 #include <vector>
-
-#include <libxml/tree.h>
 
 #include "daemon/core/result.h"
 

@@ -36,7 +36,8 @@ std::string write_cancel(const CancelSpec& s) {
   xmlTextWriterEndElement(w);
   xmlTextWriterEndDocument(w);
   xmlFreeTextWriter(w);
-  std::string out(reinterpret_cast<const char*>(xmlBufferContent(buf)), static_cast<size_t>(xmlBufferLength(buf)));
+  std::string out(reinterpret_cast<const char*>(xmlBufferContent(buf)),
+                  static_cast<size_t>(xmlBufferLength(buf)));
   xmlBufferFree(buf);
   return out;
 }

@@ -7,12 +7,11 @@
 namespace sirena::alerts {
 namespace {
 
-constexpr std::array<std::string_view, 12> kCategories = {"Geo",    "Met",    "Safety", "Security",
-                                                          "Rescue", "Fire",   "Health", "Env",
-                                                          "Transport", "Infra", "CBRNE", "Other"};
-constexpr std::array<std::string_view, 9> kResponseTypes = {"Shelter", "Evacuate", "Prepare",
-                                                            "Execute", "Avoid",    "Monitor",
-                                                            "Assess",  "AllClear", "None"};
+constexpr std::array<std::string_view, 12> kCategories = {"Geo",       "Met",   "Safety", "Security",
+                                                          "Rescue",    "Fire",  "Health", "Env",
+                                                          "Transport", "Infra", "CBRNE",  "Other"};
+constexpr std::array<std::string_view, 9> kResponseTypes = {
+    "Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor", "Assess", "AllClear", "None"};
 constexpr std::array<std::string_view, 5> kUrgency = {"Immediate", "Expected", "Future", "Past", "Unknown"};
 constexpr std::array<std::string_view, 5> kSeverity = {"Extreme", "Severe", "Moderate", "Minor", "Unknown"};
 constexpr std::array<std::string_view, 5> kCertainty = {"Observed", "Likely", "Possible", "Unlikely",
@@ -41,8 +40,8 @@ Error unprocessable(std::string code, std::string message, std::string where) {
 }
 
 template <size_t N>
-sirena::Status check_enum(const std::array<std::string_view, N>& set, std::string_view value, const char* field,
-                  const std::string& where) {
+sirena::Status check_enum(const std::array<std::string_view, N>& set, std::string_view value,
+                          const char* field, const std::string& where) {
   if (one_of(set, value)) return Ok{};
   return unprocessable("invalid_enum",
                        std::string(field) + " \"" + std::string(value) + "\" is not one of: " + list(set),
@@ -59,17 +58,21 @@ bool is_cap_token(std::string_view s) {
   return true;
 }
 
-bool lat_ok(double v) { return v >= -90.0 && v <= 90.0; }   // also false for NaN
-bool lon_ok(double v) { return v >= -180.0 && v <= 180.0; }
+bool lat_ok(double v) {
+  return v >= -90.0 && v <= 90.0;
+}  // also false for NaN
+bool lon_ok(double v) {
+  return v >= -180.0 && v <= 180.0;
+}
 
 sirena::Status check_polygon(const Polygon& p, const std::string& where) {
   // §3.2.4 polygon: "a minimum of four coordinate pairs", "the first and last pairs
   // of coordinates MUST be the same".
   if (p.points.size() < 4) {
-    return unprocessable("invalid_polygon",
-                         "a polygon needs at least 4 lat,lon points (a closed ring), got " +
-                             std::to_string(p.points.size()),
-                         where);
+    return unprocessable(
+        "invalid_polygon",
+        "a polygon needs at least 4 lat,lon points (a closed ring), got " + std::to_string(p.points.size()),
+        where);
   }
   for (size_t i = 0; i < p.points.size(); ++i) {
     if (!lat_ok(p.points[i].lat) || !lon_ok(p.points[i].lon)) {
@@ -91,9 +94,9 @@ sirena::Status check_polygon(const Polygon& p, const std::string& where) {
 
 sirena::Status check_circle(const Circle& c, const std::string& where) {
   if (!lat_ok(c.center.lat) || !lon_ok(c.center.lon)) {
-    return unprocessable("invalid_circle",
-                         "circle centre out of range: latitude must be in [-90, 90], longitude in [-180, 180]",
-                         where);
+    return unprocessable(
+        "invalid_circle",
+        "circle centre out of range: latitude must be in [-90, 90], longitude in [-180, 180]", where);
   }
   if (!(c.radius_km >= 0.0) || !std::isfinite(c.radius_km)) {
     return unprocessable("invalid_circle", "circle radius must be a finite number of km >= 0", where);
@@ -103,10 +106,12 @@ sirena::Status check_circle(const Circle& c, const std::string& where) {
 
 sirena::Status check_area(const Area& area, const std::string& where) {
   for (size_t i = 0; i < area.polygons.size(); ++i) {
-    if (sirena::Status s = check_polygon(area.polygons[i], where + "/polygons/" + std::to_string(i)); !s) return s;
+    if (sirena::Status s = check_polygon(area.polygons[i], where + "/polygons/" + std::to_string(i)); !s)
+      return s;
   }
   for (size_t i = 0; i < area.circles.size(); ++i) {
-    if (sirena::Status s = check_circle(area.circles[i], where + "/circles/" + std::to_string(i)); !s) return s;
+    if (sirena::Status s = check_circle(area.circles[i], where + "/circles/" + std::to_string(i)); !s)
+      return s;
   }
   // §3.2.4: ceiling "MUST NOT be used except in combination with the altitude element".
   if (area.ceiling && !area.altitude) {
@@ -120,31 +125,33 @@ sirena::Status check_area(const Area& area, const std::string& where) {
 
 sirena::Status check_info(const Info& info, const Alert& alert, const std::string& where) {
   if (info.language.empty()) {
-    return unprocessable("invalid_field", "language must not be empty (omit it for en-US)", where + "/language");
+    return unprocessable("invalid_field", "language must not be empty (omit it for en-US)",
+                         where + "/language");
   }
   if (info.categories.empty()) {
     return unprocessable("invalid_field", "at least one category is required", where + "/categories");
   }
   for (size_t i = 0; i < info.categories.size(); ++i) {
     if (sirena::Status s = check_enum(kCategories, info.categories[i], "category",
-                              where + "/categories/" + std::to_string(i));
+                                      where + "/categories/" + std::to_string(i));
         !s)
       return s;
   }
   for (size_t i = 0; i < info.response_types.size(); ++i) {
     if (sirena::Status s = check_enum(kResponseTypes, info.response_types[i], "response_type",
-                              where + "/response_types/" + std::to_string(i));
+                                      where + "/response_types/" + std::to_string(i));
         !s)
       return s;
   }
   if (sirena::Status s = check_enum(kUrgency, info.urgency, "urgency", where + "/urgency"); !s) return s;
   if (sirena::Status s = check_enum(kSeverity, info.severity, "severity", where + "/severity"); !s) return s;
-  if (sirena::Status s = check_enum(kCertainty, info.certainty, "certainty", where + "/certainty"); !s) return s;
+  if (sirena::Status s = check_enum(kCertainty, info.certainty, "certainty", where + "/certainty"); !s)
+    return s;
   if (info.expires && info.expires->unix_ms <= alert.sent.unix_ms) {
-    return unprocessable("expires_before_sent",
-                         "expires (" + info.expires->text + ") must be later than the alert's sent (" +
-                             alert.sent.text + ")",
-                         where + "/expires");
+    return unprocessable(
+        "expires_before_sent",
+        "expires (" + info.expires->text + ") must be later than the alert's sent (" + alert.sent.text + ")",
+        where + "/expires");
   }
   for (size_t i = 0; i < info.areas.size(); ++i) {
     if (sirena::Status s = check_area(info.areas[i], where + "/areas/" + std::to_string(i)); !s) return s;
@@ -251,7 +258,8 @@ Result<Timestamp> read_cap_datetime(std::string_view text, const std::string& wh
                              "2024-05-16T14:00:00+02:00",
                          where);
   }
-  if (used_z && notes) notes->push_back(where + ": read time zone \"Z\" as +00:00 (CAP 1.2 §3.3.2 wants -00:00)");
+  if (used_z && notes)
+    notes->push_back(where + ": read time zone \"Z\" as +00:00 (CAP 1.2 §3.3.2 wants -00:00)");
   return *std::move(ts);
 }
 
@@ -288,7 +296,8 @@ sirena::Status validate_semantics(const Alert& alert) {
   }
   if (!is_cap_token(alert.sender)) {
     return unprocessable("invalid_field",
-                         "sender must be non-empty, without spaces, commas, '<' or '&' (CAP 1.2 §3.2.1)", "/sender");
+                         "sender must be non-empty, without spaces, commas, '<' or '&' (CAP 1.2 §3.2.1)",
+                         "/sender");
   }
   // §3.2.1 scope: Restricted needs <restriction>, Private needs <addresses>.
   if (alert.scope == Scope::Restricted && alert.restriction.empty()) {

@@ -23,6 +23,12 @@ void close_and_delete(T* handle) {
   uv_close(reinterpret_cast<uv_handle_t*>(handle), [](uv_handle_t* h) { delete reinterpret_cast<T*>(h); });
 }
 
+void warn_about_open_senders(const config::Config& cfg) {
+  for (const auto& [id, t] : cfg.tenants)
+    for (const auto& s : t.senders)
+      if (s == "*") log::warn("tenant_accepts_any_sender", {{"tenant", id}, {"hint", "list the tenant's own CAP senders"}});
+}
+
 }  // namespace
 
 struct App::Impl {
@@ -71,6 +77,7 @@ Status App::start() {
   i.redis->start();
   i.alert_store = std::make_unique<alerts::AlertStore>(*i.redis);
   i.tenants = std::make_shared<tenants::Tenants>(i.cfg.tenants);
+  warn_about_open_senders(i.cfg);
 
   api::AlertsApiOptions opts;
   opts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
@@ -141,6 +148,7 @@ void App::reload() {
   i.cfg.tenants = fresh->tenants;
   i.cfg.gateways = fresh->gateways;
   i.tenants = std::make_shared<tenants::Tenants>(fresh->tenants);
+  warn_about_open_senders(*fresh);
   log::info("config_reloaded", {{"config", i.cfg.path}, {"tenants", fresh->tenants.size()}});
 }
 

@@ -40,7 +40,7 @@ struct Grant {  // this tenant lets `to_tenant` alert its recipients inside `zon
 struct Tenant {
   std::string id;
   std::string name;
-  std::vector<std::string> senders;  // allowed CAP <sender> values
+  std::vector<std::string> senders;  // allowed CAP <sender> values or patterns ("*@example.org")
   std::vector<ApiKey> keys;
   ApprovalPolicy approval;
   std::vector<Grant> grants;

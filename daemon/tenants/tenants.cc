@@ -1,5 +1,7 @@
 #include "daemon/tenants/tenants.h"
 
+#include <fnmatch.h>
+
 #include <algorithm>
 
 namespace sirena::tenants {
@@ -47,8 +49,10 @@ Status Tenants::authorize(const Principal& p, Action action) {
 }
 
 Status Tenants::check_sender(const Principal& p, std::string_view sender) {
-  const auto& s = p.tenant->senders;
-  if (std::find(s.begin(), s.end(), sender) != s.end()) return Ok{};
+  // Entries are exact senders or shell-style patterns ("*@comune.soliera.mo.it").
+  std::string text(sender);
+  for (const auto& allowed : p.tenant->senders)
+    if (allowed == text || fnmatch(allowed.c_str(), text.c_str(), 0) == 0) return Ok{};
   return make_error(403, "sender_not_allowed",
                     "CAP sender \"" + std::string(sender) + "\" is not among tenant " + p.tenant->id +
                         "'s allowed senders",

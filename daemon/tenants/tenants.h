@@ -31,7 +31,8 @@ class Tenants {
   Result<Principal> authenticate(std::optional<std::string_view> authorization) const;
   // 403 `forbidden_role` when the key's role may not do `action`.
   static Status authorize(const Principal& p, Action action);
-  // 403 `sender_not_allowed` unless `sender` is one of the tenant's CAP senders.
+  // 403 `sender_not_allowed` unless `sender` matches one of the tenant's CAP senders
+  // (exact, or a shell-style pattern such as "*@comune.soliera.mo.it").
   static Status check_sender(const Principal& p, std::string_view sender);
 
   const config::Tenant* find(const std::string& id) const;

@@ -15,14 +15,17 @@ using nlohmann::json;
 
 // The example in docs/alert-json.md, so the documentation cannot drift.
 std::string documented_example() {
-  const std::string md = test::read_file(std::filesystem::path(SIRENA_TEST_DATA) / "../../docs/alert-json.md");
+  const std::string md =
+      test::read_file(std::filesystem::path(SIRENA_TEST_DATA) / "../../docs/alert-json.md");
   const size_t start = md.find("```json\n");
   const size_t end = md.find("```", start + 8);
   EXPECT_NE(start, std::string::npos);
   return md.substr(start + 8, end - start - 8);
 }
 
-json example() { return json::parse(documented_example()); }
+json example() {
+  return json::parse(documented_example());
+}
 
 Error rejected(const json& j) {
   Result<Alert> r = parse_alert_json(j.dump());
@@ -153,7 +156,8 @@ TEST(AlertJson, UnknownKeysAreRefused) {
   j["infos"][0]["areas"][0]["polygon"] = json::array();
   expect_error(j, "unknown_field", "/infos/0/areas/0/polygon");
   j = example();
-  j["references"] = {{{"sender", "a"}, {"identifier", "b"}, {"sent", "2024-05-16T13:00:00+02:00"}, {"a/b~", 1}}};
+  j["references"] = {
+      {{"sender", "a"}, {"identifier", "b"}, {"sent", "2024-05-16T13:00:00+02:00"}, {"a/b~", 1}}};
   expect_error(j, "unknown_field", "/references/0/a~1b~0");
 }
 
@@ -185,7 +189,8 @@ TEST(AlertJson, DatesAndReferences) {
   j = example();
   j["msg_type"] = "Update";
   expect_error(j, "missing_references", "/references");
-  j["references"] = {{{"sender", "protezione civile"}, {"identifier", "b"}, {"sent", "2024-05-16T13:00:00+02:00"}}};
+  j["references"] = {
+      {{"sender", "protezione civile"}, {"identifier", "b"}, {"sent", "2024-05-16T13:00:00+02:00"}}};
   expect_error(j, "invalid_references", "/references/0");
   j["references"][0]["sender"] = "protezionecivile@comune.soliera.mo.it";
   const Result<Alert> ok = parse_alert_json(j.dump());

@@ -41,7 +41,9 @@ struct Expectation {
   std::optional<Reject> reject;
 };
 
-Expectation ok(Accept a) { return {std::move(a), std::nullopt}; }
+Expectation ok(Accept a) {
+  return {std::move(a), std::nullopt};
+}
 Expectation fails(int status, std::string code, std::string part = "") {
   return {std::nullopt, Reject{status, std::move(code), std::move(part)}};
 }
@@ -51,14 +53,25 @@ const std::string kUsgs = "http://earthquake.usgs.gov/research/monitoring/anss/n
 const std::map<std::string, Expectation>& expectations() {
   static const auto* table = new std::map<std::string, Expectation>{
       // --- negative/ ---
-      {"negative/google__cap-library/testdata/invalid.cap", fails(422, "schema_violation", "Expected is one of ( source, scope )")},
-      {"negative/google__cap-library/testdata/noaa_errors.cap", fails(422, "schema_violation", "Element 'urgency'")},
+      {"negative/google__cap-library/testdata/invalid.cap",
+       fails(422, "schema_violation", "Expected is one of ( source, scope )")},
+      {"negative/google__cap-library/testdata/noaa_errors.cap",
+       fails(422, "schema_violation", "Element 'urgency'")},
       // XSD-valid, but an Update with an empty <references/>.
       {"negative/google__cap-library/testdata/canada_errors.cap", fails(422, "missing_references")},
       {"negative/google__cap-library/testdata/xee.cap", fails(422, "dtd_forbidden")},
-      {"negative/kelvinn__capparselib/tests/resources/invalid_xmlns.cap", fails(422, "wrong_namespace", "emergency:alerts:1.2")},
+      {"negative/kelvinn__capparselib/tests/resources/invalid_xmlns.cap",
+       fails(422, "wrong_namespace", "emergency:alerts:1.2")},
       {"negative/google__cap-library/testdata/no_optional_fields.cap",
-       ok({"USGS-earthquakes-us2010apcd.6.20100831T000925.496Z", kUsgs, MsgType::Alert, 0, 0, 0, 0, "1.1", {"CAP 1.1"}})},
+       ok({"USGS-earthquakes-us2010apcd.6.20100831T000925.496Z",
+           kUsgs,
+           MsgType::Alert,
+           0,
+           0,
+           0,
+           0,
+           "1.1",
+           {"CAP 1.1"}})},
       // --- spec_examples/ ---
       {"spec_examples/willglynn__oasiscap/fixtures/v1dot2_appendix_adot1.xml",
        ok({"43b080713727", "hsas@dhs.gov", MsgType::Alert, 1, 0, 0, 0})},
@@ -70,49 +83,91 @@ const std::map<std::string, Expectation>& expectations() {
        ok({"KAR0-0306112239-SW", "KARO@CLETS.DOJ.CA.GOV", MsgType::Alert, 2, 0, 0, 0})},
       // --- real/ ---
       {"real/google__cap-library/testdata/australia.cap",
-       ok({"tag:www.rfs.nsw.gov.au2011-10-06:40184", "webmaster@rfs.nsw.gov.au", MsgType::Alert, 2, 0, 0, 2})},
+       ok({"tag:www.rfs.nsw.gov.au2011-10-06:40184", "webmaster@rfs.nsw.gov.au", MsgType::Alert, 2, 0, 0,
+           2})},
       {"real/google__cap-library/testdata/canada.cap",
        ok({"2.49.0.1.124.6bddbc91.2012", "cap@ec.gc.ca", MsgType::Update, 2, 2, 4, 0})},
       {"real/google__cap-library/testdata/canada_signed.cap",
        ok({"2.49.0.1.124.f2c83f5f.2013", "cap-pac@ec.gc.ca", MsgType::Update, 2, 9, 4, 0})},
       {"real/google__cap-library/testdata/earthquake-iso8859-1.cap",
-       ok({"USGS-earthquakes-usB000D5T4.3947362.7.20121014T225304.360Z.0", kUsgs, MsgType::Alert, 1, 0, 0, 1})},
+       ok({"USGS-earthquakes-usB000D5T4.3947362.7.20121014T225304.360Z.0", kUsgs, MsgType::Alert, 1, 0, 0,
+           1})},
       {"real/google__cap-library/testdata/earthquake.cap",
-       ok({"USGS-earthquakes-us2010apcd.6.20100831T000925.496Z", kUsgs, MsgType::Alert, 1, 0, 0, 1, "1.1", {"CAP 1.1"}})},
+       ok({"USGS-earthquakes-us2010apcd.6.20100831T000925.496Z",
+           kUsgs,
+           MsgType::Alert,
+           1,
+           0,
+           0,
+           1,
+           "1.1",
+           {"CAP 1.1"}})},
       {"real/google__cap-library/testdata/earthquake_signed.cap",
-       ok({"USGS-earthquakes-nc71635010.28103893.20110906T171538.586Z", "http://www.cisn.org/ncmc.html", MsgType::Alert, 1,
-           0, 0, 1, "1.1", {"CAP 1.1", "ignored ds:Signature"}})},
+       ok({"USGS-earthquakes-nc71635010.28103893.20110906T171538.586Z",
+           "http://www.cisn.org/ncmc.html",
+           MsgType::Alert,
+           1,
+           0,
+           0,
+           1,
+           "1.1",
+           {"CAP 1.1", "ignored ds:Signature"}})},
       {"real/google__cap-library/testdata/wcatwc-warning.cap",
        ok({"PAAQ-2-lqw6d6", "http://newwcatwc.arh.noaa.gov/tsuPortal/", MsgType::Update, 1, 1, 0, 0})},
       {"real/google__cap-library/testdata/weather.cap",
-       ok({"NOAA-NWS-ALERTS-MT20100830100700TFXFlashFloodWatchTFX20100830180000MT", "w-nws.webmaster@noaa.gov",
-           MsgType::Alert, 1, 0, 0, 0, "1.1", {"CAP 1.1"}})},
+       ok({"NOAA-NWS-ALERTS-MT20100830100700TFXFlashFloodWatchTFX20100830180000MT",
+           "w-nws.webmaster@noaa.gov",
+           MsgType::Alert,
+           1,
+           0,
+           0,
+           0,
+           "1.1",
+           {"CAP 1.1"}})},
       {"real/kelvinn__capparselib/tests/resources/CanadaNaad.xml",
        ok({"urn:oid:2.49.0.1.124.3026064006.2019", "cap-pac@canada.ca", MsgType::Alert, 2, 0, 2, 0})},
       {"real/kelvinn__capparselib/tests/resources/australia_bom.cap",
-       ok({"AusBoM-IDN21033-2019-01-16T03:15:58+00:00", "CAP.Message@bom.gov.au", MsgType::Alert, 1, 0, 0, 0})},
+       ok({"AusBoM-IDN21033-2019-01-16T03:15:58+00:00", "CAP.Message@bom.gov.au", MsgType::Alert, 1, 0, 0,
+           0})},
       {"real/kelvinn__capparselib/tests/resources/iceland_met_office.cap",
-       ok({"is-IMO-2a4c2db8-07fd-4a0f-b372-9667280d46d1", "IMO-Icelandic_Met_Office", MsgType::Alert, 2, 0, 2, 0})},
+       ok({"is-IMO-2a4c2db8-07fd-4a0f-b372-9667280d46d1", "IMO-Icelandic_Met_Office", MsgType::Alert, 2, 0, 2,
+           0})},
       {"real/kelvinn__capparselib/tests/resources/mexico.xml",
        ok({"avisossmn-ciclontropical-4063", "smn.cna.gob.mx", MsgType::Update, 1, 1, 1, 0})},
       {"real/kelvinn__capparselib/tests/resources/no_info_tag.cap",
        ok({"1017033100951096-517189320160225203219800_Cancel", "AtHoc", MsgType::Cancel, 0, 1, 0, 0})},
       {"real/kelvinn__capparselib/tests/resources/ph.cap",
        ok({"103ff55e-b538-49a2-a94a-64470ddea2cc", "PAGASA-DOST", MsgType::Alert, 1, 0, 1, 0})},
-      {"real/kelvinn__capparselib/tests/resources/rfs.xml",
-       ok({"2014-05-08T10:31:00-00:00:160068", "webmaster@rfs.nsw.gov.au", MsgType::Alert, 1, 0, 0, 1, "1.2",
-           {"EDXL-DE"}})},
+      {"real/kelvinn__capparselib/tests/resources/rfs.xml", ok({"2014-05-08T10:31:00-00:00:160068",
+                                                                "webmaster@rfs.nsw.gov.au",
+                                                                MsgType::Alert,
+                                                                1,
+                                                                0,
+                                                                0,
+                                                                1,
+                                                                "1.2",
+                                                                {"EDXL-DE"}})},
       // 17 alerts in one non-standard <alerts> wrapper.
-      {"real/kelvinn__capparselib/tests/resources/smhi.se.alerts.cap", fails(422, "multiple_alerts", "holds 17 <alert>")},
+      {"real/kelvinn__capparselib/tests/resources/smhi.se.alerts.cap",
+       fails(422, "multiple_alerts", "holds 17 <alert>")},
       // Not only out of order: <area> holds non-CAP <Type> and <Polygon> elements whose
       // geometry we would lose (see docs/cap-intake.md); the reordering itself is
       // tested in cap_parser_test.cc on this file minus those elements.
-      {"real/kelvinn__capparselib/tests/resources/sweden.cap", fails(422, "schema_violation", "Element 'Type'")},
+      {"real/kelvinn__capparselib/tests/resources/sweden.cap",
+       fails(422, "schema_violation", "Element 'Type'")},
       {"real/kelvinn__capparselib/tests/resources/taiwan.cap",
        ok({"WRA_ReservoirWarn_201405142010", "ddmt01@wra.gov.tw", MsgType::Alert, 1, 0, 0, 0})},
       {"real/kelvinn__capparselib/tests/resources/weather.cap",
-       ok({"NOAA-NWS-ALERTS-NM125154019200.WindAdvisory.125154105F10NM.ABQNPWABQ.2d2ce3a407282ee33ba256baac0e8f3c",
-           "w-nws.webmaster@noaa.gov", MsgType::Alert, 1, 0, 0, 0, "1.1", {"CAP 1.1", "dropped an empty <polygon>"}})},
+       ok({"NOAA-NWS-ALERTS-NM125154019200.WindAdvisory.125154105F10NM.ABQNPWABQ."
+           "2d2ce3a407282ee33ba256baac0e8f3c",
+           "w-nws.webmaster@noaa.gov",
+           MsgType::Alert,
+           1,
+           0,
+           0,
+           0,
+           "1.1",
+           {"CAP 1.1", "dropped an empty <polygon>"}})},
       {"real/metno__MetAlert-Search/tests/files/METfare-20210921T070421.cap.xml",
        ok({"2.49.0.1.578.0.210921070421906.1705", "noreply@met.no", MsgType::Alert, 2, 0, 2, 0})},
       {"real/DawsonMacPhee__WSV3-Canadian-Weather-Alerts/cap/T_WOCN11_C_CWHX_202210101814_1032737847.cap",
@@ -205,7 +260,8 @@ TEST(CapCorpus, JsonRoundTripOfEveryAcceptedFile) {
     ++accepted;
     const nlohmann::json first = alert_to_json(*xml);
     const Result<Alert> back = parse_alert_json(first.dump());
-    ASSERT_TRUE(back.ok()) << back.error().code << ": " << back.error().message << " at " << back.error().where;
+    ASSERT_TRUE(back.ok()) << back.error().code << ": " << back.error().message << " at "
+                           << back.error().where;
     EXPECT_EQ(alert_to_json(*back), first);
     EXPECT_EQ(back->sent.unix_ms, xml->sent.unix_ms);
     EXPECT_EQ(back->normalisations, xml->normalisations);
@@ -217,7 +273,8 @@ TEST(CapCorpus, JsonRoundTripOfEveryAcceptedFile) {
 }
 
 TEST(CapCorpus, ParsedFieldsOfTheSpecThunderstorm) {
-  const Result<Alert> r = parse_cap_xml(test::corpus("spec_examples/willglynn__oasiscap/fixtures/v1dot2_appendix_adot2.xml"));
+  const Result<Alert> r =
+      parse_cap_xml(test::corpus("spec_examples/willglynn__oasiscap/fixtures/v1dot2_appendix_adot2.xml"));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->sent.text, "2003-06-17T14:57:00-07:00");
   EXPECT_EQ(r->sent.unix_ms, 1055887020000);  // 2003-06-17T21:57:00Z
@@ -237,7 +294,8 @@ TEST(CapCorpus, ParsedFieldsOfTheSpecThunderstorm) {
 }
 
 TEST(CapCorpus, Iso88591IsDecodedToUtf8) {
-  const Result<Alert> r = parse_cap_xml(test::corpus("real/google__cap-library/testdata/earthquake-iso8859-1.cap"));
+  const Result<Alert> r =
+      parse_cap_xml(test::corpus("real/google__cap-library/testdata/earthquake-iso8859-1.cap"));
   ASSERT_TRUE(r.ok());
   // Whatever the input encoding, the model holds UTF-8 (it is dumped as JSON).
   EXPECT_NO_THROW((void)alert_to_json(*r).dump());

@@ -8,7 +8,9 @@
 
 namespace sirena::alerts::test {
 
-inline std::filesystem::path cap_dir() { return std::filesystem::path(SIRENA_TEST_DATA) / "cap"; }
+inline std::filesystem::path cap_dir() {
+  return std::filesystem::path(SIRENA_TEST_DATA) / "cap";
+}
 
 inline std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -17,6 +19,27 @@ inline std::string read_file(const std::filesystem::path& p) {
   return ss.str();
 }
 
-inline std::string corpus(const std::string& relative) { return read_file(cap_dir() / relative); }
+inline std::string corpus(const std::string& relative) {
+  return read_file(cap_dir() / relative);
+}
+
+// Plain string edits (std::regex trips GCC 12's -Wmaybe-uninitialized under ASan).
+inline std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  for (size_t p = 0; (p = s.find(from, p)) != std::string::npos; p += to.size())
+    s.replace(p, from.size(), to);
+  return s;
+}
+
+// Removes every span from `open` to the `closings`-th following `close`, inclusive.
+inline std::string erase_spans(std::string s, const std::string& open, const std::string& close,
+                               int closings = 1) {
+  for (size_t p; (p = s.find(open)) != std::string::npos;) {
+    size_t q = p;
+    for (int i = 0; i < closings && q != std::string::npos; ++i) q = s.find(close, q + 1);
+    if (q == std::string::npos) break;
+    s.erase(p, q + close.size() - p);
+  }
+  return s;
+}
 
 }  // namespace sirena::alerts::test

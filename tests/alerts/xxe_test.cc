@@ -4,15 +4,13 @@
 // connection arrived and that libxml2 never even asked for an external resource.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <libxml/parser.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <fstream>
-#include <regex>
 #include <string>
 
 #include "daemon/alerts/alert_json.h"
@@ -33,8 +31,8 @@ class Listener {
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof addr;
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd_, 16) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(fd_, 16) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
       ADD_FAILURE() << "cannot listen on 127.0.0.1";
       return;
     }
@@ -59,7 +57,8 @@ class Xxe : public ::testing::Test {
  protected:
   void SetUp() override {
     secret_path_ = std::filesystem::temp_directory_path() /
-                   ("sirena-xxe-" + std::to_string(::getpid()) + "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+                   ("sirena-xxe-" + std::to_string(::getpid()) + "-" +
+                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::ofstream(secret_path_) << marker_ << "\n";
     harden_libxml2();
   }
@@ -69,10 +68,11 @@ class Xxe : public ::testing::Test {
   std::string payload() const {
     std::string doc = test::corpus("negative/google__cap-library/testdata/xee.cap");
     const std::string here = "http://127.0.0.1:" + std::to_string(listener_.port());
-    doc = std::regex_replace(doc, std::regex("http://(http://)?localhost:8080"), here);
-    doc = std::regex_replace(doc, std::regex("file:///etc/passwd"), "file://" + secret_path_.string());
-    doc = std::regex_replace(doc, std::regex(R"(<!ENTITY xxe SYSTEM "[^"]*">)"),
-                             "<!ENTITY xxe SYSTEM \"file://" + secret_path_.string() + "\">");
+    doc = test::replace_all(doc, "http://http://localhost:8080", here);
+    doc = test::replace_all(doc, "http://localhost:8080", here);
+    doc = test::replace_all(doc, "file:///etc/passwd", "file://" + secret_path_.string());
+    doc = test::replace_all(doc, "<!ENTITY xxe SYSTEM \"" + here + "/payload3\">",
+                            "<!ENTITY xxe SYSTEM \"file://" + secret_path_.string() + "\">");
     return doc;
   }
 
@@ -91,7 +91,8 @@ class Xxe : public ::testing::Test {
 TEST_F(Xxe, PayloadIsRefusedWithoutReadingOrConnecting) {
   const std::string doc = payload();
   ASSERT_NE(doc.find(std::to_string(listener_.port())), std::string::npos);
-  ASSERT_NE(doc.find(secret_path_.string()), std::string::npos);
+  ASSERT_NE(doc.find("<!ENTITY xxe SYSTEM \"file://" + secret_path_.string()), std::string::npos);
+  ASSERT_NE(doc.find("<!ENTITY % file SYSTEM \"file://" + secret_path_.string()), std::string::npos);
   const uint64_t before = refused_external_loads();
   const Result<Alert> r = parse_cap_xml(doc);
   ASSERT_FALSE(r.ok());
@@ -104,7 +105,7 @@ TEST_F(Xxe, PayloadIsRefusedWithoutReadingOrConnecting) {
 TEST_F(Xxe, XIncludeAndSchemaLocationAreNotFollowed) {
   std::string doc = payload();
   doc.erase(doc.find("<!DOCTYPE"), doc.find("]>") + 2 - doc.find("<!DOCTYPE"));
-  doc = std::regex_replace(doc, std::regex("&xxe;"), "");
+  doc = test::replace_all(doc, "&xxe;", "");
   const uint64_t before = refused_external_loads();
   const Result<Alert> r = parse_cap_xml(doc);
   ASSERT_FALSE(r.ok());
@@ -113,10 +114,11 @@ TEST_F(Xxe, XIncludeAndSchemaLocationAreNotFollowed) {
 
   // The same with the foreign elements gone, so validation runs to the end.
   doc.erase(doc.find("<x "), doc.find("</y>") + 4 - doc.find("<x "));
-  doc = std::regex_replace(doc, std::regex("<alert "),
-                           "<alert xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:schemaLocation=\""
-                           "urn:oasis:names:tc:emergency:cap:1.2 http://127.0.0.1:" +
-                               std::to_string(listener_.port()) + "/cap.xsd\" ");
+  doc =
+      test::replace_all(doc, "<alert ",
+                        "<alert xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:schemaLocation=\""
+                        "urn:oasis:names:tc:emergency:cap:1.2 http://127.0.0.1:" +
+                            std::to_string(listener_.port()) + "/cap.xsd\" ");
   const Result<Alert> ok = parse_cap_xml(doc);
   ASSERT_TRUE(ok.ok()) << ok.error().message;
   expect_nothing_fetched(ok, before);
@@ -136,7 +138,8 @@ TEST_F(Xxe, ExternalDtdAloneIsRefused) {
 // substitution gets nothing once harden_libxml2() has run; the loader refuses and
 // counts.
 TEST_F(Xxe, EntityLoaderRefusesEverything) {
-  const std::string doc = "<!DOCTYPE a [<!ENTITY e SYSTEM \"file://" + secret_path_.string() + "\">]><a>&e;</a>";
+  const std::string doc =
+      "<!DOCTYPE a [<!ENTITY e SYSTEM \"file://" + secret_path_.string() + "\">]><a>&e;</a>";
   const uint64_t before = refused_external_loads();
   xmlDocPtr d = xmlReadMemory(doc.data(), static_cast<int>(doc.size()), "t.xml", nullptr,
                               XML_PARSE_NOENT | XML_PARSE_DTDLOAD | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include <curl/curl.h>
+
 #include "daemon/alerts/cap_parser.h"
 #include "tests/support/harness.h"
 
@@ -436,6 +438,24 @@ TEST_F(IntakeTest, SighupReloadsKeys) {
   ASSERT_TRUE(wait_until([&] { return daemon_->log().find("config_reload_failed") != std::string::npos; },
                          std::chrono::seconds(10)));
   EXPECT_EQ(daemon_->post("/v1/alerts", kOperator, cap("after-bad-hup"), kCap).status, 202);
+}
+
+TEST(SirenadCommand, ServesTlsWithAlpnH2WhenACertificateIsConfigured) {
+  TempDir dir;
+  std::string cert = dir.path() + "/cert.pem", key = dir.path() + "/key.pem";
+  std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "
+                    "/CN=127.0.0.1 -keyout " + key + " -out " + cert + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "openssl could not make a test certificate";
+  RedisServer redis(dir.path());
+  redis.start();
+  Sirenad d(write_config(dir.path()), dir.path(),
+            {{"SIRENA_REDIS_URL", redis.url()}, {"SIRENA_HTTP_TLS_CERT", cert}, {"SIRENA_HTTP_TLS_KEY", key}});
+  d.start();
+  ASSERT_TRUE(wait_until([&] { return d.ready(); }, std::chrono::seconds(10))) << d.log();
+  auto r = d.post("/v1/alerts", kOperator, cap("over-tls"), kCap);
+  EXPECT_EQ(r.status, 202) << r.error << r.body;
+  EXPECT_EQ(r.http_version, CURL_HTTP_VERSION_2_0) << "ALPN should pick h2";
+  EXPECT_EQ(d.stop(), 0);
 }
 
 TEST(SirenadCommand, CheckConfigNamesFileLineAndKey) {

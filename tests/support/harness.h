@@ -80,6 +80,7 @@ struct HttpResponse {
   std::string body;
   std::map<std::string, std::string> headers;  // lower-case names
   std::string error;                           // transport error, if any
+  long http_version = 0;                       // CURL_HTTP_VERSION_* actually used
 };
 
 struct HttpRequest {
@@ -89,6 +90,10 @@ struct HttpRequest {
   std::vector<std::string> headers;  // "Name: value"
   bool http2_prior_knowledge = false;
 };
+
+// Test clients talk to self-signed loopback servers: certificates are not verified.
+// For https URLs the protocol is negotiated by ALPN (HTTP/2 preferred); the response
+// says which one was used.
 
 HttpResponse http(const HttpRequest& req);
 HttpResponse http_get(const std::string& url);
@@ -104,7 +109,11 @@ class Sirenad {
   void kill();
   pid_t pid() const { return proc_ ? proc_->pid() : -1; }
   int port() const { return port_; }
-  std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  // https:// when the env configures http.tls.
+  std::string base() const {
+    return (env_.count("SIRENA_HTTP_TLS_CERT") ? "https" : "http") + std::string("://127.0.0.1:") +
+           std::to_string(port_);
+  }
   std::string log() const;
   bool ready();  // GET /readyz == 200
 

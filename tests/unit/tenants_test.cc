@@ -9,7 +9,7 @@ Tenants make() {
   std::map<std::string, config::Tenant> m;
   config::Tenant t;
   t.id = "soliera";
-  t.senders = {"pc@soliera.it"};
+  t.senders = {"pc@soliera.it", "*@comune.soliera.mo.it"};
   t.keys = {{"op", config::Role::Operator, config::sha256_hex("k-op")},
             {"ap", config::Role::Approver, config::sha256_hex("k-ap")},
             {"app", config::Role::CitizenApp, config::sha256_hex("k-app")}};
@@ -46,6 +46,8 @@ TEST(Tenants, SenderMustBeAllowed) {
   auto t = make();
   auto op = *t.authenticate("Bearer k-op");
   EXPECT_TRUE(Tenants::check_sender(op, "pc@soliera.it"));
+  EXPECT_TRUE(Tenants::check_sender(op, "sindaco@comune.soliera.mo.it"));
+  EXPECT_FALSE(Tenants::check_sender(op, "x@comune.soliera.mo.it.evil.org"));
   auto e = Tenants::check_sender(op, "someone@else.it");
   ASSERT_FALSE(e);
   EXPECT_EQ(e.error().code, "sender_not_allowed");
