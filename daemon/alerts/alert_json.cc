@@ -5,7 +5,6 @@
 #include <string>
 #include <vector>
 
-#include "daemon/alerts/utf8.h"
 #include "daemon/alerts/validate.h"
 
 namespace sirena::alerts {
@@ -353,16 +352,7 @@ json info_json(const Info& info) {
 }
 
 Result<Alert> parse_alert_json_unguarded(std::string_view bytes, const ParseLimits& limits) {
-  if (bytes.size() > limits.max_bytes) {
-    return make_error(413, "body_too_large",
-                      "the document is " + std::to_string(bytes.size()) + " bytes; the limit is " +
-                          std::to_string(limits.max_bytes),
-                      "");
-  }
-  if (std::optional<size_t> bad = find_invalid_utf8(bytes)) {
-    return make_error(400, "invalid_utf8", "the body is not valid UTF-8 at byte " + std::to_string(*bad),
-                      "byte " + std::to_string(*bad));
-  }
+  if (sirena::Status s = check_body(bytes, limits, true); !s) return std::move(s).take_error();
   // The parser is iterative, so depth costs no stack; values nested deeper than the
   // limit are discarded as they are read and the document is then refused.
   bool too_deep = false;

@@ -134,6 +134,8 @@ StoredAlert from_pairs(const std::string& tenant, const std::string& id,
       s.expires_ms = std::stoll(v);
     else if (k == "submitted_by")
       s.submitted_by = v;
+    else if (k == "recipients" && !v.empty())
+      s.recipients = std::stoll(v);
     else if (k == "approved_by")
       s.approved_by = v;
     else if (k == "superseded_by")
@@ -153,7 +155,7 @@ StoredAlert from_pairs(const std::string& tenant, const std::string& id,
 // What a listing shows; the raw bytes and parsed form stay behind.
 constexpr std::string_view kSummaryFields[] = {
     "state",       "status",     "msg_type",     "sender",      "identifier",    "sent",
-    "received_ms", "expires_ms", "submitted_by", "approved_by", "superseded_by", "cancelled_by"};
+    "received_ms", "expires_ms", "submitted_by", "approved_by", "superseded_by", "cancelled_by", "recipients"};
 
 std::vector<std::pair<std::string, std::string>> summary_pairs(const redisReply* r) {
   std::vector<std::pair<std::string, std::string>> out;
@@ -182,6 +184,7 @@ void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> 
   std::string now = std::to_string(n.now_ms);
   std::string refs = refs_text(a);
   std::string parsed = alert_to_json(a).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string recipients = std::to_string(n.recipients);
   auto expiry = latest_expiry_ms(a);
   std::string expires = expiry ? std::to_string(*expiry) : std::string();
   std::vector<std::string_view> args{idem,
@@ -209,6 +212,8 @@ void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> 
                                      expires,
                                      "submitted_by",
                                      n.key_id,
+                                     "recipients",
+                                     recipients,
                                      "content_type",
                                      n.content_type,
                                      "raw",
@@ -274,6 +279,21 @@ void AlertStore::list(const std::string& tenant, const std::string& cursor, int 
           });
         }
       });
+}
+
+void AlertStore::audit(const std::string& tenant, const std::vector<std::pair<std::string, std::string>>& fields,
+                       std::function<void(sirena::Status)> done) {
+  std::string key = prefix(tenant) + "audit";
+  std::vector<std::string_view> argv{"XADD", key, "MAXLEN", "~", "100000", "*"};
+  for (const auto& [k, v] : fields) {
+    argv.push_back(k);
+    argv.push_back(v);
+  }
+  redis_.command(argv, [done = std::move(done)](const redisReply* r, const Error* e) {
+    if (e) return done(*e);
+    if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
+    done(Ok{});
+  });
 }
 
 void AlertStore::approve(const std::string& tenant, const std::string& id, const std::string& key_id,

@@ -46,6 +46,7 @@ struct StoredAlert {
   std::string sent;
   int64_t received_ms = 0;
   std::optional<int64_t> expires_ms;
+  int64_t recipients = 0;
   std::string submitted_by;  // key id
   std::string approved_by;
   std::string superseded_by;
@@ -64,6 +65,7 @@ struct NewAlert {
   std::string remote;
   std::string initial_state;  // pending_approval, accepted or draft
   int64_t now_ms;
+  int64_t recipients = 0;  // resolved at intake
 };
 
 struct Created {
@@ -91,6 +93,11 @@ class AlertStore {
   // 404 not_found, 409 not_pending_approval, 403 same_key_cannot_approve.
   void approve(const std::string& tenant, const std::string& id, const std::string& key_id,
                const std::string& remote, int64_t now_ms, std::function<void(Result<std::string>)> done);
+
+  // Appends an entry to the tenant's audit stream (fire and forget; failures are counted
+  // by the Redis client and logged by the caller's metrics).
+  void audit(const std::string& tenant, const std::vector<std::pair<std::string, std::string>>& fields,
+             std::function<void(sirena::Status)> done);
 
   static std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
   static std::string idem_key(const Alert& a);

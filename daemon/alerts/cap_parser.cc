@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "daemon/alerts/cap_schema.h"
-#include "daemon/alerts/utf8.h"
 #include "daemon/alerts/validate.h"
 
 namespace sirena::alerts {
@@ -30,14 +29,6 @@ std::atomic<uint64_t> g_refused_loads{0};
 xmlParserInputPtr refuse_external_load(const char*, const char*, xmlParserCtxtPtr) {
   g_refused_loads.fetch_add(1, std::memory_order_relaxed);
   return nullptr;
-}
-
-std::string_view name_of(const xmlNode* n) {
-  return reinterpret_cast<const char*>(n->name);
-}
-std::string_view ns_of(const xmlNode* n) {
-  return n->ns && n->ns->href ? std::string_view(reinterpret_cast<const char*>(n->ns->href))
-                              : std::string_view();
 }
 
 std::vector<xmlNodePtr> element_children(xmlNodePtr parent, std::string_view name) {
@@ -203,15 +194,6 @@ Result<xmlNodePtr> locate_alert(xmlNodePtr root, std::vector<std::string>* notes
 }
 
 // ---- Reading fields (order-insensitive) -------------------------------------------
-
-std::string text_of(xmlNodePtr n) {
-  xmlChar* c = xmlNodeGetContent(n);
-  std::string s = c ? reinterpret_cast<const char*>(c) : "";
-  xmlFree(c);
-  const size_t b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return {};
-  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
-}
 
 template <typename T>
 std::optional<T> parse_number(std::string_view s) {
@@ -496,20 +478,9 @@ uint64_t refused_external_loads() {
 namespace {
 
 Result<Alert> parse_cap_xml_unguarded(std::string_view bytes, const ParseLimits& limits) {
-  if (bytes.size() > limits.max_bytes) {
-    return make_error(413, "body_too_large",
-                      "the document is " + std::to_string(bytes.size()) + " bytes; the limit is " +
-                          std::to_string(limits.max_bytes),
-                      "");
-  }
-  if (read_as_utf8(bytes)) {
-    if (std::optional<size_t> bad = find_invalid_utf8(bytes)) {
-      return make_error(400, "invalid_utf8",
-                        "the body is not valid UTF-8 at byte " + std::to_string(*bad) +
-                            "; send UTF-8 or declare the real encoding in <?xml ... encoding=\"...\"?>",
-                        "byte " + std::to_string(*bad));
-    }
-  }
+  // UTF-8 is checked here only when the document is to be read as UTF-8; libxml2
+  // decodes (and checks) declared encodings.
+  if (sirena::Status s = check_body(bytes, limits, read_as_utf8(bytes)); !s) return std::move(s).take_error();
   harden_libxml2();
   Result<DocPtr> doc = parse_document(bytes);
   if (!doc) return std::move(doc).take_error();

@@ -45,14 +45,6 @@ constexpr std::array<Order, 7> kOrders = {{
 constexpr int kUnknown = -1;
 constexpr int kLast = 100;  // ds:Signature goes after every CAP element of <alert>
 
-std::string_view name_of(const xmlNode* n) {
-  return reinterpret_cast<const char*>(n->name);
-}
-std::string_view ns_of(const xmlNode* n) {
-  return n->ns && n->ns->href ? std::string_view(reinterpret_cast<const char*>(n->ns->href))
-                              : std::string_view();
-}
-
 const Order* order_for(std::string_view parent) {
   for (const Order& o : kOrders) {
     if (o.parent == parent) return &o;
@@ -67,15 +59,6 @@ int rank_of(const Order& order, const xmlNode* child, std::string_view cap_ns) {
     if (order.children[i] == name_of(child)) return static_cast<int>(i);
   }
   return kUnknown;
-}
-
-std::string text_of(xmlNodePtr n) {
-  xmlChar* c = xmlNodeGetContent(n);
-  std::string s = c ? reinterpret_cast<const char*>(c) : "";
-  xmlFree(c);
-  const size_t b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return {};
-  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
 }
 
 // The XSD's pattern wants exactly "...ss+hh:mm"; we also read "Z" and fractions.
@@ -200,6 +183,23 @@ void on_validity_error(void* data, xmlErrorPtr err) {
 }
 
 }  // namespace
+
+std::string_view name_of(const xmlNode* n) {
+  return reinterpret_cast<const char*>(n->name);
+}
+std::string_view ns_of(const xmlNode* n) {
+  return n->ns && n->ns->href ? std::string_view(reinterpret_cast<const char*>(n->ns->href))
+                              : std::string_view();
+}
+
+std::string text_of(xmlNodePtr n) {
+  xmlChar* c = xmlNodeGetContent(n);
+  std::string s = c ? reinterpret_cast<const char*>(c) : "";
+  xmlFree(c);
+  const size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return {};
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
 
 void canonicalise_for_schema(xmlNodePtr alert, CapVersion version, std::vector<std::string>* notes) {
   canonicalise(alert, ns_of(alert), version, notes);

@@ -1,4 +1,5 @@
-// The CAP XSDs (compiled into the binary) and XSD validation of a CAP <alert> element.
+// The CAP XSDs (compiled into the binary), XSD validation of a CAP <alert> element,
+// and the small libxml2 tree helpers the CAP parser shares with it.
 //
 // Internal to sirena_alerts: cap_parser.cc is the only caller.
 #pragma once
@@ -6,6 +7,7 @@
 #include <libxml/tree.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "daemon/core/result.h"
@@ -32,5 +34,12 @@ sirena::Status validate_against_xsd(xmlNodePtr alert, CapVersion version);
 // "/alert/info[2]/area[1]/polygon": local names, with a 1-based index where an
 // element has same-named siblings. Used in `where` of XML errors.
 std::string element_path(const xmlNode* node);
+
+// An element's local name, and its namespace URI ("" when it has none).
+std::string_view name_of(const xmlNode* n);
+std::string_view ns_of(const xmlNode* n);
+
+// An element's text content (CDATA included), UTF-8, trimmed of XML white space.
+std::string text_of(xmlNodePtr n);
 
 }  // namespace sirena::alerts

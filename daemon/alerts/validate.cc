@@ -4,6 +4,8 @@
 #include <cmath>
 #include <string>
 
+#include "daemon/alerts/utf8.h"
+
 namespace sirena::alerts {
 namespace {
 
@@ -311,6 +313,22 @@ sirena::Status validate_semantics(const Alert& alert) {
   if (sirena::Status s = check_references(alert); !s) return s;
   for (size_t i = 0; i < alert.infos.size(); ++i) {
     if (sirena::Status s = check_info(alert.infos[i], alert, "/infos/" + std::to_string(i)); !s) return s;
+  }
+  return Ok{};
+}
+
+sirena::Status check_body(std::string_view bytes, const ParseLimits& limits, bool utf8) {
+  if (bytes.size() > limits.max_bytes) {
+    return make_error(413, "body_too_large",
+                      "the body is " + std::to_string(bytes.size()) + " bytes; the limit is " +
+                          std::to_string(limits.max_bytes),
+                      "");
+  }
+  if (std::optional<size_t> bad = utf8 ? find_invalid_utf8(bytes) : std::nullopt) {
+    return make_error(400, "invalid_utf8",
+                      "the body is not valid UTF-8 at byte " + std::to_string(*bad) +
+                          "; send UTF-8 (XML may declare another encoding in <?xml ... encoding=\"...\"?>)",
+                      "byte " + std::to_string(*bad));
   }
   return Ok{};
 }

@@ -21,6 +21,10 @@ namespace sirena::alerts {
 // missing_restriction, missing_addresses, expires_before_sent.
 sirena::Status validate_semantics(const Alert& alert);
 
+// The byte-level intake checks: 413 `body_too_large` over limits.max_bytes, then,
+// when `utf8` is set, 400 `invalid_utf8` with `where` = "byte N" (0-based offset).
+sirena::Status check_body(std::string_view bytes, const ParseLimits& limits, bool utf8);
+
 // Returns Ok, or 422 too_many_infos / too_many_areas / too_many_points.
 sirena::Status check_limits(const Alert& alert, const ParseLimits& limits);
 
