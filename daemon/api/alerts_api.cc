@@ -1,12 +1,16 @@
 #include "daemon/api/alerts_api.h"
 
+#include <strings.h>
+
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "daemon/alerts/alert_json.h"
+#include "daemon/api/common.h"
 #include "daemon/alerts/cap_parser.h"
 #include "daemon/alerts/cap_writer.h"
 #include "daemon/core/ids.h"
+#include "daemon/dispatch/sms_text.h"
 #include "daemon/core/log.h"
 #include "daemon/metrics/metrics.h"
 
@@ -29,8 +33,6 @@ BodyKind classify(std::optional<std::string_view> content_type) {
 
 bool is_drill(const std::string& status) { return status == "Test" || status == "Exercise"; }
 
-std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
-
 nlohmann::json summary_json(const alerts::StoredAlert& s, int64_t now_ms) {
   std::string state = s.state;
   // Expiry is reported as it happens; dispatch (a later issue) also acts on it.
@@ -47,6 +49,7 @@ nlohmann::json summary_json(const alerts::StoredAlert& s, int64_t now_ms) {
                       {"received_at", alerts::cap_datetime(s.received_ms)},
                       {"submitted_by", s.submitted_by}};
   if (s.expires_ms) j["expires_at"] = alerts::cap_datetime(*s.expires_ms);
+  j["recipients"] = s.recipients;
   if (!s.approved_by.empty()) j["approved_by"] = s.approved_by;
   if (!s.superseded_by.empty()) j["superseded_by"] = s.superseded_by;
   if (!s.cancelled_by.empty()) j["cancelled_by"] = s.cancelled_by;
@@ -54,14 +57,36 @@ nlohmann::json summary_json(const alerts::StoredAlert& s, int64_t now_ms) {
   return j;
 }
 
+// The info block for recipients speaking `language`: the same tag, else the same primary
+// language ("it" for "it-IT"), else the first info (CAP 1.2 §3.2.2: one info per language).
+const alerts::Info* best_info(const alerts::Alert& a, const std::string& language) {
+  if (a.infos.empty()) return nullptr;
+  auto primary = [](std::string s) {
+    s = s.substr(0, s.find('-'));
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+    return s;
+  };
+  for (const auto& i : a.infos)
+    if (strcasecmp(i.language.c_str(), language.c_str()) == 0) return &i;
+  for (const auto& i : a.infos)
+    if (primary(i.language) == primary(language)) return &i;
+  return &a.infos.front();
+}
+
 }  // namespace
 
-AlertsApi::AlertsApi(alerts::AlertStore& store, const Clock& clock, metrics::Metrics& metrics,
-                     TenantsSnapshot tenants, AlertsApiOptions options)
-    : store_(store), clock_(clock), metrics_(metrics), tenants_(std::move(tenants)), options_(options) {}
+AlertsApi::AlertsApi(alerts::AlertStore& store, directory::Directory& directory, const Clock& clock,
+                     metrics::Metrics& metrics, TenantsSnapshot tenants, AlertsApiOptions options)
+    : store_(store),
+      directory_(directory),
+      clock_(clock),
+      metrics_(metrics),
+      tenants_(std::move(tenants)),
+      options_(options) {}
 
 void AlertsApi::register_routes(Router& router) {
   router.add("POST", "/v1/alerts", [this](auto& req, auto res, auto&) { submit(req, std::move(res)); });
+  router.add("POST", "/v1/alerts/preview", [this](auto& req, auto res, auto&) { preview(req, std::move(res)); });
   router.add("GET", "/v1/alerts", [this](auto& req, auto res, auto&) { list(req, std::move(res)); });
   router.add("GET", "/v1/alerts/{id}", [this](auto& req, auto res, auto& p) { get(req, std::move(res), p[0]); });
   router.add("POST", "/v1/alerts/{id}/approve",
@@ -75,50 +100,105 @@ void AlertsApi::reject(Res& res, const Error& e) {
   res->send_error(e);
 }
 
-Result<tenants::Principal> AlertsApi::admit(const http::Request& req, tenants::Action action,
-                                            std::shared_ptr<const tenants::Tenants>& snapshot) {
-  snapshot = tenants_();
-  auto who = snapshot->authenticate(req.header("authorization"));
-  if (!who) return who;
-  if (auto ok = tenants::Tenants::authorize(*who, action); !ok) return std::move(ok).take_error();
-  return who;
+Result<alerts::Alert> AlertsApi::read_alert(const http::Request& req, const tenants::Principal& who,
+                                            bool* is_xml) {
+  auto content_type = req.header("content-type");
+  BodyKind kind = classify(content_type);
+  if (kind == BodyKind::Unsupported)
+    return make_error(415, "unsupported_media_type",
+                      "send CAP as application/cap+xml (or application/xml, text/xml) or the JSON form as "
+                      "application/json; got " +
+                          std::string(content_type ? *content_type : "no Content-Type"),
+                      "content-type");
+  if (req.body.size() > options_.max_body_bytes)
+    return make_error(413, "body_too_large",
+                      "the body has " + std::to_string(req.body.size()) + " bytes; the limit is " +
+                          std::to_string(options_.max_body_bytes) + " (http.max_body_bytes)");
+  alerts::ParseLimits limits;
+  limits.max_bytes = options_.max_body_bytes;
+  *is_xml = kind == BodyKind::CapXml;
+  auto parsed = *is_xml ? alerts::parse_cap_xml(req.body, limits) : alerts::parse_alert_json(req.body, limits);
+  if (!parsed) return parsed;
+  if (auto ok = tenants::Tenants::check_sender(who, parsed->sender); !ok) return std::move(ok).take_error();
+  return parsed;
+}
+
+void AlertsApi::preview(const http::Request& req, Res res) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::PreviewAlert, tenants_, snapshot);
+  if (!who) return res->send_error(who.error());
+  if (!directory_.loaded()) return res->send_error(directory_loading());
+  bool is_xml = false;
+  auto parsed = read_alert(req, *who, &is_xml);
+  if (!parsed) return res->send_error(parsed.error());
+  const alerts::Alert& alert = *parsed;
+  auto r = directory_.resolve(who->tenant->id, alert);
+  nlohmann::json by_channel = {{"sms", 0}, {"apns", 0}, {"fcm", 0}};
+  for (const auto& [ch, n] : r.by_channel) by_channel[ch] = n;
+  dispatch::SmsPolicy policy;
+  policy.max_segments = static_cast<size_t>(who->tenant->sms.max_segments);
+  policy.text_parameter = who->tenant->sms.text_parameter;
+  nlohmann::json sms = nlohmann::json::array();
+  for (const auto& [language, count] : r.sms_by_language) {
+    const alerts::Info* info = best_info(alert, language);
+    if (!info) continue;
+    std::string text = dispatch::render_sms(alert, *info, policy);
+    auto c = dispatch::count_sms(text);
+    sms.push_back({{"language", language},
+                   {"info_language", info->language},
+                   {"recipients", count},
+                   {"encoding", dispatch::to_string(c.encoding)},
+                   {"segments", c.segments},
+                   {"text", text}});
+  }
+  nlohmann::json body = {{"recipients", r.recipients},
+                         {"by_channel", by_channel},
+                         {"by_language", r.by_language},
+                         {"by_tenant", r.by_tenant},
+                         {"sms", sms},
+                         {"unreachable", r.unreachable},
+                         {"status", alerts::to_string(alert.status)},
+                         {"test", alert.status == alerts::Status::Test || alert.status == alerts::Status::Exercise}};
+  res->send_json(200, dump(body));
+}
+
+void AlertsApi::audit_grants(const std::string& tenant, const std::string& alert_id,
+                             const directory::Resolution& r) {
+  for (const auto& part : r.parts) {
+    if (!part.via_grant) continue;
+    store_.audit(part.tenant,
+                 {{"action", "grant_used"},
+                  {"alert", alert_id},
+                  {"by_tenant", tenant},
+                  {"recipients", std::to_string(part.slots.size())},
+                  {"time_ms", std::to_string(clock_.now_ms())}},
+                 [this](Status s) {
+                   if (!s) metrics_.unexpected("grant_audit_failed").Increment();
+                 });
+  }
 }
 
 void AlertsApi::submit(const http::Request& req, Res res) {
   std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::SubmitAlert, snapshot);
+  auto who = admit(req, tenants::Action::SubmitAlert, tenants_, snapshot);
   if (!who) return reject(res, who.error());
-
-  auto content_type = req.header("content-type");
-  BodyKind kind = classify(content_type);
-  if (kind == BodyKind::Unsupported)
-    return reject(res, make_error(415, "unsupported_media_type",
-                                  "send CAP as application/cap+xml (or application/xml, text/xml) or the JSON "
-                                  "form as application/json; got " +
-                                      std::string(content_type ? *content_type : "no Content-Type"),
-                                  "content-type"));
-  if (req.body.size() > options_.max_body_bytes)
-    return reject(res, make_error(413, "body_too_large",
-                                  "the body has " + std::to_string(req.body.size()) + " bytes; the limit is " +
-                                      std::to_string(options_.max_body_bytes) + " (http.max_body_bytes)"));
-  alerts::ParseLimits limits;
-  limits.max_bytes = options_.max_body_bytes;
-  auto parsed = kind == BodyKind::CapXml ? alerts::parse_cap_xml(req.body, limits)
-                                         : alerts::parse_alert_json(req.body, limits);
+  if (!directory_.loaded()) return reject(res, directory_loading());
+  bool is_xml = false;
+  auto parsed = read_alert(req, *who, &is_xml);
   if (!parsed) return reject(res, parsed.error());
-  if (auto ok = tenants::Tenants::check_sender(*who, parsed->sender); !ok) return reject(res, ok.error());
 
   const config::Tenant& tenant = *who->tenant;
   const alerts::Alert& alert = *parsed;
+  // Resolution at intake: the recipient count drives the approval policy, and a
+  // neighbour's grant use is audited in the neighbour's stream.
+  auto resolution = std::make_shared<directory::Resolution>(directory_.resolve(tenant.id, alert));
+  int64_t recipients = static_cast<int64_t>(resolution->recipients);
   std::string initial = alerts::state::kAccepted;
   if (alert.status == alerts::Status::Draft) {
     initial = alerts::state::kDraft;  // stored, never dispatched
   } else if (alert.msg_type != alerts::MsgType::Cancel) {
     // Cancels never wait for a second person: stopping an alert must not be delayed.
-    // The recipient count is not known before resolution (directory issue); until then
-    // it counts as 0, so min_recipients 0 means "always".
     const auto& st = tenant.approval.statuses;
-    int64_t recipients = 0;
     if (std::find(st.begin(), st.end(), alerts::to_string(alert.status)) != st.end() &&
         recipients >= tenant.approval.min_recipients)
       initial = alerts::state::kPendingApproval;
@@ -128,16 +208,20 @@ void AlertsApi::submit(const http::Request& req, Res res) {
   alerts::NewAlert n{tenant.id,
                      owned.get(),
                      req.body,
-                     kind == BodyKind::CapXml ? "application/cap+xml" : "application/json",
+                     is_xml ? "application/cap+xml" : "application/json",
                      who->key->id,
                      req.remote,
                      initial,
-                     clock_.now_ms()};
-  store_.create(n, [this, res, owned, snapshot, tenant_id = tenant.id, key_id = who->key->id,
+                     clock_.now_ms(),
+                     recipients};
+  store_.create(n, [this, res, owned, snapshot, resolution, tenant_id = tenant.id, key_id = who->key->id,
                     remote = req.remote](Result<alerts::Created> r) mutable {
     if (!r) return reject(res, r.error());
     const alerts::Alert& a = *owned;
-    if (r->created) metrics_.alert_received(tenant_id, alerts::to_string(a.status), alerts::to_string(a.msg_type)).Increment();
+    if (r->created) {
+      metrics_.alert_received(tenant_id, alerts::to_string(a.status), alerts::to_string(a.msg_type)).Increment();
+      audit_grants(tenant_id, r->id, *resolution);
+    }
     log::info(r->created ? "alert_accepted" : "alert_duplicate",
               {{"tenant", tenant_id},
                {"id", r->id},
@@ -151,6 +235,7 @@ void AlertsApi::submit(const http::Request& req, Res res) {
                {"normalisations", a.normalisations}});
     nlohmann::json body = {{"id", r->id},
                            {"state", r->state},
+                           {"recipients", resolution->recipients},
                            {"status", alerts::to_string(a.status)},
                            {"msg_type", alerts::to_string(a.msg_type)},
                            {"test", a.status == alerts::Status::Test || a.status == alerts::Status::Exercise}};
@@ -162,7 +247,7 @@ void AlertsApi::submit(const http::Request& req, Res res) {
 
 void AlertsApi::get(const http::Request& req, Res res, const std::string& id) {
   std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::ReadAlerts, snapshot);
+  auto who = admit(req, tenants::Action::ReadAlerts, tenants_, snapshot);
   if (!who) return res->send_error(who.error());
   auto accept = req.header("accept");
   bool want_cap = accept && accept->find("application/cap+xml") != std::string_view::npos;
@@ -178,7 +263,6 @@ void AlertsApi::get(const http::Request& req, Res res, const std::string& id) {
       return res->send(200, "application/cap+xml", s.raw);
     }
     nlohmann::json j = summary_json(s, clock_.now_ms());
-    j["recipients"] = 0;  // resolution arrives with the directory
     j["progress"] = nlohmann::json::object();
     j["alert"] = nlohmann::json::parse(s.parsed, nullptr, false);
     res->send_json(200, dump(j));
@@ -187,7 +271,7 @@ void AlertsApi::get(const http::Request& req, Res res, const std::string& id) {
 
 void AlertsApi::list(const http::Request& req, Res res) {
   std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::ReadAlerts, snapshot);
+  auto who = admit(req, tenants::Action::ReadAlerts, tenants_, snapshot);
   if (!who) return res->send_error(who.error());
   int limit = 50;
   if (auto l = req.query_param("limit")) {
@@ -212,7 +296,7 @@ void AlertsApi::list(const http::Request& req, Res res) {
 
 void AlertsApi::approve(const http::Request& req, Res res, const std::string& id) {
   std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::ApproveAlert, snapshot);
+  auto who = admit(req, tenants::Action::ApproveAlert, tenants_, snapshot);
   if (!who) return res->send_error(who.error());
   std::string tenant = who->tenant->id, key = who->key->id;
   store_.approve(tenant, id, key, req.remote, clock_.now_ms(), [res, id, tenant, key](Result<std::string> r) {
@@ -224,7 +308,7 @@ void AlertsApi::approve(const http::Request& req, Res res, const std::string& id
 
 void AlertsApi::cancel(const http::Request& req, Res res, const std::string& id) {
   std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::CancelAlert, snapshot);
+  auto who = admit(req, tenants::Action::CancelAlert, tenants_, snapshot);
   if (!who) return res->send_error(who.error());
   std::string tenant = who->tenant->id, key = who->key->id, remote = req.remote;
   store_.get(tenant, id, [this, res, id, tenant, key, remote](Result<std::optional<alerts::StoredAlert>> r) {
@@ -250,7 +334,7 @@ void AlertsApi::cancel(const http::Request& req, Res res, const std::string& id)
                                                                    parsed.error().message));
     }
     auto alert = std::make_shared<alerts::Alert>(std::move(parsed).value());
-    alerts::NewAlert n{tenant, alert.get(), *xml, "application/cap+xml", key, remote, alerts::state::kAccepted, now};
+    alerts::NewAlert n{tenant, alert.get(), *xml, "application/cap+xml", key, remote, alerts::state::kAccepted, now, 0};
     store_.create(n, [this, res, id, xml, alert, tenant, key](Result<alerts::Created> c) {
       if (!c) return res->send_error(c.error());
       metrics_.alert_received(tenant, alerts::to_string(alert->status), "Cancel").Increment();

@@ -8,8 +8,10 @@
 #include <memory>
 
 #include "daemon/alerts/alert_store.h"
+#include "daemon/api/common.h"
 #include "daemon/api/router.h"
 #include "daemon/core/clock.h"
+#include "daemon/directory/directory.h"
 #include "daemon/tenants/tenants.h"
 
 namespace sirena::metrics {
@@ -24,27 +26,28 @@ struct AlertsApiOptions {
 
 class AlertsApi {
  public:
-  using TenantsSnapshot = std::function<std::shared_ptr<const tenants::Tenants>()>;
 
-  AlertsApi(alerts::AlertStore& store, const Clock& clock, metrics::Metrics& metrics, TenantsSnapshot tenants,
-            AlertsApiOptions options);
+  AlertsApi(alerts::AlertStore& store, directory::Directory& directory, const Clock& clock,
+            metrics::Metrics& metrics, TenantsSnapshot tenants, AlertsApiOptions options);
 
   void register_routes(Router& router);
 
  private:
   using Res = std::shared_ptr<http::Responder>;
   void submit(const http::Request& req, Res res);
+  void preview(const http::Request& req, Res res);
+  void audit_grants(const std::string& tenant, const std::string& alert_id, const directory::Resolution& r);
+  // The shared first half of submit and preview: content type, size, parse, sender.
+  Result<alerts::Alert> read_alert(const http::Request& req, const tenants::Principal& who, bool* is_xml);
   void get(const http::Request& req, Res res, const std::string& id);
   void list(const http::Request& req, Res res);
   void approve(const http::Request& req, Res res, const std::string& id);
   void cancel(const http::Request& req, Res res, const std::string& id);
 
-  // Authenticates and authorises (401/403). `snapshot` keeps the tenant data alive.
-  Result<tenants::Principal> admit(const http::Request& req, tenants::Action action,
-                                   std::shared_ptr<const tenants::Tenants>& snapshot);
   void reject(Res& res, const Error& e);
 
   alerts::AlertStore& store_;
+  directory::Directory& directory_;
   const Clock& clock_;
   metrics::Metrics& metrics_;
   TenantsSnapshot tenants_;

@@ -4,6 +4,8 @@
 
 #include "daemon/alerts/alert_store.h"
 #include "daemon/api/alerts_api.h"
+#include "daemon/api/directory_api.h"
+#include "daemon/directory/directory.h"
 #include "daemon/api/router.h"
 #include "daemon/core/log.h"
 #include "daemon/http/server.h"
@@ -39,9 +41,12 @@ struct App::Impl {
   std::unique_ptr<store::ManagedRedis> managed;
   std::unique_ptr<store::Redis> redis;
   std::unique_ptr<alerts::AlertStore> alert_store;
+  std::unique_ptr<directory::Directory> directory;
+  bool directory_loading = false;
   std::shared_ptr<const tenants::Tenants> tenants;
   api::Router router;
   std::unique_ptr<api::AlertsApi> alerts_api;
+  std::unique_ptr<api::DirectoryApi> directory_api;
   std::unique_ptr<http::Server> server;
   uv_signal_t* sig_term = nullptr;
   uv_signal_t* sig_int = nullptr;
@@ -74,21 +79,41 @@ Status App::start() {
   auto target = store::parse_redis_url(url);
   if (!target) return std::move(target).take_error();
   i.redis = std::make_unique<store::Redis>(i.loop, i.clock, i.metrics, *target);
-  i.redis->start();
   i.alert_store = std::make_unique<alerts::AlertStore>(*i.redis);
+  i.directory = std::make_unique<directory::Directory>(*i.redis, i.clock, i.metrics);
+  if (auto s = i.directory->configure(i.cfg); !s) return s;
+  // The index is rebuilt from Redis once connected (again after a failed attempt).
+  i.redis->set_state_listener([this](bool connected) {
+    Impl& me = *impl_;
+    if (!connected || me.directory->loaded() || me.directory_loading) return;
+    me.directory_loading = true;
+    log::info("directory_load_started", {});
+    me.directory->load([this](Status s) {
+      impl_->directory_loading = false;
+      if (!s) log::error("directory_load_failed", {{"error", s.error().message}});
+    });
+  });
+  i.redis->start();
   i.tenants = std::make_shared<tenants::Tenants>(i.cfg.tenants);
   warn_about_open_senders(i.cfg);
 
   api::AlertsApiOptions opts;
   opts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
-  i.alerts_api = std::make_unique<api::AlertsApi>(*i.alert_store, i.clock, i.metrics,
+  i.alerts_api = std::make_unique<api::AlertsApi>(*i.alert_store, *i.directory, i.clock, i.metrics,
                                                   [this] { return impl_->tenants; }, opts);
   i.alerts_api->register_routes(i.router);
+  api::DirectoryApiOptions dopts;
+  dopts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
+  dopts.import_max_bytes = static_cast<size_t>(i.cfg.directory.import_max_bytes);
+  i.directory_api = std::make_unique<api::DirectoryApi>(i.loop, *i.directory, [this] { return impl_->tenants; }, dopts);
+  i.directory_api->register_routes(i.router);
   i.router.add("GET", "/healthz", [](auto&, auto res, auto&) { res->send_json(200, R"({"status":"ok"})"); });
   i.router.add("GET", "/readyz", [this](auto&, auto res, auto&) {
     bool redis_ok = impl_->redis->connected();
-    nlohmann::json body = {{"ready", redis_ok && !impl_->shutting_down},
+    bool directory_ok = impl_->directory->loaded();
+    nlohmann::json body = {{"ready", redis_ok && directory_ok && !impl_->shutting_down},
                            {"redis", redis_ok ? "connected" : "disconnected"},
+                           {"directory", directory_ok ? "loaded" : "loading"},
                            {"config", "loaded"},
                            {"shutting_down", impl_->shutting_down}};
     res->send_json(body["ready"].get<bool>() ? 200 : 503, body.dump());
@@ -103,7 +128,8 @@ Status App::start() {
                                             });
   // h2o answers bodies over its own limit with a plain 413 before any route runs; the
   // margin lets slightly-too-large bodies reach the routes, which answer in JSON.
-  if (auto s = i.server->start(static_cast<size_t>(i.cfg.http.max_body_bytes) + (1 << 20)); !s) return s;
+  size_t largest = static_cast<size_t>(std::max(i.cfg.http.max_body_bytes, i.cfg.directory.import_max_bytes));
+  if (auto s = i.server->start(largest + (1 << 20)); !s) return s;
 
   auto add_signal = [&](uv_signal_t*& h, int signum, uv_signal_cb cb) {
     h = new uv_signal_t;
@@ -144,7 +170,12 @@ void App::reload() {
     i.metrics.unexpected("config_reload_failed").Increment();
     return;
   }
-  // Tenants and keys change at once; listeners and Redis need a restart to change.
+  // Tenants, keys and zones change at once; listeners and Redis need a restart to change.
+  if (auto s = i.directory->configure(*fresh); !s) {
+    log::error("config_reload_failed", {{"error", s.error().message}, {"where", s.error().where}});
+    i.metrics.unexpected("config_reload_failed").Increment();
+    return;
+  }
   i.cfg.tenants = fresh->tenants;
   i.cfg.gateways = fresh->gateways;
   i.tenants = std::make_shared<tenants::Tenants>(fresh->tenants);

@@ -18,6 +18,7 @@ constexpr const char* kDefaults = R"(
 log: {level: info}
 http: {listen: "127.0.0.1:8080", max_body_bytes: 1048576, tls: {cert: "", key: ""}}
 redis: {url: managed, managed: {binary: redis-server, dir: var/redis, appendfsync: always}}
+directory: {zones_dir: config/zones, import_max_bytes: 67108864, max_zone_points: 10000}
 )";
 
 struct Ctx {
@@ -137,11 +138,55 @@ bool is_lower_hex(const std::string& s, size_t len) {
          std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(c) || (c >= 'a' && c <= 'f'); });
 }
 
+Result<DirectoryPolicy> decode_directory(const Ctx& ctx, const YAML::Node& n, const std::string& p) {
+  DirectoryPolicy d;
+  TRY(check_keys(ctx, n, p, {"default_region", "topics", "event_topics", "everyone_when", "geocodes"}));
+  if (n["default_region"]) TRY_ASSIGN(d.default_region, get_string(ctx, n["default_region"], p + ".default_region"));
+  if (d.default_region.size() != 2 || !std::isupper(static_cast<unsigned char>(d.default_region[0])) ||
+      !std::isupper(static_cast<unsigned char>(d.default_region[1])))
+    return config_error(ctx, n["default_region"], p + ".default_region", "expected an ISO 3166 region such as IT");
+  TRY_ASSIGN(d.topics, get_string_list(ctx, n["topics"], p + ".topics"));
+  if (const auto& et = n["event_topics"]; et) {
+    if (!et.IsMap()) return config_error(ctx, et, p + ".event_topics", "expected a mapping of event text to topics");
+    for (auto it = et.begin(); it != et.end(); ++it) {
+      std::vector<std::string> topics;
+      TRY_ASSIGN(topics, get_string_list(ctx, it->second, p + ".event_topics." + it->first.as<std::string>()));
+      d.event_topics.emplace_back(it->first.as<std::string>(), std::move(topics));
+    }
+  }
+  if (const auto& ew = n["everyone_when"]; ew) {
+    if (!ew.IsSequence())
+      return config_error(ctx, ew, p + ".everyone_when", "expected a list of {severity, urgency}");
+    d.everyone_when.clear();
+    for (size_t i = 0; i < ew.size(); ++i) {
+      std::string ip = p + ".everyone_when[" + std::to_string(i) + "]";
+      TRY(check_keys(ctx, ew[i], ip, {"severity", "urgency"}));
+      std::string sev, urg;
+      TRY_ASSIGN(sev, get_string(ctx, ew[i]["severity"], ip + ".severity"));
+      TRY_ASSIGN(urg, get_string(ctx, ew[i]["urgency"], ip + ".urgency"));
+      d.everyone_when.emplace_back(sev, urg);
+    }
+  }
+  if (const auto& gc = n["geocodes"]; gc) {
+    if (!gc.IsMap()) return config_error(ctx, gc, p + ".geocodes", "expected valueName: {value: [zones]}");
+    for (auto it = gc.begin(); it != gc.end(); ++it) {
+      std::string vn = it->first.as<std::string>();
+      if (!it->second.IsMap()) return config_error(ctx, it->second, p + ".geocodes." + vn, "expected value: [zones]");
+      for (auto v = it->second.begin(); v != it->second.end(); ++v) {
+        std::vector<std::string> zones;
+        TRY_ASSIGN(zones, get_string_list(ctx, v->second, p + ".geocodes." + vn + "." + v->first.as<std::string>()));
+        d.geocodes[vn][v->first.as<std::string>()] = std::move(zones);
+      }
+    }
+  }
+  return d;
+}
+
 Result<Tenant> decode_tenant(const Ctx& ctx, const std::string& id, const YAML::Node& n) {
   const std::string p = "tenants." + id;
   Tenant t;
   t.id = id;
-  TRY(check_keys(ctx, n, p, {"name", "senders", "keys", "approval", "grants"}));
+  TRY(check_keys(ctx, n, p, {"name", "senders", "keys", "approval", "grants", "directory", "sms"}));
   if (id.empty() || !std::all_of(id.begin(), id.end(), [](char c) {
         return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-';
       }))
@@ -197,6 +242,13 @@ Result<Tenant> decode_tenant(const Ctx& ctx, const std::string& id, const YAML::
       t.grants.push_back(std::move(grant));
     }
   }
+  if (n["directory"]) TRY_ASSIGN(t.directory, decode_directory(ctx, n["directory"], p + ".directory"));
+  if (n["sms"]) {
+    const auto& s = n["sms"];
+    TRY(check_keys(ctx, s, p + ".sms", {"max_segments", "text_parameter"}));
+    if (s["max_segments"]) TRY_ASSIGN(t.sms.max_segments, get_int(ctx, s["max_segments"], p + ".sms.max_segments", 1, 10));
+    if (s["text_parameter"]) TRY_ASSIGN(t.sms.text_parameter, get_string(ctx, s["text_parameter"], p + ".sms.text_parameter"));
+  }
   return t;
 }
 
@@ -207,7 +259,7 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
   if (!root.IsMap()) return config_error(ctx, root, "(top level)", "expected a mapping");
   add_defaults(root, YAML::Load(kDefaults));
   apply_env(ctx, root, "");
-  TRY(check_keys(ctx, root, "", {"log", "http", "redis", "tenants", "gateways"}));
+  TRY(check_keys(ctx, root, "", {"log", "http", "redis", "directory", "tenants", "gateways"}));
 
   TRY(check_keys(ctx, root["log"], "log", {"level"}));
   TRY_ASSIGN(c.log_level, get_string(ctx, root["log"]["level"], "log.level"));
@@ -241,6 +293,14 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
   if (c.redis.managed_appendfsync != "always" && c.redis.managed_appendfsync != "everysec")
     return config_error(ctx, redis["managed"]["appendfsync"], "redis.managed.appendfsync",
                         "expected always or everysec");
+
+  const auto dir = root["directory"];
+  TRY(check_keys(ctx, dir, "directory", {"zones_dir", "import_max_bytes", "max_zone_points"}));
+  TRY_ASSIGN(c.directory.zones_dir, get_string(ctx, dir["zones_dir"], "directory.zones_dir"));
+  TRY_ASSIGN(c.directory.import_max_bytes,
+             get_int(ctx, dir["import_max_bytes"], "directory.import_max_bytes", 1024, int64_t{1} << 31));
+  TRY_ASSIGN(c.directory.max_zone_points,
+             get_int(ctx, dir["max_zone_points"], "directory.max_zone_points", 4, 10'000'000));
 
   const auto tenants = root["tenants"];
   if (!tenants || !tenants.IsMap() || tenants.size() == 0)

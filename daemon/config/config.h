@@ -37,6 +37,23 @@ struct Grant {  // this tenant lets `to_tenant` alert its recipients inside `zon
   std::vector<std::string> zones;
 };
 
+// How a tenant's citizens are matched to alerts (directory issue).
+struct DirectoryPolicy {
+  std::string default_region = "IT";  // for phone numbers written without +CC
+  std::vector<std::string> topics;    // the tenant's own topics; CAP categories are implicit
+  // CAP <event> text (case-insensitive substring) -> topics it concerns.
+  std::vector<std::pair<std::string, std::vector<std::string>>> event_topics;
+  // (severity, urgency) pairs that reach everyone in the area whatever their topics.
+  std::vector<std::pair<std::string, std::string>> everyone_when{{"Extreme", "Immediate"}};
+  // CAP geocode valueName -> value -> zone names, e.g. ISTAT 036044 -> [soliera-centro, ...].
+  std::map<std::string, std::map<std::string, std::vector<std::string>>> geocodes;
+};
+
+struct SmsSettings {
+  int64_t max_segments = 3;
+  std::string text_parameter;  // CAP <parameter> valueName carrying a prepared SMS text
+};
+
 struct Tenant {
   std::string id;
   std::string name;
@@ -44,6 +61,14 @@ struct Tenant {
   std::vector<ApiKey> keys;
   ApprovalPolicy approval;
   std::vector<Grant> grants;
+  DirectoryPolicy directory;
+  SmsSettings sms;
+};
+
+struct DirectoryConfig {
+  std::string zones_dir = "config/zones";  // <tenant>.geojson FeatureCollections, name in properties.name
+  int64_t import_max_bytes = 64 << 20;     // one POST /v1/recipients/import body
+  int64_t max_zone_points = 10000;
 };
 
 struct RedisConfig {
@@ -65,6 +90,7 @@ struct Config {
   std::string log_level = "info";
   HttpConfig http;
   RedisConfig redis;
+  DirectoryConfig directory;
   std::map<std::string, Tenant> tenants;
   // Gateways are configured for the dispatch issues; kept as key/value per gateway.
   std::map<std::string, std::map<std::string, std::string>> gateways;

@@ -30,22 +30,33 @@ Result<Principal> Tenants::authenticate(std::optional<std::string_view> authoriz
 
 Status Tenants::authorize(const Principal& p, Action action) {
   using config::Role;
+  // The citizen app registers its users (recipients) and reads zones; nothing else.
+  static constexpr struct {
+    Action action;
+    bool operator_, approver, citizen_app;
+    const char* name;
+  } kRules[] = {
+      {Action::SubmitAlert, true, false, false, "submit alerts"},
+      {Action::ApproveAlert, false, true, false, "approve alerts"},
+      {Action::CancelAlert, true, true, false, "cancel alerts"},
+      {Action::ReadAlerts, true, true, false, "read alerts"},
+      {Action::PreviewAlert, true, true, false, "preview alerts"},
+      {Action::WriteRecipients, true, false, true, "write recipients"},
+      {Action::ReadRecipients, true, false, true, "read recipients"},
+      {Action::WriteZones, true, false, false, "write zones"},
+      {Action::ReadZones, true, true, true, "read zones"},
+  };
+  const auto& rule = kRules[static_cast<int>(action)];
   bool allowed = false;
   switch (p.key->role) {
     case Role::Admin: allowed = true; break;
-    case Role::Operator:
-      allowed = action == Action::SubmitAlert || action == Action::CancelAlert || action == Action::ReadAlerts;
-      break;
-    case Role::Approver:
-      allowed = action == Action::ApproveAlert || action == Action::CancelAlert || action == Action::ReadAlerts;
-      break;
-    case Role::CitizenApp: allowed = false; break;
+    case Role::Operator: allowed = rule.operator_; break;
+    case Role::Approver: allowed = rule.approver; break;
+    case Role::CitizenApp: allowed = rule.citizen_app; break;
   }
   if (allowed) return Ok{};
-  static const char* names[] = {"submit alerts", "approve alerts", "cancel alerts", "read alerts"};
   return make_error(403, "forbidden_role",
-                    std::string("a key with role ") + config::to_string(p.key->role) + " may not " +
-                        names[static_cast<int>(action)]);
+                    std::string("a key with role ") + config::to_string(p.key->role) + " may not " + rule.name);
 }
 
 Status Tenants::check_sender(const Principal& p, std::string_view sender) {

@@ -16,7 +16,17 @@
 
 namespace sirena::tenants {
 
-enum class Action { SubmitAlert, ApproveAlert, CancelAlert, ReadAlerts };
+enum class Action {
+  SubmitAlert,
+  ApproveAlert,
+  CancelAlert,
+  ReadAlerts,
+  PreviewAlert,
+  WriteRecipients,
+  ReadRecipients,
+  WriteZones,
+  ReadZones,
+};
 
 struct Principal {
   const config::Tenant* tenant;

@@ -206,6 +206,8 @@ HttpResponse http_get(const std::string& url) {
 Sirenad::Sirenad(std::string config_path, std::string dir, std::map<std::string, std::string> env)
     : config_(std::move(config_path)), dir_(std::move(dir)), env_(std::move(env)), port_(free_port()) {
   env_["SIRENA_HTTP_LISTEN"] = "127.0.0.1:" + std::to_string(port_);
+  // The demo zones, wherever the test runs from (ctest runs in the build tree).
+  env_.emplace("SIRENA_DIRECTORY_ZONES_DIR", source_dir() + "/config/zones");
 }
 
 Sirenad::~Sirenad() = default;

@@ -1,0 +1,193 @@
+#include "daemon/api/directory_api.h"
+
+#include <unordered_map>
+
+#include "daemon/core/log.h"
+
+namespace sirena::api {
+namespace {
+
+bool valid_zone_name(const std::string& n) {
+  if (n.empty() || n.size() > 64) return false;
+  for (char c : n)
+    if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-'))
+      return false;
+  return true;
+}
+
+Error too_large(size_t size, size_t limit, const char* key) {
+  return make_error(413, "body_too_large",
+                    "the body has " + std::to_string(size) + " bytes; the limit is " + std::to_string(limit) + " (" +
+                        key + "); split larger imports into several requests (`sirena import` does this)");
+}
+
+// Work handed to the thread pool: parse and validate an import body.
+struct ImportJob {
+  uv_work_t work;
+  std::string body;
+  std::shared_ptr<const directory::RecipientRules> rules;
+  std::shared_ptr<std::vector<directory::Recipient>> good = std::make_shared<std::vector<directory::Recipient>>();
+  nlohmann::json rejected = nlohmann::json::array();
+  std::function<void(ImportJob*)> then;
+};
+
+}  // namespace
+
+DirectoryApi::DirectoryApi(uv_loop_t* loop, directory::Directory& dir, TenantsSnapshot tenants,
+                           DirectoryApiOptions options)
+    : loop_(loop), dir_(dir), tenants_(std::move(tenants)), options_(options) {}
+
+void DirectoryApi::register_routes(Router& router) {
+  router.add("POST", "/v1/recipients/import", [this](auto& req, auto res, auto&) { import(req, std::move(res)); });
+  router.add("PUT", "/v1/recipients/{id}", [this](auto& req, auto res, auto& p) { put_recipient(req, res, p[0]); });
+  router.add("GET", "/v1/recipients/{id}", [this](auto& req, auto res, auto& p) { get_recipient(req, res, p[0]); });
+  router.add("DELETE", "/v1/recipients/{id}",
+             [this](auto& req, auto res, auto& p) { delete_recipient(req, res, p[0]); });
+  router.add("GET", "/v1/zones", [this](auto& req, auto res, auto&) { list_zones(req, std::move(res)); });
+  router.add("PUT", "/v1/zones/{name}", [this](auto& req, auto res, auto& p) { put_zone(req, res, p[0]); });
+  router.add("GET", "/v1/zones/{name}", [this](auto& req, auto res, auto& p) { get_zone(req, res, p[0]); });
+  router.add("DELETE", "/v1/zones/{name}", [this](auto& req, auto res, auto& p) { delete_zone(req, res, p[0]); });
+}
+
+void DirectoryApi::put_recipient(const http::Request& req, Res res, const std::string& id) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::WriteRecipients, tenants_, snapshot);
+  if (!who) return res->send_error(who.error());
+  if (!dir_.loaded()) return res->send_error(directory_loading());
+  if (req.body.size() > options_.max_body_bytes)
+    return res->send_error(too_large(req.body.size(), options_.max_body_bytes, "http.max_body_bytes"));
+  auto rules = dir_.rules(who->tenant->id);
+  auto r = directory::parse_recipient(req.body, *rules, id);
+  if (!r) return res->send_error(r.error());
+  dir_.put(who->tenant->id, *r, [res, rid = r->id](Result<bool> created) {
+    if (!created) return res->send_error(created.error());
+    res->send_json(*created ? 201 : 200, dump({{"id", rid}, {"created", *created}}));
+  });
+}
+
+void DirectoryApi::get_recipient(const http::Request& req, Res res, const std::string& id) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::ReadRecipients, tenants_, snapshot);
+  if (!who) return res->send_error(who.error());
+  if (!dir_.loaded()) return res->send_error(directory_loading());
+  dir_.get(who->tenant->id, id, [res](Result<std::optional<std::string>> doc) {
+    if (!doc) return res->send_error(doc.error());
+    // Another tenant's recipient is indistinguishable from a missing one.
+    if (!*doc) return res->send_error(make_error(404, "not_found", "no such recipient"));
+    res->send_json(200, **doc);
+  });
+}
+
+void DirectoryApi::delete_recipient(const http::Request& req, Res res, const std::string& id) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::WriteRecipients, tenants_, snapshot);
+  if (!who) return res->send_error(who.error());
+  if (!dir_.loaded()) return res->send_error(directory_loading());
+  dir_.remove(who->tenant->id, id, [res](Result<bool> existed) {
+    if (!existed) return res->send_error(existed.error());
+    if (!*existed) return res->send_error(make_error(404, "not_found", "no such recipient"));
+    res->send(204, "", "");
+  });
+}
+
+void DirectoryApi::import(const http::Request& req, Res res) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::WriteRecipients, tenants_, snapshot);
+  if (!who) return res->send_error(who.error());
+  if (!dir_.loaded()) return res->send_error(directory_loading());
+  // Over the limit: refused whole, before anything is parsed or stored.
+  if (req.body.size() > options_.import_max_bytes)
+    return res->send_error(too_large(req.body.size(), options_.import_max_bytes, "directory.import_max_bytes"));
+  auto* job = new ImportJob;
+  job->work.data = job;
+  job->body.assign(req.body);
+  job->rules = dir_.rules(who->tenant->id);
+  std::string tenant = who->tenant->id;
+  job->then = [this, res, tenant](ImportJob* j) {
+    std::unique_ptr<ImportJob> owned(j);
+    auto good = j->good;
+    auto rejected = std::make_shared<nlohmann::json>(std::move(j->rejected));
+    dir_.import(tenant, good, [res, rejected, tenant](Result<directory::ImportOutcome> o) {
+      if (!o) return res->send_error(o.error());
+      log::info("recipients_imported",
+                {{"tenant", tenant}, {"imported", o->imported}, {"created", o->created}, {"rejected", rejected->size()}});
+      res->send_json(200, dump({{"imported", o->imported}, {"created", o->created}, {"rejected", *rejected}}));
+    });
+  };
+  uv_queue_work(
+      loop_, &job->work,
+      [](uv_work_t* w) {
+        auto* j = static_cast<ImportJob*>(w->data);
+        // The same id twice in one body: the last line wins, as if sent one after the other.
+        std::unordered_map<std::string, size_t> position;
+        directory::parse_ndjson(j->body, *j->rules, [&](size_t line, Result<directory::Recipient>&& r) {
+          if (!r) {
+            nlohmann::json item = {{"line", line}, {"reason", r.error().message}, {"code", r.error().code}};
+            if (!r.error().where.empty()) item["where"] = r.error().where;
+            j->rejected.push_back(std::move(item));
+            return;
+          }
+          auto [it, fresh] = position.emplace(r->id, j->good->size());
+          if (fresh) j->good->push_back(std::move(r).value());
+          else (*j->good)[it->second] = std::move(r).value();
+        });
+        j->body.clear();
+        j->body.shrink_to_fit();
+      },
+      [](uv_work_t* w, int) {
+        auto* j = static_cast<ImportJob*>(w->data);
+        j->then(j);
+      });
+}
+
+void DirectoryApi::put_zone(const http::Request& req, Res res, const std::string& name) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::WriteZones, tenants_, snapshot);
+  if (!who) return res->send_error(who.error());
+  if (!dir_.loaded()) return res->send_error(directory_loading());
+  if (!valid_zone_name(name))
+    return res->send_error(make_error(422, "invalid_zone_name", "zone names use a-z, 0-9 and '-', at most 64", "name"));
+  if (req.body.size() > options_.max_body_bytes)
+    return res->send_error(too_large(req.body.size(), options_.max_body_bytes, "http.max_body_bytes"));
+  auto area = dir_.parse_zone(std::string(req.body));
+  if (!area) return res->send_error(area.error());
+  std::string tenant = who->tenant->id;
+  dir_.put_zone(tenant, name, std::string(req.body), std::move(area).value(), [res, name, tenant](Result<bool> c) {
+    if (!c) return res->send_error(c.error());
+    log::info("zone_stored", {{"tenant", tenant}, {"zone", name}});
+    res->send_json(*c ? 201 : 200, dump({{"name", name}, {"created", *c}}));
+  });
+}
+
+void DirectoryApi::get_zone(const http::Request& req, Res res, const std::string& name) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::ReadZones, tenants_, snapshot);
+  if (!who) return res->send_error(who.error());
+  if (!dir_.loaded()) return res->send_error(directory_loading());
+  auto geo = dir_.zone_geojson(who->tenant->id, name);
+  if (!geo) return res->send_error(make_error(404, "not_found", "no such zone"));
+  res->send(200, "application/geo+json", *geo);
+}
+
+void DirectoryApi::delete_zone(const http::Request& req, Res res, const std::string& name) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::WriteZones, tenants_, snapshot);
+  if (!who) return res->send_error(who.error());
+  if (!dir_.loaded()) return res->send_error(directory_loading());
+  dir_.delete_zone(who->tenant->id, name, [res](Result<bool> existed) {
+    if (!existed) return res->send_error(existed.error());
+    if (!*existed)
+      return res->send_error(make_error(404, "not_found", "no zone of that name was stored over the API"));
+    res->send(204, "", "");
+  });
+}
+
+void DirectoryApi::list_zones(const http::Request& req, Res res) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::ReadZones, tenants_, snapshot);
+  if (!who) return res->send_error(who.error());
+  if (!dir_.loaded()) return res->send_error(directory_loading());
+  res->send_json(200, dump({{"items", dir_.zone_names(who->tenant->id)}}));
+}
+
+}  // namespace sirena::api

@@ -1,0 +1,42 @@
+// /v1/recipients and /v1/zones: the tenant's citizens and named zones.
+//
+// Import bodies are parsed and validated on libuv's thread pool (a 64 MiB NDJSON body
+// is ~250k lines of work that must not stall the loop); storage then happens on the loop.
+#pragma once
+
+#include <uv.h>
+
+#include "daemon/api/common.h"
+#include "daemon/api/router.h"
+#include "daemon/directory/directory.h"
+
+namespace sirena::api {
+
+struct DirectoryApiOptions {
+  size_t max_body_bytes = 1 << 20;          // PUT bodies
+  size_t import_max_bytes = 64 << 20;       // one import request
+};
+
+class DirectoryApi {
+ public:
+  DirectoryApi(uv_loop_t* loop, directory::Directory& dir, TenantsSnapshot tenants, DirectoryApiOptions options);
+  void register_routes(Router& router);
+
+ private:
+  using Res = std::shared_ptr<http::Responder>;
+  void put_recipient(const http::Request& req, Res res, const std::string& id);
+  void get_recipient(const http::Request& req, Res res, const std::string& id);
+  void delete_recipient(const http::Request& req, Res res, const std::string& id);
+  void import(const http::Request& req, Res res);
+  void put_zone(const http::Request& req, Res res, const std::string& name);
+  void get_zone(const http::Request& req, Res res, const std::string& name);
+  void delete_zone(const http::Request& req, Res res, const std::string& name);
+  void list_zones(const http::Request& req, Res res);
+
+  uv_loop_t* loop_;
+  directory::Directory& dir_;
+  TenantsSnapshot tenants_;
+  DirectoryApiOptions options_;
+};
+
+}  // namespace sirena::api

@@ -1,0 +1,608 @@
+#include "daemon/directory/directory.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <unordered_map>
+
+#include "daemon/core/log.h"
+#include "daemon/metrics/metrics.h"
+#include "daemon/store/redis.h"
+
+namespace sirena::directory {
+namespace {
+
+constexpr size_t kScanCount = 20000;
+constexpr size_t kProgressEvery = 1'000'000;
+
+// KEYS[1] prefix. ARGV: (id, json, packed index record) per recipient.
+// Returns (slot, created) per recipient.
+constexpr const char* kUpsertScript = R"LUA(
+local p = KEYS[1]
+local out, docs, recs, slots = {}, {}, {}, {}
+for i = 1, #ARGV, 3 do
+  local id = ARGV[i]
+  local slot = redis.call('HGET', p .. 'slot', id)
+  local created = 0
+  if not slot then
+    slot = tostring(redis.call('INCR', p .. 'slot_seq') - 1)
+    redis.call('HSET', p .. 'slot', id, slot)
+    created = 1
+  end
+  docs[#docs + 1] = id; docs[#docs + 1] = ARGV[i + 1]
+  recs[#recs + 1] = slot; recs[#recs + 1] = ARGV[i + 2]
+  slots[#slots + 1] = slot
+  out[#out + 1] = tonumber(slot); out[#out + 1] = created
+end
+redis.call('HSET', p .. 'recipients', unpack(docs))
+redis.call('HSET', p .. 'index', unpack(recs))
+redis.call('XADD', p .. 'changes', 'MAXLEN', '~', '100000', '*', 'op', 'upsert', 'slots', table.concat(slots, ','))
+return out
+)LUA";
+
+// KEYS[1] prefix. ARGV[1] id. Returns the freed slot, or -1.
+constexpr const char* kDeleteScript = R"LUA(
+local p = KEYS[1]
+local slot = redis.call('HGET', p .. 'slot', ARGV[1])
+if not slot then return -1 end
+redis.call('HDEL', p .. 'slot', ARGV[1])
+redis.call('HDEL', p .. 'recipients', ARGV[1])
+redis.call('HDEL', p .. 'index', slot)
+redis.call('XADD', p .. 'changes', 'MAXLEN', '~', '100000', '*', 'op', 'delete', 'slots', slot)
+return tonumber(slot)
+)LUA";
+
+const std::string& upsert_script() {
+  static const std::string s = kUpsertScript;
+  return s;
+}
+const std::string& delete_script() {
+  static const std::string s = kDeleteScript;
+  return s;
+}
+
+std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
+
+// The packed index record: what rebuilding the index needs, without the JSON.
+//   u8 version=1 | str id | str language | u8 channels | u8 n topics, str each |
+//   u8 n locations, (f64 lat, f64 lon) each | u8 n zones, str each        (str = u8 len + bytes)
+struct Packed {
+  std::string id;
+  std::string language;
+  uint8_t channels = 0;
+  std::vector<std::string> topics;
+  std::vector<LatLon> locations;
+  std::vector<std::string> zones;
+};
+
+void put_str(std::string& out, const std::string& s) {
+  out.push_back(static_cast<char>(std::min<size_t>(s.size(), 255)));
+  out.append(s.data(), std::min<size_t>(s.size(), 255));
+}
+
+std::string pack(const Recipient& r) {
+  std::string out;
+  out.push_back(1);
+  put_str(out, r.id);
+  put_str(out, r.language);
+  uint8_t ch = r.phone.empty() ? 0 : kChannelSms;
+  for (const auto& p : r.push) ch |= p.platform == Platform::Apns ? kChannelApns : kChannelFcm;
+  out.push_back(static_cast<char>(ch));
+  out.push_back(static_cast<char>(r.topics.size()));
+  for (const auto& t : r.topics) put_str(out, t);
+  out.push_back(static_cast<char>(r.locations.size()));
+  for (const auto& l : r.locations) {
+    char buf[16];
+    std::memcpy(buf, &l.lat, 8);
+    std::memcpy(buf + 8, &l.lon, 8);
+    out.append(buf, 16);
+  }
+  out.push_back(static_cast<char>(r.zones.size()));
+  for (const auto& z : r.zones) put_str(out, z);
+  return out;
+}
+
+bool unpack(std::string_view in, Packed* p) {
+  size_t i = 0;
+  auto u8 = [&](uint8_t* v) {
+    if (i >= in.size()) return false;
+    *v = static_cast<uint8_t>(in[i++]);
+    return true;
+  };
+  auto str = [&](std::string* s) {
+    uint8_t n;
+    if (!u8(&n) || i + n > in.size()) return false;
+    s->assign(in.data() + i, n);
+    i += n;
+    return true;
+  };
+  uint8_t version, n;
+  if (!u8(&version) || version != 1 || !str(&p->id) || !str(&p->language) || !u8(&p->channels) || !u8(&n))
+    return false;
+  p->topics.resize(n);
+  for (auto& t : p->topics)
+    if (!str(&t)) return false;
+  if (!u8(&n) || i + size_t{n} * 16 > in.size()) return false;
+  p->locations.resize(n);
+  for (auto& l : p->locations) {
+    std::memcpy(&l.lat, in.data() + i, 8);
+    std::memcpy(&l.lon, in.data() + i + 8, 8);
+    i += 16;
+  }
+  if (!u8(&n)) return false;
+  p->zones.resize(n);
+  for (auto& z : p->zones)
+    if (!str(&z)) return false;
+  return i == in.size();
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+const char* channel_name(uint8_t bit) {
+  return bit == kChannelSms ? "sms" : bit == kChannelApns ? "apns" : "fcm";
+}
+
+}  // namespace
+
+struct Directory::TenantState {
+  std::string id;
+  config::Tenant cfg;
+  std::shared_ptr<const RecipientRules> rules;
+  std::unordered_map<std::string, uint8_t> topic_bits;  // topic -> bit
+  GeoIndex index;
+  std::vector<std::string> languages;  // id -> tag
+  std::unordered_map<std::string, uint8_t> language_ids;
+  std::vector<std::string> zone_names;  // id -> name
+  std::unordered_map<std::string, uint16_t> zone_ids;
+  std::vector<std::optional<Area>> zone_areas;  // by id; nullopt for a name no zone defines (yet)
+  std::map<std::string, std::string> api_zones;  // name -> GeoJSON (zones stored over the API)
+  std::map<std::string, std::string> file_zones;
+
+  uint8_t language_id(const std::string& tag) {
+    auto it = language_ids.find(tag);
+    if (it != language_ids.end()) return it->second;
+    if (languages.size() >= 255) return 0;  // more than 255 languages: counted with the first
+    uint8_t id = static_cast<uint8_t>(languages.size());
+    languages.push_back(tag);
+    language_ids.emplace(tag, id);
+    return id;
+  }
+  uint16_t zone_id(const std::string& name) {
+    auto it = zone_ids.find(name);
+    if (it != zone_ids.end()) return it->second;
+    uint16_t id = static_cast<uint16_t>(zone_names.size());
+    zone_names.push_back(name);
+    zone_areas.emplace_back();
+    zone_ids.emplace(name, id);
+    return id;
+  }
+  void set_zone(const std::string& name, std::optional<Area> area) { zone_areas[zone_id(name)] = std::move(area); }
+
+  uint64_t bits(const std::vector<std::string>& topics) const {
+    uint64_t b = 0;
+    for (const auto& t : topics)
+      if (auto it = topic_bits.find(t); it != topic_bits.end()) b |= uint64_t{1} << it->second;
+    return b;
+  }
+
+  IndexEntry entry(Slot slot, uint8_t channels, const std::string& language, const std::vector<std::string>& topics,
+                   const std::vector<LatLon>& locations, const std::vector<std::string>& zones) {
+    IndexEntry e;
+    e.slot = slot;
+    e.channels = channels;
+    e.language = language_id(language);
+    e.topics = bits(topics);
+    e.locations = locations;
+    for (const auto& z : zones) e.zones.push_back(zone_id(z));
+    return e;
+  }
+
+  void rebuild_rules(const config::Config& cfg) {
+    auto r = std::make_shared<RecipientRules>();
+    r->default_region = this->cfg.directory.default_region;
+    r->topics = cap_categories();
+    for (const auto& t : this->cfg.directory.topics)
+      if (std::find(r->topics.begin(), r->topics.end(), t) == r->topics.end()) r->topics.push_back(t);
+    if (r->topics.size() > 64) r->topics.resize(64);
+    topic_bits.clear();
+    for (size_t i = 0; i < r->topics.size(); ++i) topic_bits[r->topics[i]] = static_cast<uint8_t>(i);
+    for (const auto& [name, _] : file_zones) r->zones.insert(name);
+    for (const auto& [name, _] : api_zones) r->zones.insert(name);
+    (void)cfg;
+    rules = std::move(r);
+  }
+};
+
+Directory::Directory(store::Redis& redis, const Clock& clock, metrics::Metrics& metrics)
+    : redis_(redis), clock_(clock), metrics_(metrics) {}
+
+Directory::~Directory() = default;
+
+Directory::TenantState* Directory::state(const std::string& tenant) const {
+  auto it = tenants_.find(tenant);
+  return it == tenants_.end() ? nullptr : it->second.get();
+}
+
+Status Directory::configure(const config::Config& cfg) {
+  cfg_ = cfg;
+  ZoneLimits limits;
+  limits.max_points = static_cast<size_t>(cfg.directory.max_zone_points);
+  for (const auto& [id, tenant] : cfg.tenants) {
+    auto& slot = tenants_[id];
+    if (!slot) {
+      slot = std::make_unique<TenantState>();
+      slot->id = id;
+    }
+    TenantState& t = *slot;
+    t.cfg = tenant;
+    // File zones: config/zones/<tenant>.geojson, a FeatureCollection named by properties.name.
+    for (const auto& [name, _] : t.file_zones)
+      if (!t.api_zones.count(name)) t.set_zone(name, std::nullopt);
+    t.file_zones.clear();
+    std::string path = cfg.directory.zones_dir + "/" + id + ".geojson";
+    if (std::filesystem::exists(path)) {
+      std::ifstream in(path);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      nlohmann::json fc = nlohmann::json::parse(ss.str(), nullptr, false);
+      if (!fc.is_object() || fc.value("type", "") != "FeatureCollection" || !fc["features"].is_array())
+        return make_error(2, "invalid_zones", path + ": expected a GeoJSON FeatureCollection", path);
+      for (size_t i = 0; i < fc["features"].size(); ++i) {
+        const auto& f = fc["features"][i];
+        std::string where = path + ": /features/" + std::to_string(i);
+        if (!f.contains("properties") || !f["properties"].is_object() || !f["properties"].contains("name") ||
+            !f["properties"]["name"].is_string())
+          return make_error(2, "invalid_zones", where + ": a zone needs properties.name", where);
+        std::string name = f["properties"]["name"];
+        auto area = parse_geojson_area(f.dump(), limits);
+        if (!area)
+          return make_error(2, "invalid_zones", where + " (" + name + "): " + area.error().message, where);
+        t.file_zones[name] = f["geometry"].dump();
+        if (!t.api_zones.count(name)) t.set_zone(name, std::move(area).value());
+      }
+    }
+    t.rebuild_rules(cfg);
+  }
+  for (const auto& [id, t] : cfg.tenants)
+    for (const auto& [vn, values] : t.directory.geocodes)
+      for (const auto& [value, zones] : values)
+        for (const auto& z : zones)
+          if (!tenants_[id]->rules->zones.count(z))
+            return make_error(2, "invalid_config",
+                              cfg.path + ": tenants." + id + ".directory.geocodes." + vn + "." + value +
+                                  ": unknown zone \"" + z + "\" (define it in " + cfg.directory.zones_dir + "/" + id +
+                                  ".geojson)");
+  for (const auto& [id, t] : cfg.tenants)
+    for (const auto& g : t.grants)
+      for (const auto& z : g.zones)
+        if (!tenants_[id]->rules->zones.count(z))
+          return make_error(2, "invalid_config",
+                            cfg.path + ": tenants." + id + ".grants: unknown zone \"" + z + "\"");
+  return Ok{};
+}
+
+std::shared_ptr<const RecipientRules> Directory::rules(const std::string& tenant) const {
+  auto* t = state(tenant);
+  return t ? t->rules : nullptr;
+}
+
+void Directory::load(std::function<void(Status)> done) {
+  std::vector<std::string> ids;
+  for (const auto& [id, _] : tenants_) ids.push_back(id);
+  load_tenant(std::move(ids), 0, [this, done = std::move(done)](Status s) {
+    loaded_ = static_cast<bool>(s);
+    done(std::move(s));
+  });
+}
+
+void Directory::load_tenant(std::vector<std::string> ids, size_t next, std::function<void(Status)> done) {
+  if (next == ids.size()) return done(Ok{});
+  std::string tenant = ids[next];
+  // API zones first, so that recipients' zone references find their areas.
+  redis_.command({"HGETALL", prefix(tenant) + "zones"}, [this, ids = std::move(ids), next, tenant,
+                                                         done = std::move(done)](const redisReply* r,
+                                                                                 const Error* e) mutable {
+    if (e) return done(*e);
+    TenantState& t = *state(tenant);
+    ZoneLimits limits;
+    limits.max_points = static_cast<size_t>(cfg_.directory.max_zone_points);
+    for (const auto& [name, geojson] : store::reply_pairs(r)) {
+      auto area = parse_geojson_area(geojson, limits);
+      if (!area) {
+        metrics_.unexpected("stored_zone_invalid").Increment();
+        log::error("stored_zone_invalid", {{"tenant", tenant}, {"zone", name}, {"error", area.error().message}});
+        continue;
+      }
+      t.api_zones[name] = geojson;
+      t.set_zone(name, std::move(area).value());
+    }
+    t.rebuild_rules(cfg_);
+    auto next_tenant = [this, ids, next, done](Status s) mutable {
+      if (!s) return done(std::move(s));
+      load_tenant(std::move(ids), next + 1, std::move(done));
+    };
+    scan_index(tenant, "0", 0, clock_.now_ms(), std::move(next_tenant));
+  });
+}
+
+void Directory::scan_index(const std::string& tenant, std::string cursor, size_t loaded, int64_t started_ms,
+                           std::function<void(Status)> done) {
+  std::string count = std::to_string(kScanCount);
+  redis_.command({"HSCAN", prefix(tenant) + "index", cursor, "COUNT", count},
+                 [this, tenant, loaded, started_ms, done = std::move(done)](const redisReply* r,
+                                                                           const Error* e) mutable {
+                   if (e) return done(*e);
+                   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+                     return done(make_error(500, "storage_error", "unexpected HSCAN reply"));
+                   TenantState& t = *state(tenant);
+                   std::string next = store::reply_string(r->element[0]);
+                   const redisReply* items = r->element[1];
+                   size_t before = loaded;
+                   Packed p;
+                   for (size_t i = 0; i + 1 < items->elements; i += 2) {
+                     Slot slot = static_cast<Slot>(std::strtoul(items->element[i]->str, nullptr, 10));
+                     if (!unpack(std::string_view(items->element[i + 1]->str, items->element[i + 1]->len), &p)) {
+                       metrics_.unexpected("index_record_invalid").Increment();
+                       continue;
+                     }
+                     t.index.bulk_add(t.entry(slot, p.channels, p.language, p.topics, p.locations, p.zones));
+                     ++loaded;
+                   }
+                   if (loaded / kProgressEvery != before / kProgressEvery)
+                     log::info("directory_loading", {{"tenant", tenant}, {"recipients", loaded}});
+                   if (next != "0") return scan_index(tenant, next, loaded, started_ms, std::move(done));
+                   t.index.finish_bulk();
+                   int64_t ms = std::max<int64_t>(1, clock_.now_ms() - started_ms);
+                   log::info("directory_loaded", {{"tenant", tenant},
+                                                  {"recipients", loaded},
+                                                  {"ms", ms},
+                                                  {"per_second", loaded * 1000 / ms},
+                                                  {"zones", t.rules->zones.size()}});
+                   done(Ok{});
+                 });
+}
+
+void Directory::apply(TenantState& t, Slot slot, const Recipient& r) {
+  std::vector<LatLon> locs;
+  for (const auto& l : r.locations) locs.push_back({l.lat, l.lon});
+  uint8_t ch = r.phone.empty() ? 0 : kChannelSms;
+  for (const auto& p : r.push) ch |= p.platform == Platform::Apns ? kChannelApns : kChannelFcm;
+  t.index.upsert(t.entry(slot, ch, r.language, r.topics, locs, r.zones));
+}
+
+void Directory::import(const std::string& tenant, std::shared_ptr<std::vector<Recipient>> batch,
+                       std::function<void(Result<ImportOutcome>)> done) {
+  TenantState* t = state(tenant);
+  if (!t) return done(make_error(404, "unknown_tenant", "no such tenant"));
+  if (batch->empty()) return done(ImportOutcome{});
+  // Chunks of 1000 per script keep each script short (Redis runs one script at a time).
+  constexpr size_t kChunk = 1000;
+  size_t chunks = (batch->size() + kChunk - 1) / kChunk;
+  auto outcome = std::make_shared<ImportOutcome>();
+  auto remaining = std::make_shared<size_t>(chunks);
+  auto failed = std::make_shared<std::optional<Error>>();
+  auto shared_done = std::make_shared<std::function<void(Result<ImportOutcome>)>>(std::move(done));
+  std::string pfx = prefix(tenant);
+  for (size_t c = 0; c < chunks; ++c) {
+    size_t begin = c * kChunk, end = std::min(batch->size(), begin + kChunk);
+    std::vector<std::string> owned;
+    owned.reserve((end - begin) * 3);
+    for (size_t i = begin; i < end; ++i) {
+      const Recipient& r = (*batch)[i];
+      owned.push_back(r.id);
+      owned.push_back(recipient_to_json(r).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      owned.push_back(pack(r));
+    }
+    std::vector<std::string_view> args(owned.begin(), owned.end());
+    redis_.eval(upsert_script(), {pfx}, args,
+                [this, tenant, batch, begin, end, outcome, remaining, failed, shared_done](const redisReply* r,
+                                                                                          const Error* e) {
+                  if (e) {
+                    if (!*failed) *failed = *e;
+                  } else if (r->type != REDIS_REPLY_ARRAY || r->elements != (end - begin) * 2) {
+                    if (!*failed) *failed = make_error(500, "storage_error", "unexpected import reply");
+                  } else if (TenantState* ts = state(tenant)) {
+                    for (size_t i = begin; i < end; ++i) {
+                      size_t k = (i - begin) * 2;
+                      apply(*ts, static_cast<Slot>(r->element[k]->integer), (*batch)[i]);
+                      outcome->created += r->element[k + 1]->integer == 1;
+                      ++outcome->imported;
+                    }
+                  }
+                  if (--*remaining > 0) return;
+                  // Chunks already written stay written: an import is idempotent, so the
+                  // client retries the whole request.
+                  if (*failed) return (*shared_done)(**failed);
+                  (*shared_done)(*outcome);
+                });
+  }
+}
+
+void Directory::put(const std::string& tenant, const Recipient& r, std::function<void(Result<bool>)> done) {
+  auto batch = std::make_shared<std::vector<Recipient>>(1, r);
+  import(tenant, batch, [done = std::move(done)](Result<ImportOutcome> o) {
+    if (!o) return done(o.error());
+    done(o->created == 1);
+  });
+}
+
+void Directory::get(const std::string& tenant, const std::string& id,
+                    std::function<void(Result<std::optional<std::string>>)> done) {
+  redis_.command({"HGET", prefix(tenant) + "recipients", id}, [done = std::move(done)](const redisReply* r,
+                                                                                       const Error* e) {
+    if (e) return done(*e);
+    if (r->type == REDIS_REPLY_NIL) return done(std::optional<std::string>{});
+    done(std::optional<std::string>{store::reply_string(r)});
+  });
+}
+
+void Directory::remove(const std::string& tenant, const std::string& id, std::function<void(Result<bool>)> done) {
+  redis_.eval(delete_script(), {prefix(tenant)}, {id},
+              [this, tenant, done = std::move(done)](const redisReply* r, const Error* e) {
+                if (e) return done(*e);
+                if (r->type != REDIS_REPLY_INTEGER) return done(make_error(500, "storage_error", "bad reply"));
+                if (r->integer < 0) return done(false);
+                if (TenantState* t = state(tenant)) t->index.remove(static_cast<Slot>(r->integer));
+                done(true);
+              });
+}
+
+Result<Area> Directory::parse_zone(const std::string& geojson) const {
+  ZoneLimits limits;
+  limits.max_points = static_cast<size_t>(cfg_.directory.max_zone_points);
+  return parse_geojson_area(geojson, limits);
+}
+
+void Directory::put_zone(const std::string& tenant, const std::string& name, const std::string& geojson, Area area,
+                         std::function<void(Result<bool>)> done) {
+  redis_.command({"HSET", prefix(tenant) + "zones", name, geojson},
+                 [this, tenant, name, geojson, area = std::move(area), done = std::move(done)](const redisReply* r,
+                                                                                              const Error* e) {
+                   if (e) return done(*e);
+                   TenantState* t = state(tenant);
+                   if (!t) return done(make_error(404, "unknown_tenant", "no such tenant"));
+                   bool created = !t->api_zones.count(name) && !t->file_zones.count(name);
+                   t->api_zones[name] = geojson;
+                   t->set_zone(name, area);
+                   t->rebuild_rules(cfg_);
+                   (void)r;
+                   done(created);
+                 });
+}
+
+void Directory::delete_zone(const std::string& tenant, const std::string& name,
+                            std::function<void(Result<bool>)> done) {
+  redis_.command({"HDEL", prefix(tenant) + "zones", name},
+                 [this, tenant, name, done = std::move(done)](const redisReply* r, const Error* e) {
+                   if (e) return done(*e);
+                   TenantState* t = state(tenant);
+                   if (!t) return done(make_error(404, "unknown_tenant", "no such tenant"));
+                   bool existed = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+                   t->api_zones.erase(name);
+                   if (!t->file_zones.count(name)) {
+                     t->set_zone(name, std::nullopt);
+                   } else {
+                     // The file's zone comes back into force.
+                     if (auto area = parse_zone(t->file_zones[name])) t->set_zone(name, std::move(area).value());
+                   }
+                   t->rebuild_rules(cfg_);
+                   done(existed);
+                 });
+}
+
+std::optional<std::string> Directory::zone_geojson(const std::string& tenant, const std::string& name) const {
+  TenantState* t = state(tenant);
+  if (!t) return std::nullopt;
+  if (auto it = t->api_zones.find(name); it != t->api_zones.end()) return it->second;
+  if (auto it = t->file_zones.find(name); it != t->file_zones.end()) return it->second;
+  return std::nullopt;
+}
+
+std::vector<std::string> Directory::zone_names(const std::string& tenant) const {
+  TenantState* t = state(tenant);
+  if (!t) return {};
+  return std::vector<std::string>(t->rules->zones.begin(), t->rules->zones.end());
+}
+
+size_t Directory::size(const std::string& tenant) const {
+  TenantState* t = state(tenant);
+  return t ? t->index.size() : 0;
+}
+
+Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& alert) const {
+  Resolution res;
+  TenantState* own = state(tenant);
+  if (!own) return res;
+
+  // Interests: CAP categories, plus topics the tenant maps from <event>.
+  std::vector<std::string> topics;
+  bool everyone = false;
+  Area area;
+  std::vector<std::string> named_zones;
+  for (const auto& info : alert.infos) {
+    topics.insert(topics.end(), info.categories.begin(), info.categories.end());
+    std::string event = lower(info.event);
+    for (const auto& [needle, mapped] : own->cfg.directory.event_topics)
+      if (event.find(lower(needle)) != std::string::npos) topics.insert(topics.end(), mapped.begin(), mapped.end());
+    for (const auto& [sev, urg] : own->cfg.directory.everyone_when)
+      if (info.severity == sev && info.urgency == urg) everyone = true;
+    area.add(Area::from_cap(info.areas));
+    for (const auto& a : info.areas)
+      for (const auto& g : a.geocodes) {
+        auto vn = own->cfg.directory.geocodes.find(g.name);
+        if (vn == own->cfg.directory.geocodes.end()) continue;
+        auto zs = vn->second.find(g.value);
+        if (zs != vn->second.end()) named_zones.insert(named_zones.end(), zs->second.begin(), zs->second.end());
+      }
+  }
+  for (const auto& z : named_zones) {
+    auto it = own->zone_ids.find(z);
+    if (it != own->zone_ids.end() && own->zone_areas[it->second]) area.add(*own->zone_areas[it->second]);
+  }
+
+  auto tally = [&](TenantState& t, const Matches& m, bool via_grant) {
+    Resolution::TenantPart part{t.id, m.slots, via_grant};
+    for (Slot s : m.slots) {
+      uint8_t ch = t.index.channels(s);
+      const std::string& lang = t.languages.empty() ? std::string() : t.languages[t.index.language(s)];
+      ++res.by_language[lang];
+      for (uint8_t bit : {kChannelSms, kChannelApns, kChannelFcm})
+        if (ch & bit) ++res.by_channel[channel_name(bit)];
+      if (ch & kChannelSms) ++res.sms_by_language[lang];
+      if (ch == 0) ++res.unreachable;
+    }
+    res.by_tenant[t.id] += m.slots.size();
+    res.recipients += m.slots.size();
+    res.parts.push_back(std::move(part));
+  };
+
+  // A zone's registered recipients match when the alert names the zone or its area
+  // intersects the alert's area.
+  auto zones_for = [&](TenantState& t, const std::vector<std::string>& allowed) {
+    std::vector<uint16_t> ids;
+    for (size_t z = 0; z < t.zone_names.size(); ++z) {
+      if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), t.zone_names[z]) == allowed.end()) continue;
+      bool named = &t == own && std::find(named_zones.begin(), named_zones.end(), t.zone_names[z]) != named_zones.end();
+      if (named || (t.zone_areas[z] && !area.empty() && t.zone_areas[z]->intersects(area)))
+        ids.push_back(static_cast<uint16_t>(z));
+    }
+    return ids;
+  };
+
+  if (area.empty() && named_zones.empty()) return res;
+  Query q;
+  q.area = &area;
+  q.topics = own->bits(topics);
+  q.everyone = everyone;
+  q.zones = zones_for(*own, {});
+  tally(*own, own->index.resolve(q), false);
+
+  // Neighbours that granted this tenant zones: only their recipients inside those zones.
+  for (const auto& [id, other] : tenants_) {
+    if (id == tenant) continue;
+    for (const auto& grant : other->cfg.grants) {
+      if (grant.to_tenant != tenant) continue;
+      Area within;
+      for (const auto& z : grant.zones) {
+        auto it = other->zone_ids.find(z);
+        if (it != other->zone_ids.end() && other->zone_areas[it->second]) within.add(*other->zone_areas[it->second]);
+      }
+      if (within.empty() || area.empty() || !within.intersects(area)) continue;
+      Query g;
+      g.area = &area;
+      g.within = &within;
+      g.topics = other->bits(topics);
+      g.everyone = everyone;
+      g.zones = zones_for(*other, grant.zones);
+      tally(*other, other->index.resolve(g), true);
+    }
+  }
+  return res;
+}
+
+}  // namespace sirena::directory

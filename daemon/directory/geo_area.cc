@@ -1,0 +1,382 @@
+// Areas as unions of S2Polygons and S2Caps, and the GeoJSON zone parser.
+//
+// Boundary rule. A location is represented by the centre of its S2 leaf cell (level 30,
+// about 1 cm across), and it is in an area when an S2Polygon::Contains or S2Cap::Contains
+// says so for that point. S2 polygons use the semi-open boundary model (s2polygon.h,
+// "Polygons ... are semi-open"): of two polygons that share an edge or a vertex, exactly
+// one contains any point on it, so a partition of a town into zones places every citizen
+// in exactly one zone. Caps are closed (a point at exactly the radius is inside). The
+// index snaps locations to leaf cells, and contains() applies the same snap, so the
+// resolver, previews and tests agree to the last centimetre.
+//
+// Edges are geodesics (S2), where RFC 7946 §3.1.1 draws them straight in lon/lat; for
+// municipal zones the difference is a few metres at most.
+#include "daemon/directory/geo_area.h"
+
+#include <s2/s1angle.h>
+#include <s2/s1chord_angle.h>
+#include <s2/s2cap.h>
+#include <s2/s2cell.h>
+#include <s2/s2cell_id.h>
+#include <s2/s2cell_union.h>
+#include <s2/s2closest_edge_query.h>
+#include <s2/s2convex_hull_query.h>
+#include <s2/s2error.h>
+#include <s2/s2latlng.h>
+#include <s2/s2loop.h>
+#include <s2/s2polygon.h>
+#include <s2/s2region_coverer.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+namespace sirena::directory {
+
+// The mean Earth radius used for CAP circles (km), as in S2Earth.
+constexpr double kEarthRadiusKm = 6371.01;
+
+struct Area::Impl {
+  std::vector<std::shared_ptr<const S2Polygon>> polygons;
+  std::vector<S2Cap> caps;
+};
+
+namespace {
+
+S2Point leaf_point(uint64_t leaf) {
+  return S2CellId(leaf).ToPoint();
+}
+
+S2Point to_point(LatLon p) {
+  return S2LatLng::FromDegrees(p.lat, p.lon).Normalized().ToPoint();
+}
+
+bool in_range(LatLon p) {
+  return std::isfinite(p.lat) && std::isfinite(p.lon) && p.lat >= -90 && p.lat <= 90 && p.lon >= -180 &&
+         p.lon <= 180;
+}
+
+// A ring's vertices for S2Loop: the closing repeat and consecutive duplicates dropped
+// (CAP and GeoJSON allow repeated positions; S2Loop rejects them as degenerate edges).
+std::vector<S2Point> ring_vertices(const std::vector<LatLon>& ring) {
+  std::vector<S2Point> v;
+  v.reserve(ring.size());
+  for (const LatLon& p : ring) {
+    S2Point s = to_point(p);
+    if (v.empty() || v.back() != s) v.push_back(s);
+  }
+  while (v.size() > 1 && v.back() == v.front()) v.pop_back();
+  return v;
+}
+
+Error unprocessable(std::string code, std::string message, std::string where) {
+  return make_error(422, std::move(code), std::move(message), std::move(where));
+}
+
+bool is_crossing(const S2Error& e) {
+  switch (e.code()) {
+    case S2Error::LOOP_SELF_INTERSECTION:
+    case S2Error::DUPLICATE_VERTICES:  // the ring touches itself at a vertex
+    case S2Error::POLYGON_LOOPS_CROSS:
+    case S2Error::POLYGON_LOOPS_SHARE_EDGE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Error geometry_error(const S2Error& e, const std::string& where) {
+  if (is_crossing(e))
+    return unprocessable("self_intersecting",
+                         "the polygon intersects itself (" + e.text() + "): fix the crossing edges", where);
+  return unprocessable("invalid_geojson", "invalid polygon: " + e.text(), where);
+}
+
+// One ring as a normalised S2Loop: either orientation is accepted and the loop keeps the
+// smaller side as its interior (S2Loop::Normalize), since CAP polygons and zones are
+// always the small side (RFC 7946 §3.1.6 asks parsers not to reject wrong winding).
+Result<std::unique_ptr<S2Loop>> make_loop(const std::vector<LatLon>& ring, const std::string& where) {
+  std::vector<S2Point> v = ring_vertices(ring);
+  if (v.size() < 3)
+    return unprocessable("invalid_geojson", "a ring needs at least 3 distinct positions", where);
+  auto loop = std::make_unique<S2Loop>(v, S2Debug::DISABLE);
+  if (S2Error e; loop->FindValidationError(&e)) return geometry_error(e, where);
+  loop->Normalize();
+  return loop;
+}
+
+// rings[0] is the shell, the rest are holes (RFC 7946 §3.1.6).
+Result<std::shared_ptr<const S2Polygon>> make_polygon(const std::vector<std::vector<LatLon>>& rings,
+                                                      const std::string& where) {
+  std::vector<std::unique_ptr<S2Loop>> loops;
+  for (size_t i = 0; i < rings.size(); ++i) {
+    const std::string ring_where = where + "/" + std::to_string(i);
+    Result<std::unique_ptr<S2Loop>> loop = make_loop(rings[i], ring_where);
+    if (!loop) return std::move(loop).take_error();
+    if (i > 0 && !loops[0]->Contains(**loop)) {
+      if (loops[0]->Intersects(**loop))
+        return unprocessable("self_intersecting", "the hole crosses the exterior ring", ring_where);
+      return unprocessable("invalid_geojson", "the hole is not inside the exterior ring (the first ring)",
+                           ring_where);
+    }
+    loops.push_back(std::move(loop).value());
+  }
+  auto polygon = std::make_shared<S2Polygon>();
+  polygon->set_s2debug_override(S2Debug::DISABLE);
+  polygon->InitNested(std::move(loops));
+  if (S2Error e; polygon->FindValidationError(&e)) return geometry_error(e, where);
+  for (int i = 0; i < polygon->num_loops(); ++i) {
+    if (polygon->loop(i)->depth() > 1)
+      return unprocessable("invalid_geojson", "a hole lies inside another hole", where);
+  }
+  return std::shared_ptr<const S2Polygon>(std::move(polygon));
+}
+
+// A CAP polygon that S2 rejects (it crosses itself: intake checks closure and size, not
+// simplicity) is replaced by its convex hull: for a warning, reaching a few people too
+// many beats silently dropping the shape.
+std::shared_ptr<const S2Polygon> cap_polygon(const alerts::Polygon& p) {
+  std::vector<LatLon> ring;
+  ring.reserve(p.points.size());
+  for (const alerts::Point& pt : p.points) ring.push_back({pt.lat, pt.lon});
+  if (Result<std::shared_ptr<const S2Polygon>> polygon = make_polygon({ring}, ""); polygon) return *polygon;
+  S2ConvexHullQuery hull;
+  for (const LatLon& q : ring) hull.AddPoint(to_point(q));
+  auto polygon = std::make_shared<S2Polygon>(hull.GetConvexHull(), S2Debug::DISABLE);
+  return polygon;
+}
+
+S2Cap cap_circle(const alerts::Circle& c) {
+  // CAP 1.2 §3.2.4: radius in km; an angle on the sphere of the mean Earth radius.
+  double km = std::isfinite(c.radius_km) && c.radius_km > 0 ? c.radius_km : 0;
+  // The centre is snapped to its leaf cell like every location, so a circle of radius 0
+  // holds the citizens registered at its very centre.
+  const S2Point centre = leaf_point(leaf_cell_id({c.center.lat, c.center.lon}));
+  return S2Cap(centre, S1Angle::Radians(km / kEarthRadiusKm));
+}
+
+bool polygon_meets_cap(const S2Polygon& p, const S2Cap& c) {
+  // Distance 0 when the centre is inside (include_interiors defaults to true).
+  S2ClosestEdgeQuery query(&p.index());
+  S2ClosestEdgeQuery::PointTarget target(c.center());
+  return query.IsDistanceLessOrEqual(&target, c.radius());
+}
+
+}  // namespace
+
+Area::Area() : impl_(std::make_shared<Impl>()) {}
+Area::~Area() = default;
+Area::Area(const Area&) = default;
+Area& Area::operator=(const Area&) = default;
+
+Area Area::from_cap(const std::vector<alerts::Area>& areas) {
+  auto impl = std::make_shared<Impl>();
+  for (const alerts::Area& a : areas) {
+    for (const alerts::Polygon& p : a.polygons) impl->polygons.push_back(cap_polygon(p));
+    for (const alerts::Circle& c : a.circles) impl->caps.push_back(cap_circle(c));
+  }
+  return Area(std::move(impl));
+}
+
+void Area::add(const Area& other) {
+  // Copy on write: other holders of impl_ keep the area they had.
+  auto impl = std::make_shared<Impl>(*impl_);
+  impl->polygons.insert(impl->polygons.end(), other.impl_->polygons.begin(), other.impl_->polygons.end());
+  impl->caps.insert(impl->caps.end(), other.impl_->caps.begin(), other.impl_->caps.end());
+  impl_ = std::move(impl);
+}
+
+bool Area::empty() const {
+  return impl_->polygons.empty() && impl_->caps.empty();
+}
+
+bool Area::contains(LatLon p) const {
+  return in_range(p) && contains_leaf(leaf_cell_id(p));
+}
+
+bool Area::contains_leaf(uint64_t leaf) const {
+  const S2Point p = leaf_point(leaf);
+  for (const auto& polygon : impl_->polygons)
+    if (polygon->Contains(p)) return true;
+  for (const S2Cap& cap : impl_->caps)
+    if (cap.Contains(p)) return true;
+  return false;
+}
+
+Area::CellRelation Area::relate(uint64_t cell_id) const {
+  const S2Cell cell{S2CellId(cell_id)};
+  bool partial = false;
+  for (const auto& polygon : impl_->polygons) {
+    if (polygon->Contains(cell)) return CellRelation::kInside;
+    partial = partial || polygon->MayIntersect(cell);
+  }
+  for (const S2Cap& cap : impl_->caps) {
+    if (cap.Contains(cell)) return CellRelation::kInside;
+    partial = partial || cap.MayIntersect(cell);
+  }
+  return partial ? CellRelation::kPartial : CellRelation::kDisjoint;
+}
+
+bool Area::intersects(const Area& other) const {
+  const Impl& a = *impl_;
+  const Impl& b = *other.impl_;
+  for (const auto& p : a.polygons) {
+    for (const auto& q : b.polygons)
+      if (p->Intersects(*q)) return true;
+    for (const S2Cap& c : b.caps)
+      if (polygon_meets_cap(*p, c)) return true;
+  }
+  for (const S2Cap& c : a.caps) {
+    for (const auto& q : b.polygons)
+      if (polygon_meets_cap(*q, c)) return true;
+    for (const S2Cap& d : b.caps)
+      if (c.Intersects(d)) return true;
+  }
+  return false;
+}
+
+double Area::area_km2() const {
+  // Steradians times R²; overlapping parts are counted twice (an estimate for previews).
+  double sr = 0;
+  for (const auto& p : impl_->polygons) sr += p->GetArea();
+  for (const S2Cap& c : impl_->caps) sr += c.GetArea();
+  return sr * kEarthRadiusKm * kEarthRadiusKm;
+}
+
+std::vector<uint64_t> Area::covering(int max_cells) const {
+  S2RegionCoverer::Options options;
+  options.set_max_cells(max_cells);
+  S2RegionCoverer coverer(options);
+  std::vector<S2CellId> ids;
+  auto append = [&](const S2Region& region) {
+    S2CellUnion u = coverer.GetCovering(region);
+    ids.insert(ids.end(), u.cell_ids().begin(), u.cell_ids().end());
+  };
+  for (const auto& p : impl_->polygons) append(*p);
+  for (const S2Cap& c : impl_->caps) append(c);
+  S2CellUnion all(std::move(ids));  // normalises: sorted, overlaps merged
+  std::vector<uint64_t> out;
+  out.reserve(all.num_cells());
+  for (S2CellId id : all) out.push_back(id.id());
+  return out;
+}
+
+uint64_t leaf_cell_id(LatLon p) {
+  return S2CellId(to_point(p)).id();
+}
+
+// ---- GeoJSON (RFC 7946) ----
+
+namespace {
+
+using nlohmann::json;
+
+struct GeoJsonReader {
+  const ZoneLimits& limits;
+  size_t points = 0;
+
+  Error structure(const std::string& what, const std::string& where) {
+    return unprocessable("invalid_geojson", what, where);
+  }
+
+  // RFC 7946 §3.1.1: a position is [longitude, latitude] or [longitude, latitude, altitude].
+  Result<LatLon> position(const json& j, const std::string& where) {
+    if (!j.is_array() || j.size() < 2 || j.size() > 3)
+      return structure("a position is an array [longitude, latitude]", where);
+    for (const json& n : j)
+      if (!n.is_number()) return structure("a position holds numbers [longitude, latitude]", where);
+    LatLon p{j[1].get<double>(), j[0].get<double>()};
+    if (!in_range(p))
+      return unprocessable("coordinate_out_of_range",
+                           "longitude must be in [-180, 180] and latitude in [-90, 90] (GeoJSON order is "
+                           "[longitude, latitude])",
+                           where);
+    return p;
+  }
+
+  // RFC 7946 §3.1.6: a linear ring is closed, with at least four positions.
+  Result<std::vector<LatLon>> ring(const json& j, const std::string& where) {
+    if (!j.is_array()) return structure("a linear ring is an array of positions", where);
+    points += j.size();
+    if (points > limits.max_points)
+      return unprocessable("too_many_points",
+                           "the geometry has more than " + std::to_string(limits.max_points) +
+                               " points, the limit: simplify it",
+                           where);
+    if (j.size() < 4)
+      return structure("a linear ring needs at least 4 positions (the first repeated as the last)", where);
+    std::vector<LatLon> out;
+    out.reserve(j.size());
+    for (size_t i = 0; i < j.size(); ++i) {
+      Result<LatLon> p = position(j[i], where + "/" + std::to_string(i));
+      if (!p) return std::move(p).take_error();
+      out.push_back(*p);
+    }
+    if (out.front().lat != out.back().lat || out.front().lon != out.back().lon)
+      return unprocessable("unclosed_ring", "the ring is not closed: repeat the first position as the last",
+                           where + "/" + std::to_string(j.size() - 1));
+    return out;
+  }
+
+  Result<std::shared_ptr<const S2Polygon>> polygon(const json& j, const std::string& where) {
+    if (!j.is_array() || j.empty())
+      return structure("Polygon coordinates are a non-empty array of linear rings", where);
+    std::vector<std::vector<LatLon>> rings;
+    for (size_t i = 0; i < j.size(); ++i) {
+      Result<std::vector<LatLon>> r = ring(j[i], where + "/" + std::to_string(i));
+      if (!r) return std::move(r).take_error();
+      rings.push_back(std::move(r).value());
+    }
+    return make_polygon(rings, where);
+  }
+
+  Result<Area> geometry(const json& j, const std::string& where) {
+    if (!j.is_object()) return structure("expected a GeoJSON object", where);
+    auto type = j.find("type");
+    if (type == j.end() || !type->is_string()) return structure("missing \"type\"", where + "/type");
+    const std::string& t = type->get_ref<const std::string&>();
+    if (t == "Feature") {
+      auto g = j.find("geometry");
+      if (g == j.end()) return structure("a Feature needs a \"geometry\"", where + "/geometry");
+      return geometry(*g, where + "/geometry");
+    }
+    if (t != "Polygon" && t != "MultiPolygon")
+      return structure("expected a Polygon, a MultiPolygon or a Feature holding one, got " + t,
+                       where + "/type");
+    auto coords = j.find("coordinates");
+    if (coords == j.end()) return structure("missing \"coordinates\"", where + "/coordinates");
+    const std::string at = where + "/coordinates";
+    auto impl = std::make_shared<Area::Impl>();
+    if (t == "Polygon") {
+      Result<std::shared_ptr<const S2Polygon>> p = polygon(*coords, at);
+      if (!p) return std::move(p).take_error();
+      impl->polygons.push_back(std::move(p).value());
+    } else {
+      if (!coords->is_array() || coords->empty())
+        return structure("MultiPolygon coordinates are a non-empty array of polygons", at);
+      // Parts stay separate polygons: RFC 7946 does not forbid them to overlap, and the
+      // area is their union either way.
+      for (size_t i = 0; i < coords->size(); ++i) {
+        Result<std::shared_ptr<const S2Polygon>> p = polygon((*coords)[i], at + "/" + std::to_string(i));
+        if (!p) return std::move(p).take_error();
+        impl->polygons.push_back(std::move(p).value());
+      }
+    }
+    return Area(std::move(impl));
+  }
+};
+
+}  // namespace
+
+Result<Area> parse_geojson_area(std::string_view geojson, const ZoneLimits& limits) {
+  try {
+    json doc = json::parse(geojson, nullptr, /*allow_exceptions=*/false);
+    if (doc.is_discarded()) return unprocessable("invalid_geojson", "the body is not valid JSON", "");
+    GeoJsonReader reader{limits};
+    return reader.geometry(doc, "");
+  } catch (const std::exception& e) {
+    // nlohmann throws only on misuse (type errors); never let it escape.
+    return unprocessable("invalid_geojson", std::string("invalid GeoJSON: ") + e.what(), "");
+  }
+}
+
+}  // namespace sirena::directory

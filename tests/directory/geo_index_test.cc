@@ -1,0 +1,144 @@
+// The geo index on hand-made cases: interests, zones, grants, upserts, removal, merges.
+#include "daemon/directory/geo_index.h"
+
+#include <gtest/gtest.h>
+
+#include "daemon/directory/geo_area.h"
+#include "tests/directory/geo_test_util.h"
+
+namespace sirena::directory {
+namespace {
+
+using testing::box;
+using testing::circle;
+using testing::entry;
+using testing::polygon;
+using testing::resolve;
+
+constexpr LatLon kSoliera{44.737, 10.924};
+constexpr LatLon kBastiglia{44.727, 10.999};
+constexpr LatLon kModena{44.647, 10.925};
+constexpr uint64_t kMet = 1u << 0;
+constexpr uint64_t kFire = 1u << 1;
+constexpr uint64_t kFlood = 1u << 2;
+
+const Area& soliera_box() {
+  static const Area a = polygon(box(44.73, 10.91, 44.75, 10.94));
+  return a;
+}
+
+TEST(GeoIndex, ResolvesByLocationAndInterest) {
+  GeoIndex index;
+  index.upsert(entry(1, kMet, {kSoliera}));
+  index.upsert(entry(2, kFire, {kSoliera}));
+  index.upsert(entry(3, kMet | kFire, {kModena}));
+  index.upsert(entry(4, kMet, {kBastiglia, kSoliera}));
+  EXPECT_EQ(resolve(index, soliera_box(), kMet), (std::vector<Slot>{1, 4}));
+  EXPECT_EQ(resolve(index, soliera_box(), kFire), (std::vector<Slot>{2}));
+  EXPECT_EQ(resolve(index, soliera_box(), kFlood), (std::vector<Slot>{}));
+  EXPECT_EQ(index.size(), 4u);
+  EXPECT_EQ(index.location_count(), 5u);
+}
+
+TEST(GeoIndex, EveryoneIgnoresTopics) {
+  GeoIndex index;
+  index.upsert(entry(1, kMet, {kSoliera}));
+  index.upsert(entry(2, 0, {kSoliera}));  // no topics at all
+  index.upsert(entry(3, kFire, {kModena}));
+  Query q;
+  q.area = &soliera_box();
+  q.topics = kFlood;
+  q.everyone = true;
+  EXPECT_EQ(testing::sorted(index.resolve(q)), (std::vector<Slot>{1, 2}));
+}
+
+TEST(GeoIndex, OverlappingAreasMatchOnce) {
+  GeoIndex index;
+  // Home and work both inside, in two overlapping shapes of one alert.
+  index.upsert(entry(7, kMet, {kSoliera, {44.745, 10.93}}));
+  Area a = soliera_box();
+  a.add(circle(kSoliera, 3.0));
+  a.add(polygon(box(44.70, 10.90, 44.76, 10.95)));
+  EXPECT_EQ(resolve(index, a, kMet), (std::vector<Slot>{7}));
+}
+
+TEST(GeoIndex, ZoneRegisteredRecipients) {
+  GeoIndex index;
+  index.upsert(entry(1, kFlood, {}, {3}));          // registered to zone 3 only
+  index.upsert(entry(2, kFlood, {kSoliera}, {3}));  // in the area and in zone 3
+  index.upsert(entry(3, kMet, {}, {3}));            // zone 3, other interests
+  index.upsert(entry(4, kFlood, {}, {5}));
+  EXPECT_EQ(resolve(index, soliera_box(), kFlood, {3}), (std::vector<Slot>{1, 2}));
+  EXPECT_EQ(resolve(index, soliera_box(), kFlood, {3, 5, 900}), (std::vector<Slot>{1, 2, 4}));
+  EXPECT_EQ(resolve(index, Area(), kFlood, {5}), (std::vector<Slot>{4}));  // geocodes only
+  EXPECT_EQ(resolve(index, soliera_box(), kFlood), (std::vector<Slot>{2}));
+}
+
+TEST(GeoIndex, WithinRestrictsToTheGrant) {
+  GeoIndex index;
+  index.upsert(entry(1, kMet, {kSoliera}));
+  index.upsert(entry(2, kMet, {kBastiglia}));
+  index.upsert(entry(3, kMet, {{44.735, 11.02}}));  // Bastiglia's east, outside the granted zone
+  const Area alert = circle({44.73, 10.96}, 8.0);   // both towns
+  const Area granted = polygon(box(44.72, 10.98, 44.74, 11.01));
+  EXPECT_EQ(resolve(index, alert, kMet), (std::vector<Slot>{1, 2, 3}));
+  EXPECT_EQ(resolve(index, alert, kMet, {}, &granted), (std::vector<Slot>{2}));
+  const Area elsewhere = polygon(box(44.60, 10.90, 44.65, 10.95));
+  EXPECT_EQ(resolve(index, alert, kMet, {}, &elsewhere), (std::vector<Slot>{}));
+}
+
+TEST(GeoIndex, UpsertReplacesLocationsTopicsAndZones) {
+  GeoIndex index;
+  index.upsert(entry(1, kMet, {kSoliera}, {2}));
+  IndexEntry moved = entry(1, kFire, {kBastiglia}, {4});
+  moved.channels = kChannelApns | kChannelFcm;
+  moved.language = 3;
+  index.upsert(moved);
+  const Area bastiglia = circle(kBastiglia, 1.0);
+  EXPECT_EQ(resolve(index, soliera_box()), (std::vector<Slot>{}));
+  EXPECT_EQ(resolve(index, Area(), ~uint64_t{0}, {2}), (std::vector<Slot>{}));
+  EXPECT_EQ(resolve(index, bastiglia, kFire), (std::vector<Slot>{1}));
+  EXPECT_EQ(resolve(index, bastiglia, kMet), (std::vector<Slot>{}));
+  EXPECT_EQ(resolve(index, Area(), kFire, {4}), (std::vector<Slot>{1}));
+  EXPECT_EQ(index.size(), 1u);
+  EXPECT_EQ(index.location_count(), 1u);
+  EXPECT_EQ(index.channels(1), kChannelApns | kChannelFcm);
+  EXPECT_EQ(index.language(1), 3);
+}
+
+TEST(GeoIndex, Remove) {
+  GeoIndex index;
+  index.upsert(entry(1, kMet, {kSoliera}, {2}));
+  index.upsert(entry(2, kMet, {kSoliera}));
+  index.remove(1);
+  index.remove(1);   // twice is harmless
+  index.remove(99);  // never seen
+  EXPECT_FALSE(index.contains(1));
+  EXPECT_TRUE(index.contains(2));
+  EXPECT_EQ(index.channels(1), 0);
+  EXPECT_EQ(resolve(index, soliera_box(), kMet, {2}), (std::vector<Slot>{2}));
+  EXPECT_EQ(index.size(), 1u);
+  EXPECT_EQ(index.location_count(), 1u);
+  index.upsert(entry(1, kMet, {kSoliera}));  // back again
+  EXPECT_EQ(resolve(index, soliera_box(), kMet), (std::vector<Slot>{1, 2}));
+}
+
+TEST(GeoIndex, BulkLoadThenUpdates) {
+  GeoIndex index;
+  for (Slot s = 0; s < 1000; ++s) index.bulk_add(entry(s, kMet, {{44.70 + s * 1e-4, 10.92}}));
+  index.bulk_add(entry(5, kFire, {kModena}));  // a later duplicate replaces the first
+  index.finish_bulk();
+  EXPECT_EQ(index.size(), 1000u);
+  EXPECT_EQ(index.location_count(), 1000u);
+  const Area strip = polygon(box(44.69, 10.91, 44.75, 10.93));
+  std::vector<Slot> expected;
+  for (Slot s = 0; s < 1000; ++s)
+    if (s != 5 && strip.contains({44.70 + s * 1e-4, 10.92})) expected.push_back(s);
+  EXPECT_EQ(resolve(index, strip, kMet), expected);
+  EXPECT_EQ(resolve(index, circle(kModena, 0.1), kFire), (std::vector<Slot>{5}));
+  EXPECT_GE(index.location_bytes(), 1000u * 12);
+  EXPECT_GE(index.recipient_bytes(), 1000u * 16);
+}
+
+}  // namespace
+}  // namespace sirena::directory

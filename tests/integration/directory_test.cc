@@ -1,0 +1,293 @@
+// The recipient directory end to end: real redis-server, real sirenad with the demo
+// configuration (config/demo.yaml and config/zones), driven over HTTP.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "tests/support/harness.h"
+
+namespace sirena::testing {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kOp = "demo-soliera-operator";
+constexpr const char* kApp = "demo-soliera-app";
+constexpr const char* kBastiglia = "demo-bastiglia-operator";
+const std::string kApnsToken(64, 'a');
+const std::string kFcmToken = "fcm-" + std::string(150, 'x');
+
+json recipient(const std::string& id, double lat, double lon, std::vector<std::string> topics,
+               const std::string& language = "it", bool phone = true, bool apns = true, bool fcm = false) {
+  json r = {{"id", id}, {"language", language}, {"topics", topics}};
+  if (lat != 0) r["locations"] = json::array({{{"lat", lat}, {"lon", lon}, {"label", "home"}}});
+  if (phone) r["phone"] = "3331234567";  // Italian mobile, no +39: the tenant's region applies
+  json push = json::array();
+  if (apns) push.push_back({{"platform", "apns"}, {"app", "it.comune.soliera.app"}, {"token", kApnsToken}});
+  if (fcm) push.push_back({{"platform", "fcm"}, {"app", "soliera-app"}, {"token", kFcmToken}});
+  if (!push.empty()) r["push"] = push;
+  return r;
+}
+
+std::string cap(const std::string& identifier, const std::string& severity, const std::string& urgency,
+                const std::string& category, const std::string& polygon, const std::string& status = "Actual") {
+  return R"(<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>)" + identifier + R"(</identifier>
+  <sender>protezionecivile@comune.soliera.mo.it</sender>
+  <sent>2026-11-27T10:00:00+01:00</sent>
+  <status>)" + status + R"(</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <language>it-IT</language>
+    <category>)" + category + R"(</category>
+    <event>Allerta</event>
+    <urgency>)" + urgency + R"(</urgency>
+    <severity>)" + severity + R"(</severity>
+    <certainty>Observed</certainty>
+    <headline>Allerta per il Secchia</headline>
+    <instruction>Salite ai piani alti. È vietato usare i sottopassi.</instruction>
+    <area><areaDesc>Zona</areaDesc><polygon>)" + polygon + R"(</polygon></area>
+  </info>
+  <info>
+    <language>en-GB</language>
+    <category>)" + category + R"(</category>
+    <event>Alert</event>
+    <urgency>)" + urgency + R"(</urgency>
+    <severity>)" + severity + R"(</severity>
+    <certainty>Observed</certainty>
+    <headline>Secchia river alert</headline>
+    <instruction>Go upstairs. Do not use underpasses.</instruction>
+    <area><areaDesc>Zone</areaDesc><polygon>)" + polygon + R"(</polygon></area>
+  </info>
+</alert>)";
+}
+
+// Soliera centre, Sozzigalli and the west of Bastiglia's Secchia band; not Modena.
+const std::string kArea = "44.72,10.90 44.72,10.99 44.76,10.99 44.76,10.90 44.72,10.90";
+
+class DirectoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    redis_ = std::make_unique<RedisServer>(dir_.path());
+    redis_->start();
+    start();
+  }
+  void TearDown() override {
+    if (daemon_) {
+      EXPECT_EQ(daemon_->stop(), 0) << daemon_->log();
+    }
+  }
+  void start(std::map<std::string, std::string> extra = {}) {
+    extra["SIRENA_REDIS_URL"] = redis_->url();
+    extra["SIRENA_DIRECTORY_ZONES_DIR"] = source_dir() + "/config/zones";
+    daemon_ = std::make_unique<Sirenad>(source_dir() + "/config/demo.yaml", dir_.path(), extra);
+    daemon_->start();
+    ASSERT_TRUE(wait_until([&] { return daemon_->ready(); }, std::chrono::seconds(60))) << daemon_->log();
+  }
+  HttpResponse put(const std::string& path, const std::string& key, const std::string& body) {
+    return http({"PUT", daemon_->base() + path, body, {"Authorization: Bearer " + key}, false});
+  }
+  HttpResponse del(const std::string& path, const std::string& key) {
+    return http({"DELETE", daemon_->base() + path, "", {"Authorization: Bearer " + key}, false});
+  }
+  json preview(const std::string& body, const std::string& key = kOp) {
+    auto r = daemon_->post("/v1/alerts/preview", key, body, "application/cap+xml");
+    EXPECT_EQ(r.status, 200) << r.body;
+    return json::parse(r.body, nullptr, false);
+  }
+  void load_town() {
+    std::string nd;
+    for (const json& r : {recipient("centro-met", 44.7376, 10.9245, {"Met"}),
+                          recipient("sozz-viab", 44.7390, 10.9630, {"viabilita"}),
+                          recipient("sozz-en", 44.7395, 10.9640, {"Met"}, "en-GB", false, false, true),
+                          recipient("modena-met", 44.6470, 10.9250, {"Met"}),
+                          recipient("centro-nochannel", 44.7370, 10.9240, {"Met"}, "it", false, false)}) {
+      nd += r.dump() + "\n";
+    }
+    // Registered by zone only: no location, zone Limidi (which the area overlaps).
+    json lz = recipient("limidi-zone", 0, 0, {"Met"});
+    lz["zones"] = {"limidi"};
+    nd += lz.dump() + "\n";
+    auto r = daemon_->post("/v1/recipients/import", kOp, nd, "application/x-ndjson");
+    ASSERT_EQ(r.status, 200) << r.body;
+    ASSERT_EQ(json::parse(r.body)["rejected"].size(), 0u) << r.body;
+    auto b = daemon_->post("/v1/recipients/import", kBastiglia,
+                           recipient("b-secchia", 44.7300, 10.9870, {"Met"}).dump() + "\n" +
+                               recipient("b-centro", 44.7270, 11.0000, {"Met"}).dump() + "\n",
+                           "application/x-ndjson");
+    ASSERT_EQ(b.status, 200) << b.body;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<RedisServer> redis_;
+  std::unique_ptr<Sirenad> daemon_;
+};
+
+TEST_F(DirectoryTest, RecipientCrudIsTenantScopedAndNormalised) {
+  auto created = put("/v1/recipients/r-1", kApp, recipient("r-1", 44.7376, 10.9245, {"Met"}).dump());
+  ASSERT_EQ(created.status, 201) << created.body;
+  EXPECT_EQ(put("/v1/recipients/r-1", kApp, recipient("r-1", 44.7376, 10.9245, {"Geo"}).dump()).status, 200);
+  auto got = daemon_->get("/v1/recipients/r-1", kOp);
+  ASSERT_EQ(got.status, 200);
+  json doc = json::parse(got.body);
+  EXPECT_EQ(doc["phone"], "+393331234567") << "stored as E.164";
+  EXPECT_EQ(doc["topics"], json({"Geo"}));
+  EXPECT_EQ(daemon_->get("/v1/recipients/r-1", kBastiglia).status, 404) << "another tenant's recipient";
+  EXPECT_EQ(del("/v1/recipients/r-1", kBastiglia).status, 404);
+  EXPECT_EQ(del("/v1/recipients/r-1", kOp).status, 204);
+  EXPECT_EQ(daemon_->get("/v1/recipients/r-1", kOp).status, 404);
+  EXPECT_EQ(daemon_->log().find("3331234567"), std::string::npos) << "phone numbers never reach the log";
+}
+
+TEST_F(DirectoryTest, BadRecipientsAreRejectedWithTheField) {
+  struct Case {
+    json doc;
+    std::string where;
+  };
+  json bad_phone = recipient("x", 44.7, 10.9, {"Met"});
+  bad_phone["phone"] = "12";
+  json bad_token = recipient("x", 44.7, 10.9, {"Met"});
+  bad_token["push"][0]["token"] = "zz";
+  json bad_topic = recipient("x", 44.7, 10.9, {"Weather"});
+  json bad_lat = recipient("x", 94.7, 10.9, {"Met"});
+  json bad_zone = recipient("x", 44.7, 10.9, {"Met"});
+  bad_zone["zones"] = {"atlantis"};
+  for (const auto& c : std::vector<Case>{{bad_phone, "/phone"},
+                                         {bad_token, "/push/0/token"},
+                                         {bad_topic, "/topics/0"},
+                                         {bad_lat, "/locations/0/lat"},
+                                         {bad_zone, "/zones/0"}}) {
+    auto r = put("/v1/recipients/x", kOp, c.doc.dump());
+    EXPECT_EQ(r.status, 422) << c.where << ": " << r.body;
+    EXPECT_EQ(json::parse(r.body)["error"]["where"], c.where) << r.body;
+  }
+  EXPECT_EQ(daemon_->get("/v1/recipients/x", kOp).status, 404);
+}
+
+TEST_F(DirectoryTest, ImportReportsBadLinesAndIsIdempotent) {
+  std::string nd = recipient("i-1", 44.7376, 10.9245, {"Met"}).dump() + "\n" + "{not json\n" + "\n" +
+                   recipient("i-2", 44.7376, 10.9245, {"Nope"}).dump() + "\n" +
+                   recipient("i-3", 44.7376, 10.9245, {"Met"}).dump() + "\n";
+  auto r = daemon_->post("/v1/recipients/import", kOp, nd, "application/x-ndjson");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json body = json::parse(r.body);
+  EXPECT_EQ(body["imported"], 2);
+  EXPECT_EQ(body["created"], 2);
+  ASSERT_EQ(body["rejected"].size(), 2u);
+  EXPECT_EQ(body["rejected"][0]["line"], 2);
+  EXPECT_EQ(body["rejected"][1]["line"], 4);
+  EXPECT_NE(body["rejected"][1]["reason"].get<std::string>().find("Nope"), std::string::npos);
+  auto again = json::parse(daemon_->post("/v1/recipients/import", kOp, nd, "application/x-ndjson").body);
+  EXPECT_EQ(again["imported"], 2);
+  EXPECT_EQ(again["created"], 0) << "the same ids again replace, never duplicate";
+}
+
+TEST_F(DirectoryTest, ImportOverTheLimitIsRefusedWhole) {
+  EXPECT_EQ(daemon_->stop(), 0);
+  start({{"SIRENA_DIRECTORY_IMPORT_MAX_BYTES", "2048"}});
+  std::string nd;
+  for (int i = 0; nd.size() <= 2048; ++i) nd += recipient("big-" + std::to_string(i), 44.73, 10.92, {"Met"}).dump() + "\n";
+  auto r = daemon_->post("/v1/recipients/import", kOp, nd, "application/x-ndjson");
+  EXPECT_EQ(r.status, 413) << r.body;
+  EXPECT_NE(r.body.find("2048"), std::string::npos) << "the answer names the limit";
+  EXPECT_EQ(daemon_->get("/v1/recipients/big-0", kOp).status, 404) << "nothing half-imported";
+}
+
+TEST_F(DirectoryTest, ZonesAreValidated) {
+  std::string square = R"({"type":"Polygon","coordinates":[[[10.90,44.70],[10.95,44.70],[10.95,44.75],[10.90,44.75],[10.90,44.70]]]})";
+  EXPECT_EQ(put("/v1/zones/test-square", kOp, square).status, 201);
+  EXPECT_EQ(put("/v1/zones/test-square", kOp, square).status, 200);
+  auto list = json::parse(daemon_->get("/v1/zones", kOp).body);
+  EXPECT_NE(std::find(list["items"].begin(), list["items"].end(), "test-square"), list["items"].end());
+  EXPECT_NE(std::find(list["items"].begin(), list["items"].end(), "sozzigalli"), list["items"].end())
+      << "file zones are listed too";
+  std::string bowtie = R"({"type":"Polygon","coordinates":[[[10.90,44.70],[10.95,44.75],[10.95,44.70],[10.90,44.75],[10.90,44.70]]]})";
+  auto b = put("/v1/zones/bowtie", kOp, bowtie);
+  EXPECT_EQ(b.status, 422) << b.body;
+  EXPECT_EQ(json::parse(b.body)["error"]["code"], "self_intersecting");
+  std::string open = R"({"type":"Polygon","coordinates":[[[10.90,44.70],[10.95,44.70],[10.95,44.75],[10.90,44.75]]]})";
+  EXPECT_EQ(json::parse(put("/v1/zones/open", kOp, open).body)["error"]["code"], "unclosed_ring");
+  EXPECT_EQ(put("/v1/zones/Bad_Name", kOp, square).status, 422);
+  EXPECT_EQ(daemon_->get("/v1/zones/bowtie", kOp).status, 404);
+}
+
+TEST_F(DirectoryTest, PreviewCountsByChannelLanguageAndTenantWithoutSideEffects) {
+  load_town();
+  std::string audit_before = redis_->cli({"XLEN", "{t:bastiglia}:audit"});
+  // Severe + Expected: topic filter applies (no "everyone" rule).
+  json p = preview(cap("prev-1", "Severe", "Expected", "Met", kArea));
+  // centro-met, sozz-en, limidi-zone (by zone), centro-nochannel; b-secchia via the grant.
+  EXPECT_EQ(p["recipients"], 5) << p.dump();
+  EXPECT_EQ(p["by_tenant"]["soliera"], 4);
+  EXPECT_EQ(p["by_tenant"]["bastiglia"], 1) << "only Bastiglia's recipients inside bastiglia-secchia";
+  EXPECT_EQ(p["by_channel"]["sms"], 3);
+  EXPECT_EQ(p["by_channel"]["apns"], 3);
+  EXPECT_EQ(p["by_channel"]["fcm"], 1);
+  EXPECT_EQ(p["by_language"]["en-GB"], 1);
+  EXPECT_EQ(p["unreachable"], 1);
+  ASSERT_EQ(p["sms"].size(), 1u) << "only Italian speakers have phones here";
+  EXPECT_EQ(p["sms"][0]["language"], "it");
+  EXPECT_EQ(p["sms"][0]["encoding"], "UCS-2") << "È is not in GSM-7";
+  EXPECT_GE(p["sms"][0]["segments"], 1);
+  // Extreme + Immediate reaches everyone in the area, whatever their topics.
+  json e = preview(cap("prev-2", "Extreme", "Immediate", "Met", kArea));
+  EXPECT_EQ(e["recipients"], 6) << e.dump();
+  // A Test alert's SMS is marked.
+  json t = preview(cap("prev-3", "Severe", "Expected", "Met", kArea, "Test"));
+  EXPECT_NE(t["sms"][0]["text"].get<std::string>().find("TEST"), std::string::npos) << t.dump();
+  EXPECT_EQ(redis_->cli({"XLEN", "{t:bastiglia}:audit"}), audit_before) << "preview has no side effects";
+  auto list = json::parse(daemon_->get("/v1/alerts", kOp).body);
+  EXPECT_TRUE(list["items"].empty());
+}
+
+TEST_F(DirectoryTest, SubmitRecordsRecipientsAndAuditsTheGrant) {
+  load_town();
+  auto r = daemon_->post("/v1/alerts", kOp, cap("sub-1", "Severe", "Expected", "Met", kArea), "application/cap+xml");
+  ASSERT_EQ(r.status, 202) << r.body;
+  json body = json::parse(r.body);
+  EXPECT_EQ(body["recipients"], 5);
+  auto got = json::parse(daemon_->get("/v1/alerts/" + body["id"].get<std::string>(), kOp).body);
+  EXPECT_EQ(got["recipients"], 5);
+  std::string audit = redis_->cli({"XRANGE", "{t:bastiglia}:audit", "-", "+"});
+  EXPECT_NE(audit.find("grant_used"), std::string::npos) << audit;
+  EXPECT_NE(audit.find(body["id"].get<std::string>()), std::string::npos);
+  EXPECT_NE(audit.find("soliera"), std::string::npos);
+  // Bastiglia's own alerts never reach Soliera's citizens: no grant that way.
+  std::string bcap = cap("b-1", "Extreme", "Immediate", "Met", kArea);
+  bcap.replace(bcap.find("protezionecivile@comune.soliera.mo.it"), 37, "protezionecivile@comune.bastiglia.mo.it");
+  json bp = json::parse(daemon_->post("/v1/alerts/preview", kBastiglia, bcap, "application/cap+xml").body);
+  EXPECT_EQ(bp["by_tenant"].value("soliera", 0), 0) << bp.dump();
+  EXPECT_EQ(bp["by_tenant"]["bastiglia"], 1) << bp.dump();
+}
+
+TEST_F(DirectoryTest, HundredThousandImportedSurviveARestartWithIdenticalPreview) {
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<double> lat(44.70, 44.78), lon(10.88, 11.02);
+  const char* topics[] = {"Met", "Geo", "Safety", "viabilita", "scuole"};
+  const int kTotal = 100000, kPerRequest = 20000;
+  for (int start = 0; start < kTotal; start += kPerRequest) {
+    std::string nd;
+    for (int i = start; i < start + kPerRequest; ++i) {
+      json r = recipient("bulk-" + std::to_string(i), lat(rng), lon(rng), {topics[i % 5]}, i % 7 ? "it" : "en",
+                         i % 3 != 0, i % 2 == 0, i % 5 == 0);
+      nd += r.dump() + "\n";
+    }
+    auto r = daemon_->post("/v1/recipients/import", kOp, nd, "application/x-ndjson");
+    ASSERT_EQ(r.status, 200) << r.body.substr(0, 500);
+    ASSERT_EQ(json::parse(r.body)["imported"], kPerRequest);
+  }
+  std::string alert = cap("bulk-prev", "Severe", "Expected", "Met", kArea);
+  json before = preview(alert);
+  ASSERT_GT(before["recipients"].get<int>(), 5000);
+  EXPECT_EQ(daemon_->stop(), 0);
+  start();
+  json after = preview(alert);
+  EXPECT_EQ(before, after);
+  EXPECT_NE(daemon_->log().find("directory_loaded"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sirena::testing
