@@ -13,7 +13,7 @@ packages=(
   libs2-dev libphonenumber-dev libsimdjson-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # real peers for tests and benchmarks
-  redis-server redis-tools wrk nghttp2-client curl jq python3
+  redis-server redis-tools wrk nghttp2-client nghttp2-server curl jq python3 openssl
 )
 
 missing=()

@@ -32,7 +32,7 @@ case "$mode" in
     seconds=${2:-60}
     CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DSIRENA_FUZZ=ON -DSIRENA_WERROR=ON \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    ninja -C build-fuzz -j"$jobs" cap_xml_fuzz alert_json_fuzz
+    ninja -C build-fuzz -j"$jobs" cap_xml_fuzz alert_json_fuzz recipient_fuzz
     ./tests/fuzz/run.sh build-fuzz/bin "$seconds"
     ;;
   *)

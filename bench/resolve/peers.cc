@@ -58,7 +58,7 @@ struct PostGis::Conn {
   bool exec(const std::string& sql) {
     PGresult* r = PQexec(pg, sql.c_str());
     const ExecStatusType s = PQresultStatus(r);
-    const bool ok = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+    const bool ok = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_COPY_IN;
     if (!ok) why = sql.substr(0, 60) + ": " + PQerrorMessage(pg);
     PQclear(r);
     return ok;

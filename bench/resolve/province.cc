@@ -83,12 +83,12 @@ constexpr Topic kTopics[kCapTopics + kTenantTopics] = {
     {"secchia-flood", 0.35}, {"schools", 0.20}, {"traffic", 0.25}, {"events", 0.10},
 };
 
-std::vector<double> town_weights(bool work) {
+std::discrete_distribution<int> town_choice(bool work) {
   std::vector<double> w;
   for (const Town& t : kTowns)
     // Jobs concentrate in the big towns more than homes do.
     w.push_back(work ? std::pow(t.population, 1.3) : t.population);
-  return w;
+  return std::discrete_distribution<int>(w.begin(), w.end());
 }
 
 }  // namespace
@@ -97,10 +97,7 @@ const char* topic_name(int bit) {
   return kTopics[bit].name;
 }
 
-Province::Province(uint64_t seed)
-    : rng_(seed),
-      town_(town_weights(false).begin(), town_weights(false).end()),
-      work_town_(town_weights(true).begin(), town_weights(true).end()) {}
+Province::Province(uint64_t seed) : rng_(seed), town_(town_choice(false)), work_town_(town_choice(true)) {}
 
 namespace {
 

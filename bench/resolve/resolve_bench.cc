@@ -10,6 +10,7 @@
 // Usage: resolve_bench [--n N] [--seed S] [--runs R] [--pg-port P] [--redis-port P]
 // (bench/resolve/run.sh starts the peers and runs this.)
 #include <malloc.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,6 +38,13 @@ using directory::Slot;
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// This thread's CPU time: on a shared machine, what the resolve itself cost.
+double cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
 size_t rss_bytes() {
@@ -166,7 +174,9 @@ Alert calibrate(const char* name, const GeoIndex& index, double fraction, LatLon
 
 struct Timing {
   double p50 = 0, p99 = 0;
+  double cpu_p50 = 0;
   size_t hits = 0;
+  size_t cells = 0, tested = 0;  // S2 cells classified, locations tested exactly
 };
 
 Timing time_resolve(const GeoIndex& index, const Area& area, uint64_t topics, int runs) {
@@ -174,20 +184,27 @@ Timing time_resolve(const GeoIndex& index, const Area& area, uint64_t topics, in
   q.area = &area;
   q.topics = topics;
   q.everyone = topics == 0;
-  std::vector<double> t;
-  size_t hits = 0;
+  std::vector<double> t, cpu;
+  Timing r;
   for (int i = 0; i < runs + 3; ++i) {
-    const double t0 = now_s();
+    const double t0 = now_s(), c0 = cpu_s();
     directory::Matches m = index.resolve(q);
     const double dt = now_s() - t0;
-    hits = m.slots.size();
+    if (i >= 3) cpu.push_back(cpu_s() - c0);
+    r.hits = m.slots.size();
+    r.cells = m.cells_classified;
+    r.tested = m.points_tested;
     if (i >= 3) t.push_back(dt);  // the first runs warm the caches
   }
   std::sort(t.begin(), t.end());
   const auto at = [&](double p) {
     return t[std::min(t.size() - 1, static_cast<size_t>(p * (t.size() - 1) + 0.5))];
   };
-  return {at(0.50), at(0.99), hits};
+  r.p50 = at(0.50);
+  std::sort(cpu.begin(), cpu.end());
+  r.cpu_p50 = cpu[cpu.size() / 2];
+  r.p99 = at(0.99);
+  return r;
 }
 
 std::string ms(double s) {
@@ -204,6 +221,12 @@ std::string ratio(double peer, double ours) {
   return b;
 }
 
+void print_row(const std::vector<std::string>& cells) {
+  std::string line = "|";
+  for (const std::string& c : cells) line += " " + c + " |";
+  std::printf("%s\n", line.c_str());
+}
+
 std::string with_commas(size_t n) {
   std::string s = std::to_string(n);
   for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
@@ -215,8 +238,11 @@ int run(const Options& o) {
               with_commas(o.n).c_str(), static_cast<unsigned long long>(o.seed));
   GeoIndex index;
   const Build b = build(o, index);
-  const double locs = static_cast<double>(index.location_count());
-  const double n = static_cast<double>(index.size());
+  // The index as loaded (the upserts below change it).
+  const size_t n_locations = index.location_count(), n_recipients = index.size();
+  const size_t location_bytes = index.location_bytes(), recipient_bytes = index.recipient_bytes();
+  const double locs = static_cast<double>(n_locations);
+  const double n = static_cast<double>(n_recipients);
 
   const uint64_t kMet = 1u << 1, kGeo = 1u << 0, kFlood = 1u << kCapTopics;  // a flood warning's topics
   const uint64_t topics = kMet | kGeo | kFlood;
@@ -238,6 +264,23 @@ int run(const Options& o) {
       rows.push_back({&a, t, time_resolve(index, a.area, t, runs), {}, {}, {}});
     }
 
+  // Live updates after the load: new recipients upserted one by one, as imports do; the
+  // slowest upsert is the one that merged the delta into the main arrays.
+  double upsert_s = 0, worst_upsert_s = 0;
+  const size_t upserts = o.n / 8;
+  {
+    Province later(o.seed + 1);
+    IndexEntry e;
+    for (size_t i = 0; i < upserts; ++i) {
+      later.recipient(static_cast<Slot>(o.n + i), e);
+      const double t0 = now_s();
+      index.upsert(e);
+      const double dt = now_s() - t0;
+      upsert_s += dt;
+      worst_upsert_s = std::max(worst_upsert_s, dt);
+    }
+  }
+
   std::string notes;
   if (o.pg_port) {
     PostGis pg(o.pg_port);
@@ -245,7 +288,7 @@ int run(const Options& o) {
     if (!pg.ok() || !pg.load(points_of(o), &load_s)) {
       notes += "PostGIS failed: " + pg.why() + "\n";
     } else {
-      notes += "PostGIS: COPY + GiST + CLUSTER + VACUUM ANALYZE of " + with_commas(index.location_count()) +
+      notes += "PostGIS: COPY + GiST + CLUSTER + VACUUM ANALYZE of " + with_commas(n_locations) +
                " points took " + ms(load_s) + ".\n";
       for (Row& r : rows) {
         const int runs = r.alert->in_area > 2000000 ? 2 : 5;
@@ -270,36 +313,39 @@ int run(const Options& o) {
     }
   }
 
-  std::printf(
-      "| area | in area | query | Sirena hits | Sirena p50 | Sirena p99 | PostGIS count(*) | PostGIS ids | "
-      "Redis GEOSEARCH+filter | vs PostGIS count | vs PostGIS ids | vs Redis |\n");
-  std::printf("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  print_row({"area", "in area", "query", "Sirena hits", "Sirena p50", "Sirena p99", "p50 CPU",
+             "cells / exact tests", "PostGIS count(*)", "PostGIS ids", "Redis GEOSEARCH+filter",
+             "vs PostGIS count", "vs PostGIS ids", "vs Redis"});
+  print_row({"---", "---:", "---",
+             "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"});
   for (const Row& r : rows) {
-    std::printf("| %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s (%s) | %s | %s | %s |\n", r.alert->name,
-                with_commas(r.alert->in_area).c_str(), r.topics ? "Met, Geo, flood" : "everyone",
-                with_commas(r.ours.hits).c_str(), ms(r.ours.p50).c_str(), ms(r.ours.p99).c_str(),
-                ms(r.pg_count.seconds).c_str(), with_commas(r.pg_count.hits).c_str(),
-                ms(r.pg_ids.seconds).c_str(), ms(r.redis.seconds).c_str(), with_commas(r.redis.hits).c_str(),
-                ratio(r.pg_count.seconds, r.ours.p50).c_str(), ratio(r.pg_ids.seconds, r.ours.p50).c_str(),
-                ratio(r.redis.seconds, r.ours.p50).c_str());
+    print_row({r.alert->name, with_commas(r.alert->in_area), r.topics ? "Met, Geo, flood" : "everyone",
+               with_commas(r.ours.hits), ms(r.ours.p50), ms(r.ours.p99), ms(r.ours.cpu_p50),
+               with_commas(r.ours.cells) + " / " + with_commas(r.ours.tested),
+               ms(r.pg_count.seconds) + " (" + with_commas(r.pg_count.hits) + ")", ms(r.pg_ids.seconds),
+               ms(r.redis.seconds) + " (" + with_commas(r.redis.hits) + ")",
+               ratio(r.pg_count.seconds, r.ours.p50), ratio(r.pg_ids.seconds, r.ours.p50),
+               ratio(r.redis.seconds, r.ours.p50)});
   }
   std::printf(
       "\nSirena hits are distinct recipients (dedup'd); PostGIS counts location rows (no dedup, which "
-      "favours it); "
-      "Redis hits are distinct recipients after the client-side filter. Peer figures are the best of their "
-      "runs.\n");
+      "favours "
+      "it); Redis hits are distinct recipients after the client-side filter. Peer figures are the best of "
+      "their runs; ratios are peer time / Sirena p50.\n");
 
   std::printf("\n| index | value |\n|---|---:|\n");
-  std::printf("| recipients / locations | %s / %s |\n", with_commas(index.size()).c_str(),
-              with_commas(index.location_count()).c_str());
+  std::printf("| recipients / locations | %s / %s |\n", with_commas(n_recipients).c_str(),
+              with_commas(n_locations).c_str());
   std::printf("| bulk load (bulk_add + finish_bulk) | %.2f s + %.2f s = %.2f M recipients/s |\n", b.add_s,
               b.finish_s, n / (b.add_s + b.finish_s) / 1e6);
+  std::printf("| live upserts after the load | %s at %.2f M/s; slowest (a merge) %s |\n", with_commas(upserts).c_str(),
+              static_cast<double>(upserts) / upsert_s / 1e6, ms(worst_upsert_s).c_str());
   std::printf("| location arrays, bytes per location | %.1f |\n",
-              static_cast<double>(index.location_bytes()) / locs);
+              static_cast<double>(location_bytes) / locs);
   std::printf("| recipient arrays, bytes per recipient | %.1f |\n",
-              static_cast<double>(index.recipient_bytes()) / n);
+              static_cast<double>(recipient_bytes) / n);
   std::printf("| index bytes per location (both) | %.1f |\n",
-              static_cast<double>(index.location_bytes() + index.recipient_bytes()) / locs);
+              static_cast<double>(location_bytes + recipient_bytes) / locs);
   std::printf("| RSS delta per recipient / per location | %.1f / %.1f bytes |\n",
               static_cast<double>(b.rss_delta) / n, static_cast<double>(b.rss_delta) / locs);
   if (!notes.empty()) std::printf("\n%s", notes.c_str());

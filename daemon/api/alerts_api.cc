@@ -75,10 +75,12 @@ const alerts::Info* best_info(const alerts::Alert& a, const std::string& languag
 
 }  // namespace
 
-AlertsApi::AlertsApi(alerts::AlertStore& store, directory::Directory& directory, const Clock& clock,
-                     metrics::Metrics& metrics, TenantsSnapshot tenants, AlertsApiOptions options)
+AlertsApi::AlertsApi(alerts::AlertStore& store, directory::Directory& directory, dispatch::Dispatcher& dispatcher,
+                     const Clock& clock, metrics::Metrics& metrics, TenantsSnapshot tenants,
+                     AlertsApiOptions options)
     : store_(store),
       directory_(directory),
+      dispatcher_(dispatcher),
       clock_(clock),
       metrics_(metrics),
       tenants_(std::move(tenants)),
@@ -91,6 +93,9 @@ void AlertsApi::register_routes(Router& router) {
   router.add("GET", "/v1/alerts/{id}", [this](auto& req, auto res, auto& p) { get(req, std::move(res), p[0]); });
   router.add("POST", "/v1/alerts/{id}/approve",
              [this](auto& req, auto res, auto& p) { approve(req, std::move(res), p[0]); });
+  router.add("GET", "/v1/alerts/{id}/deliveries",
+             [this](auto& req, auto res, auto& p) { deliveries(req, std::move(res), p[0]); });
+  router.add("GET", "/v1/alerts/{id}/events", [this](auto& req, auto res, auto& p) { events(req, std::move(res), p[0]); });
   router.add("POST", "/v1/alerts/{id}/cancel",
              [this](auto& req, auto res, auto& p) { cancel(req, std::move(res), p[0]); });
 }
@@ -221,6 +226,12 @@ void AlertsApi::submit(const http::Request& req, Res res) {
     if (r->created) {
       metrics_.alert_received(tenant_id, alerts::to_string(a.status), alerts::to_string(a.msg_type)).Increment();
       audit_grants(tenant_id, r->id, *resolution);
+      if (r->state == alerts::state::kAccepted) {
+        // An Update or Cancel stops what it replaces at once (DESIGN.md invariant 4).
+        if (a.msg_type == alerts::MsgType::Update || a.msg_type == alerts::MsgType::Cancel)
+          dispatcher_.cancel_references(tenant_id, a.references);
+        if (a.msg_type != alerts::MsgType::Cancel) start_dispatch(tenant_id, r->id, owned, resolution);
+      }
     }
     log::info(r->created ? "alert_accepted" : "alert_duplicate",
               {{"tenant", tenant_id},
@@ -262,10 +273,12 @@ void AlertsApi::get(const http::Request& req, Res res, const std::string& id) {
                                           "this alert was submitted as JSON; its original bytes are not CAP XML"));
       return res->send(200, "application/cap+xml", s.raw);
     }
-    nlohmann::json j = summary_json(s, clock_.now_ms());
-    j["progress"] = nlohmann::json::object();
-    j["alert"] = nlohmann::json::parse(s.parsed, nullptr, false);
-    res->send_json(200, dump(j));
+    auto j = std::make_shared<nlohmann::json>(summary_json(s, clock_.now_ms()));
+    (*j)["alert"] = nlohmann::json::parse(s.parsed, nullptr, false);
+    dispatcher_.progress(s.tenant, s.id, [res, j](Result<nlohmann::json> p) {
+      (*j)["progress"] = p ? *p : nlohmann::json::object();
+      res->send_json(200, dump(*j));
+    });
   });
 }
 
@@ -299,10 +312,22 @@ void AlertsApi::approve(const http::Request& req, Res res, const std::string& id
   auto who = admit(req, tenants::Action::ApproveAlert, tenants_, snapshot);
   if (!who) return res->send_error(who.error());
   std::string tenant = who->tenant->id, key = who->key->id;
-  store_.approve(tenant, id, key, req.remote, clock_.now_ms(), [res, id, tenant, key](Result<std::string> r) {
+  store_.approve(tenant, id, key, req.remote, clock_.now_ms(), [this, res, id, tenant, key](Result<std::string> r) {
     if (!r) return res->send_error(r.error());
     log::info("alert_approved", {{"tenant", tenant}, {"id", id}, {"key", key}});
     res->send_json(200, dump({{"id", id}, {"state", *r}}));
+    // Resolution again at approval: the directory may have changed while it waited.
+    store_.get(tenant, id, [this, tenant, id](Result<std::optional<alerts::StoredAlert>> s) {
+      if (!s || !*s) return;
+      auto parsed = alerts::alert_from_json(nlohmann::json::parse((*s)->parsed, nullptr, false));
+      if (!parsed) return;
+      auto alert = std::make_shared<const alerts::Alert>(std::move(parsed).value());
+      if (alert->msg_type == alerts::MsgType::Update || alert->msg_type == alerts::MsgType::Cancel)
+        dispatcher_.cancel_references(tenant, alert->references);
+      if (alert->msg_type == alerts::MsgType::Cancel) return;
+      start_dispatch(tenant, id, alert,
+                     std::make_shared<const directory::Resolution>(directory_.resolve(tenant, *alert)));
+    });
   });
 }
 
@@ -317,6 +342,8 @@ void AlertsApi::cancel(const http::Request& req, Res res, const std::string& id)
     const alerts::StoredAlert& target = **r;
     if (target.state == alerts::state::kCancelled)
       return res->send_json(200, dump({{"id", id}, {"state", target.state}, {"cancelled_by", target.cancelled_by}}));
+    // Stop sending now; the Cancel below makes it durable and visible to other daemons.
+    dispatcher_.cancel(id);
     // Issue a real CAP Cancel referencing the alert (CAP 1.2 §3.2.1 msgType "Cancel"),
     // and take it through the same intake path as a posted one.
     int64_t now = clock_.now_ms();
@@ -341,6 +368,134 @@ void AlertsApi::cancel(const http::Request& req, Res res, const std::string& id)
       log::info("alert_cancelled", {{"tenant", tenant}, {"id", id}, {"cancel_id", c->id}, {"key", key}});
       res->send_json(200, dump({{"id", id}, {"state", alerts::state::kCancelled}, {"cancelled_by", c->id}}));
     });
+  });
+}
+
+}  // namespace sirena::api
+
+namespace sirena::api {
+
+void AlertsApi::start_dispatch(const std::string& tenant, const std::string& id,
+                               std::shared_ptr<const alerts::Alert> alert,
+                               std::shared_ptr<const directory::Resolution> resolution) {
+  dispatcher_.plan(tenant, id, *alert, *resolution, [this, tenant, id, alert, resolution](sirena::Status s) {
+    if (!s) {
+      // The alert is durable; resume_unplanned() plans it after the next start-up.
+      metrics_.unexpected("dispatch_plan_failed").Increment();
+      log::error("dispatch_plan_failed", {{"tenant", tenant}, {"id", id}, {"error", s.error().message}});
+    }
+  });
+}
+
+void AlertsApi::resume_unplanned(const std::vector<std::string>& tenants) {
+  for (const auto& tenant : tenants) {
+    store_.list(tenant, "", 500, [this, tenant](Result<alerts::Page> page) {
+      if (!page) return;
+      for (const auto& s : page->items) {
+        if (s.state != alerts::state::kAccepted || s.msg_type == "Cancel") continue;
+        store_.get(tenant, s.id, [this, tenant](Result<std::optional<alerts::StoredAlert>> full) {
+          if (!full || !*full) return;
+          auto parsed = alerts::alert_from_json(nlohmann::json::parse((*full)->parsed, nullptr, false));
+          if (!parsed) return;
+          auto alert = std::make_shared<const alerts::Alert>(std::move(parsed).value());
+          log::warn("dispatch_resumed", {{"tenant", tenant}, {"id", (*full)->id}});
+          start_dispatch(tenant, (*full)->id, alert,
+                         std::make_shared<const directory::Resolution>(directory_.resolve(tenant, *alert)));
+        });
+      }
+    });
+  }
+}
+
+void AlertsApi::deliveries(const http::Request& req, Res res, const std::string& id) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::ReadAlerts, tenants_, snapshot);
+  if (!who) return res->send_error(who.error());
+  std::string state = req.query_param("state").value_or("");
+  static const char* kStates[] = {"", "accepted", "delivered", "failed", "expired", "cancelled"};
+  if (std::none_of(std::begin(kStates), std::end(kStates), [&](const char* s) { return state == s; }))
+    return res->send_error(make_error(400, "invalid_parameter",
+                                      "state must be accepted, delivered, failed, expired or cancelled", "state"));
+  std::string cursor = req.query_param("cursor").value_or("");
+  int limit = 100;
+  if (auto l = req.query_param("limit")) limit = std::clamp(std::atoi(l->c_str()), 1, 1000);
+  std::string tenant = who->tenant->id;
+  // 404 for an alert the tenant does not have, before looking at its deliveries.
+  store_.get(tenant, id, [this, res, tenant, id, state, cursor, limit](Result<std::optional<alerts::StoredAlert>> r) {
+    if (!r) return res->send_error(r.error());
+    if (!*r) return res->send_error(make_error(404, "not_found", "no such alert"));
+    dispatcher_.deliveries(tenant, id, state, cursor, static_cast<size_t>(limit), [res](Result<nlohmann::json> d) {
+      if (!d) return res->send_error(d.error());
+      res->send_json(200, dump(*d));
+    });
+  });
+}
+
+namespace {
+
+// One Server-Sent Events subscriber: polls the alert's progress every 250 ms, sends an
+// event when it changes, and ends the stream once the alert is final.
+struct EventStream {
+  uv_timer_t timer;
+  std::shared_ptr<http::Responder> res;
+  std::function<void(EventStream*)> tick;
+  std::string last;
+  bool busy = false;
+};
+
+bool is_final(const std::string& state) {
+  return state == "completed" || state == "cancelled" || state == "expired" || state == "superseded" ||
+         state == "draft";
+}
+
+}  // namespace
+
+void AlertsApi::events(const http::Request& req, Res res, const std::string& id) {
+  std::shared_ptr<const tenants::Tenants> snapshot;
+  auto who = admit(req, tenants::Action::ReadAlerts, tenants_, snapshot);
+  if (!who) return res->send_error(who.error());
+  std::string tenant = who->tenant->id;
+  store_.get(tenant, id, [this, res, tenant, id](Result<std::optional<alerts::StoredAlert>> r) {
+    if (!r) return res->send_error(r.error());
+    if (!*r) return res->send_error(make_error(404, "not_found", "no such alert"));
+    res->start_stream(200, "text/event-stream");
+    auto* es = new EventStream;
+    es->res = res;
+    uv_timer_init(uv_default_loop(), &es->timer);
+    es->timer.data = es;
+    es->tick = [this, tenant, id](EventStream* s) {
+      if (s->busy) return;
+      auto finish = [s] {
+        uv_timer_stop(&s->timer);
+        s->res->end();
+        s->res.reset();
+        uv_close(reinterpret_cast<uv_handle_t*>(&s->timer),
+                 [](uv_handle_t* h) { delete static_cast<EventStream*>(h->data); });
+      };
+      if (!s->res->alive()) return finish();
+      s->busy = true;
+      store_.get(tenant, id, [this, s, tenant, id, finish](Result<std::optional<alerts::StoredAlert>> a) {
+        if (!a || !*a) {
+          s->busy = false;
+          return;
+        }
+        std::string state = summary_json(**a, clock_.now_ms())["state"];
+        dispatcher_.progress(tenant, id, [s, state, id, finish](Result<nlohmann::json> p) {
+          s->busy = false;
+          nlohmann::json ev = {{"id", id}, {"state", state}, {"progress", p ? *p : nlohmann::json::object()}};
+          std::string text = ev.dump();
+          if (text != s->last) {
+            s->res->write("event: progress\ndata: " + text + "\n\n");
+            s->last = text;
+          }
+          if (is_final(state)) finish();
+        });
+      });
+    };
+    uv_timer_start(&es->timer, [](uv_timer_t* t) {
+      auto* s = static_cast<EventStream*>(t->data);
+      s->tick(s);
+    }, 0, 250);
   });
 }
 

@@ -12,6 +12,7 @@
 #include "daemon/api/router.h"
 #include "daemon/core/clock.h"
 #include "daemon/directory/directory.h"
+#include "daemon/dispatch/dispatcher.h"
 #include "daemon/tenants/tenants.h"
 
 namespace sirena::metrics {
@@ -27,8 +28,12 @@ struct AlertsApiOptions {
 class AlertsApi {
  public:
 
-  AlertsApi(alerts::AlertStore& store, directory::Directory& directory, const Clock& clock,
-            metrics::Metrics& metrics, TenantsSnapshot tenants, AlertsApiOptions options);
+  AlertsApi(alerts::AlertStore& store, directory::Directory& directory, dispatch::Dispatcher& dispatcher,
+            const Clock& clock, metrics::Metrics& metrics, TenantsSnapshot tenants, AlertsApiOptions options);
+
+  // Plans every accepted alert that has no plan yet (after a crash between the 202 and
+  // the plan). Called once the directory is loaded.
+  void resume_unplanned(const std::vector<std::string>& tenants);
 
   void register_routes(Router& router);
 
@@ -36,6 +41,11 @@ class AlertsApi {
   using Res = std::shared_ptr<http::Responder>;
   void submit(const http::Request& req, Res res);
   void preview(const http::Request& req, Res res);
+  void deliveries(const http::Request& req, Res res, const std::string& id);
+  void events(const http::Request& req, Res res, const std::string& id);
+  // Resolves and plans a stored, accepted alert.
+  void start_dispatch(const std::string& tenant, const std::string& id, std::shared_ptr<const alerts::Alert> alert,
+                      std::shared_ptr<const directory::Resolution> resolution);
   void audit_grants(const std::string& tenant, const std::string& alert_id, const directory::Resolution& r);
   // The shared first half of submit and preview: content type, size, parse, sender.
   Result<alerts::Alert> read_alert(const http::Request& req, const tenants::Principal& who, bool* is_xml);
@@ -48,6 +58,7 @@ class AlertsApi {
 
   alerts::AlertStore& store_;
   directory::Directory& directory_;
+  dispatch::Dispatcher& dispatcher_;
   const Clock& clock_;
   metrics::Metrics& metrics_;
   TenantsSnapshot tenants_;

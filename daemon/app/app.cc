@@ -1,11 +1,16 @@
 #include "daemon/app/app.h"
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "daemon/alerts/alert_store.h"
 #include "daemon/api/alerts_api.h"
 #include "daemon/api/directory_api.h"
 #include "daemon/directory/directory.h"
+#include "daemon/dispatch/dispatcher.h"
+#include "gateways/apns/apns.h"
+#include "gateways/fcm/fcm.h"
 #include "daemon/api/router.h"
 #include "daemon/core/log.h"
 #include "daemon/http/server.h"
@@ -42,6 +47,7 @@ struct App::Impl {
   std::unique_ptr<store::Redis> redis;
   std::unique_ptr<alerts::AlertStore> alert_store;
   std::unique_ptr<directory::Directory> directory;
+  std::unique_ptr<dispatch::Dispatcher> dispatcher;
   bool directory_loading = false;
   std::shared_ptr<const tenants::Tenants> tenants;
   api::Router router;
@@ -89,17 +95,37 @@ Status App::start() {
     me.directory_loading = true;
     log::info("directory_load_started", {});
     me.directory->load([this](Status s) {
-      impl_->directory_loading = false;
-      if (!s) log::error("directory_load_failed", {{"error", s.error().message}});
+      Impl& m = *impl_;
+      m.directory_loading = false;
+      if (!s) return log::error("directory_load_failed", {{"error", s.error().message}});
+      // Dispatch starts once resolution is possible: first pending work, then new.
+      m.dispatcher->start();
+      std::vector<std::string> ids;
+      for (const auto& [id, _] : m.cfg.tenants) ids.push_back(id);
+      m.alerts_api->resume_unplanned(ids);
     });
   });
   i.redis->start();
   i.tenants = std::make_shared<tenants::Tenants>(i.cfg.tenants);
   warn_about_open_senders(i.cfg);
 
+  dispatch::DispatchConfig dc;
+  dc.consumer = i.cfg.dispatch.consumer;
+  if (dc.consumer.empty()) {
+    char host[256] = "sirenad";
+    gethostname(host, sizeof host - 1);
+    dc.consumer = std::string(host) + ":" + i.cfg.http.listen.substr(i.cfg.http.listen.rfind(':') + 1);
+  }
+  dc.batch_size = static_cast<size_t>(i.cfg.dispatch.batch_size);
+  dc.max_batches = static_cast<size_t>(i.cfg.dispatch.max_batches);
+  dc.max_attempts = static_cast<int>(i.cfg.dispatch.max_attempts);
+  dc.max_unconfirmed = static_cast<size_t>(i.cfg.dispatch.max_unconfirmed);
+  i.dispatcher = std::make_unique<dispatch::Dispatcher>(i.loop, *i.redis, *i.directory, i.clock, i.metrics, dc);
+  if (auto s = add_gateways(); !s) return s;
+
   api::AlertsApiOptions opts;
   opts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
-  i.alerts_api = std::make_unique<api::AlertsApi>(*i.alert_store, *i.directory, i.clock, i.metrics,
+  i.alerts_api = std::make_unique<api::AlertsApi>(*i.alert_store, *i.directory, *i.dispatcher, i.clock, i.metrics,
                                                   [this] { return impl_->tenants; }, opts);
   i.alerts_api->register_routes(i.router);
   api::DirectoryApiOptions dopts;
@@ -162,6 +188,48 @@ Status App::start() {
   return Ok{};
 }
 
+Status App::add_gateways() {
+  Impl& i = *impl_;
+  for (const auto& [name, kv] : i.cfg.gateways) {
+    auto get = [&kv](const char* k, const std::string& def = "") {
+      auto it = kv.find(k);
+      return it == kv.end() ? def : it->second;
+    };
+    std::string kind = get("profile", name);
+    bool verify = get("tls_verify", "true") != "false";
+    size_t connections = static_cast<size_t>(std::stoul(get("connections", "2")));
+    if (kind == "apns") {
+      apns::ApnsConfig c;
+      c.url = get("url");
+      c.team_id = get("team_id");
+      c.key_id = get("key_id");
+      c.key_file = get("key_file");
+      c.critical_alerts = get("critical_alerts", "false") == "true";
+      c.max_in_flight = static_cast<size_t>(std::stoul(get("max_in_flight", "2000")));
+      c.connections = connections;
+      c.verify_peer = verify;
+      auto g = apns::ApnsGateway::create(i.loop, i.clock, name, c);
+      if (!g) return std::move(g).take_error();
+      i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "0")));
+    } else if (kind == "fcm") {
+      fcm::FcmConfig c;
+      c.url = get("url");
+      c.project_id = get("project_id");
+      c.service_account_file = get("service_account_file");
+      c.token_url = get("token_url");
+      c.max_in_flight = static_cast<size_t>(std::stoul(get("max_in_flight", "2000")));
+      c.connections = connections;
+      c.verify_peer = verify;
+      auto g = fcm::FcmGateway::create(i.loop, i.clock, name, c);
+      if (!g) return std::move(g).take_error();
+      // FCM's default quota is 600k messages/minute per project.
+      i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "9500")));
+    }
+    // SMS profiles (kannel, generic_json) arrive with the SMS channel.
+  }
+  return Ok{};
+}
+
 void App::reload() {
   Impl& i = *impl_;
   auto fresh = config::load(i.cfg.path);
@@ -205,7 +273,10 @@ void App::shutdown() {
     me.drain_timer = nullptr;
     for (uv_signal_t* s : {me.sig_term, me.sig_int, me.sig_hup}) close_and_delete(s);
     close_and_delete(me.lag_timer);
-    me.redis->stop([app] {
+    // Dispatch stops claiming; what is in flight finishes or stays pending for the restart.
+    me.dispatcher->stop([app] {
+      Impl& me2 = *app->impl_;
+      me2.redis->stop([app] {
       Impl& m = *app->impl_;
       auto finish = [app] {
         log::info("shutdown_complete", {});
@@ -213,6 +284,7 @@ void App::shutdown() {
       };
       if (m.managed) m.managed->stop(finish);
       else finish();
+      });
     });
   }, 0, 10);
 }

@@ -29,6 +29,7 @@ class App {
   int exit_code() const { return exit_code_; }
 
  private:
+  Status add_gateways();
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int exit_code_ = 0;

@@ -18,7 +18,8 @@ constexpr const char* kDefaults = R"(
 log: {level: info}
 http: {listen: "127.0.0.1:8080", max_body_bytes: 1048576, tls: {cert: "", key: ""}}
 redis: {url: managed, managed: {binary: redis-server, dir: var/redis, appendfsync: always}}
-directory: {zones_dir: config/zones, import_max_bytes: 67108864, max_zone_points: 10000}
+directory: {zones_dir: zones, import_max_bytes: 67108864, max_zone_points: 10000}
+dispatch: {consumer: "", batch_size: 1000, max_batches: 64, max_attempts: 8, max_unconfirmed: 1000}
 )";
 
 struct Ctx {
@@ -259,7 +260,7 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
   if (!root.IsMap()) return config_error(ctx, root, "(top level)", "expected a mapping");
   add_defaults(root, YAML::Load(kDefaults));
   apply_env(ctx, root, "");
-  TRY(check_keys(ctx, root, "", {"log", "http", "redis", "directory", "tenants", "gateways"}));
+  TRY(check_keys(ctx, root, "", {"log", "http", "redis", "directory", "dispatch", "tenants", "gateways"}));
 
   TRY(check_keys(ctx, root["log"], "log", {"level"}));
   TRY_ASSIGN(c.log_level, get_string(ctx, root["log"]["level"], "log.level"));
@@ -302,6 +303,15 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
   TRY_ASSIGN(c.directory.max_zone_points,
              get_int(ctx, dir["max_zone_points"], "directory.max_zone_points", 4, 10'000'000));
 
+  const auto disp = root["dispatch"];
+  TRY(check_keys(ctx, disp, "dispatch", {"consumer", "batch_size", "max_batches", "max_attempts", "max_unconfirmed"}));
+  TRY_ASSIGN(c.dispatch.max_unconfirmed,
+             get_int(ctx, disp["max_unconfirmed"], "dispatch.max_unconfirmed", 1, 1'000'000));
+  TRY_ASSIGN(c.dispatch.consumer, get_string(ctx, disp["consumer"], "dispatch.consumer"));
+  TRY_ASSIGN(c.dispatch.batch_size, get_int(ctx, disp["batch_size"], "dispatch.batch_size", 1, 100000));
+  TRY_ASSIGN(c.dispatch.max_batches, get_int(ctx, disp["max_batches"], "dispatch.max_batches", 1, 10000));
+  TRY_ASSIGN(c.dispatch.max_attempts, get_int(ctx, disp["max_attempts"], "dispatch.max_attempts", 1, 100));
+
   const auto tenants = root["tenants"];
   if (!tenants || !tenants.IsMap() || tenants.size() == 0)
     return config_error(ctx, tenants ? tenants : root, "tenants", "define at least one tenant");
@@ -325,6 +335,14 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
     }
   }
 
+  // Relative paths in the file are relative to the file's folder, so that a config works
+  // from any working directory.
+  auto resolve = [&](std::string& path) {
+    if (path.empty() || path[0] == '/' || ctx.file.find('/') == std::string::npos) return;
+    path = ctx.file.substr(0, ctx.file.rfind('/') + 1) + path;
+  };
+  resolve(c.directory.zones_dir);
+
   if (const auto gw = root["gateways"]; gw && !gw.IsNull()) {
     if (!gw.IsMap()) return config_error(ctx, gw, "gateways", "expected a mapping of gateway name to settings");
     for (auto it = gw.begin(); it != gw.end(); ++it) {
@@ -337,6 +355,7 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
         if (!kv->second.IsScalar())
           return config_error(ctx, kv->second, "gateways." + name + "." + key, "expected a scalar value");
         m[key] = kv->second.Scalar();
+        if (key.size() > 5 && key.substr(key.size() - 5) == "_file") resolve(m[key]);
       }
       if (!m.count("url")) return config_error(ctx, it->second, "gateways." + name + ".url", "missing");
     }

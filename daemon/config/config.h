@@ -66,7 +66,7 @@ struct Tenant {
 };
 
 struct DirectoryConfig {
-  std::string zones_dir = "config/zones";  // <tenant>.geojson FeatureCollections, name in properties.name
+  std::string zones_dir = "zones";  // <tenant>.geojson FeatureCollections; relative to the config file
   int64_t import_max_bytes = 64 << 20;     // one POST /v1/recipients/import body
   int64_t max_zone_points = 10000;
 };
@@ -85,12 +85,21 @@ struct HttpConfig {
   std::string tls_key;
 };
 
+struct DispatchSettings {
+  std::string consumer;       // stable name of this daemon in the work group; default: hostname + port
+  int64_t batch_size = 1000;  // recipients per plan batch
+  int64_t max_batches = 64;   // batches in work at once: the in-flight window
+  int64_t max_attempts = 8;
+  int64_t max_unconfirmed = 1000;  // accepted messages not yet durable: with gateways' max_in_flight, the crash window
+};
+
 struct Config {
   std::string path;  // the file it was read from
   std::string log_level = "info";
   HttpConfig http;
   RedisConfig redis;
   DirectoryConfig directory;
+  DispatchSettings dispatch;
   std::map<std::string, Tenant> tenants;
   // Gateways are configured for the dispatch issues; kept as key/value per gateway.
   std::map<std::string, std::map<std::string, std::string>> gateways;

@@ -17,12 +17,12 @@ namespace {
 constexpr size_t kScanCount = 20000;
 constexpr size_t kProgressEvery = 1'000'000;
 
-// KEYS[1] prefix. ARGV: (id, json, packed index record) per recipient.
+// KEYS[1] prefix. ARGV: (id, json, packed index record, packed contacts) per recipient.
 // Returns (slot, created) per recipient.
 constexpr const char* kUpsertScript = R"LUA(
 local p = KEYS[1]
-local out, docs, recs, slots = {}, {}, {}, {}
-for i = 1, #ARGV, 3 do
+local out, docs, recs, contacts, slots = {}, {}, {}, {}, {}
+for i = 1, #ARGV, 4 do
   local id = ARGV[i]
   local slot = redis.call('HGET', p .. 'slot', id)
   local created = 0
@@ -33,11 +33,13 @@ for i = 1, #ARGV, 3 do
   end
   docs[#docs + 1] = id; docs[#docs + 1] = ARGV[i + 1]
   recs[#recs + 1] = slot; recs[#recs + 1] = ARGV[i + 2]
+  contacts[#contacts + 1] = slot; contacts[#contacts + 1] = ARGV[i + 3]
   slots[#slots + 1] = slot
   out[#out + 1] = tonumber(slot); out[#out + 1] = created
 end
 redis.call('HSET', p .. 'recipients', unpack(docs))
 redis.call('HSET', p .. 'index', unpack(recs))
+redis.call('HSET', p .. 'contacts', unpack(contacts))
 redis.call('XADD', p .. 'changes', 'MAXLEN', '~', '100000', '*', 'op', 'upsert', 'slots', table.concat(slots, ','))
 return out
 )LUA";
@@ -50,6 +52,7 @@ if not slot then return -1 end
 redis.call('HDEL', p .. 'slot', ARGV[1])
 redis.call('HDEL', p .. 'recipients', ARGV[1])
 redis.call('HDEL', p .. 'index', slot)
+redis.call('HDEL', p .. 'contacts', slot)
 redis.call('XADD', p .. 'changes', 'MAXLEN', '~', '100000', '*', 'op', 'delete', 'slots', slot)
 return tonumber(slot)
 )LUA";
@@ -137,6 +140,57 @@ bool unpack(std::string_view in, Packed* p) {
     if (!str(&z)) return false;
   return i == in.size();
 }
+
+}  // namespace
+
+std::string pack_contacts(const Recipient& r) {
+  std::string out;
+  out.push_back(1);
+  put_str(out, r.id);
+  put_str(out, r.language);
+  put_str(out, r.phone);
+  out.push_back(static_cast<char>(r.push.size()));
+  for (const auto& p : r.push) {
+    out.push_back(static_cast<char>(p.platform));
+    put_str(out, p.app);
+    // FCM tokens can exceed 255 bytes: a u16 length.
+    uint16_t n = static_cast<uint16_t>(std::min<size_t>(p.token.size(), 65535));
+    out.push_back(static_cast<char>(n & 0xff));
+    out.push_back(static_cast<char>(n >> 8));
+    out.append(p.token.data(), n);
+  }
+  return out;
+}
+
+bool unpack_contacts(std::string_view in, Contacts* c) {
+  size_t i = 0;
+  auto u8 = [&](uint8_t* v) {
+    if (i >= in.size()) return false;
+    *v = static_cast<uint8_t>(in[i++]);
+    return true;
+  };
+  auto str = [&](std::string* s, size_t len) {
+    if (i + len > in.size()) return false;
+    s->assign(in.data() + i, len);
+    i += len;
+    return true;
+  };
+  uint8_t version, n, len;
+  if (!u8(&version) || version != 1) return false;
+  if (!u8(&len) || !str(&c->id, len) || !u8(&len) || !str(&c->language, len) || !u8(&len) || !str(&c->phone, len) ||
+      !u8(&n))
+    return false;
+  c->push.resize(n);
+  for (auto& p : c->push) {
+    uint8_t platform, lo, hi;
+    if (!u8(&platform) || !u8(&len) || !str(&p.app, len) || !u8(&lo) || !u8(&hi)) return false;
+    p.platform = static_cast<Platform>(platform);
+    if (!str(&p.token, size_t{lo} | (size_t{hi} << 8))) return false;
+  }
+  return i == in.size();
+}
+
+namespace {
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -391,12 +445,13 @@ void Directory::import(const std::string& tenant, std::shared_ptr<std::vector<Re
   for (size_t c = 0; c < chunks; ++c) {
     size_t begin = c * kChunk, end = std::min(batch->size(), begin + kChunk);
     std::vector<std::string> owned;
-    owned.reserve((end - begin) * 3);
+    owned.reserve((end - begin) * 4);
     for (size_t i = begin; i < end; ++i) {
       const Recipient& r = (*batch)[i];
       owned.push_back(r.id);
       owned.push_back(recipient_to_json(r).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
       owned.push_back(pack(r));
+      owned.push_back(pack_contacts(r));
     }
     std::vector<std::string_view> args(owned.begin(), owned.end());
     redis_.eval(upsert_script(), {pfx}, args,

@@ -5,6 +5,7 @@
 //   recipients  hash  id -> recipient JSON (the validated document)
 //   slot        hash  id -> slot (dense uint32 used by the index and by dispatch plans)
 //   slot_seq    int   the next slot
+//   contacts    hash  slot -> packed Contacts (id, language, phone, tokens) for dispatch
 //   index       hash  slot -> packed index record (topics, channels, language, locations,
 //                     zones): what start-up reads to rebuild the index without parsing JSON
 //   zones       hash  name -> GeoJSON (zones added over the API; file zones are config)
@@ -59,6 +60,17 @@ struct Resolution {
   std::map<std::string, size_t> sms_by_language;  // SMS-reachable recipients per language
   size_t unreachable = 0;  // matched, but no phone and no push token
 };
+
+// What dispatch needs to reach one recipient, stored per slot in the `contacts` hash
+// (packed: read by the hundred thousand per second, never parsed as JSON).
+struct Contacts {
+  std::string id;
+  std::string language;
+  std::string phone;
+  std::vector<PushToken> push;
+};
+std::string pack_contacts(const Recipient& r);
+bool unpack_contacts(std::string_view packed, Contacts* out);
 
 class Directory {
  public:

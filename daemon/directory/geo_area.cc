@@ -1,18 +1,21 @@
 // Areas as unions of S2Polygons and S2Caps, and the GeoJSON zone parser.
 //
 // Boundary rule. A location is represented by the centre of its S2 leaf cell (level 30,
-// about 1 cm across), and it is in an area when an S2Polygon::Contains or S2Cap::Contains
-// says so for that point. S2 polygons use the semi-open boundary model (s2polygon.h,
-// "Polygons ... are semi-open"): of two polygons that share an edge or a vertex, exactly
-// one contains any point on it, so a partition of a town into zones places every citizen
-// in exactly one zone. Caps are closed (a point at exactly the radius is inside). The
-// index snaps locations to leaf cells, and contains() applies the same snap, so the
-// resolver, previews and tests agree to the last centimetre.
+// about 1 cm across), and it is in an area when S2 says so for that point: polygons use
+// S2's SEMI_OPEN vertex model (s2contains_point_query.h, the default, and what
+// S2Polygon::Contains does): of polygons that share an edge or tile the region around
+// a vertex, exactly one contains a point on it, so zones that partition a town place
+// every citizen in exactly one zone. Caps are closed (a point at exactly the radius is
+// inside), and a circle's centre is snapped like a location. The index snaps locations
+// the same way contains() does, so the resolver, previews and tests agree to the last
+// centimetre.
 //
 // Edges are geodesics (S2), where RFC 7946 §3.1.1 draws them straight in lon/lat; for
 // municipal zones the difference is a few metres at most.
 #include "daemon/directory/geo_area.h"
 
+#include <s2/mutable_s2shape_index.h>
+#include <s2/r2rect.h>
 #include <s2/s1angle.h>
 #include <s2/s1chord_angle.h>
 #include <s2/s2cap.h>
@@ -20,13 +23,17 @@
 #include <s2/s2cell_id.h>
 #include <s2/s2cell_union.h>
 #include <s2/s2closest_edge_query.h>
+#include <s2/s2contains_point_query.h>
 #include <s2/s2convex_hull_query.h>
+#include <s2/s2edge_clipping.h>
 #include <s2/s2error.h>
 #include <s2/s2latlng.h>
 #include <s2/s2loop.h>
 #include <s2/s2polygon.h>
 #include <s2/s2region_coverer.h>
+#include <s2/s2shape_index.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -35,8 +42,35 @@ namespace sirena::directory {
 // The mean Earth radius used for CAP circles (km), as in S2Earth.
 constexpr double kEarthRadiusKm = 6371.01;
 
+namespace {
+
+// A polygon with a finer shape index of its own than S2Polygon's (at most
+// kEdgesPerIndexCell edges per cell instead of 10): the resolver classifies thousands
+// of cells and tests thousands of points per alert, and each costs a clip or a
+// crossing test per edge of the index cell it falls in.
+constexpr int kEdgesPerIndexCell = 2;
+
+struct IndexedPolygon {
+  explicit IndexedPolygon(std::unique_ptr<S2Polygon> p) : polygon(std::move(p)) {
+    MutableS2ShapeIndex::Options options;
+    options.set_max_edges_per_cell(kEdgesPerIndexCell);
+    index.Init(options);
+    index.Add(std::make_unique<S2Polygon::Shape>(polygon.get()));
+    index.ForceBuild();  // now, so that concurrent readers never build it
+  }
+  std::unique_ptr<S2Polygon> polygon;
+  MutableS2ShapeIndex index;
+};
+using PolygonPtr = std::shared_ptr<const IndexedPolygon>;
+
+PolygonPtr index_polygon(std::unique_ptr<S2Polygon> p) {
+  return std::make_shared<IndexedPolygon>(std::move(p));
+}
+
+}  // namespace
+
 struct Area::Impl {
-  std::vector<std::shared_ptr<const S2Polygon>> polygons;
+  std::vector<PolygonPtr> polygons;
   std::vector<S2Cap> caps;
 };
 
@@ -105,8 +139,7 @@ Result<std::unique_ptr<S2Loop>> make_loop(const std::vector<LatLon>& ring, const
 }
 
 // rings[0] is the shell, the rest are holes (RFC 7946 §3.1.6).
-Result<std::shared_ptr<const S2Polygon>> make_polygon(const std::vector<std::vector<LatLon>>& rings,
-                                                      const std::string& where) {
+Result<PolygonPtr> make_polygon(const std::vector<std::vector<LatLon>>& rings, const std::string& where) {
   std::vector<std::unique_ptr<S2Loop>> loops;
   for (size_t i = 0; i < rings.size(); ++i) {
     const std::string ring_where = where + "/" + std::to_string(i);
@@ -120,7 +153,7 @@ Result<std::shared_ptr<const S2Polygon>> make_polygon(const std::vector<std::vec
     }
     loops.push_back(std::move(loop).value());
   }
-  auto polygon = std::make_shared<S2Polygon>();
+  auto polygon = std::make_unique<S2Polygon>();
   polygon->set_s2debug_override(S2Debug::DISABLE);
   polygon->InitNested(std::move(loops));
   if (S2Error e; polygon->FindValidationError(&e)) return geometry_error(e, where);
@@ -128,21 +161,20 @@ Result<std::shared_ptr<const S2Polygon>> make_polygon(const std::vector<std::vec
     if (polygon->loop(i)->depth() > 1)
       return unprocessable("invalid_geojson", "a hole lies inside another hole", where);
   }
-  return std::shared_ptr<const S2Polygon>(std::move(polygon));
+  return index_polygon(std::move(polygon));
 }
 
 // A CAP polygon that S2 rejects (it crosses itself: intake checks closure and size, not
 // simplicity) is replaced by its convex hull: for a warning, reaching a few people too
 // many beats silently dropping the shape.
-std::shared_ptr<const S2Polygon> cap_polygon(const alerts::Polygon& p) {
+PolygonPtr cap_polygon(const alerts::Polygon& p) {
   std::vector<LatLon> ring;
   ring.reserve(p.points.size());
   for (const alerts::Point& pt : p.points) ring.push_back({pt.lat, pt.lon});
-  if (Result<std::shared_ptr<const S2Polygon>> polygon = make_polygon({ring}, ""); polygon) return *polygon;
+  if (Result<PolygonPtr> polygon = make_polygon({ring}, ""); polygon) return *polygon;
   S2ConvexHullQuery hull;
   for (const LatLon& q : ring) hull.AddPoint(to_point(q));
-  auto polygon = std::make_shared<S2Polygon>(hull.GetConvexHull(), S2Debug::DISABLE);
-  return polygon;
+  return index_polygon(std::make_unique<S2Polygon>(hull.GetConvexHull(), S2Debug::DISABLE));
 }
 
 S2Cap cap_circle(const alerts::Circle& c) {
@@ -194,26 +226,105 @@ bool Area::contains(LatLon p) const {
 }
 
 bool Area::contains_leaf(uint64_t leaf) const {
-  const S2Point p = leaf_point(leaf);
-  for (const auto& polygon : impl_->polygons)
-    if (polygon->Contains(p)) return true;
-  for (const S2Cap& cap : impl_->caps)
-    if (cap.Contains(p)) return true;
-  return false;
+  bool inside = false;
+  contains_leaves(leaf, &leaf, 1, &inside);
+  return inside;
 }
 
-Area::CellRelation Area::relate(uint64_t cell_id) const {
-  const S2Cell cell{S2CellId(cell_id)};
-  bool partial = false;
+namespace {
+
+// Whether the edge comes near `target`, padded by the clipping error bounds so that
+// "no" is certain: S2Polygon::MayIntersect(S2Cell)'s test (s2polygon.cc,
+// BoundaryApproxIntersects), with S2's public edge clipping.
+bool edge_near(const S2Shape::Edge& e, const S2Cell& target) {
+  const R2Rect bound =
+      target.GetBoundUV().Expanded(S2::kFaceClipErrorUVCoord + S2::kIntersectsRectErrorUVDist);
+  R2Point a, b;
+  return S2::ClipToPaddedFace(e.v0, e.v1, target.face(), S2::kFaceClipErrorUVCoord, &a, &b) &&
+         S2::IntersectsRect(a, b, bound);
+}
+
+// S2Polygon::Contains(S2Cell) and MayIntersect(S2Cell) in one pass, plus kEdge: one
+// index lookup, one clip per edge of the index cell, one centre test. Edges of
+// S2Polygon::Shape keep the interior on their left (S2Loop::oriented_vertex), so a
+// cell crossed by a single edge is split by that edge's great circle.
+Area::CellRelation relate_polygon(const IndexedPolygon& polygon, const S2Cell& target,
+                                  Area::EdgePlane* edge) {
+  S2ContainsPointQuery<MutableS2ShapeIndex> query(&polygon.index);
+  MutableS2ShapeIndex::Iterator& it = *query.mutable_iter();
+  switch (it.Locate(target.id())) {
+    case S2ShapeIndex::DISJOINT:
+      return Area::CellRelation::kDisjoint;
+    case S2ShapeIndex::SUBDIVIDED:  // several index cells, which exist only near edges
+      return Area::CellRelation::kPartial;
+    case S2ShapeIndex::INDEXED:
+      break;
+  }
+  const S2ClippedShape* clipped = it.cell().find_clipped(0);
+  if (clipped == nullptr) return Area::CellRelation::kDisjoint;
+  const S2Shape& shape = *polygon.index.shape(clipped->shape_id());
+  int near = 0;
+  S2Shape::Edge crossing;
+  for (int i = 0; i < clipped->num_edges() && near < 2; ++i) {
+    const S2Shape::Edge e = shape.edge(clipped->edge(i));
+    if (!edge_near(e, target)) continue;
+    ++near;
+    crossing = e;
+  }
+  if (near == 0) {
+    // No edge comes near the target: all of it is on the side of its centre.
+    return query.ShapeContains(it.id(), *clipped, target.GetCenter()) ? Area::CellRelation::kInside
+                                                                      : Area::CellRelation::kDisjoint;
+  }
+  // One edge and no vertex (a vertex in the cell would bring both its edges near).
+  if (near == 1 && edge != nullptr) {
+    const S2Point n = crossing.v0.CrossProd(crossing.v1);
+    *edge = {n.x(), n.y(), n.z()};
+    return Area::CellRelation::kEdge;
+  }
+  return Area::CellRelation::kPartial;
+}
+
+}  // namespace
+
+void Area::contains_leaves(uint64_t cell_id, const uint64_t* leaves, size_t n, bool* inside) const {
+  std::fill(inside, inside + n, false);
   for (const auto& polygon : impl_->polygons) {
-    if (polygon->Contains(cell)) return CellRelation::kInside;
-    partial = partial || polygon->MayIntersect(cell);
+    // Through the polygon's shape index even when it is small (S2Polygon::Contains
+    // tests every edge below 32 vertices), with one lookup for the whole batch: the
+    // leaves share the index cell that holds `cell_id`. Same semi-open model as
+    // S2Polygon::Contains, same answers.
+    S2ContainsPointQuery<MutableS2ShapeIndex> query(&polygon->index);
+    MutableS2ShapeIndex::Iterator& it = *query.mutable_iter();
+    const S2ClippedShape* clipped =
+        it.Locate(S2CellId(cell_id)) == S2ShapeIndex::INDEXED ? it.cell().find_clipped(0) : nullptr;
+    for (size_t i = 0; i < n; ++i) {
+      if (inside[i]) continue;
+      const S2Point p = leaf_point(leaves[i]);
+      inside[i] = clipped != nullptr ? query.ShapeContains(it.id(), *clipped, p) : query.Contains(p);
+    }
+  }
+  for (const S2Cap& cap : impl_->caps)
+    for (size_t i = 0; i < n; ++i) inside[i] = inside[i] || cap.Contains(leaf_point(leaves[i]));
+}
+
+Area::CellRelation Area::relate(uint64_t cell_id, EdgePlane* edge) const {
+  const S2Cell cell{S2CellId(cell_id)};
+  int meeting = 0;  // components that are not disjoint from the cell
+  CellRelation last = CellRelation::kDisjoint;
+  for (const auto& polygon : impl_->polygons) {
+    const CellRelation r = relate_polygon(*polygon, cell, edge);
+    if (r == CellRelation::kInside) return r;
+    if (r != CellRelation::kDisjoint) ++meeting, last = r;
   }
   for (const S2Cap& cap : impl_->caps) {
     if (cap.Contains(cell)) return CellRelation::kInside;
-    partial = partial || cap.MayIntersect(cell);
+    if (cap.MayIntersect(cell)) ++meeting, last = CellRelation::kPartial;
   }
-  return partial ? CellRelation::kPartial : CellRelation::kDisjoint;
+  if (meeting == 0) return CellRelation::kDisjoint;
+  // kEdge holds for the union only when nothing else meets the cell; `edge` then holds
+  // the plane of that one component's edge.
+  return meeting == 1 ? last : CellRelation::kPartial;
 }
 
 bool Area::intersects(const Area& other) const {
@@ -221,13 +332,13 @@ bool Area::intersects(const Area& other) const {
   const Impl& b = *other.impl_;
   for (const auto& p : a.polygons) {
     for (const auto& q : b.polygons)
-      if (p->Intersects(*q)) return true;
+      if (p->polygon->Intersects(*q->polygon)) return true;
     for (const S2Cap& c : b.caps)
-      if (polygon_meets_cap(*p, c)) return true;
+      if (polygon_meets_cap(*p->polygon, c)) return true;
   }
   for (const S2Cap& c : a.caps) {
     for (const auto& q : b.polygons)
-      if (polygon_meets_cap(*q, c)) return true;
+      if (polygon_meets_cap(*q->polygon, c)) return true;
     for (const S2Cap& d : b.caps)
       if (c.Intersects(d)) return true;
   }
@@ -237,7 +348,7 @@ bool Area::intersects(const Area& other) const {
 double Area::area_km2() const {
   // Steradians times R²; overlapping parts are counted twice (an estimate for previews).
   double sr = 0;
-  for (const auto& p : impl_->polygons) sr += p->GetArea();
+  for (const auto& p : impl_->polygons) sr += p->polygon->GetArea();
   for (const S2Cap& c : impl_->caps) sr += c.GetArea();
   return sr * kEarthRadiusKm * kEarthRadiusKm;
 }
@@ -251,7 +362,7 @@ std::vector<uint64_t> Area::covering(int max_cells) const {
     S2CellUnion u = coverer.GetCovering(region);
     ids.insert(ids.end(), u.cell_ids().begin(), u.cell_ids().end());
   };
-  for (const auto& p : impl_->polygons) append(*p);
+  for (const auto& p : impl_->polygons) append(*p->polygon);
   for (const S2Cap& c : impl_->caps) append(c);
   S2CellUnion all(std::move(ids));  // normalises: sorted, overlaps merged
   std::vector<uint64_t> out;
@@ -317,7 +428,7 @@ struct GeoJsonReader {
     return out;
   }
 
-  Result<std::shared_ptr<const S2Polygon>> polygon(const json& j, const std::string& where) {
+  Result<PolygonPtr> polygon(const json& j, const std::string& where) {
     if (!j.is_array() || j.empty())
       return structure("Polygon coordinates are a non-empty array of linear rings", where);
     std::vector<std::vector<LatLon>> rings;
@@ -347,7 +458,7 @@ struct GeoJsonReader {
     const std::string at = where + "/coordinates";
     auto impl = std::make_shared<Area::Impl>();
     if (t == "Polygon") {
-      Result<std::shared_ptr<const S2Polygon>> p = polygon(*coords, at);
+      Result<PolygonPtr> p = polygon(*coords, at);
       if (!p) return std::move(p).take_error();
       impl->polygons.push_back(std::move(p).value());
     } else {
@@ -356,7 +467,7 @@ struct GeoJsonReader {
       // Parts stay separate polygons: RFC 7946 does not forbid them to overlap, and the
       // area is their union either way.
       for (size_t i = 0; i < coords->size(); ++i) {
-        Result<std::shared_ptr<const S2Polygon>> p = polygon((*coords)[i], at + "/" + std::to_string(i));
+        Result<PolygonPtr> p = polygon((*coords)[i], at + "/" + std::to_string(i));
         if (!p) return std::move(p).take_error();
         impl->polygons.push_back(std::move(p).value());
       }

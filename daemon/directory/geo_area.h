@@ -37,10 +37,20 @@ class Area {
   // For GeoIndex, which walks S2 cells: ids are S2CellId::id() values, so that S2 stays
   // out of this header. A point is represented by the centre of its S2 leaf cell (about
   // 1 cm across, see leaf_cell_id()); contains(p) == contains_leaf(leaf_cell_id(p)).
-  enum class CellRelation : uint8_t { kDisjoint, kPartial, kInside };
-  // Conservative: kInside and kDisjoint are certain, kPartial may be either.
-  CellRelation relate(uint64_t cell_id) const;
+  enum class CellRelation : uint8_t { kDisjoint, kPartial, kInside, kEdge };
+  // The plane of one polygon edge (v0 x v1, S2 coordinates): within a kEdge cell, a
+  // point p is inside exactly when it lies left of the edge, dot(plane, p) > 0.
+  struct EdgePlane {
+    double x = 0, y = 0, z = 0;
+  };
+  // Conservative: kInside and kDisjoint are certain, kPartial may be anything. kEdge
+  // (only when `edge` is given): a single edge of the area's boundary crosses the cell,
+  // no vertex lies in it, and no other part of the area meets it; *edge is its plane.
+  CellRelation relate(uint64_t cell_id, EdgePlane* edge = nullptr) const;
   bool contains_leaf(uint64_t leaf_cell_id) const;
+  // contains_leaf() for n leaves that all lie in cell `cell_id`, sharing one lookup per
+  // polygon: sets inside[i] for leaves[i].
+  void contains_leaves(uint64_t cell_id, const uint64_t* leaves, size_t n, bool* inside) const;
   // Normalised S2 covering (sorted, disjoint cell ids) with at most about `max_cells`
   // cells per polygon or circle.
   std::vector<uint64_t> covering(int max_cells) const;

@@ -34,18 +34,18 @@ struct LatLon {
 // What the index needs of one recipient.
 struct IndexEntry {
   Slot slot = kNoSlot;
-  uint64_t topics = 0;    // bit i = topic i of the tenant's topic table
-  uint8_t channels = 0;   // kChannel* flags
-  uint8_t language = 0;   // id from the tenant's language table (the store interns them)
+  uint64_t topics = 0;   // bit i = topic i of the tenant's topic table
+  uint8_t channels = 0;  // kChannel* flags
+  uint8_t language = 0;  // id from the tenant's language table (the store interns them)
   std::vector<LatLon> locations;
   std::vector<uint16_t> zones;  // registered zones, as ids of the tenant's zone table
 };
 
 struct Query {
-  const Area* area = nullptr;      // where the alert applies (required)
-  const Area* within = nullptr;    // optional: also inside this (a neighbour's granted zones)
-  uint64_t topics = 0;             // match recipients with any of these topics...
-  bool everyone = false;           // ...or everyone in the area (e.g. Extreme + Immediate)
+  const Area* area = nullptr;    // where the alert applies (required)
+  const Area* within = nullptr;  // optional: also inside this (a neighbour's granted zones)
+  uint64_t topics = 0;           // match recipients with any of these topics...
+  bool everyone = false;         // ...or everyone in the area (e.g. Extreme + Immediate)
   // Zones whose registered recipients match as well: the zones the alert names (geocodes)
   // or whose polygon intersects the area (and `within`, when set). The caller decides.
   std::vector<uint16_t> zones;
@@ -54,6 +54,10 @@ struct Query {
 // Dedup'd matches of one query, in no particular order.
 struct Matches {
   std::vector<Slot> slots;
+  // The work it took, for logs and the benchmark: S2 cells classified against the
+  // area, and locations tested exactly (boundary cells).
+  size_t cells_classified = 0;
+  size_t points_tested = 0;
 };
 
 class GeoIndex {

@@ -306,7 +306,7 @@ class Validator {
 bool Validator::document(dom::element root, std::string_view id_from_path, Recipient* r) {
   dom::object obj;
   if (root.get_object().get(obj) != simdjson::SUCCESS) return fail("a recipient must be a JSON object", "");
-  enum : unsigned {
+  enum Field : unsigned {
     kId = 1,
     kPhone = 2,
     kLanguage = 4,
@@ -315,24 +315,16 @@ bool Validator::document(dom::element root, std::string_view id_from_path, Recip
     kLocations = 32,
     kZones = 64
   };
+  static constexpr std::pair<std::string_view, unsigned> kFields[] = {
+      {"id", kId},         {"phone", kPhone},         {"language", kLanguage}, {"push", kPush},
+      {"topics", kTopics}, {"locations", kLocations}, {"zones", kZones}};
   unsigned seen = 0;
   for (dom::key_value_pair field : obj) {
     const std::string_view key = field.key;
     unsigned bit = 0;
-    if (key == "id")
-      bit = kId;
-    else if (key == "phone")
-      bit = kPhone;
-    else if (key == "language")
-      bit = kLanguage;
-    else if (key == "push")
-      bit = kPush;
-    else if (key == "topics")
-      bit = kTopics;
-    else if (key == "locations")
-      bit = kLocations;
-    else if (key == "zones")
-      bit = kZones;
+    for (const auto& [name, b] : kFields) {
+      if (key == name) bit = b;
+    }
     if (bit == 0 || (seen & bit)) return bad_key(key, "", bit != 0);
     seen |= bit;
     // null is accepted for every optional field and means "absent".

@@ -26,12 +26,14 @@ struct PushToken {
   Platform platform = Platform::Apns;
   std::string app;
   std::string token;
+  bool operator==(const PushToken&) const = default;
 };
 
 struct Location {
   double lat = 0;
   double lon = 0;
   std::string label;
+  bool operator==(const Location&) const = default;
 };
 
 struct Recipient {

@@ -21,6 +21,12 @@ struct RequestGuard {
   Responder* responder;
 };
 
+// The h2o generator of a streamed response; lives in the request's pool.
+struct StreamGenerator {
+  h2o_generator_t super;
+  Responder* owner;
+};
+
 namespace {
 
 int hexval(char c) {
@@ -102,6 +108,7 @@ Responder::Responder(st_h2o_req_t* req, const Clock& clock, metrics::Metrics& me
     if (g->responder) {
       g->responder->req_ = nullptr;
       g->responder->guard_ = nullptr;
+      g->responder->stream_ = nullptr;
     }
   }));
   guard_->responder = this;
@@ -114,6 +121,11 @@ Responder::~Responder() {
     send_error(make_error(500, "internal_error", "the request was not answered; this is a bug"));
   }
   if (guard_) guard_->responder = nullptr;
+  if (stream_ && req_) {
+    // Dropped mid-stream: finish the response so the client is not left waiting.
+    stream_->owner = nullptr;
+    if (!stream_ending_ && !stream_busy_) h2o_send(req_, nullptr, 0, H2O_SEND_STATE_FINAL);
+  }
 }
 
 void Responder::send(int status, std::string_view content_type, std::string_view body,
@@ -136,6 +148,62 @@ void Responder::send(int status, std::string_view content_type, std::string_view
     h2o_add_header_by_str(&req->pool, &req->res.headers, n.base, n.len, 1, nullptr, v.base, v.len);
   }
   h2o_send_inline(req, body.data(), body.size());
+}
+
+void Responder::start_stream(int status, std::string_view content_type) {
+  if (sent_) return;
+  sent_ = true;
+  metrics_.http_request(route_, status).Increment();
+  if (!req_) return;
+  h2o_req_t* req = req_;
+  req->res.status = status;
+  req->res.reason = reason_phrase(status);
+  h2o_iovec_t ct = h2o_strdup(&req->pool, content_type.data(), content_type.size());
+  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, nullptr, ct.base, ct.len);
+  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, nullptr, H2O_STRLIT("no-cache"));
+  stream_ = static_cast<StreamGenerator*>(h2o_mem_alloc_pool(&req->pool, sizeof(StreamGenerator)));
+  stream_->owner = this;
+  stream_->super.proceed = [](h2o_generator_t* g, h2o_req_t*) {
+    auto* sg = reinterpret_cast<StreamGenerator*>(g);
+    if (!sg->owner) return;
+    sg->owner->stream_busy_ = false;
+    sg->owner->flush_stream();
+  };
+  stream_->super.stop = [](h2o_generator_t* g, h2o_req_t*) { reinterpret_cast<StreamGenerator*>(g)->owner = nullptr; };
+  h2o_start_response(req, &stream_->super);
+  // An empty first write sends the headers now, so the client sees the stream open.
+  stream_busy_ = true;
+  h2o_send(req, nullptr, 0, H2O_SEND_STATE_IN_PROGRESS);
+}
+
+void Responder::write(std::string_view chunk) {
+  if (!req_ || !stream_ || stream_ending_) return;
+  pending_chunks_.emplace_back(chunk);
+  flush_stream();
+}
+
+void Responder::end() {
+  if (!req_ || !stream_ || stream_ending_) return;
+  stream_ending_ = true;
+  flush_stream();
+}
+
+void Responder::flush_stream() {
+  if (!req_ || !stream_ || stream_busy_) return;
+  h2o_req_t* req = req_;
+  if (!pending_chunks_.empty()) {
+    std::string all;
+    for (auto& c : pending_chunks_) all += c;
+    pending_chunks_.clear();
+    h2o_iovec_t buf = h2o_strdup(&req->pool, all.data(), all.size());
+    stream_busy_ = true;
+    h2o_send(req, &buf, 1, stream_ending_ ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+    return;
+  }
+  if (stream_ending_) {
+    stream_busy_ = true;
+    h2o_send(req, nullptr, 0, H2O_SEND_STATE_FINAL);
+  }
 }
 
 void Responder::send_json(int status, const std::string& json_text) {

@@ -59,8 +59,21 @@ class Responder {
   void send_error(const Error& e);
   void send_json(int status, const std::string& json_text);
 
+  // A streamed response (Server-Sent Events): start once, write chunks, end. Chunks are
+  // copied and sent one at a time as the connection drains. Writing to a response whose
+  // client has gone is a no-op; alive() tells.
+  void start_stream(int status, std::string_view content_type);
+  void write(std::string_view chunk);
+  void end();
+
  private:
   friend struct RequestGuard;
+  friend struct StreamGenerator;
+  void flush_stream();
+  struct StreamGenerator* stream_ = nullptr;  // lives in the request pool
+  std::vector<std::string> pending_chunks_;
+  bool stream_busy_ = false;
+  bool stream_ending_ = false;
   st_h2o_req_t* req_;
   struct RequestGuard* guard_;
   const Clock& clock_;

@@ -61,6 +61,91 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                         .Help("The most recent event loop lag sample")
                         .Register(*registry_)
                         .Add({});
+  init_dispatch();
+}
+
+void Metrics::init_dispatch() {
+  using namespace prometheus;
+  messages_ = &BuildCounter()
+                   .Name("sirena_messages_total")
+                   .Help("Messages finished by dispatch, by tenant, channel, gateway and result")
+                   .Register(*registry_);
+  delivery_latency_ = &BuildHistogram()
+                           .Name("sirena_delivery_latency_seconds")
+                           .Help("From alert accepted to gateway acceptance, by channel")
+                           .Register(*registry_);
+  gateway_duration_ = &BuildHistogram()
+                           .Name("sirena_gateway_request_duration_seconds")
+                           .Help("Gateway request round trip, by gateway")
+                           .Register(*registry_);
+  gateway_in_flight_ = &BuildGauge()
+                            .Name("sirena_gateway_in_flight")
+                            .Help("Requests (HTTP/2 streams) in flight, by gateway")
+                            .Register(*registry_);
+  circuit_state_ = &BuildGauge()
+                        .Name("sirena_gateway_circuit_state")
+                        .Help("Circuit breaker: 0 closed, 1 open, 2 half-open")
+                        .Register(*registry_);
+  tokens_pruned_ = &BuildCounter()
+                        .Name("sirena_tokens_pruned_total")
+                        .Help("Push tokens and numbers a gateway called gone, by channel")
+                        .Register(*registry_);
+  retry_depth_ = &BuildGauge()
+                      .Name("sirena_retry_queue_depth")
+                      .Help("Messages waiting for a retry")
+                      .Register(*registry_)
+                      .Add({});
+  batches_in_work_ = &BuildGauge()
+                          .Name("sirena_dispatch_batches_in_work")
+                          .Help("Plan batches this daemon is working on")
+                          .Register(*registry_)
+                          .Add({});
+  static const Histogram::BucketBoundaries first{0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+  first_message_ = &BuildHistogram()
+                        .Name("sirena_time_to_first_message_seconds")
+                        .Help("From alert accepted to its first gateway acceptance")
+                        .Register(*registry_)
+                        .Add({}, first);
+}
+
+prometheus::Counter& Metrics::message(const std::string& tenant, const std::string& channel,
+                                      const std::string& gateway, const std::string& result) {
+  std::string key = "m\x1f" + tenant + "\x1f" + channel + "\x1f" + gateway + "\x1f" + result;
+  auto& slot = counter_cache_[key];
+  if (!slot)
+    slot = &messages_->Add({{"tenant", tenant}, {"channel", channel}, {"gateway", gateway}, {"result", result}});
+  return *slot;
+}
+
+prometheus::Histogram& Metrics::delivery_latency(const std::string& channel) {
+  static const prometheus::Histogram::BucketBoundaries b{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300};
+  auto& slot = histogram_cache_["dl\x1f" + channel];
+  if (!slot) slot = &delivery_latency_->Add({{"channel", channel}}, b);
+  return *slot;
+}
+
+prometheus::Histogram& Metrics::gateway_duration(const std::string& gateway) {
+  auto& slot = histogram_cache_["gd\x1f" + gateway];
+  if (!slot) slot = &gateway_duration_->Add({{"gateway", gateway}}, latency_buckets());
+  return *slot;
+}
+
+prometheus::Gauge& Metrics::gateway_in_flight(const std::string& gateway) {
+  auto& slot = gauge_cache_["gi\x1f" + gateway];
+  if (!slot) slot = &gateway_in_flight_->Add({{"gateway", gateway}});
+  return *slot;
+}
+
+prometheus::Gauge& Metrics::circuit_state(const std::string& gateway) {
+  auto& slot = gauge_cache_["cs\x1f" + gateway];
+  if (!slot) slot = &circuit_state_->Add({{"gateway", gateway}});
+  return *slot;
+}
+
+prometheus::Counter& Metrics::tokens_pruned(const std::string& channel) {
+  auto& slot = counter_cache_["tp\x1f" + channel];
+  if (!slot) slot = &tokens_pruned_->Add({{"channel", channel}});
+  return *slot;
 }
 
 std::string Metrics::serialize() const {

@@ -40,10 +40,23 @@ class Metrics {
   // Event loop.
   prometheus::Histogram& loop_lag() { return *loop_lag_; }
   prometheus::Gauge& loop_lag_last() { return *loop_lag_last_; }
+  // Dispatch.
+  prometheus::Counter& message(const std::string& tenant, const std::string& channel, const std::string& gateway,
+                               const std::string& result);
+  prometheus::Histogram& delivery_latency(const std::string& channel);
+  prometheus::Histogram& gateway_duration(const std::string& gateway);
+  prometheus::Gauge& gateway_in_flight(const std::string& gateway);
+  prometheus::Gauge& circuit_state(const std::string& gateway);
+  prometheus::Counter& tokens_pruned(const std::string& channel);
+  prometheus::Gauge& retry_queue_depth() { return *retry_depth_; }
+  prometheus::Gauge& batches_in_work() { return *batches_in_work_; }
+  prometheus::Histogram& time_to_first_message() { return *first_message_; }
+
   // Survivable but unexpected events, by kind (STYLE.md habit 5).
   prometheus::Counter& unexpected(const std::string& kind);
 
  private:
+  void init_dispatch();
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* http_requests_;
   prometheus::Family<prometheus::Histogram>* http_duration_;
@@ -55,6 +68,16 @@ class Metrics {
   prometheus::Counter* redis_reconnects_;
   prometheus::Histogram* loop_lag_;
   prometheus::Gauge* loop_lag_last_;
+  prometheus::Family<prometheus::Counter>* messages_;
+  prometheus::Family<prometheus::Histogram>* delivery_latency_;
+  prometheus::Family<prometheus::Histogram>* gateway_duration_;
+  prometheus::Family<prometheus::Gauge>* gateway_in_flight_;
+  prometheus::Family<prometheus::Gauge>* circuit_state_;
+  prometheus::Family<prometheus::Counter>* tokens_pruned_;
+  prometheus::Gauge* retry_depth_;
+  prometheus::Gauge* batches_in_work_;
+  prometheus::Histogram* first_message_;
+  std::unordered_map<std::string, prometheus::Gauge*> gauge_cache_;
   // Label-set caches: building a prometheus::Labels map per request costs more than a lookup.
   std::unordered_map<std::string, prometheus::Counter*> counter_cache_;
   std::unordered_map<std::string, prometheus::Histogram*> histogram_cache_;

@@ -158,6 +158,9 @@ void Redis::on_connect(const redisAsyncContext* ac, int status) {
   if (!self->target_.password.empty()) self->command({"AUTH", self->target_.password}, [](auto*, auto*) {});
   if (self->target_.db != 0)
     self->command({"SELECT", std::to_string(self->target_.db)}, [](auto*, auto*) {});
+  // Scripts used before are loaded again, so that a Redis restart (empty script cache)
+  // does not cost every script a NOSCRIPT round trip.
+  for (const auto& [text, sha] : self->scripts_) self->command({"SCRIPT", "LOAD", *text}, [](auto*, auto*) {});
   self->backoff_ms_ = 0;
   log::info("redis_connected", {{"target", self->target_.unix_path.empty()
                                                  ? self->target_.host + ":" + std::to_string(self->target_.port)
@@ -240,8 +243,7 @@ void Redis::on_reply(redisAsyncContext*, void* reply, void* privdata) {
 
 void Redis::eval(const std::string& script, const std::vector<std::string_view>& keys,
                  const std::vector<std::string_view>& args, Callback cb) {
-  static std::unordered_map<const std::string*, std::string> shas;
-  auto& sha = shas[&script];
+  auto& sha = scripts_[&script];
   if (sha.empty()) sha = sha1_hex(script);
   std::string nkeys = std::to_string(keys.size());
   std::vector<std::string_view> argv{"EVALSHA", sha, nkeys};

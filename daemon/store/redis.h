@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include <functional>
+#include <unordered_map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,6 +88,7 @@ class Redis {
   int64_t backoff_ms_ = 0;
   std::function<void(bool)> on_state_;
   std::function<void()> on_stopped_;
+  std::unordered_map<const std::string*, std::string> scripts_;  // script text -> SHA1
 };
 
 // Reads a reply array of alternating field/value strings (HGETALL) into pairs.

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "daemon/directory/geo_index.h"
 #include "tests/directory/geo_test_util.h"
 
 namespace sirena::directory {
@@ -122,6 +123,20 @@ TEST(Area, SelfIntersectingCapPolygonFallsBackToItsHull) {
   EXPECT_TRUE(a.contains({44.72, 10.93}));
   EXPECT_TRUE(a.contains({44.74, 10.93}));
   EXPECT_FALSE(a.contains({44.80, 10.93}));
+}
+
+TEST(Area, DegenerateCapPolygonDoesNotBreakAnything) {
+  // All corners equal, or on one line: no area, but intake lets such a polygon through.
+  const Area point = polygon({{44.7, 10.9}, {44.7, 10.9}, {44.7, 10.9}});
+  const Area line = polygon({{44.7, 10.9}, {44.8, 10.9}, {44.75, 10.9}});
+  for (const Area* a : {&point, &line}) {
+    EXPECT_FALSE(a->contains({44.72, 10.95}));
+    EXPECT_GE(a->area_km2(), 0.0);
+    EXPECT_FALSE(a->intersects(circle({44.0, 10.0}, 1.0)));
+    GeoIndex index;
+    index.upsert(testing::entry(1, 1, {{44.72, 10.95}}));
+    EXPECT_TRUE(testing::resolve(index, *a).empty());
+  }
 }
 
 // ---- GeoJSON ----

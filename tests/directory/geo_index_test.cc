@@ -140,5 +140,42 @@ TEST(GeoIndex, BulkLoadThenUpdates) {
   EXPECT_GE(index.recipient_bytes(), 1000u * 16);
 }
 
+// Dense recipients on and next to long edges: the resolver descends into cells crossed
+// by one edge and decides points by the edge's plane, falling back to S2's exact rules
+// for points on the edge. It must agree with Area::contains everywhere, and a shared
+// edge must give each recipient to exactly one side.
+TEST(GeoIndex, PointsOnAndAlongEdgesFollowTheBoundaryRule) {
+  const double lat0 = 44.70, lat1 = 44.76, lon0 = 10.90, lon1 = 10.95, lon2 = 11.00;
+  const Area west = polygon(box(lat0, lon0, lat1, lon1));
+  const Area east = polygon(box(lat0, lon1, lat1, lon2));
+  GeoIndex index;
+  std::vector<LatLon> where;
+  for (int i = 0; i < 3000; ++i) {
+    const double lat = lat0 + (lat1 - lat0) * (i + 0.5) / 3000;
+    where.push_back({lat, lon1});                           // exactly on the shared meridian
+    where.push_back({lat, lon1 + (i % 2 ? 1e-7 : -1e-7)});  // a centimetre off it
+    where.push_back({lat, lon0});                           // on the west box's outer edge
+  }
+  for (int i = 0; i < 1000; ++i) where.push_back({lat0, lon0 + (lon2 - lon0) * i / 1000});  // southern edges
+  for (Slot s = 0; s < where.size(); ++s) index.bulk_add(entry(s, kMet, {where[s]}));
+  index.finish_bulk();
+
+  const std::vector<Slot> w = resolve(index, west, kMet);
+  const std::vector<Slot> e = resolve(index, east, kMet);
+  for (Slot s = 0; s < where.size(); ++s) {
+    const bool in_w = std::binary_search(w.begin(), w.end(), s);
+    const bool in_e = std::binary_search(e.begin(), e.end(), s);
+    EXPECT_EQ(in_w, west.contains(where[s])) << s;
+    EXPECT_EQ(in_e, east.contains(where[s])) << s;
+    if (where[s].lon == lon1 && where[s].lat > lat0) {
+      EXPECT_NE(in_w, in_e) << "shared edge, slot " << s;
+    }
+  }
+  Area both = west;
+  both.add(east);
+  std::vector<Slot> all = resolve(index, both, kMet);
+  EXPECT_TRUE(std::adjacent_find(all.begin(), all.end()) == all.end());  // one match per recipient
+}
+
 }  // namespace
 }  // namespace sirena::directory

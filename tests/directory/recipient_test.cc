@@ -565,44 +565,5 @@ TEST(RecipientNdjson, PaddingIsNeverReadFromTheBody) {
   EXPECT_FALSE(lines[2].ok);
 }
 
-// Prints the NDJSON parse rate for typical lines (~250 bytes: one phone, 1-2 tokens, 2-3
-// topics, one location). A measurement, not a timed test: run it with
-//   recipient_test --gtest_also_run_disabled_tests --gtest_filter='*Throughput*'
-TEST(RecipientNdjson, DISABLED_Throughput) {
-  std::string body;
-  const size_t n = 200000;
-  for (size_t i = 0; i < n; ++i) {
-    char phone[16];
-    std::snprintf(phone, sizeof phone, "+39333%07zu", i);
-    std::string line =
-        R"({"id":"r-)" + std::to_string(i) + R"(","phone":")" + phone +
-        R"(","language":"it","push":[{"platform":"apns","app":"it.comune.soliera.app","token":")" + kApns +
-        R"("}],"topics":["Met","Geo","viabilita"],"locations":[{"lat":44.7376,"lon":10.9245,"label":"home"}]})";
-    body += line;
-    body += '\n';
-  }
-  const RecipientRules rules = demo_rules();
-  auto measure = [&](const char* name, const std::string& b) {
-    size_t ok = 0;
-    const auto t0 = std::chrono::steady_clock::now();
-    parse_ndjson(b, rules, [&](size_t, Result<Recipient>&& r) { ok += r.ok(); });
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("%-28s %zu lines (%zu ok), avg %.0f bytes: %.0f lines/s (%.2f us/line)\n", name, n, ok,
-                double(b.size()) / n, n / s, s / n * 1e6);
-  };
-  measure("with phone", body);
-  // The same lines without a phone: what JSON parsing and the other checks cost.
-  std::string no_phone;
-  for (size_t pos = 0; pos < body.size();) {
-    const size_t nl = body.find('\n', pos);
-    std::string line = body.substr(pos, nl - pos);
-    const size_t p = line.find(",\"phone\":\"");
-    line.erase(p, 24);
-    no_phone += line + "\n";
-    pos = nl + 1;
-  }
-  measure("without phone", no_phone);
-}
-
 }  // namespace
 }  // namespace sirena::directory

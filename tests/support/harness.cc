@@ -260,6 +260,33 @@ HttpResponse Sirenad::post(const std::string& path, const std::string& key, cons
   return http(req);
 }
 
+Simulator::Simulator(std::string kind, std::string dir, std::vector<std::string> extra_args)
+    : kind_(std::move(kind)), dir_(std::move(dir)), extra_(std::move(extra_args)), port_(free_port()),
+      admin_port_(free_port()) {}
+
+Simulator::~Simulator() { stop(); }
+
+void Simulator::start() {
+  std::vector<std::string> argv{bin_dir() + "/sirena-sim", kind_, "--listen", "127.0.0.1:" + std::to_string(port_),
+                                "--admin", "127.0.0.1:" + std::to_string(admin_port_)};
+  argv.insert(argv.end(), extra_.begin(), extra_.end());
+  proc_ = std::make_unique<Process>(argv, std::map<std::string, std::string>{}, dir_ + "/sim-" + kind_ + ".log");
+  bool up = wait_until([&] { return !proc_->running() || http_get("http://127.0.0.1:" + std::to_string(admin_port_) + "/stats").status == 200; },
+                       std::chrono::seconds(10));
+  if (!up || !proc_->running()) throw std::runtime_error("sirena-sim " + kind_ + " did not start: " + read_file(dir_ + "/sim-" + kind_ + ".log"));
+}
+
+void Simulator::stop() {
+  if (!proc_) return;
+  proc_->signal(SIGTERM);
+  proc_->wait_exit(std::chrono::seconds(10));
+  proc_.reset();
+}
+
+std::string Simulator::stats() const {
+  return http_get("http://127.0.0.1:" + std::to_string(admin_port_) + "/stats").body;
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;

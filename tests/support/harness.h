@@ -116,6 +116,7 @@ class Sirenad {
   }
   std::string log() const;
   bool ready();  // GET /readyz == 200
+  void set_env(const std::string& k, const std::string& v) { env_[k] = v; }
 
   HttpResponse get(const std::string& path, const std::string& key,
                    std::vector<std::string> headers = {}) const;
@@ -127,6 +128,24 @@ class Sirenad {
   std::string dir_;
   std::map<std::string, std::string> env_;
   int port_;
+  std::unique_ptr<Process> proc_;
+};
+
+// sirena-sim KIND on ephemeral ports, with an HTTP/1.1 admin listener for /stats.
+class Simulator {
+ public:
+  Simulator(std::string kind, std::string dir, std::vector<std::string> extra_args = {});
+  ~Simulator();
+  void start();
+  void stop();
+  int port() const { return port_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string stats() const;  // GET /stats body (JSON)
+
+ private:
+  std::string kind_, dir_;
+  std::vector<std::string> extra_;
+  int port_, admin_port_;
   std::unique_ptr<Process> proc_;
 };
 

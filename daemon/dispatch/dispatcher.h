@@ -1,0 +1,100 @@
+// The fan-out engine: an accepted alert becomes a durable plan of batches in Redis;
+// workers claim batches through a Redis Streams consumer group (so several daemons can
+// share the work), send each recipient's messages through the channel's gateway, retry
+// what can be retried, and record every outcome, so a restarted daemon skips what was
+// done. Channel-agnostic: gateways plug in through dispatch::Gateway.
+//
+// Redis (alert A of tenant T; R = the recipient's tenant, T or a granting neighbour):
+//   {t:T}:plan:<A>         hash   batches, done, recipients, planned:<channel>, priority
+//   {t:T}:batch:<A>:<n>    string "<R>\n<slot> <slot> ..."
+//   {t:T}:deliv:<A>        hash   "<R>:<slot>:<channel>:<k>" -> "<state>|<attempts>|<reason>"
+//   {t:T}:progress:<A>     hash   "<channel>:<state>" -> count
+//   {dispatch}:p<0..3>     stream one entry per batch, by priority (0 = most urgent);
+//                          consumer group "sirenad"
+// Invariants (DESIGN.md "Dispatch invariants"): a batch is acknowledged only after the
+// outcomes of all its messages are written; a message recorded as final is never sent
+// again; duplicates after a crash are bounded by the messages in flight plus the
+// outcomes not yet flushed (flushed every `flush_ms`).
+//
+// All calls on the loop. The app owns the Dispatcher and the gateways it is given.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "daemon/alerts/alert.h"
+#include "daemon/core/clock.h"
+#include "daemon/core/result.h"
+#include "daemon/dispatch/gateway.h"
+#include "daemon/directory/directory.h"
+
+namespace sirena::store {
+class Redis;
+}
+namespace sirena::metrics {
+class Metrics;
+}
+
+namespace sirena::dispatch {
+
+struct DispatchConfig {
+  std::string consumer = "sirenad";  // stable per daemon: a restart re-reads its own pending batches
+  size_t batch_size = 1000;
+  size_t max_batches = 64;           // batches in work at once (the in-flight window)
+  int max_attempts = 8;
+  int64_t backoff_base_ms = 200;
+  int64_t backoff_cap_ms = 30'000;
+  int64_t poll_ms = 50;              // how often to look for work added by other daemons
+  int64_t flush_ms = 5;              // outcome write-back period
+  // Accepted messages whose outcome is not yet durable in Redis. Sending pauses at this
+  // many: with the gateway's in-flight limit it bounds what a crash can send twice.
+  size_t max_unconfirmed = 1000;
+  int64_t reclaim_idle_ms = 30'000;  // batches pending longer than this on another consumer are taken over
+};
+
+class Dispatcher {
+ public:
+  Dispatcher(uv_loop_t* loop, store::Redis& redis, directory::Directory& directory, const Clock& clock,
+             metrics::Metrics& metrics, DispatchConfig config);
+  ~Dispatcher();
+
+  // `rate_per_s` 0 = no limit (e.g. FCM's 600k/min project quota is 10000/s).
+  void add_gateway(std::unique_ptr<Gateway> gateway, double rate_per_s = 0);
+  bool has_channel(Channel c) const;
+
+  // Begins work (after Redis is up): creates the consumer group, re-reads this
+  // consumer's pending batches, then polls for new ones.
+  void start();
+  // Stops claiming work; in-flight requests finish or are left for the restart; `done`
+  // runs when gateways are closed.
+  void stop(std::function<void()> done);
+
+  // Writes the plan of an accepted alert and queues its batches. Idempotent: an alert
+  // that already has a plan keeps it. Moves the alert to `dispatching` (or `completed`
+  // when nobody is reached).
+  void plan(const std::string& tenant, const std::string& alert_id, const alerts::Alert& alert,
+            const directory::Resolution& resolution, std::function<void(sirena::Status)> done);
+
+  // Stops this daemon's sends for the alert at once (queued and retrying messages are
+  // dropped and recorded as cancelled). The alert's state in Redis is the caller's.
+  void cancel(const std::string& alert_id);
+  // The same for the alerts an Update or Cancel of `tenant` references (CAP triples).
+  void cancel_references(const std::string& tenant, const std::vector<alerts::Reference>& refs);
+
+  // {"<channel>": {"accepted", "delivered", "failed", "pending", ...}} and totals.
+  void progress(const std::string& tenant, const std::string& alert_id,
+                std::function<void(Result<nlohmann::json>)> done);
+  // One page of per-recipient outcomes, optionally filtered by state.
+  void deliveries(const std::string& tenant, const std::string& alert_id, const std::string& state,
+                  const std::string& cursor, size_t limit, std::function<void(Result<nlohmann::json>)> done);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sirena::dispatch

@@ -1,0 +1,69 @@
+// Flow control pieces, channel-agnostic and clock-injected (unit-tested without sleeping):
+// retry backoff, a token bucket rate limit and a circuit breaker.
+#pragma once
+
+#include <cstdint>
+#include <random>
+
+#include "daemon/core/clock.h"
+
+namespace sirena::dispatch {
+
+// Exponential backoff with full jitter: a delay drawn uniformly from
+// [0, min(cap, base * 2^attempt)], or the server's Retry-After when it is longer.
+class Backoff {
+ public:
+  Backoff(int64_t base_ms = 200, int64_t cap_ms = 30'000, uint64_t seed = std::random_device{}())
+      : base_ms_(base_ms), cap_ms_(cap_ms), rng_(seed) {}
+  int64_t delay_ms(int attempt, int64_t retry_after_ms = 0);
+
+ private:
+  int64_t base_ms_;
+  int64_t cap_ms_;
+  std::mt19937_64 rng_;
+};
+
+// A token bucket: `rate` tokens per second, at most `burst` saved up.
+class TokenBucket {
+ public:
+  TokenBucket(const Clock& clock, double rate_per_s, double burst);
+  // Takes one token if available.
+  bool take();
+  // Milliseconds until a token is available (0 if one is).
+  int64_t wait_ms() const;
+  double fill() const;  // tokens available now
+  void set_rate(double rate_per_s, double burst);
+
+ private:
+  void refill() const;
+  const Clock& clock_;
+  double rate_;
+  double burst_;
+  mutable double tokens_;
+  mutable int64_t last_ns_;
+};
+
+// Per-gateway circuit breaker. Closed: requests flow. After `threshold` consecutive
+// failures it opens for `open_ms`; then it is half-open and lets `probes` requests
+// through: one success closes it, a failure opens it again.
+class CircuitBreaker {
+ public:
+  enum class State { Closed = 0, Open = 1, HalfOpen = 2 };
+  CircuitBreaker(const Clock& clock, int threshold = 50, int64_t open_ms = 2000, int probes = 5);
+  bool allow();  // may a request go now? (counts a probe in half-open)
+  void on_success();
+  void on_failure();
+  State state() const;
+
+ private:
+  const Clock& clock_;
+  int threshold_;
+  int64_t open_ms_;
+  int probes_;
+  State state_ = State::Closed;
+  int failures_ = 0;
+  int probes_in_flight_ = 0;
+  int64_t opened_at_ms_ = 0;
+};
+
+}  // namespace sirena::dispatch

@@ -1,0 +1,59 @@
+// What dispatch needs from a channel's gateway. Gateways (layer 5) implement it; the app
+// wires them in. One message is one recipient on one channel for one alert.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace sirena::dispatch {
+
+enum class Channel : uint8_t { Sms = 0, Apns = 1, Fcm = 2 };
+const char* to_string(Channel c);
+
+// A rendered message, ready for the gateway.
+struct Message {
+  std::string alert_id;
+  std::string tenant;
+  uint32_t slot = 0;           // the recipient's slot
+  Channel channel = Channel::Apns;
+  std::string address;         // device token or E.164 number
+  std::string app;             // APNs topic (bundle id) / FCM app
+  std::string title;           // push title (headline, with TEST/EXERCISE marker)
+  std::string body;            // push body or SMS text
+  std::string language;
+  std::string severity;        // CAP severity: Extreme, Severe, ...
+  int64_t expires_ms = 0;      // 0 = none (CAP expires)
+  std::string collapse_id;     // replaces an earlier notification for the same alert (Update)
+  bool test = false;
+  int attempt = 0;
+};
+
+enum class Outcome {
+  Accepted,   // the gateway took it
+  Retry,      // transient: try again (after retry_after_ms if set)
+  Permanent,  // will never succeed (bad token, bad number): do not retry
+  Unregistered,  // the token/number is gone: prune it and do not retry
+};
+
+struct SendResult {
+  Outcome outcome = Outcome::Retry;
+  int64_t retry_after_ms = 0;  // from Retry-After, 0 = use backoff
+  std::string reason;          // gateway's reason (e.g. "BadDeviceToken", "UNAVAILABLE")
+  int http_status = 0;
+};
+
+class Gateway {
+ public:
+  virtual ~Gateway() = default;
+  virtual const std::string& name() const = 0;
+  virtual Channel channel() const = 0;
+  // Sends one message; `done` runs exactly once, on the loop.
+  virtual void send(const Message& m, std::function<void(const SendResult&)> done) = 0;
+  // Messages the gateway can take now without queueing (for flow control).
+  virtual size_t capacity() const = 0;
+  virtual void close(std::function<void()> done) = 0;
+};
+
+}  // namespace sirena::dispatch

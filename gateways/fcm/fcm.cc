@@ -1,0 +1,178 @@
+#include "gateways/fcm/fcm.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "daemon/core/log.h"
+
+namespace sirena::fcm {
+namespace {
+
+constexpr const char* kScope = "https://www.googleapis.com/auth/firebase.messaging";
+
+std::string form_escape(const std::string& s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    }
+  }
+  return out;
+}
+
+// Splits "https://host:port/path" into origin and path.
+std::pair<std::string, std::string> split_url(const std::string& url) {
+  auto scheme = url.find("://");
+  auto slash = url.find('/', scheme == std::string::npos ? 0 : scheme + 3);
+  if (slash == std::string::npos) return {url, "/"};
+  return {url.substr(0, slash), url.substr(slash)};
+}
+
+}  // namespace
+
+std::string fcm_message(const dispatch::Message& m, int64_t now_ms) {
+  int64_t ttl = m.expires_ms ? std::max<int64_t>(0, (m.expires_ms - now_ms) / 1000) : 86400;
+  nlohmann::json msg = {
+      {"message",
+       {{"token", m.address},
+        {"notification", {{"title", m.title}, {"body", m.body}}},
+        {"data", {{"alert_id", m.alert_id}, {"test", m.test ? "true" : "false"}, {"severity", m.severity}}},
+        {"android", {{"priority", "HIGH"}, {"ttl", std::to_string(ttl) + "s"}, {"collapse_key", m.collapse_id}}}}}};
+  return msg.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Result<std::unique_ptr<FcmGateway>> FcmGateway::create(uv_loop_t* loop, const Clock& clock, std::string name,
+                                                       FcmConfig cfg) {
+  std::ifstream in(cfg.service_account_file);
+  if (!in)
+    return make_error(2, "invalid_config",
+                      "gateways." + name + ".service_account_file: cannot read " + cfg.service_account_file);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto sa = nlohmann::json::parse(ss.str(), nullptr, false);
+  if (!sa.is_object() || !sa.contains("client_email") || !sa.contains("private_key") || !sa.contains("token_uri"))
+    return make_error(2, "invalid_config",
+                      "gateways." + name + ".service_account_file: needs client_email, private_key and token_uri");
+  if (cfg.project_id.empty()) return make_error(2, "invalid_config", "gateways." + name + ".project_id is required");
+  auto key = push::SigningKey::from_pem(sa["private_key"].get<std::string>());
+  if (!key || key->is_ec())
+    return make_error(2, "invalid_config", "gateways." + name + ".service_account_file: private_key must be RSA");
+  http2::PoolOptions pool;
+  pool.url = cfg.url;
+  pool.connections = cfg.connections;
+  pool.verify_peer = cfg.verify_peer;
+  std::unique_ptr<FcmGateway> g(new FcmGateway(loop, clock, std::move(name), cfg, std::move(pool)));
+  g->key_ = std::move(key).value();
+  g->client_email_ = sa["client_email"];
+  g->token_uri_ = cfg.token_url.empty() ? sa["token_uri"].get<std::string>() : cfg.token_url;
+  auto [origin, path] = split_url(g->token_uri_);
+  g->token_path_ = path;
+  http2::PoolOptions tp;
+  tp.url = origin;
+  tp.connections = 1;
+  tp.verify_peer = cfg.verify_peer;
+  g->token_pool_ = std::make_unique<http2::Pool>(loop, tp, clock);
+  if (auto s = g->token_pool_->start(); !s) return std::move(s).take_error();
+  if (auto s = g->start(); !s) return std::move(s).take_error();
+  return g;
+}
+
+FcmGateway::FcmGateway(uv_loop_t* loop, const Clock& clock, std::string name, FcmConfig cfg, http2::PoolOptions pool)
+    : PushGateway(loop, clock, std::move(name), dispatch::Channel::Fcm, std::move(pool), cfg.max_in_flight),
+      cfg_(std::move(cfg)) {}
+
+void FcmGateway::fetch_token() {
+  if (fetching_) return;
+  fetching_ = true;
+  int64_t now = clock_.now_ms() / 1000;
+  auto assertion = key_.sign({{"alg", "RS256"}, {"typ", "JWT"}},
+                             {{"iss", client_email_}, {"scope", kScope}, {"aud", token_uri_}, {"iat", now},
+                              {"exp", now + 3600}});
+  http2::Request req;
+  req.path = token_path_;
+  req.headers = {{"content-type", "application/x-www-form-urlencoded"}};
+  req.body = "grant_type=" + form_escape("urn:ietf:params:oauth:grant-type:jwt-bearer") +
+             "&assertion=" + form_escape(assertion ? *assertion : "");
+  token_pool_->submit(std::move(req), [this](const http2::Response* r, http2::Failure f, const std::string& detail) {
+    fetching_ = false;
+    auto body = r ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
+    if (r && r->status == 200 && body.is_object() && body.contains("access_token")) {
+      access_token_ = body["access_token"];
+      int64_t expires_in = body.value("expires_in", 3600);
+      token_expires_ms_ = clock_.now_ms() + std::max<int64_t>(60, expires_in - 300) * 1000;
+    } else {
+      log::warn("fcm_token_failed", {{"gateway", name()},
+                                     {"status", r ? r->status : 0},
+                                     {"failure", http2::to_string(f)},
+                                     {"detail", detail}});
+    }
+    // Waiting messages go now: with a token, or failing (and retried by dispatch).
+    auto waiting = std::move(waiting_);
+    waiting_.clear();
+    for (auto& w : waiting) w();
+  });
+}
+
+void FcmGateway::build(const dispatch::Message& m, std::function<void(Result<http2::Request>)> ready) {
+  auto make = [this, m, ready = std::move(ready)]() {
+    if (access_token_.empty())
+      return ready(make_error(503, "fcm_no_token", "no OAuth2 access token from " + token_uri_));
+    http2::Request req;
+    req.path = "/v1/projects/" + cfg_.project_id + "/messages:send";
+    req.headers = {{"authorization", "Bearer " + access_token_}, {"content-type", "application/json"}};
+    req.body = fcm_message(m, clock_.now_ms());
+    ready(std::move(req));
+  };
+  if (!access_token_.empty() && clock_.now_ms() < token_expires_ms_) return make();
+  access_token_.clear();
+  waiting_.push_back(std::move(make));
+  fetch_token();
+}
+
+dispatch::SendResult FcmGateway::classify(const http2::Response& r) {
+  dispatch::SendResult out;
+  if (r.status == 200) {
+    out.outcome = dispatch::Outcome::Accepted;
+    return out;
+  }
+  // {"error": {"code", "status", "details": [{"@type": ...FcmError, "errorCode": "UNREGISTERED"}]}}
+  auto body = nlohmann::json::parse(r.body, nullptr, false);
+  std::string status, code;
+  if (body.is_object() && body.contains("error") && body["error"].is_object()) {
+    status = body["error"].value("status", "");
+    if (body["error"].contains("details") && body["error"]["details"].is_array())
+      for (const auto& d : body["error"]["details"])
+        if (d.is_object() && d.contains("errorCode")) code = d.value("errorCode", "");
+  }
+  out.reason = !code.empty() ? code : !status.empty() ? status : "HTTP " + std::to_string(r.status);
+  if (code == "UNREGISTERED" || r.status == 404) {
+    out.outcome = dispatch::Outcome::Unregistered;
+  } else if (r.status == 401) {
+    access_token_.clear();  // fetch a new token; resend
+    out.outcome = dispatch::Outcome::Retry;
+  } else if (transient(r.status)) {
+    // QUOTA_EXCEEDED (429), UNAVAILABLE (503), INTERNAL (500): back off, honour retry-after.
+    out.outcome = dispatch::Outcome::Retry;
+    out.retry_after_ms = retry_after_ms(r);
+  } else {
+    out.outcome = dispatch::Outcome::Permanent;  // INVALID_ARGUMENT, SENDER_ID_MISMATCH, ...
+  }
+  return out;
+}
+
+void FcmGateway::close(std::function<void()> done) {
+  auto remaining = std::make_shared<int>(2);
+  auto both = [remaining, done = std::move(done)] {
+    if (--*remaining == 0) done();
+  };
+  token_pool_->close(both);
+  PushGateway::close(both);
+}
+
+}  // namespace sirena::fcm

@@ -1,0 +1,57 @@
+// FCM HTTP v1 over the shared HTTP/2 layer.
+//
+// OAuth2 service-account flow: an RS256 JWT assertion {iss: client_email, scope, aud:
+// token_uri, iat, exp} exchanged at token_uri for an access token, cached until five
+// minutes before it expires (and dropped on 401). The exchange uses a second HTTP/2 Pool
+// to the token origin (Google's token endpoint speaks h2); messages wait for it.
+#pragma once
+
+#include <deque>
+#include <string>
+
+#include "gateways/push/jwt.h"
+#include "gateways/push/push_gateway.h"
+
+namespace sirena::fcm {
+
+struct FcmConfig {
+  std::string url;                   // https://fcm.googleapis.com or the simulator (http:// = h2c)
+  std::string project_id;
+  std::string service_account_file;  // Google's JSON: client_email, private_key, token_uri
+  std::string token_url;             // overrides the file's token_uri when set
+  size_t connections = 2;
+  size_t max_in_flight = 4000;
+  bool verify_peer = true;
+};
+
+// The v1 message for a dispatch message: notification + data (alert id), android
+// priority HIGH, ttl from CAP expires, collapse key.
+std::string fcm_message(const dispatch::Message& m, int64_t now_ms);
+
+class FcmGateway : public push::PushGateway {
+ public:
+  static Result<std::unique_ptr<FcmGateway>> create(uv_loop_t* loop, const Clock& clock, std::string name,
+                                                     FcmConfig cfg);
+  void close(std::function<void()> done) override;
+
+ protected:
+  void build(const dispatch::Message& m, std::function<void(Result<http2::Request>)> ready) override;
+  dispatch::SendResult classify(const http2::Response& r) override;
+
+ private:
+  FcmGateway(uv_loop_t* loop, const Clock& clock, std::string name, FcmConfig cfg, http2::PoolOptions pool);
+  void fetch_token();
+
+  FcmConfig cfg_;
+  push::SigningKey key_;
+  std::string client_email_;
+  std::string token_uri_;
+  std::string token_path_;
+  std::unique_ptr<http2::Pool> token_pool_;
+  std::string access_token_;
+  int64_t token_expires_ms_ = 0;
+  bool fetching_ = false;
+  std::deque<std::function<void()>> waiting_;
+};
+
+}  // namespace sirena::fcm

@@ -1,0 +1,76 @@
+#include "gateways/push/push_gateway.h"
+
+#include <cstdlib>
+
+namespace sirena::push {
+
+PushGateway::PushGateway(uv_loop_t* loop, const Clock& clock, std::string name, dispatch::Channel channel,
+                         http2::PoolOptions pool, size_t max_in_flight)
+    : loop_(loop),
+      clock_(clock),
+      name_(std::move(name)),
+      channel_(channel),
+      pool_(std::make_unique<http2::Pool>(loop, std::move(pool), clock)),
+      max_in_flight_(max_in_flight) {}
+
+PushGateway::~PushGateway() = default;
+
+Status PushGateway::start() { return pool_->start(); }
+
+void PushGateway::send(const dispatch::Message& m, std::function<void(const dispatch::SendResult&)> done) {
+  ++in_flight_;
+  build(m, [this, done = std::move(done)](Result<http2::Request> req) mutable {
+    if (!req) {
+      --in_flight_;
+      dispatch::SendResult r;
+      r.outcome = dispatch::Outcome::Permanent;
+      r.reason = req.error().message;
+      return done(r);
+    }
+    pool_->submit(std::move(req).value(), [this, done = std::move(done)](const http2::Response* resp,
+                                                                         http2::Failure f, const std::string& detail) {
+      --in_flight_;
+      dispatch::SendResult r;
+      if (resp) {
+        r = classify(*resp);
+        r.http_status = resp->status;
+      } else {
+        // Refused (GOAWAY above last_stream_id, REFUSED_STREAM) was never processed:
+        // resend at once. Others may or may not have been; resend after backoff.
+        r.outcome = dispatch::Outcome::Retry;
+        r.reason = std::string(http2::to_string(f)) + (detail.empty() ? "" : ": " + detail);
+        r.retry_after_ms = 0;
+      }
+      done(r);
+    });
+  });
+}
+
+size_t PushGateway::capacity() const {
+  if (in_flight_ >= max_in_flight_) return 0;
+  size_t queued = pool_->stats().queued;
+  return queued >= kPoolQueue ? 0 : std::min(kPoolQueue - queued, max_in_flight_ - in_flight_);
+}
+
+void PushGateway::close(std::function<void()> done) { pool_->close(std::move(done)); }
+
+int64_t PushGateway::retry_after_ms(const http2::Response& r) {
+  const std::string* v = r.header("retry-after");
+  if (!v) return 0;
+  char* end = nullptr;
+  long secs = std::strtol(v->c_str(), &end, 10);
+  if (end == v->c_str() || secs < 0) return 0;
+  return static_cast<int64_t>(secs) * 1000;
+}
+
+std::string cut_utf8(const std::string& text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return text;
+  static const std::string ellipsis = "\xE2\x80\xA6";
+  if (max_bytes < ellipsis.size()) return std::string();
+  size_t n = max_bytes - ellipsis.size();
+  // Back off continuation bytes (10xxxxxx) so the cut lands on a character start.
+  while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
+  return text.substr(0, n) + ellipsis;
+}
+
+}  // namespace sirena::push

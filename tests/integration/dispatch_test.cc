@@ -1,0 +1,254 @@
+// Fan-out end to end: real redis-server, real sirenad (demo configuration) and the
+// APNs and FCM simulators, with faults, crashes and cancels.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "tests/support/harness.h"
+
+namespace sirena::testing {
+namespace {
+
+using nlohmann::json;
+constexpr const char* kOp = "demo-soliera-operator";
+
+std::string apns_token(int i) {
+  char buf[65];
+  std::snprintf(buf, sizeof buf, "%064x", i + 1);
+  return buf;
+}
+std::string fcm_token(int i) { return "fcm-" + std::to_string(i) + "-" + std::string(140, 'f'); }
+
+// n recipients in Soliera: even ones with an APNs token, every third also with FCM.
+std::string town(int n, int first = 0) {
+  std::string nd;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<double> lat(44.730, 44.745), lon(10.915, 10.935);
+  for (int i = first; i < first + n; ++i) {
+    json push = json::array();
+    push.push_back({{"platform", "apns"}, {"app", "it.comune.soliera.app"}, {"token", apns_token(i)}});
+    if (i % 3 == 0) push.push_back({{"platform", "fcm"}, {"app", "soliera-app"}, {"token", fcm_token(i)}});
+    json r = {{"id", "c-" + std::to_string(i)},
+              {"language", i % 10 == 0 ? "en" : "it"},
+              {"topics", {"Met"}},
+              {"push", push},
+              {"locations", {{{"lat", lat(rng)}, {"lon", lon(rng)}}}}};
+    nd += r.dump() + "\n";
+  }
+  return nd;
+}
+
+std::string flood(const std::string& identifier, const std::string& status = "Actual") {
+  return R"(<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>)" + identifier + R"(</identifier>
+  <sender>protezionecivile@comune.soliera.mo.it</sender>
+  <sent>2026-11-27T10:00:00+01:00</sent>
+  <status>)" + status + R"(</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <language>it-IT</language>
+    <category>Met</category>
+    <event>Piena del Secchia</event>
+    <urgency>Immediate</urgency>
+    <severity>Extreme</severity>
+    <certainty>Observed</certainty>
+    <headline>Secchia in piena</headline>
+    <instruction>Salite ai piani alti.</instruction>
+    <area><areaDesc>Soliera</areaDesc><polygon>44.72,10.90 44.72,10.95 44.76,10.95 44.76,10.90 44.72,10.90</polygon></area>
+  </info>
+</alert>)";
+}
+
+class DispatchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    redis_ = std::make_unique<RedisServer>(dir_.path());
+    redis_->start();
+  }
+  void start_sims(std::vector<std::string> apns_args = {}, std::vector<std::string> fcm_args = {}) {
+    apns_ = std::make_unique<Simulator>("apns", dir_.path(), apns_args);
+    apns_->start();
+    fcm_ = std::make_unique<Simulator>("fcm", dir_.path(), fcm_args);
+    fcm_->start();
+  }
+  void start_daemon(std::map<std::string, std::string> extra = {}) {
+    daemon_ = std::make_unique<Sirenad>(source_dir() + "/config/demo.yaml", dir_.path(),
+                                        std::map<std::string, std::string>{
+                                            {"SIRENA_REDIS_URL", redis_->url()},
+                                            {"SIRENA_GATEWAYS_APNS_URL", apns_->url()},
+                                            {"SIRENA_GATEWAYS_FCM_URL", fcm_->url()},
+                                            {"SIRENA_GATEWAYS_FCM_TOKEN_URL", fcm_->url() + "/token"},
+                                            {"SIRENA_DISPATCH_CONSUMER", "it-daemon"},
+                                            // No second person in these tests (approval has its own).
+                                            {"SIRENA_TENANTS_SOLIERA_APPROVAL_MIN_RECIPIENTS", "100000000"},
+                                        });
+    for (auto& [k, v] : extra) daemon_->set_env(k, v);
+    daemon_->start();
+    ASSERT_TRUE(wait_until([&] { return daemon_->ready(); }, std::chrono::seconds(60))) << daemon_->log();
+  }
+  void TearDown() override {
+    if (daemon_) {
+      EXPECT_EQ(daemon_->stop(), 0) << daemon_->log();
+    }
+  }
+  void import(int n, int first = 0) {
+    const int chunk = 20000;
+    for (int s = first; s < first + n; s += chunk) {
+      auto r = daemon_->post("/v1/recipients/import", kOp, town(std::min(chunk, first + n - s), s), "application/x-ndjson");
+      ASSERT_EQ(r.status, 200) << r.body.substr(0, 300);
+    }
+  }
+  std::string submit(const std::string& cap) {
+    auto r = daemon_->post("/v1/alerts", kOp, cap, "application/cap+xml");
+    EXPECT_EQ(r.status, 202) << r.body;
+    return json::parse(r.body)["id"];
+  }
+  json alert(const std::string& id) { return json::parse(daemon_->get("/v1/alerts/" + id, kOp).body, nullptr, false); }
+  json apns_stats() { return json::parse(apns_->stats()); }
+  json fcm_stats() { return json::parse(fcm_->stats()); }
+  bool completed(const std::string& id) {
+    auto a = alert(id);
+    return a.is_object() && a["state"] == "completed";
+  }
+
+  TempDir dir_;
+  std::unique_ptr<RedisServer> redis_;
+  std::unique_ptr<Simulator> apns_, fcm_;
+  std::unique_ptr<Sirenad> daemon_;
+};
+
+TEST_F(DispatchTest, EveryRecipientGetsExactlyOnePushPerPlatform) {
+  start_sims();
+  start_daemon();
+  import(3000);
+  std::string id = submit(flood("fanout-1"));
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(60))) << alert(id).dump();
+  auto a = alert(id);
+  EXPECT_EQ(a["recipients"], 3000);
+  EXPECT_EQ(a["progress"]["apns"]["planned"], 3000);
+  EXPECT_EQ(a["progress"]["apns"]["accepted"], 3000);
+  EXPECT_EQ(a["progress"]["fcm"]["accepted"], 1000);
+  EXPECT_EQ(a["progress"]["apns"]["pending"], 0);
+  auto s = apns_stats();
+  EXPECT_EQ(s["accepted"], 3000);
+  EXPECT_EQ(s["unique_recipients"], 3000);
+  EXPECT_EQ(s["duplicates"], 0);
+  EXPECT_EQ(fcm_stats()["accepted"], 1000);
+  // Deliveries are listed per recipient.
+  auto d = json::parse(daemon_->get("/v1/alerts/" + id + "/deliveries?state=accepted&limit=50", kOp).body);
+  ASSERT_FALSE(d["items"].empty());
+  EXPECT_EQ(d["items"][0]["state"], "accepted");
+  EXPECT_EQ(d["items"][0]["recipient"].get<std::string>().rfind("c-", 0), 0u);
+  auto m = daemon_->get("/metrics", "").body;
+  EXPECT_NE(m.find("sirena_messages_total{channel=\"apns\",gateway=\"apns\",result=\"accepted\",tenant=\"soliera\"} 3000"),
+            std::string::npos);
+  EXPECT_NE(m.find("sirena_time_to_first_message_seconds_count 1"), std::string::npos);
+}
+
+TEST_F(DispatchTest, FaultsStillGiveEachValidTokenOneAcceptedDeliveryAndPruneTheGone) {
+  // Ten tokens the simulator calls gone.
+  std::string gone = dir_.path() + "/gone.txt";
+  std::string list;
+  for (int i = 0; i < 10; ++i) list += apns_token(i * 7) + "\n";
+  write_file(gone, list);
+  start_sims({"--fail", "503:0.05", "--fail", "429:0.01", "--goaway-every", "500", "--reset-every", "2000",
+              "--unregistered", gone, "--latency-ms", "1,20"},
+             {"--fail", "503:0.05", "--fail", "429:0.01"});
+  start_daemon();
+  import(6000);
+  std::string id = submit(flood("faults-1"));
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(120))) << alert(id).dump();
+  auto s = apns_stats();
+  EXPECT_EQ(s["unique_recipients"], 6000 - 10) << s.dump();
+  // A connection reset can swallow answers the simulator already sent (and counted):
+  // those messages are resent. Nothing else may repeat: 503/429 were not accepted, and
+  // streams refused by GOAWAY were never processed. So repeats only come from resets,
+  // at most the streams that were open on the reset connection.
+  EXPECT_LE(s["duplicates"].get<int>(), s["resets"].get<int>() * 1000) << s.dump();
+  EXPECT_EQ(s["rejected"]["410"], 10) << "a gone token is never retried: " << s.dump();
+  auto a = alert(id);
+  EXPECT_EQ(a["progress"]["apns"]["accepted"], 6000 - 10);
+  EXPECT_EQ(a["progress"]["apns"]["failed"], 10);
+  EXPECT_EQ(fcm_stats()["unique_recipients"], 2000);
+  EXPECT_EQ(redis_->cli({"SCARD", "{t:soliera}:pruned"}).find("10"), 0u);
+}
+
+TEST_F(DispatchTest, CancelStopsNewRequestsAtOnce) {
+  start_sims({"--latency-ms", "20,80", "--max-streams", "50"});
+  start_daemon();
+  import(20000);
+  std::string id = submit(flood("cancel-1"));
+  ASSERT_TRUE(wait_until([&] { return apns_stats()["accepted"].get<int>() > 500; }, std::chrono::seconds(60)));
+  auto r = daemon_->post("/v1/alerts/" + id + "/cancel", kOp, "", "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  int at_cancel = apns_stats()["requests"];
+  // Requests already on the wire may still land; nothing new is started. The bound: the
+  // streams in flight (2 connections x 50 streams) plus the FCM side, which is separate.
+  ASSERT_TRUE(wait_until([&] { return alert(id)["progress"]["apns"]["pending"] == 0; }, std::chrono::seconds(30)))
+      << alert(id).dump();
+  int after = apns_stats()["requests"];
+  EXPECT_LE(after - at_cancel, 100) << "requests started after the cancel's answer";
+  EXPECT_LT(after, 20000);
+  auto a = alert(id);
+  EXPECT_EQ(a["state"], "cancelled");
+  EXPECT_GT(a["progress"]["apns"]["cancelled"].get<int>(), 0);
+}
+
+TEST_F(DispatchTest, SurvivesSigkillsAndARedisRestartMidFanOut) {
+  start_sims({"--latency-ms", "2,20"});
+  // The in-flight window per gateway; the duplicate bound below follows from it.
+  const int window = 500;
+  const int unconfirmed = 500;
+  std::map<std::string, std::string> env{{"SIRENA_GATEWAYS_APNS_MAX_IN_FLIGHT", std::to_string(window)},
+                                         {"SIRENA_DISPATCH_MAX_UNCONFIRMED", std::to_string(unconfirmed)}};
+  start_daemon(env);
+  const int n = 30000;
+  import(n);
+  std::string id = submit(flood("crash-1"));
+  for (int kill = 0; kill < 5; ++kill) {
+    int before = apns_stats()["accepted"];
+    ASSERT_TRUE(wait_until([&] { return apns_stats()["accepted"].get<int>() > before + 500 || completed(id); },
+                           std::chrono::seconds(60)));
+    daemon_->kill();  // SIGKILL
+    if (kill == 2) {
+      redis_->stop();
+      redis_->start();
+    }
+    start_daemon(env);
+  }
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(120)))
+      << alert(id)["progress"].dump() << "\nplan: " << redis_->cli({"HGETALL", "{t:soliera}:plan:" + id})
+      << "\npending: " << redis_->cli({"XPENDING", "{dispatch}:p0", "sirenad"})
+      << "\nlog tail: " << daemon_->log().substr(daemon_->log().size() > 4000 ? daemon_->log().size() - 4000 : 0);
+  auto s = apns_stats();
+  EXPECT_EQ(s["unique_recipients"], n) << "every valid recipient got the alert";
+  // A kill can repeat only what had no durable outcome yet: the APNs requests in flight
+  // (at most `window`) and accepted messages whose outcome Redis has not confirmed (at
+  // most `unconfirmed`, shared with FCM). Batches in work are re-read, but messages with
+  // a final outcome are skipped.
+  EXPECT_LE(s["duplicates"].get<int>(), 5 * (window + unconfirmed)) << s.dump();
+  std::printf("duplicates after 5 SIGKILLs and a Redis restart: %d\n", s["duplicates"].get<int>());
+}
+
+TEST_F(DispatchTest, EventStreamFollowsTheAlertToItsFinalState) {
+  start_sims();
+  start_daemon();
+  import(10);
+  std::string id = submit(flood("drill-1", "Exercise"));
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(30)));
+  auto s = apns_stats();
+  EXPECT_EQ(s["accepted"], 10);
+  // The SSE stream ends with the final state.
+  auto ev = daemon_->get("/v1/alerts/" + id + "/events", kOp);
+  EXPECT_EQ(ev.status, 200);
+  EXPECT_NE(ev.body.find("event: progress"), std::string::npos);
+  EXPECT_NE(ev.body.find("\"state\":\"completed\""), std::string::npos) << ev.body;
+}
+
+}  // namespace
+}  // namespace sirena::testing
