@@ -92,13 +92,13 @@ answered_not_202() {
 }
 durable() { redis-cli -s "$SOCK" ZCARD '{t:soliera}:alerts'; }
 # busy_ticks: CPU time used by everything on the machine (user, nice, system, irq, softirq, steal).
-busy_ticks() { local _c u n s i w x y z _r; read -r _c u n s i w x y z _r </proc/stat; echo $((u + n + s + x + y + z)); }
+busy_ticks() { local u n s x y z; read -r _ u n s _ _ x y z _ </proc/stat; echo $((u + n + s + x + y + z)); }
 HZ=$(getconf CLK_TCK)
 
 # run NAME URL [ENV...]: one wrk run; sets R_<field> from intake.lua's result line, plus CPU seconds.
 run() {
   local name=$1 url=$2; shift 2
-  local s0 r0 b0 line kv TIMEFORMAT='%U %S'
+  local s0 r0 b0 line TIMEFORMAT='%U %S'
   s0=$(cpu_ticks "$SIRENAD_PID") r0=$(cpu_ticks "$REDIS_PID") b0=$(busy_ticks)
   { time env "$@" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" -s "$ROOT/bench/intake.lua" "$url" \
       >"$WORK/$name.wrk" 2>&1; } 2>"$WORK/$name.time" || { cat "$WORK/$name.wrk" >&2; die "wrk failed ($name)"; }
@@ -108,7 +108,9 @@ run() {
   R_OTHER=$(awk -v b=$(( $(busy_ticks) - b0 - R_SIRENAD - R_REDIS )) -v w="$R_WRK" -v hz="$HZ" \
     'BEGIN { o = b / hz - w; printf "%.2f", (o > 0 ? o : 0) }')
   line=$(grep '^result ' "$WORK/$name.wrk") || { cat "$WORK/$name.wrk" >&2; die "no result from wrk ($name)"; }
-  for kv in ${line#result }; do eval "R_${kv%%=*}=${kv#*=}"; done
+  # The fields in intake.lua's done() order, names dropped.
+  read -r _ R_requests R_duration_us R_p50_us R_p99_us _ R_err_connect R_err_read R_err_write R_err_timeout \
+    R_err_status <<<"$(sed 's/ [a-z0-9_]*=/ /g' <<<"$line")"
   R_RPS=$(awk -v n="$R_requests" -v us="$R_duration_us" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
   # wrk counts a response whose body ends at EOF (Connection: close, no length) both as a
   # request and as a read error, so "read" is reported apart, as connections closed.

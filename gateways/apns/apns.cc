@@ -85,6 +85,13 @@ void ApnsGateway::build(const dispatch::Message& m, std::function<void(Result<ht
 }
 
 dispatch::SendResult ApnsGateway::classify(const http2::Response& r) {
+  bool refresh = false;
+  auto out = classify_apns(r, &refresh);
+  if (refresh) refresh_now_ = true;  // a fresh JWT on the next request; this one is resent
+  return out;
+}
+
+dispatch::SendResult classify_apns(const http2::Response& r, bool* refresh_jwt) {
   dispatch::SendResult out;
   if (r.status == 200) {
     out.outcome = dispatch::Outcome::Accepted;
@@ -98,11 +105,11 @@ dispatch::SendResult ApnsGateway::classify(const http2::Response& r) {
       out.reason == "DeviceTokenNotForTopic") {
     out.outcome = dispatch::Outcome::Unregistered;
   } else if (r.status == 403 && out.reason == "ExpiredProviderToken") {
-    refresh_now_ = true;  // a fresh JWT on the next request; this one is resent
+    *refresh_jwt = true;
     out.outcome = dispatch::Outcome::Retry;
-  } else if (transient(r.status)) {
+  } else if (push::PushGateway::transient(r.status)) {
     out.outcome = dispatch::Outcome::Retry;
-    out.retry_after_ms = retry_after_ms(r);
+    out.retry_after_ms = push::PushGateway::retry_after_ms(r);
   } else {
     out.outcome = dispatch::Outcome::Permanent;
   }

@@ -28,6 +28,11 @@ struct ApnsConfig {
 // severity, the alert id in custom data, cut (at a UTF-8 boundary) to fit 4096 bytes.
 std::string apns_payload(const dispatch::Message& m, bool critical_alerts);
 
+// Apple's error table: 200 accepted; 410 Unregistered, 400 BadDeviceToken (and
+// DeviceTokenNotForTopic) prune the token; 403 ExpiredProviderToken is resent with a fresh
+// JWT (`refresh_jwt` set); 429 and 5xx are retried (Retry-After honoured); the rest fail.
+dispatch::SendResult classify_apns(const http2::Response& r, bool* refresh_jwt);
+
 class ApnsGateway : public push::PushGateway {
  public:
   static Result<std::unique_ptr<ApnsGateway>> create(uv_loop_t* loop, const Clock& clock, std::string name,

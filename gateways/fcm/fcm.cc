@@ -136,6 +136,13 @@ void FcmGateway::build(const dispatch::Message& m, std::function<void(Result<htt
 }
 
 dispatch::SendResult FcmGateway::classify(const http2::Response& r) {
+  bool refresh = false;
+  auto out = classify_fcm(r, &refresh);
+  if (refresh) access_token_.clear();  // fetch a new token; the message is resent
+  return out;
+}
+
+dispatch::SendResult classify_fcm(const http2::Response& r, bool* refresh_token) {
   dispatch::SendResult out;
   if (r.status == 200) {
     out.outcome = dispatch::Outcome::Accepted;
@@ -154,12 +161,12 @@ dispatch::SendResult FcmGateway::classify(const http2::Response& r) {
   if (code == "UNREGISTERED" || r.status == 404) {
     out.outcome = dispatch::Outcome::Unregistered;
   } else if (r.status == 401) {
-    access_token_.clear();  // fetch a new token; resend
+    *refresh_token = true;
     out.outcome = dispatch::Outcome::Retry;
-  } else if (transient(r.status)) {
+  } else if (push::PushGateway::transient(r.status)) {
     // QUOTA_EXCEEDED (429), UNAVAILABLE (503), INTERNAL (500): back off, honour retry-after.
     out.outcome = dispatch::Outcome::Retry;
-    out.retry_after_ms = retry_after_ms(r);
+    out.retry_after_ms = push::PushGateway::retry_after_ms(r);
   } else {
     out.outcome = dispatch::Outcome::Permanent;  // INVALID_ARGUMENT, SENDER_ID_MISMATCH, ...
   }

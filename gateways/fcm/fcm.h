@@ -28,6 +28,11 @@ struct FcmConfig {
 // priority HIGH, ttl from CAP expires, collapse key.
 std::string fcm_message(const dispatch::Message& m, int64_t now_ms);
 
+// FCM v1 errors: 200 accepted; UNREGISTERED (404) prunes the token; 401 drops the access
+// token (`refresh_token` set) and resends; QUOTA_EXCEEDED (429), UNAVAILABLE (503) and
+// INTERNAL (500) are retried honouring retry-after; INVALID_ARGUMENT and the rest fail.
+dispatch::SendResult classify_fcm(const http2::Response& r, bool* refresh_token);
+
 class FcmGateway : public push::PushGateway {
  public:
   static Result<std::unique_ptr<FcmGateway>> create(uv_loop_t* loop, const Clock& clock, std::string name,

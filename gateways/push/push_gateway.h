@@ -29,17 +29,18 @@ class PushGateway : public dispatch::Gateway {
   void send(const dispatch::Message& m, std::function<void(const dispatch::SendResult&)> done) override;
   void close(std::function<void()> done) override;
 
+ public:
+  // Retry-After (RFC 9110 §10.2.3), delay-seconds form, in ms; 0 when absent.
+  static int64_t retry_after_ms(const http2::Response& r);
+  // 429 and 5xx: try again later; everything else the profile decides.
+  static bool transient(int status) { return status == 429 || status >= 500; }
+
  protected:
   // Builds the request; may complete later (FCM waits for its OAuth token). On error the
   // message fails with `error` as a permanent failure.
   virtual void build(const dispatch::Message& m, std::function<void(Result<http2::Request>)> ready) = 0;
   // Reads a response (any status) into an outcome.
   virtual dispatch::SendResult classify(const http2::Response& r) = 0;
-
-  // Retry-After (RFC 9110 §10.2.3), delay-seconds form, in ms; 0 when absent.
-  static int64_t retry_after_ms(const http2::Response& r);
-  // 429 and 5xx: try again later; everything else the profile decides.
-  static bool transient(int status) { return status == 429 || status >= 500; }
 
   uv_loop_t* loop_;
   const Clock& clock_;

@@ -1,0 +1,220 @@
+// Dispatch pieces without sockets: flow control on an injected clock, rendering, the
+// APNs and FCM wire formats and error tables, JWTs.
+#include <gtest/gtest.h>
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/dispatch/flow.h"
+#include "daemon/dispatch/render.h"
+#include "gateways/apns/apns.h"
+#include "gateways/fcm/fcm.h"
+#include "gateways/push/jwt.h"
+
+namespace sirena::dispatch {
+namespace {
+
+TEST(Backoff, FullJitterGrowsToTheCapAndHonoursRetryAfter) {
+  Backoff b(100, 2000, 42);
+  for (int attempt = 0; attempt < 12; ++attempt) {
+    int64_t ceiling = std::min<int64_t>(2000, int64_t{100} << attempt);
+    for (int i = 0; i < 50; ++i) {
+      int64_t d = b.delay_ms(attempt);
+      ASSERT_GE(d, 0);
+      ASSERT_LE(d, ceiling);
+    }
+  }
+  EXPECT_GE(b.delay_ms(0, 5000), 5000) << "Retry-After is a floor";
+}
+
+TEST(TokenBucket, LimitsTheRateOnTheInjectedClock) {
+  ManualClock clock;
+  TokenBucket bucket(clock, 10, 10);  // 10/s, burst 10
+  int taken = 0;
+  while (bucket.take()) ++taken;
+  EXPECT_EQ(taken, 10);
+  EXPECT_GT(bucket.wait_ms(), 0);
+  clock.advance_ms(500);
+  taken = 0;
+  while (bucket.take()) ++taken;
+  EXPECT_EQ(taken, 5);
+  TokenBucket unlimited(clock, 0, 0);
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(unlimited.take());
+}
+
+TEST(CircuitBreaker, OpensHalfOpensAndCloses) {
+  ManualClock clock;
+  CircuitBreaker cb(clock, 3, 1000, 2);
+  for (int i = 0; i < 3; ++i) cb.on_failure();
+  EXPECT_EQ(cb.state(), CircuitBreaker::State::Open);
+  EXPECT_FALSE(cb.allow());
+  clock.advance_ms(1000);
+  EXPECT_EQ(cb.state(), CircuitBreaker::State::HalfOpen);
+  EXPECT_TRUE(cb.allow());
+  EXPECT_TRUE(cb.allow());
+  EXPECT_FALSE(cb.allow()) << "only the probes go while half-open";
+  cb.on_failure();
+  EXPECT_EQ(cb.state(), CircuitBreaker::State::Open) << "a failed probe opens it again";
+  clock.advance_ms(1000);
+  EXPECT_TRUE(cb.allow());
+  cb.on_success();
+  EXPECT_EQ(cb.state(), CircuitBreaker::State::Closed);
+}
+
+alerts::Alert alert(alerts::Status status, const std::string& severity = "Extreme",
+                    const std::string& urgency = "Immediate") {
+  alerts::Alert a;
+  a.identifier = "flood-1";
+  a.status = status;
+  alerts::Info it;
+  it.language = "it-IT";
+  it.headline = "Secchia in piena";
+  it.instruction = "Salite ai piani alti";
+  it.severity = severity;
+  it.urgency = urgency;
+  alerts::Info en = it;
+  en.language = "en-GB";
+  en.headline = "Secchia flooding";
+  a.infos = {it, en};
+  return a;
+}
+
+TEST(Render, DrillsAreMarkedInTheRecipientsLanguage) {
+  auto real = render_push(alert(alerts::Status::Actual), pick_info(alert(alerts::Status::Actual), "it"));
+  EXPECT_EQ(real.title, "Secchia in piena");
+  auto a = alert(alerts::Status::Exercise);
+  EXPECT_EQ(render_push(a, pick_info(a, "it")).title, "[ESERCITAZIONE] Secchia in piena");
+  EXPECT_EQ(render_push(a, pick_info(a, "en")).title, "[EXERCISE] Secchia flooding");
+  auto t = alert(alerts::Status::Test);
+  EXPECT_EQ(render_push(t, pick_info(t, "de")).title, "[TEST] Secchia in piena") << "unknown language: first info";
+}
+
+TEST(Render, PriorityAndCollapseId) {
+  EXPECT_EQ(priority_of(alert(alerts::Status::Actual, "Extreme", "Immediate")), 0);
+  EXPECT_EQ(priority_of(alert(alerts::Status::Actual, "Severe", "Expected")), 1);
+  EXPECT_EQ(priority_of(alert(alerts::Status::Actual, "Minor", "Future")), 3);
+  auto u = alert(alerts::Status::Actual);
+  u.identifier = "flood-1-update";
+  u.msg_type = alerts::MsgType::Update;
+  u.references = {{"pc@soliera.it", "flood-1", "2026-11-27T10:00:00+01:00"}};
+  EXPECT_EQ(collapse_id(u), collapse_id(alert(alerts::Status::Actual))) << "an Update replaces the notification";
+  auto longid = alert(alerts::Status::Actual);
+  longid.identifier = std::string(200, 'x');
+  EXPECT_LE(collapse_id(longid).size(), 64u);
+}
+
+Message message() {
+  Message m;
+  m.alert_id = "01ABC";
+  m.address = std::string(64, 'a');
+  m.app = "it.comune.soliera.app";
+  m.title = "Secchia in piena";
+  m.body = "Salite ai piani alti";
+  m.severity = "Extreme";
+  m.collapse_id = "flood-1";
+  return m;
+}
+
+TEST(Apns, PayloadCarriesAlertIdAndInterruptionLevelAndFits4096) {
+  auto p = nlohmann::json::parse(apns::apns_payload(message(), false));
+  EXPECT_EQ(p["aps"]["alert"]["title"], "Secchia in piena");
+  EXPECT_EQ(p["aps"]["interruption-level"], "time-sensitive");
+  EXPECT_EQ(p["alert_id"], "01ABC");
+  EXPECT_EQ(nlohmann::json::parse(apns::apns_payload(message(), true))["aps"]["interruption-level"], "critical");
+  Message big = message();
+  big.body.clear();
+  for (int i = 0; i < 3000; ++i) big.body += "è";  // 6000 bytes of 2-byte characters
+  std::string payload = apns::apns_payload(big, false);
+  EXPECT_LE(payload.size(), 4096u);
+  auto parsed = nlohmann::json::parse(payload);  // still valid JSON: cut at a character boundary
+  std::string body = parsed["aps"]["alert"]["body"];
+  EXPECT_EQ(body.substr(body.size() - 3), "\xE2\x80\xA6") << "ends with an ellipsis";
+}
+
+http2::Response response(int status, const std::string& body, std::vector<http2::Header> headers = {}) {
+  http2::Response r;
+  r.status = status;
+  r.body = body;
+  r.headers = std::move(headers);
+  return r;
+}
+
+TEST(Apns, ErrorTable) {
+  bool refresh = false;
+  EXPECT_EQ(apns::classify_apns(response(200, ""), &refresh).outcome, Outcome::Accepted);
+  EXPECT_EQ(apns::classify_apns(response(410, R"({"reason":"Unregistered","timestamp":1})"), &refresh).outcome,
+            Outcome::Unregistered);
+  EXPECT_EQ(apns::classify_apns(response(400, R"({"reason":"BadDeviceToken"})"), &refresh).outcome,
+            Outcome::Unregistered);
+  EXPECT_EQ(apns::classify_apns(response(400, R"({"reason":"BadCollapseId"})"), &refresh).outcome, Outcome::Permanent);
+  EXPECT_FALSE(refresh);
+  EXPECT_EQ(apns::classify_apns(response(403, R"({"reason":"ExpiredProviderToken"})"), &refresh).outcome,
+            Outcome::Retry);
+  EXPECT_TRUE(refresh);
+  auto busy = apns::classify_apns(response(429, R"({"reason":"TooManyRequests"})", {{"retry-after", "3"}}), &refresh);
+  EXPECT_EQ(busy.outcome, Outcome::Retry);
+  EXPECT_EQ(busy.retry_after_ms, 3000);
+  EXPECT_EQ(apns::classify_apns(response(503, R"({"reason":"ServiceUnavailable"})"), &refresh).outcome, Outcome::Retry);
+}
+
+TEST(Fcm, MessageAndErrorTable) {
+  Message m = message();
+  m.address = "fcm-token";
+  m.expires_ms = 1'000'000 + 3'600'000;
+  auto j = nlohmann::json::parse(fcm::fcm_message(m, 1'000'000));
+  EXPECT_EQ(j["message"]["token"], "fcm-token");
+  EXPECT_EQ(j["message"]["android"]["priority"], "HIGH");
+  EXPECT_EQ(j["message"]["android"]["ttl"], "3600s");
+  EXPECT_EQ(j["message"]["data"]["alert_id"], "01ABC");
+  bool refresh = false;
+  auto gone = R"({"error":{"code":404,"status":"NOT_FOUND","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]}})";
+  EXPECT_EQ(fcm::classify_fcm(response(404, gone), &refresh).outcome, Outcome::Unregistered);
+  auto quota = fcm::classify_fcm(response(429, R"({"error":{"status":"RESOURCE_EXHAUSTED"}})", {{"retry-after", "2"}}), &refresh);
+  EXPECT_EQ(quota.outcome, Outcome::Retry);
+  EXPECT_EQ(quota.retry_after_ms, 2000);
+  EXPECT_EQ(fcm::classify_fcm(response(400, R"({"error":{"status":"INVALID_ARGUMENT"}})"), &refresh).outcome,
+            Outcome::Permanent);
+  EXPECT_FALSE(refresh);
+  EXPECT_EQ(fcm::classify_fcm(response(401, R"({"error":{"status":"UNAUTHENTICATED"}})"), &refresh).outcome,
+            Outcome::Retry);
+  EXPECT_TRUE(refresh);
+}
+
+TEST(Jwt, Es256SignatureVerifiesWithThePublicKey) {
+  auto key = push::SigningKey::from_file(std::string(SIRENA_SOURCE_DIR) + "/config/demo-keys/apns-demo.p8");
+  ASSERT_TRUE(key) << key.error().message;
+  auto jwt = key->sign({{"alg", "ES256"}, {"kid", "K"}}, {{"iss", "T"}, {"iat", 1}});
+  ASSERT_TRUE(jwt);
+  auto dot2 = jwt->rfind('.');
+  std::string signing_input = jwt->substr(0, dot2);
+  std::string sig_b64 = jwt->substr(dot2 + 1);
+  EXPECT_EQ(sig_b64.size(), 86u) << "64 raw bytes (r||s), base64url without padding";
+  // Decode and verify with OpenSSL: r||s back to DER.
+  std::string b64 = sig_b64;
+  for (auto& c : b64) c = c == '-' ? '+' : c == '_' ? '/' : c;
+  while (b64.size() % 4) b64.push_back('=');
+  unsigned char raw[66];
+  ASSERT_EQ(EVP_DecodeBlock(raw, reinterpret_cast<const unsigned char*>(b64.data()), static_cast<int>(b64.size())), 66);
+  ECDSA_SIG* es = ECDSA_SIG_new();
+  ECDSA_SIG_set0(es, BN_bin2bn(raw, 32, nullptr), BN_bin2bn(raw + 32, 32, nullptr));
+  unsigned char* der = nullptr;
+  int der_len = i2d_ECDSA_SIG(es, &der);
+  FILE* f = std::fopen((std::string(SIRENA_SOURCE_DIR) + "/config/demo-keys/apns-demo.p8").c_str(), "r");
+  EVP_PKEY* pk = PEM_read_PrivateKey(f, nullptr, nullptr, nullptr);
+  std::fclose(f);
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, pk);
+  EXPECT_EQ(EVP_DigestVerify(ctx, der, static_cast<size_t>(der_len),
+                             reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size()),
+            1);
+  EVP_MD_CTX_free(ctx);
+  EVP_PKEY_free(pk);
+  OPENSSL_free(der);
+  ECDSA_SIG_free(es);
+  EXPECT_EQ(push::base64url("\xff\xfe"), "__4");
+}
+
+}  // namespace
+}  // namespace sirena::dispatch
