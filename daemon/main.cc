@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   static sirena::app::App* app = new sirena::app::App(loop, std::move(cfg).value());
   if (auto started = app->start(); !started) {
     sirena::log::error("startup_failed", {{"error", started.error().message}});
+    app->abort_start();
     return started.error().status == 2 ? 2 : 1;
   }
   uv_run(loop, UV_RUN_DEFAULT);

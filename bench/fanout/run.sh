@@ -19,16 +19,17 @@
 # Usage: bench/fanout/run.sh [N]      N recipients, default 1000000 (100000 for a quick run)
 # Environment: PEER_N (messages per Node peer, default min(N, 100000): the rate is
 #   extrapolated to N), FCM_RATE (sirenad's FCM token bucket, default 1000000/s: the simulator
-#   has no quota; production keeps 9500/s), H2LOAD_STREAMS (-m, default 500), TLS_PORT (443),
+#   has no quota; production keeps 9500/s), APPENDFSYNC (always, as managed Redis; everysec
+#   only to see what the fsync per write-back costs), H2LOAD_STREAMS (-m, default 500), TLS_PORT (443),
 #   SIRENAD, SIM (binaries, default build/bin), KEEP=1 keeps the work directory.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 N=${1:-1000000}
-[[ $N =~ ^[0-9]+$ ]] && ((N >= 1000)) || { sed -n '2,23s/^# \{0,1\}//p' "$0"; exit 2; }
+[[ $N =~ ^[0-9]+$ ]] && ((N >= 1000)) || { sed -n '2,24s/^# \{0,1\}//p' "$0"; exit 2; }
 PEER_N=${PEER_N:-$((N < 100000 ? N : 100000))}
-FCM_RATE=${FCM_RATE:-1000000} H2LOAD_STREAMS=${H2LOAD_STREAMS:-500} TLS_PORT=${TLS_PORT:-443}
+FCM_RATE=${FCM_RATE:-1000000} APPENDFSYNC=${APPENDFSYNC:-always} H2LOAD_STREAMS=${H2LOAD_STREAMS:-500} TLS_PORT=${TLS_PORT:-443}
 SIRENAD=${SIRENAD:-$ROOT/build/bin/sirenad} SIM=${SIM:-$ROOT/build/bin/sirena-sim}
 KEY=$ROOT/config/demo-keys/apns-demo.p8
 
@@ -62,7 +63,7 @@ wait_for() {  # wait_for WHAT SECONDS PID CMD...: poll CMD every 50 ms while PID
   local what=$1 secs=$2 pid=$3; shift 3
   local deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
-    kill -0 "$pid" 2>/dev/null || die "$what exited during start-up (logs in $WORK; KEEP=1 keeps them)"
+    kill -0 "$pid" 2>/dev/null || { [[ -z ${LOG:-} ]] || tail -n 5 "$LOG" >&2; die "$what exited during start-up"; }
     ((SECONDS < deadline)) || die "$what not ready after $secs s"
     sleep 0.05
   done
@@ -91,7 +92,7 @@ node "$HERE/gen.js" payload "h2load-$$" >"$WORK/payload.json"
 # --- Redis and the simulators ---------------------------------------------------------------
 # As sirenad's managed Redis (daemon/store/managed_redis.cc), but ours, so that sirenad can restart.
 redis-server --port 0 --unixsocket "$WORK/redis.sock" --unixsocketperm 700 --dir "$WORK/redis" \
-  --appendonly yes --appendfsync always --save "" --daemonize no --logfile "$WORK/redis.log" &
+  --appendonly yes --appendfsync "$APPENDFSYNC" --save "" --daemonize no --logfile "$WORK/redis.log" &
 REDIS_PID=$!; PIDS+=("$REDIS_PID")
 wait_for redis-server 10 "$REDIS_PID" redis-cli -s "$WORK/redis.sock" ping
 
@@ -107,7 +108,7 @@ APNS_PORT=$(free_port) FCM_PORT=$(free_port)
 start_sim APNS apns "$APNS_PORT"
 start_sim FCM fcm "$FCM_PORT"
 TLS_OK=1
-if python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', $TLS_PORT))" 2>/dev/null; then
+if python3 -c "import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $TLS_PORT))" 2>/dev/null; then
   start_sim TLS apns "$TLS_PORT" --tls "$WORK/cert.pem" "$WORK/key.pem"
 else
   TLS_OK=0; say "127.0.0.1:$TLS_PORT is taken: no TLS runs (apns2, node-apn, sirenad over TLS)"
@@ -128,7 +129,7 @@ start_sirenad() {  # start_sirenad NAME APNS_URL [ENV...]
     SIRENA_TENANTS_SOLIERA_APPROVAL_MIN_RECIPIENTS=1000000000 "$@" \
     "$SIRENAD" --config config/demo.yaml) >"$WORK/sirenad-$name.log" 2>&1 &
   SIRENAD_PID=$!
-  wait_for sirenad 60 "$SIRENAD_PID" curl -fs "$SIRENAD_URL/readyz"
+  LOG=$WORK/sirenad-$name.log wait_for sirenad 60 "$SIRENAD_PID" curl -fs "$SIRENAD_URL/readyz"
 }
 stop_sirenad() { stop_pid "$SIRENAD_PID"; SIRENAD_PID=""; }
 
@@ -158,7 +159,7 @@ measure() {
   )
   # CPU that none of the benchmark's processes used: another job on the machine skews the run.
   v[other_s]=$(awk -v m="${v[machine_s]}" -v a="${v[cpu_s]}" -v b="${v[redis_s]}" -v c="${v[apns_sim_s]}" -v d="${v[fcm_sim_s]}" \
-    'BEGIN { o = m - a - b - c - d; printf "%.2f", o > 0 ? o : 0 }')
+    'BEGIN { o = m - a - b - c - d; printf "%.2f", (o > 0 ? o : 0) }')
   for k in "${!v[@]}"; do printf -v "S_${name}_$k" %s "${v[$k]}"; done
 }
 
@@ -197,7 +198,10 @@ h2load_run() {  # h2load_run NAME BASE_URL ADMIN CONNECTIONS
     -H "apns-collapse-id: h2load-$$" >"$WORK/h2load-$name.out" 2>&1 || { cat "$WORK/h2load-$name.out" >&2; die "h2load failed ($name)"; }
   out=$(<"$WORK/h2load-$name.out")
   local rps secs ok cpu rss dup
-  read -r secs rps < <(sed -n 's/^finished in \([0-9.]*\)s, \([0-9.]*\) req\/s.*/\1 \2/p' <<<"$out")
+  # "finished in 718.36ms, 139205.78 req/s, ...": the unit is us, ms or s.
+  read -r secs rps < <(awk '/^finished in/ { t = $3; sub(/,$/, "", t); u = t; gsub(/[0-9.]/, "", u); t += 0
+    print (u == "ms" ? t / 1e3 : u == "us" ? t / 1e6 : t), $4 }' <<<"$out")
+  [[ -n $rps ]] || { echo "$out" >&2; die "no result from h2load ($name)"; }
   ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' <<<"$out")
   read -r cpu rss < <(awk '{ printf "%.2f %d\n", $1 + $2, $3 }' "$WORK/h2load-$name.time")
   dup=$(stats "$admin" | field duplicates)
@@ -230,8 +234,8 @@ fi
 # --- report ---------------------------------------------------------------------------------
 f1() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
 f0() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
-rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", s > 0 ? n / s : 0 }'; }  # messages, seconds
-per100k() { awk -v c="$1" -v n="$2" 'BEGIN { printf "%.2f", n ? c / n * 100000 : 0 }'; }
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }'; }  # messages, seconds
+per100k() { awk -v c="$1" -v n="$2" 'BEGIN { printf "%.2f", (n ? c / n * 100000 : 0) }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f MiB", k / 1024 }'; }
 status=0
 declare -A RATE
@@ -241,7 +245,7 @@ cat <<EOF
 
 \`bench/fanout/run.sh $N\` on $(nproc) cores, nothing pinned; load average before: $(cut -d' ' -f1-3 /proc/loadavg).
 sirenad: config/demo.yaml (2 connections and 2000 in flight per gateway), Redis as managed (unix socket,
-appendfsync always), **FCM rate limit raised to $FCM_RATE/s** (the simulator has no quota; production keeps
+appendfsync **$APPENDFSYNC**), **FCM rate limit raised to $FCM_RATE/s** (the simulator has no quota; production keeps
 9500/s, which alone would make 300k FCM messages take 32 s). Times are from the POST /v1/alerts.
 Node peers: apns2 $APNS2_VERSION, @parse/node-apn $NODE_APN_VERSION, $PEER_N messages each over TLS to the same
 simulator (rates extrapolated to N when PEER_N < N). h2load: $(h2load --version | head -1 | cut -d' ' -f2), -m $H2LOAD_STREAMS, one thread.
@@ -294,7 +298,7 @@ for r in "${RUNS[@]}"; do
 done
 best=h2c; [[ -n ${RATE[tls]:-} ]] && best=tls
 c2=${H2_RPS_h2c_c2:-0}
-echo "| ≥ 50% of h2load's rate (sirenad h2c, all messages, vs h2load h2c 2 connections) | ${RATE[h2c]} vs $(f0 "$c2"): $(awk -v a="${RATE[h2c]}" -v b="$c2" 'BEGIN { printf "%.0f%%", b ? 100 * a / b : 0 }') | **$(pf "${RATE[h2c]} >= 0.5 * $c2")** |"
+echo "| ≥ 50% of h2load's rate (sirenad h2c, all messages, vs h2load h2c 2 connections) | ${RATE[h2c]} vs $(f0 "$c2"): $(awk -v a="${RATE[h2c]}" -v b="$c2" 'BEGIN { printf "%.0f%%", (b ? 100 * a / b : 0) }') | **$(pf "${RATE[h2c]} >= 0.5 * $c2")** |"
 if [[ -n ${H2_RPS_tls_c1:-} && -n ${RATE[tls]:-} ]]; then
   t1=$(awk -v a="$H2_RPS_tls_c1" -v b="${H2_RPS_tls_c4:-0}" 'BEGIN { print (a > b ? a : b) }')
   echo "| ≥ 50% of h2load's rate (sirenad APNs TLS, vs the best h2load TLS) | ${RATE[tls]} vs $(f0 "$t1"): $(awk -v a="${RATE[tls]}" -v b="$t1" 'BEGIN { printf "%.0f%%", 100 * a / b }') | **$(pf "${RATE[tls]} >= 0.5 * $t1")** |"

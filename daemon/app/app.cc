@@ -1,5 +1,6 @@
 #include "daemon/app/app.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -228,6 +229,11 @@ Status App::add_gateways() {
     // SMS profiles (kannel, generic_json) arrive with the SMS channel.
   }
   return Ok{};
+}
+
+void App::abort_start() {
+  Impl& i = *impl_;
+  if (i.managed && i.managed->pid() > 0) kill(i.managed->pid(), SIGTERM);
 }
 
 void App::reload() {

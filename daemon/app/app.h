@@ -26,6 +26,8 @@ class App {
   // Begins a graceful shutdown; the loop stops when it is done.
   void shutdown();
   void reload();
+  // After a failed start(): stops the managed Redis it may have spawned.
+  void abort_start();
   int exit_code() const { return exit_code_; }
 
  private:

@@ -630,6 +630,12 @@ Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& al
   };
 
   if (area.empty() && named_zones.empty()) return res;
+  // Nobody to find (no citizens here, none granted by a neighbour): skip the geometry.
+  bool anyone = own->index.size() > 0;
+  for (const auto& [id, other] : tenants_)
+    for (const auto& g : other->cfg.grants)
+      if (id != tenant && g.to_tenant == tenant && other->index.size() > 0) anyone = true;
+  if (!anyone) return res;
   Query q;
   q.area = &area;
   q.topics = own->bits(topics);

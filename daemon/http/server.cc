@@ -138,6 +138,9 @@ void Responder::send(int status, std::string_view content_type, std::string_view
   h2o_req_t* req = req_;
   req->res.status = status;
   req->res.reason = reason_phrase(status);
+  // Without a length, h2o 2.2.5 chunks only 200 answers and closes the connection after
+  // any other status (every 202, 4xx, 5xx): set it so keep-alive survives.
+  req->res.content_length = body.size();
   if (!content_type.empty()) {
     h2o_iovec_t ct = h2o_strdup(&req->pool, content_type.data(), content_type.size());
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, nullptr, ct.base, ct.len);

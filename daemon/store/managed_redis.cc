@@ -40,6 +40,9 @@ Status ManagedRedis::spawn() {
                                 "--appendonly", "yes",
                                 "--appendfsync", cfg_.managed_appendfsync,
                                 "--save", "",
+                                // Rewrites fork and copy the dataset; at the default 64 MB they
+                                // come every few seconds under load and show in tail latency.
+                                "--auto-aof-rewrite-min-size", "1gb",
                                 "--daemonize", "no",
                                 "--logfile", dir_ + "/redis.log"};
   std::vector<char*> argv;
