@@ -220,7 +220,12 @@ void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> 
                                      n.raw,
                                      "parsed",
                                      parsed};
-  redis_.eval(kCreateScript, {pfx}, args, [done = std::move(done)](const redisReply* r, const Error* e) {
+  store::Redis* conn = &redis_;
+  if (!writers_.empty()) {
+    store::Redis* w = writers_[next_writer_++ % writers_.size()];
+    if (w->connected()) conn = w;  // a writer reconnecting: the main connection serves
+  }
+  conn->eval(kCreateScript, {pfx}, args, [done = std::move(done)](const redisReply* r, const Error* e) {
     if (e) return done(*e);
     if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3)

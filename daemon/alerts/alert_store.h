@@ -82,6 +82,10 @@ struct Page {
 class AlertStore {
  public:
   explicit AlertStore(store::Redis& redis) : redis_(redis) {}
+  // Extra connections for create(): Redis reads at most 16 KiB per client per event-loop
+  // turn and fsyncs the AOF once per turn, so several connections let one fsync cover
+  // many alerts (a CAP alert with its parsed form is ~5 KB). Owned by the caller.
+  void set_writers(std::vector<store::Redis*> writers) { writers_ = std::move(writers); }
 
   void create(const NewAlert& a, std::function<void(Result<Created>)> done);
   // nullopt when the tenant has no such alert.
@@ -104,6 +108,8 @@ class AlertStore {
 
  private:
   store::Redis& redis_;
+  std::vector<store::Redis*> writers_;
+  size_t next_writer_ = 0;
 };
 
 }  // namespace sirena::alerts

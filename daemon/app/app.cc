@@ -25,6 +25,7 @@ namespace {
 
 constexpr uint64_t kLagProbeMs = 250;
 constexpr int64_t kDrainDeadlineMs = 10'000;
+constexpr int kIntakeConnections = 4;
 
 template <typename T>
 void close_and_delete(T* handle) {
@@ -46,6 +47,7 @@ struct App::Impl {
   metrics::Metrics metrics;
   std::unique_ptr<store::ManagedRedis> managed;
   std::unique_ptr<store::Redis> redis;
+  std::vector<std::unique_ptr<store::Redis>> writers;  // intake connections (AlertStore::set_writers)
   std::unique_ptr<alerts::AlertStore> alert_store;
   std::unique_ptr<directory::Directory> directory;
   std::unique_ptr<dispatch::Dispatcher> dispatcher;
@@ -87,6 +89,13 @@ Status App::start() {
   if (!target) return std::move(target).take_error();
   i.redis = std::make_unique<store::Redis>(i.loop, i.clock, i.metrics, *target);
   i.alert_store = std::make_unique<alerts::AlertStore>(*i.redis);
+  std::vector<store::Redis*> writer_ptrs;
+  for (int w = 0; w < kIntakeConnections; ++w) {
+    i.writers.push_back(std::make_unique<store::Redis>(i.loop, i.clock, i.metrics, *target));
+    i.writers.back()->start();
+    writer_ptrs.push_back(i.writers.back().get());
+  }
+  i.alert_store->set_writers(writer_ptrs);
   i.directory = std::make_unique<directory::Directory>(*i.redis, i.clock, i.metrics);
   if (auto s = i.directory->configure(i.cfg); !s) return s;
   // The index is rebuilt from Redis once connected (again after a failed attempt).
@@ -282,6 +291,7 @@ void App::shutdown() {
     // Dispatch stops claiming; what is in flight finishes or stays pending for the restart.
     me.dispatcher->stop([app] {
       Impl& me2 = *app->impl_;
+      for (auto& w : me2.writers) w->stop([] {});
       me2.redis->stop([app] {
       Impl& m = *app->impl_;
       auto finish = [app] {
