@@ -338,12 +338,11 @@ int run(const Options& o) {
               with_commas(n_locations).c_str());
   std::printf("| bulk load (bulk_add + finish_bulk) | %.2f s + %.2f s = %.2f M recipients/s |\n", b.add_s,
               b.finish_s, n / (b.add_s + b.finish_s) / 1e6);
-  std::printf("| live upserts after the load | %s at %.2f M/s; slowest (a merge) %s |\n", with_commas(upserts).c_str(),
-              static_cast<double>(upserts) / upsert_s / 1e6, ms(worst_upsert_s).c_str());
-  std::printf("| location arrays, bytes per location | %.1f |\n",
-              static_cast<double>(location_bytes) / locs);
-  std::printf("| recipient arrays, bytes per recipient | %.1f |\n",
-              static_cast<double>(recipient_bytes) / n);
+  std::printf("| live upserts after the load | %s at %.2f M/s; slowest (a merge) %s |\n",
+              with_commas(upserts).c_str(), static_cast<double>(upserts) / upsert_s / 1e6,
+              ms(worst_upsert_s).c_str());
+  std::printf("| location arrays, bytes per location | %.1f |\n", static_cast<double>(location_bytes) / locs);
+  std::printf("| recipient arrays, bytes per recipient | %.1f |\n", static_cast<double>(recipient_bytes) / n);
   std::printf("| index bytes per location (both) | %.1f |\n",
               static_cast<double>(location_bytes + recipient_bytes) / locs);
   std::printf("| RSS delta per recipient / per location | %.1f / %.1f bytes |\n",

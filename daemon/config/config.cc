@@ -19,7 +19,7 @@ log: {level: info}
 http: {listen: "127.0.0.1:8080", max_body_bytes: 1048576, tls: {cert: "", key: ""}}
 redis: {url: managed, managed: {binary: redis-server, dir: var/redis, appendfsync: always}}
 directory: {zones_dir: zones, import_max_bytes: 67108864, max_zone_points: 10000}
-dispatch: {consumer: "", batch_size: 1000, max_batches: 64, max_attempts: 8, max_unconfirmed: 1000}
+dispatch: {consumer: "", batch_size: 1000, max_batches: 64, max_attempts: 8, max_unconfirmed: 10000}
 )";
 
 struct Ctx {

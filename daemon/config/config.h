@@ -90,7 +90,7 @@ struct DispatchSettings {
   int64_t batch_size = 1000;  // recipients per plan batch
   int64_t max_batches = 64;   // batches in work at once: the in-flight window
   int64_t max_attempts = 8;
-  int64_t max_unconfirmed = 1000;  // accepted messages not yet durable: with gateways' max_in_flight, the crash window
+  int64_t max_unconfirmed = 10000;  // accepted messages not yet durable: with gateways' max_in_flight, the crash window
 };
 
 struct Config {

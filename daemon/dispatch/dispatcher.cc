@@ -20,7 +20,7 @@ namespace sirena::dispatch {
 namespace {
 
 constexpr const char* kGroup = "sirenad";
-constexpr size_t kMaxBacklog = 256;  // outcomes written at the latest when this many wait
+constexpr size_t kMaxBacklog = 2048;  // outcomes written at the latest when this many wait
 
 std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
 std::string stream_key(int priority) { return "{dispatch}:p" + std::to_string(priority); }

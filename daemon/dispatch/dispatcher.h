@@ -52,7 +52,7 @@ struct DispatchConfig {
   int64_t flush_ms = 5;              // outcome write-back period
   // Accepted messages whose outcome is not yet durable in Redis. Sending pauses at this
   // many: with the gateway's in-flight limit it bounds what a crash can send twice.
-  size_t max_unconfirmed = 1000;
+  size_t max_unconfirmed = 10000;
   int64_t reclaim_idle_ms = 30'000;  // batches pending longer than this on another consumer are taken over
 };
 

@@ -268,7 +268,7 @@ TEST_F(IntakeTest, UpdateWaitingForApprovalDoesNotSupersedeUntilApproved) {
   ASSERT_EQ(daemon_->post("/v1/alerts/" + a["id"].get<std::string>() + "/approve", kStrictApprover, "", "").status,
             200);
   auto u = submit_ok(cap("s-1-u", "Actual", "Update", triple("s-1")), 202, kStrictOperator);
-  EXPECT_EQ(get_alert(a["id"], kStrictOperator)["state"], "accepted");
+  EXPECT_NE(get_alert(a["id"], kStrictOperator)["state"], "superseded") << "not before the Update is approved";
   ASSERT_EQ(daemon_->post("/v1/alerts/" + u["id"].get<std::string>() + "/approve", kStrictApprover, "", "").status,
             200);
   EXPECT_EQ(get_alert(a["id"], kStrictOperator)["state"], "superseded");
