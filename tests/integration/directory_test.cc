@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "tests/support/cap_fixture.h"
 #include "tests/support/harness.h"
 
 namespace sirena::testing {
@@ -32,37 +33,18 @@ json recipient(const std::string& id, double lat, double lon, std::vector<std::s
 
 std::string cap(const std::string& identifier, const std::string& severity, const std::string& urgency,
                 const std::string& category, const std::string& polygon, const std::string& status = "Actual") {
-  return R"(<?xml version="1.0" encoding="UTF-8"?>
-<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
-  <identifier>)" + identifier + R"(</identifier>
-  <sender>protezionecivile@comune.soliera.mo.it</sender>
-  <sent>2026-11-27T10:00:00+01:00</sent>
-  <status>)" + status + R"(</status>
-  <msgType>Alert</msgType>
-  <scope>Public</scope>
-  <info>
-    <language>it-IT</language>
-    <category>)" + category + R"(</category>
-    <event>Allerta</event>
-    <urgency>)" + urgency + R"(</urgency>
-    <severity>)" + severity + R"(</severity>
-    <certainty>Observed</certainty>
-    <headline>Allerta per il Secchia</headline>
-    <instruction>Salite ai piani alti. È vietato usare i sottopassi.</instruction>
-    <area><areaDesc>Zona</areaDesc><polygon>)" + polygon + R"(</polygon></area>
-  </info>
-  <info>
-    <language>en-GB</language>
-    <category>)" + category + R"(</category>
-    <event>Alert</event>
-    <urgency>)" + urgency + R"(</urgency>
-    <severity>)" + severity + R"(</severity>
-    <certainty>Observed</certainty>
-    <headline>Secchia river alert</headline>
-    <instruction>Go upstairs. Do not use underpasses.</instruction>
-    <area><areaDesc>Zone</areaDesc><polygon>)" + polygon + R"(</polygon></area>
-  </info>
-</alert>)";
+  TestCap c;
+  c.identifier = identifier;
+  c.severity = severity;
+  c.urgency = urgency;
+  c.category = category;
+  c.polygon = polygon;
+  c.status = status;
+  c.event = "Allerta";  // maps to no topic: only the category counts
+  c.headline = "Allerta per il Secchia";
+  c.instruction = "Salite ai piani alti. È vietato usare i sottopassi.";  // È is not GSM-7
+  c.english = true;
+  return c.xml();
 }
 
 // Soliera centre, Sozzigalli and the west of Bastiglia's Secchia band; not Modena.

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "tests/support/cap_fixture.h"
 #include "tests/support/harness.h"
 
 namespace sirena::testing {
@@ -42,26 +43,12 @@ std::string town(int n, int first = 0) {
 }
 
 std::string flood(const std::string& identifier, const std::string& status = "Actual") {
-  return R"(<?xml version="1.0" encoding="UTF-8"?>
-<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
-  <identifier>)" + identifier + R"(</identifier>
-  <sender>protezionecivile@comune.soliera.mo.it</sender>
-  <sent>2026-11-27T10:00:00+01:00</sent>
-  <status>)" + status + R"(</status>
-  <msgType>Alert</msgType>
-  <scope>Public</scope>
-  <info>
-    <language>it-IT</language>
-    <category>Met</category>
-    <event>Piena del Secchia</event>
-    <urgency>Immediate</urgency>
-    <severity>Extreme</severity>
-    <certainty>Observed</certainty>
-    <headline>Secchia in piena</headline>
-    <instruction>Salite ai piani alti.</instruction>
-    <area><areaDesc>Soliera</areaDesc><polygon>44.72,10.90 44.72,10.95 44.76,10.95 44.76,10.90 44.72,10.90</polygon></area>
-  </info>
-</alert>)";
+  TestCap c;
+  c.identifier = identifier;
+  c.status = status;
+  c.severity = "Extreme";  // Extreme + Immediate: everyone in the area
+  c.polygon = "44.72,10.90 44.72,10.95 44.76,10.95 44.76,10.90 44.72,10.90";
+  return c.xml();
 }
 
 class DispatchTest : public ::testing::Test {

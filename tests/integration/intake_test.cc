@@ -9,6 +9,7 @@
 #include <curl/curl.h>
 
 #include "daemon/alerts/cap_parser.h"
+#include "tests/support/cap_fixture.h"
 #include "tests/support/harness.h"
 
 namespace sirena::testing {
@@ -87,28 +88,13 @@ std::string write_config(const std::string& dir, const std::vector<std::string>&
 std::string cap(const std::string& identifier, const std::string& status = "Actual",
                 const std::string& msg_type = "Alert", const std::string& references = "",
                 const std::string& sent = "2026-11-27T10:00:00+01:00") {
-  std::string refs = references.empty() ? "" : "<references>" + references + "</references>";
-  return R"(<?xml version="1.0" encoding="UTF-8"?>
-<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
-  <identifier>)" + identifier + R"(</identifier>
-  <sender>protezionecivile@comune.soliera.mo.it</sender>
-  <sent>)" + sent + R"(</sent>
-  <status>)" + status + R"(</status>
-  <msgType>)" + msg_type + R"(</msgType>
-  <scope>Public</scope>)" + refs + R"(
-  <info>
-    <category>Met</category>
-    <event>Piena del Secchia</event>
-    <urgency>Immediate</urgency>
-    <severity>Severe</severity>
-    <certainty>Observed</certainty>
-    <headline>Secchia in piena</headline>
-    <area>
-      <areaDesc>Sozzigalli</areaDesc>
-      <polygon>44.77,10.90 44.77,10.97 44.73,10.97 44.73,10.90 44.77,10.90</polygon>
-    </area>
-  </info>
-</alert>)";
+  TestCap c;
+  c.identifier = identifier;
+  c.status = status;
+  c.msg_type = msg_type;
+  c.references = references;
+  c.sent = sent;
+  return c.xml();
 }
 
 std::string triple(const std::string& identifier, const std::string& sent = "2026-11-27T10:00:00+01:00") {
