@@ -1,7 +1,6 @@
 #include "daemon/store/redis.h"
 
 #include <hiredis/async.h>
-#include <hiredis/adapters/libuv.h>
 #include <openssl/sha.h>
 
 #include <charconv>
@@ -32,6 +31,55 @@ std::string sha1_hex(const std::string& s) {
     out.push_back(hex[c & 15]);
   }
   return out;
+}
+
+// hiredis's own libuv adapter (0.14) ignores a poll error: on POLLERR (a reset while a
+// write is pending) libuv stops the poll and reports UV_EBADF, the adapter returns, and
+// the context never learns that the connection is gone. This one lets hiredis read,
+// which then sees the error and disconnects.
+struct UvEvents {
+  uv_poll_t handle;
+  redisAsyncContext* ctx;
+  int events = 0;
+};
+
+void uv_on_poll(uv_poll_t* h, int status, int events) {
+  auto* p = static_cast<UvEvents*>(h->data);
+  if (!p->ctx) return;
+  if (status < 0) {
+    redisAsyncHandleRead(p->ctx);
+    return;
+  }
+  if (events & UV_READABLE) redisAsyncHandleRead(p->ctx);
+  if (p->ctx && (events & UV_WRITABLE)) redisAsyncHandleWrite(p->ctx);
+}
+
+void uv_update(UvEvents* p, int add, int remove) {
+  p->events = (p->events | add) & ~remove;
+  if (p->events) uv_poll_start(&p->handle, p->events, uv_on_poll);
+  else uv_poll_stop(&p->handle);
+}
+
+bool attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop) {
+  auto* p = new UvEvents;
+  if (uv_poll_init_socket(loop, &p->handle, ac->c.fd) != 0) {
+    delete p;
+    return false;
+  }
+  p->handle.data = p;
+  p->ctx = ac;
+  ac->ev.data = p;
+  ac->ev.addRead = [](void* d) { uv_update(static_cast<UvEvents*>(d), UV_READABLE, 0); };
+  ac->ev.delRead = [](void* d) { uv_update(static_cast<UvEvents*>(d), 0, UV_READABLE); };
+  ac->ev.addWrite = [](void* d) { uv_update(static_cast<UvEvents*>(d), UV_WRITABLE, 0); };
+  ac->ev.delWrite = [](void* d) { uv_update(static_cast<UvEvents*>(d), 0, UV_WRITABLE); };
+  ac->ev.cleanup = [](void* d) {
+    auto* p = static_cast<UvEvents*>(d);
+    p->ctx = nullptr;  // hiredis frees the context; the handle dies in its close callback
+    uv_close(reinterpret_cast<uv_handle_t*>(&p->handle),
+             [](uv_handle_t* h) { delete static_cast<UvEvents*>(h->data); });
+  };
+  return true;
 }
 
 }  // namespace
@@ -123,7 +171,12 @@ void Redis::connect() {
     return;
   }
   ctx_->data = this;
-  redisLibuvAttach(ctx_, loop_);
+  if (!attach_to_loop(ctx_, loop_)) {
+    redisAsyncFree(ctx_);
+    ctx_ = nullptr;
+    schedule_reconnect();
+    return;
+  }
   redisAsyncSetConnectCallback(ctx_, &Redis::on_connect);
   redisAsyncSetDisconnectCallback(ctx_, &Redis::on_disconnect);
 }
