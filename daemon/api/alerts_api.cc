@@ -441,6 +441,7 @@ struct EventStream {
   std::function<void(EventStream*)> tick;
   std::string last;
   bool busy = false;
+  bool ended = false;  // end() called; the final chunk may still be on its way
 };
 
 bool is_final(const std::string& state) {
@@ -465,14 +466,20 @@ void AlertsApi::events(const http::Request& req, Res res, const std::string& id)
     es->timer.data = es;
     es->tick = [this, tenant, id](EventStream* s) {
       if (s->busy) return;
+      // The responder is kept until h2o has sent the last chunk and disposed of the
+      // request (alive() turns false); dropping it earlier would lose the final chunk.
       auto finish = [s] {
-        uv_timer_stop(&s->timer);
         s->res->end();
+        s->ended = true;
+      };
+      if (!s->res->alive()) {
+        uv_timer_stop(&s->timer);
         s->res.reset();
         uv_close(reinterpret_cast<uv_handle_t*>(&s->timer),
                  [](uv_handle_t* h) { delete static_cast<EventStream*>(h->data); });
-      };
-      if (!s->res->alive()) return finish();
+        return;
+      }
+      if (s->ended) return;
       s->busy = true;
       store_.get(tenant, id, [this, s, tenant, id, finish](Result<std::optional<alerts::StoredAlert>> a) {
         if (!a || !*a) {

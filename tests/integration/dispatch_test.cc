@@ -233,6 +233,7 @@ TEST_F(DispatchTest, EventStreamFollowsTheAlertToItsFinalState) {
   // The SSE stream ends with the final state.
   auto ev = daemon_->get("/v1/alerts/" + id + "/events", kOp);
   EXPECT_EQ(ev.status, 200);
+  EXPECT_TRUE(ev.error.empty()) << "the stream must end by itself, not by the client's timeout: " << ev.error;
   EXPECT_NE(ev.body.find("event: progress"), std::string::npos);
   EXPECT_NE(ev.body.find("\"state\":\"completed\""), std::string::npos) << ev.body;
 }
