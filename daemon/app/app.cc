@@ -62,6 +62,7 @@ struct App::Impl {
   uv_signal_t* sig_hup = nullptr;
   uv_timer_t* lag_timer = nullptr;
   uv_timer_t* drain_timer = nullptr;
+  uv_timer_t* load_retry_timer = nullptr;
   int64_t lag_expected_ns = 0;
   int64_t drain_started_ms = 0;
   bool shutting_down = false;
@@ -98,22 +99,13 @@ Status App::start() {
   i.alert_store->set_writers(writer_ptrs);
   i.directory = std::make_unique<directory::Directory>(*i.redis, i.clock, i.metrics);
   if (auto s = i.directory->configure(i.cfg); !s) return s;
-  // The index is rebuilt from Redis once connected (again after a failed attempt).
+  // The index is rebuilt from Redis once connected, and again a second later after a
+  // failed attempt (a Redis still loading its AOF answers LOADING for a while).
+  i.load_retry_timer = new uv_timer_t;
+  uv_timer_init(i.loop, i.load_retry_timer);
+  i.load_retry_timer->data = this;
   i.redis->set_state_listener([this](bool connected) {
-    Impl& me = *impl_;
-    if (!connected || me.directory->loaded() || me.directory_loading) return;
-    me.directory_loading = true;
-    log::info("directory_load_started", {});
-    me.directory->load([this](Status s) {
-      Impl& m = *impl_;
-      m.directory_loading = false;
-      if (!s) return log::error("directory_load_failed", {{"error", s.error().message}});
-      // Dispatch starts once resolution is possible: first pending work, then new.
-      m.dispatcher->start();
-      std::vector<std::string> ids;
-      for (const auto& [id, _] : m.cfg.tenants) ids.push_back(id);
-      m.alerts_api->resume_unplanned(ids);
-    });
+    if (connected) load_directory();
   });
   i.redis->start();
   i.tenants = std::make_shared<tenants::Tenants>(i.cfg.tenants);
@@ -245,6 +237,27 @@ void App::abort_start() {
   if (i.managed && i.managed->pid() > 0) kill(i.managed->pid(), SIGTERM);
 }
 
+void App::load_directory() {
+  Impl& me = *impl_;
+  if (me.shutting_down || !me.redis->connected() || me.directory->loaded() || me.directory_loading) return;
+  me.directory_loading = true;
+  log::info("directory_load_started", {});
+  me.directory->load([this](Status s) {
+    Impl& m = *impl_;
+    m.directory_loading = false;
+    if (!s) {
+      log::error("directory_load_failed", {{"error", s.error().message}, {"retry_in_ms", 1000}});
+      uv_timer_start(m.load_retry_timer, [](uv_timer_t* t) { static_cast<App*>(t->data)->load_directory(); }, 1000, 0);
+      return;
+    }
+    // Dispatch starts once resolution is possible: first pending work, then new.
+    m.dispatcher->start();
+    std::vector<std::string> ids;
+    for (const auto& [id, _] : m.cfg.tenants) ids.push_back(id);
+    m.alerts_api->resume_unplanned(ids);
+  });
+}
+
 void App::reload() {
   Impl& i = *impl_;
   auto fresh = config::load(i.cfg.path);
@@ -288,6 +301,7 @@ void App::shutdown() {
     me.drain_timer = nullptr;
     for (uv_signal_t* s : {me.sig_term, me.sig_int, me.sig_hup}) close_and_delete(s);
     close_and_delete(me.lag_timer);
+    close_and_delete(me.load_retry_timer);
     // Dispatch stops claiming; what is in flight finishes or stays pending for the restart.
     me.dispatcher->stop([app] {
       Impl& me2 = *app->impl_;

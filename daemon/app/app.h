@@ -32,6 +32,7 @@ class App {
 
  private:
   Status add_gateways();
+  void load_directory();
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int exit_code_ = 0;

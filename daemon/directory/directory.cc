@@ -391,6 +391,8 @@ void Directory::scan_index(const std::string& tenant, std::string cursor, size_t
                  [this, tenant, loaded, started_ms, done = std::move(done)](const redisReply* r,
                                                                            const Error* e) mutable {
                    if (e) return done(*e);
+                   if (r->type == REDIS_REPLY_ERROR)
+                     return done(make_error(503, "storage_error", "HSCAN: " + std::string(r->str, r->len)));
                    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
                      return done(make_error(500, "storage_error", "unexpected HSCAN reply"));
                    TenantState& t = *state(tenant);
