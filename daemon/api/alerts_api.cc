@@ -1,7 +1,5 @@
 #include "daemon/api/alerts_api.h"
 
-#include <strings.h>
-
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
@@ -10,6 +8,7 @@
 #include "daemon/alerts/cap_parser.h"
 #include "daemon/alerts/cap_writer.h"
 #include "daemon/core/ids.h"
+#include "daemon/dispatch/render.h"
 #include "daemon/dispatch/sms_text.h"
 #include "daemon/core/log.h"
 #include "daemon/metrics/metrics.h"
@@ -55,22 +54,6 @@ nlohmann::json summary_json(const alerts::StoredAlert& s, int64_t now_ms) {
   if (!s.cancelled_by.empty()) j["cancelled_by"] = s.cancelled_by;
   if (is_drill(s.status)) j["label"] = s.status == "Test" ? "TEST" : "EXERCISE";
   return j;
-}
-
-// The info block for recipients speaking `language`: the same tag, else the same primary
-// language ("it" for "it-IT"), else the first info (CAP 1.2 §3.2.2: one info per language).
-const alerts::Info* best_info(const alerts::Alert& a, const std::string& language) {
-  if (a.infos.empty()) return nullptr;
-  auto primary = [](std::string s) {
-    s = s.substr(0, s.find('-'));
-    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-    return s;
-  };
-  for (const auto& i : a.infos)
-    if (strcasecmp(i.language.c_str(), language.c_str()) == 0) return &i;
-  for (const auto& i : a.infos)
-    if (primary(i.language) == primary(language)) return &i;
-  return &a.infos.front();
 }
 
 }  // namespace
@@ -145,7 +128,7 @@ void AlertsApi::preview(const http::Request& req, Res res) {
   policy.text_parameter = who->tenant->sms.text_parameter;
   nlohmann::json sms = nlohmann::json::array();
   for (const auto& [language, count] : r.sms_by_language) {
-    const alerts::Info* info = best_info(alert, language);
+    const alerts::Info* info = dispatch::pick_info(alert, language);
     if (!info) continue;
     std::string text = dispatch::render_sms(alert, *info, policy);
     auto c = dispatch::count_sms(text);

@@ -39,13 +39,6 @@ const alerts::Info* pick_info(const alerts::Alert& a, const std::string& languag
   return &a.infos.front();
 }
 
-std::string drill_marker(const alerts::Alert& a, const alerts::Info* info) {
-  bool italian = info && primary(info->language) == "it";
-  if (a.status == alerts::Status::Test) return "[TEST] ";
-  if (a.status == alerts::Status::Exercise) return italian ? "[ESERCITAZIONE] " : "[EXERCISE] ";
-  return "";
-}
-
 PushText render_push(const alerts::Alert& a, const alerts::Info* info) {
   PushText t;
   std::string marker = drill_marker(a, info);

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "daemon/alerts/alert.h"
+#include "daemon/dispatch/sms_text.h"  // drill_marker
 
 namespace sirena::dispatch {
 
@@ -12,10 +13,6 @@ namespace sirena::dispatch {
 // same primary language ("it" for "it-IT"), else the first info (CAP 1.2 §3.2.2).
 // nullptr when the alert has no info (a Cancel may have none).
 const alerts::Info* pick_info(const alerts::Alert& alert, const std::string& language);
-
-// "[TEST] ", "[ESERCITAZIONE] " / "[EXERCISE] " for Test and Exercise alerts, else "".
-// Italian when the info's language is Italian. A drill must never look real.
-std::string drill_marker(const alerts::Alert& alert, const alerts::Info* info);
 
 struct PushText {
   std::string title;  // marker + headline (or event)

@@ -347,15 +347,17 @@ std::string render_sms(const alerts::Alert& alert, const alerts::Info& info, con
     if (body.empty()) body = collapse_whitespace(info.description);
   }
 
-  std::string marker;
-  if (alert.status == alerts::Status::Test) {
-    marker = "[TEST] ";
-  } else if (alert.status == alerts::Status::Exercise) {
-    marker = starts_with_italian(info.language) ? "[ESERCITAZIONE] " : "[EXERCISE] ";
-  }
+  const std::string marker = drill_marker(alert, &info);
   if (marker.empty()) return fit_sms(body, policy.max_segments);
   if (body.empty()) return fit_sms(std::string(trim(marker)), policy.max_segments);
   return fit_with_prefix(marker, body, policy.max_segments);
+}
+
+std::string drill_marker(const alerts::Alert& alert, const alerts::Info* info) {
+  if (alert.status == alerts::Status::Test) return "[TEST] ";
+  if (alert.status == alerts::Status::Exercise)
+    return info && starts_with_italian(info->language) ? "[ESERCITAZIONE] " : "[EXERCISE] ";
+  return "";
 }
 
 }  // namespace sirena::dispatch

@@ -31,6 +31,11 @@ SmsCount count_sms(std::string_view text);
 // changes the encoding). Returns the text unchanged when it already fits.
 std::string fit_sms(std::string_view text, size_t max_segments);
 
+// "[TEST] ", "[ESERCITAZIONE] " / "[EXERCISE] " for Test and Exercise alerts, else "":
+// Italian when the info's language is Italian. Every channel's text starts with it, so a
+// drill never looks real. `info` may be null (a Cancel without info).
+std::string drill_marker(const alerts::Alert& alert, const alerts::Info* info);
+
 struct SmsPolicy {
   size_t max_segments = 3;
   std::string text_parameter;  // CAP <parameter> valueName carrying a prepared SMS text
