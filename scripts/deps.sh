@@ -14,6 +14,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # real peers for tests and benchmarks
   redis-server redis-tools wrk nghttp2-client nghttp2-server curl jq python3 openssl
+  kannel kannel-extras   # bearerbox, smsbox and /usr/lib/kannel/test/fakesmsc for the SMS tests
 )
 
 missing=()

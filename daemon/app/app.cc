@@ -8,6 +8,7 @@
 #include "daemon/alerts/alert_store.h"
 #include "daemon/api/alerts_api.h"
 #include "daemon/api/directory_api.h"
+#include "daemon/api/dlr_api.h"
 #include "daemon/directory/directory.h"
 #include "daemon/dispatch/dispatcher.h"
 #include "gateways/apns/apns.h"
@@ -38,6 +39,23 @@ void warn_about_open_senders(const config::Config& cfg) {
       if (s == "*") log::warn("tenant_accepts_any_sender", {{"tenant", id}, {"hint", "list the tenant's own CAP senders"}});
 }
 
+std::map<std::string, dispatch::TenantPolicy> dispatch_policies(const config::Config& cfg) {
+  std::map<std::string, dispatch::TenantPolicy> out;
+  for (const auto& [id, t] : cfg.tenants) {
+    dispatch::TenantPolicy& p = out[id];
+    p.sms.max_segments = static_cast<size_t>(t.sms.max_segments);
+    p.sms.text_parameter = t.sms.text_parameter;
+    p.fallback_ms = t.sms.fallback_after_s * 1000;
+    p.by_severity.clear();
+    for (const auto& [severity, policy] : t.sms.channels) {
+      auto cp = policy == "all" ? dispatch::ChannelPolicy::All : dispatch::ChannelPolicy::PushFirst;
+      if (severity == "default") p.otherwise = cp;
+      else p.by_severity[severity] = cp;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 struct App::Impl {
@@ -56,6 +74,7 @@ struct App::Impl {
   api::Router router;
   std::unique_ptr<api::AlertsApi> alerts_api;
   std::unique_ptr<api::DirectoryApi> directory_api;
+  std::unique_ptr<api::DlrApi> dlr_api;
   std::unique_ptr<http::Server> server;
   uv_signal_t* sig_term = nullptr;
   uv_signal_t* sig_int = nullptr;
@@ -123,6 +142,7 @@ Status App::start() {
   dc.max_attempts = static_cast<int>(i.cfg.dispatch.max_attempts);
   dc.max_unconfirmed = static_cast<size_t>(i.cfg.dispatch.max_unconfirmed);
   i.dispatcher = std::make_unique<dispatch::Dispatcher>(i.loop, *i.redis, *i.directory, i.clock, i.metrics, dc);
+  i.dispatcher->set_policies(dispatch_policies(i.cfg));
   if (auto s = add_gateways(); !s) return s;
 
   api::AlertsApiOptions opts;
@@ -135,6 +155,16 @@ Status App::start() {
   dopts.import_max_bytes = static_cast<size_t>(i.cfg.directory.import_max_bytes);
   i.directory_api = std::make_unique<api::DirectoryApi>(i.loop, *i.directory, [this] { return impl_->tenants; }, dopts);
   i.directory_api->register_routes(i.router);
+  i.dlr_api = std::make_unique<api::DlrApi>(*i.dispatcher, i.metrics, [this](const std::string& gateway) {
+    auto it = impl_->cfg.gateways.find(gateway);
+    if (it == impl_->cfg.gateways.end()) return std::optional<std::string>();
+    auto profile = it->second.find("profile");
+    std::string kind = profile == it->second.end() ? gateway : profile->second;
+    if (kind != "kannel" && kind != "generic_json") return std::optional<std::string>();
+    auto secret = it->second.find("dlr_secret");
+    return std::optional<std::string>(secret == it->second.end() ? "" : secret->second);
+  });
+  i.dlr_api->register_routes(i.router);
   i.router.add("GET", "/healthz", [](auto&, auto res, auto&) { res->send_json(200, R"({"status":"ok"})"); });
   i.router.add("GET", "/readyz", [this](auto&, auto res, auto&) {
     bool redis_ok = impl_->redis->connected();
@@ -274,6 +304,7 @@ void App::reload() {
   }
   i.cfg.tenants = fresh->tenants;
   i.cfg.gateways = fresh->gateways;
+  i.dispatcher->set_policies(dispatch_policies(*fresh));
   i.tenants = std::make_shared<tenants::Tenants>(fresh->tenants);
   warn_about_open_senders(*fresh);
   log::info("config_reloaded", {{"config", i.cfg.path}, {"tenants", fresh->tenants.size()}});

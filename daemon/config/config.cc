@@ -246,9 +246,25 @@ Result<Tenant> decode_tenant(const Ctx& ctx, const std::string& id, const YAML::
   if (n["directory"]) TRY_ASSIGN(t.directory, decode_directory(ctx, n["directory"], p + ".directory"));
   if (n["sms"]) {
     const auto& s = n["sms"];
-    TRY(check_keys(ctx, s, p + ".sms", {"max_segments", "text_parameter"}));
+    TRY(check_keys(ctx, s, p + ".sms", {"max_segments", "text_parameter", "channels", "fallback_after_s"}));
     if (s["max_segments"]) TRY_ASSIGN(t.sms.max_segments, get_int(ctx, s["max_segments"], p + ".sms.max_segments", 1, 10));
     if (s["text_parameter"]) TRY_ASSIGN(t.sms.text_parameter, get_string(ctx, s["text_parameter"], p + ".sms.text_parameter"));
+    if (s["fallback_after_s"])
+      TRY_ASSIGN(t.sms.fallback_after_s, get_int(ctx, s["fallback_after_s"], p + ".sms.fallback_after_s", 0, 86400));
+    if (const auto& ch = s["channels"]; ch) {
+      if (!ch.IsMap())
+        return config_error(ctx, ch, p + ".sms.channels", "expected CAP severity (or default): all | push_first");
+      static const std::set<std::string> kSeverities{"Extreme", "Severe", "Moderate", "Minor", "Unknown", "default"};
+      for (auto it = ch.begin(); it != ch.end(); ++it) {
+        std::string sev = it->first.as<std::string>(), cp = p + ".sms.channels." + sev;
+        if (!kSeverities.count(sev))
+          return config_error(ctx, it->first, cp, "unknown CAP severity (Extreme, Severe, Moderate, Minor, Unknown, default)");
+        std::string v;
+        TRY_ASSIGN(v, get_string(ctx, it->second, cp));
+        if (v != "all" && v != "push_first") return config_error(ctx, it->second, cp, "expected all or push_first");
+        t.sms.channels[sev] = v;
+      }
+    }
   }
   return t;
 }

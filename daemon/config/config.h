@@ -52,6 +52,10 @@ struct DirectoryPolicy {
 struct SmsSettings {
   int64_t max_segments = 3;
   std::string text_parameter;  // CAP <parameter> valueName carrying a prepared SMS text
+  // CAP severity (or "default") -> "all" (push and SMS at once) or "push_first" (SMS only
+  // when no push is accepted within fallback_after_s, or the recipient has no token).
+  std::map<std::string, std::string> channels{{"Extreme", "all"}, {"default", "push_first"}};
+  int64_t fallback_after_s = 30;
 };
 
 struct Tenant {

@@ -7,6 +7,7 @@
 #include <map>
 #include <queue>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "daemon/alerts/alert_json.h"
 #include "daemon/core/log.h"
@@ -67,6 +68,22 @@ local plan = p .. 'plan:' .. id
 for k = i, i + nb - 1, 2 do
   if redis.call('XACK', ARGV[k], 'sirenad', ARGV[k + 1]) == 1 then redis.call('HINCRBY', plan, 'done', 1) end
 end
+i = i + nb
+-- SMS acceptances whose delivery report came first: the report wins.
+local ns = tonumber(ARGV[i]); i = i + 1
+local dlr = p .. 'dlr:' .. id
+for k = i, i + ns - 1 do
+  local d = redis.call('HGET', dlr, ARGV[k])
+  if d then
+    local bar = string.find(d, '|', 1, true)
+    local state = string.sub(d, 1, bar - 1)
+    local v = redis.call('HGET', deliv, ARGV[k])
+    local attempts = string.match(v or '', '^[^|]*|([^|]*)') or '1'
+    redis.call('HSET', deliv, ARGV[k], state .. '|' .. attempts .. '|' .. string.sub(d, bar + 1))
+    redis.call('HINCRBY', p .. 'progress:' .. id, 'sms:accepted', -1)
+    redis.call('HINCRBY', p .. 'progress:' .. id, 'sms:' .. state, 1)
+  end
+end
 if nb > 0 then
   local total = tonumber(redis.call('HGET', plan, 'batches') or '0')
   local done = tonumber(redis.call('HGET', plan, 'done') or '0')
@@ -79,6 +96,26 @@ end
 return 1
 )LUA";
 
+// KEYS[1] alert tenant prefix. ARGV: 1 alert id, 2 "<R>|<number>", 3 final state
+// ("delivered", "failed") or "" for an intermediate report, 4 reason. The first final
+// report wins; one that comes before the acceptance is written waits in dlr:<A> for the
+// flush script.
+constexpr const char* kDlrScript = R"LUA(
+local p, id = KEYS[1], ARGV[1]
+local field = redis.call('HGET', p .. 'smsto:' .. id, ARGV[2])
+if not field then return 'unknown' end
+if ARGV[3] == '' then return 'noted' end
+if redis.call('HSETNX', p .. 'dlr:' .. id, field, ARGV[3] .. '|' .. ARGV[4]) == 0 then return 'duplicate' end
+local deliv = p .. 'deliv:' .. id
+local v = redis.call('HGET', deliv, field)
+if not v or string.sub(v, 1, 9) ~= 'accepted|' then return 'early' end
+local attempts = string.match(v, '^[^|]*|([^|]*)') or '1'
+redis.call('HSET', deliv, field, ARGV[3] .. '|' .. attempts .. '|' .. ARGV[4])
+redis.call('HINCRBY', p .. 'progress:' .. id, 'sms:accepted', -1)
+redis.call('HINCRBY', p .. 'progress:' .. id, 'sms:' .. ARGV[3], 1)
+return ARGV[3]
+)LUA";
+
 const std::string& script(const char* text) {
   static std::unordered_map<const char*, std::string> cache;
   auto& s = cache[text];
@@ -87,7 +124,8 @@ const std::string& script(const char* text) {
 }
 
 bool is_final_state(std::string_view s) {
-  return s == "accepted" || s == "delivered" || s == "failed" || s == "expired" || s == "cancelled";
+  return s == "accepted" || s == "delivered" || s == "failed" || s == "expired" || s == "cancelled" ||
+         s == "skipped";
 }
 
 }  // namespace
@@ -118,6 +156,12 @@ struct Dispatcher::Impl {
     Message m;
     Batch* batch;
     std::string field;  // "<R>:<slot>:<channel>"
+    // Push first, SMS as fallback: a push message points at its recipient's SMS, which is
+    // held until a push is accepted (then skipped), all failed, or the deadline passes.
+    Msg* fallback = nullptr;
+    int pushes_waiting = 0;
+    bool held = false;
+    std::multimap<int64_t, Msg*>::iterator held_until;
   };
   struct Batch {
     int priority;
@@ -131,12 +175,15 @@ struct Dispatcher::Impl {
     std::unique_ptr<Gateway> gw;
     std::unique_ptr<CircuitBreaker> breaker;
     std::unique_ptr<TokenBucket> bucket;
-    std::deque<Msg*> queue[kPriorities];
+    FairQueue<Msg*> queue[kPriorities];  // round-robin over the alert tenants
     size_t queued = 0;
     size_t in_flight = 0;
+    prometheus::Gauge* queue_depth = nullptr;
+    prometheus::Gauge* bucket_tokens = nullptr;
   };
   struct Written {  // one message's final outcome, waiting for the next write-back
     std::string tenant, alert, field, value, progress_field;
+    bool sms_accepted = false;  // a delivery report may have come first
   };
   struct Retry {
     int64_t due_ms;
@@ -156,6 +203,8 @@ struct Dispatcher::Impl {
   std::list<std::unique_ptr<Batch>> batches;
   size_t batches_loading = 0;
   std::priority_queue<Retry, std::vector<Retry>, std::greater<>> retries;
+  std::multimap<int64_t, Msg*> held;  // SMS fallbacks by deadline
+  std::map<std::string, TenantPolicy> policies;
   std::vector<Written> outcomes;
   std::vector<std::pair<Batch*, bool>> finished_batches;  // flushed with the next write-back
   uv_timer_t* poll_timer = nullptr;
@@ -336,51 +385,88 @@ struct Dispatcher::Impl {
         return;
       }
       Active& a = *b->alert;
+      const TenantPolicy& policy = policy_of(a.tenant);
       std::unordered_map<std::string, PushText> texts;
+      std::unordered_map<std::string, std::string> sms_texts;
+      bool test = a.alert.status == alerts::Status::Test || a.alert.status == alerts::Status::Exercise;
+      auto add = [&](Channel ch, uint32_t slot, const directory::Contacts& c, const alerts::Info* info) {
+        auto m = std::make_unique<Msg>();
+        m->batch = b.get();
+        m->field = b->rtenant + ":" + std::to_string(slot) + ":" + to_string(ch);
+        Message& msg = m->m;
+        msg.alert_id = a.id;
+        msg.alert_tenant = a.tenant;
+        msg.tenant = b->rtenant;
+        msg.slot = slot;
+        msg.channel = ch;
+        msg.language = c.language;
+        msg.severity = info ? info->severity : "";
+        msg.expires_ms = a.expires_ms;
+        msg.collapse_id = a.collapse;
+        msg.test = test;
+        b->msgs.push_back(std::move(m));
+        return b->msgs.back().get();
+      };
       for (size_t i = 0; i < slots.size(); ++i) {
         if (r->element[i]->type != REDIS_REPLY_STRING) continue;  // deleted since the plan
         directory::Contacts c;
         if (!directory::unpack_contacts(std::string_view(r->element[i]->str, r->element[i]->len), &c)) continue;
+        const alerts::Info* info = pick_info(a.alert, c.language);
         // One device per platform: the most recently registered token (the last one).
         const directory::PushToken* last[2] = {nullptr, nullptr};
         for (const auto& t : c.push) last[t.platform == directory::Platform::Apns ? 0 : 1] = &t;
+        std::vector<Msg*> pushes;
         for (int k = 0; k < 2; ++k) {
           Channel ch = k == 0 ? Channel::Apns : Channel::Fcm;
           if (!last[k] || !gateways[static_cast<int>(ch)].gw) continue;
           auto it = texts.find(c.language);
-          if (it == texts.end()) it = texts.emplace(c.language, render_push(a.alert, pick_info(a.alert, c.language))).first;
-          auto m = std::make_unique<Msg>();
-          m->batch = b.get();
-          m->field = b->rtenant + ":" + std::to_string(slots[i]) + ":" + to_string(ch);
-          Message& msg = m->m;
-          msg.alert_id = a.id;
-          msg.tenant = b->rtenant;
-          msg.slot = slots[i];
-          msg.channel = ch;
-          msg.address = last[k]->token;
-          msg.app = last[k]->app;
-          msg.title = it->second.title;
-          msg.body = it->second.body;
-          msg.language = c.language;
-          const alerts::Info* info = pick_info(a.alert, c.language);
-          msg.severity = info ? info->severity : "";
-          msg.expires_ms = a.expires_ms;
-          msg.collapse_id = a.collapse;
-          msg.test = a.alert.status == alerts::Status::Test || a.alert.status == alerts::Status::Exercise;
-          b->msgs.push_back(std::move(m));
+          if (it == texts.end()) it = texts.emplace(c.language, render_push(a.alert, info)).first;
+          Msg* m = add(ch, slots[i], c, info);
+          m->m.address = last[k]->token;
+          m->m.app = last[k]->app;
+          m->m.title = it->second.title;
+          m->m.body = it->second.body;
+          pushes.push_back(m);
+        }
+        if (c.phone.empty() || !info || !gateways[static_cast<int>(Channel::Sms)].gw) continue;
+        auto it = sms_texts.find(c.language);
+        if (it == sms_texts.end()) it = sms_texts.emplace(c.language, render_sms(a.alert, *info, policy.sms)).first;
+        Msg* sms = add(Channel::Sms, slots[i], c, info);
+        sms->m.address = c.phone;
+        sms->m.body = it->second;
+        if (!pushes.empty() && policy.for_severity(info->severity) == ChannelPolicy::PushFirst) {
+          sms->held = true;
+          sms->pushes_waiting = static_cast<int>(pushes.size());
+          for (Msg* m : pushes) m->fallback = sms;
         }
       }
       skip_done(std::move(b));
     });
   }
 
-  // Drops messages already final (a restart re-reads a batch whose outcomes were partly written).
+  // Drops messages already final (a restart re-reads a batch whose outcomes were partly
+  // written), settles SMS fallbacks whose pushes are already decided, and queues the rest.
   void skip_done(std::unique_ptr<Batch> b) {
     if (b->msgs.empty()) {
       --batches_loading;
       return finish_empty(std::move(b));
     }
-    std::vector<std::string> keys{"HMGET", prefix(b->alert->tenant) + "deliv:" + b->alert->id};
+    const Active& a = *b->alert;
+    // The number -> delivery map that delivery reports need; written before the HMGET on
+    // the same connection, so it exists before any SMS of the batch is sent.
+    std::vector<std::string> map{"HSET", prefix(a.tenant) + "smsto:" + a.id};
+    for (const auto& m : b->msgs)
+      if (m->m.channel == Channel::Sms) {
+        map.push_back(b->rtenant + "|" + m->m.address);
+        map.push_back(m->field);
+      }
+    if (map.size() > 2) {
+      std::vector<std::string_view> argv(map.begin(), map.end());
+      redis.command(argv, [this](const redisReply* r, const Error* e) {
+        if (e || r->type == REDIS_REPLY_ERROR) metrics.unexpected("dispatch_smsto_failed").Increment();
+      });
+    }
+    std::vector<std::string> keys{"HMGET", prefix(a.tenant) + "deliv:" + a.id};
     for (const auto& m : b->msgs) keys.push_back(m->field);
     std::vector<std::string_view> argv(keys.begin(), keys.end());
     Batch* raw = b.release();
@@ -389,21 +475,50 @@ struct Dispatcher::Impl {
       --batches_loading;
       if (e || r->type != REDIS_REPLY_ARRAY || r->elements != b->msgs.size()) return;
       std::vector<std::unique_ptr<Msg>> todo;
+      std::vector<Msg*> skip;
       for (size_t i = 0; i < b->msgs.size(); ++i) {
         std::string v = store::reply_string(r->element[i]);
-        if (!v.empty() && is_final_state(std::string_view(v).substr(0, v.find('|')))) continue;
+        std::string_view state = std::string_view(v).substr(0, v.find('|'));
+        Msg* m = b->msgs[i].get();
+        if (!v.empty() && is_final_state(state)) {
+          if (Msg* sms = m->fallback) {  // a push decided before the restart
+            if (state == "accepted" || state == "delivered") skip.push_back(sms);
+            --sms->pushes_waiting;
+          }
+          continue;
+        }
         todo.push_back(std::move(b->msgs[i]));
       }
       if (todo.size() != b->msgs.size())
         log::info("dispatch_batch_resumed", {{"alert", b->alert->id}, {"done", b->msgs.size() - todo.size()},
                                              {"to_send", todo.size()}});
+      // A push whose SMS is already final (sent on the deadline before the restart) has
+      // nothing left to decide.
+      std::unordered_set<Msg*> live;
+      for (auto& m : todo) live.insert(m.get());
+      for (auto& m : todo)
+        if (m->fallback && !live.count(m->fallback)) m->fallback = nullptr;
       b->msgs = std::move(todo);
       b->remaining = b->msgs.size();
       if (b->remaining == 0) return finish_empty(std::move(b));
       Batch* bp = b.get();
       batches.push_back(std::move(b));
       metrics.batches_in_work().Set(static_cast<double>(batches.size()));
-      for (auto& m : bp->msgs) enqueue(m.get());
+      int64_t deadline = clock.now_ms() + policy_of(bp->alert->tenant).fallback_ms;
+      for (auto& m : bp->msgs) {
+        if (!m->held) {
+          enqueue(m.get());
+        } else if (std::find(skip.begin(), skip.end(), m.get()) != skip.end()) {
+          m->held = false;
+          finish(m.get(), "skipped", "push accepted");
+        } else if (m->pushes_waiting == 0) {
+          m->held = false;
+          enqueue(m.get());
+        } else {
+          m->held_until = held.emplace(deadline, m.get());
+          arm_retry();
+        }
+      }
       pump_all();
     });
   }
@@ -417,27 +532,39 @@ struct Dispatcher::Impl {
 
   // ---- sending ---------------------------------------------------------------------
 
+  const TenantPolicy& policy_of(const std::string& tenant) const {
+    static const TenantPolicy kDefault;
+    auto it = policies.find(tenant);
+    return it == policies.end() ? kDefault : it->second;
+  }
+
   void enqueue(Msg* m) {
     GatewaySlot& g = gateways[static_cast<int>(m->m.channel)];
-    g.queue[m->batch->priority].push_back(m);
+    g.queue[m->batch->priority].push_back(m->m.alert_tenant, m);
     ++g.queued;
   }
 
   Msg* pop(GatewaySlot& g) {
     for (auto& q : g.queue) {
       if (!q.empty()) {
-        Msg* m = q.front();
-        q.pop_front();
         --g.queued;
-        return m;
+        return q.pop();
       }
     }
     return nullptr;
   }
 
   void push_front(GatewaySlot& g, Msg* m) {
-    g.queue[m->batch->priority].push_front(m);
+    g.queue[m->batch->priority].push_front(m->m.alert_tenant, m);
     ++g.queued;
+  }
+
+  // An SMS held for its pushes goes now (no push accepted, or the deadline passed).
+  void release(Msg* sms) {
+    sms->held = false;
+    held.erase(sms->held_until);
+    enqueue(sms);
+    pump(gateways[static_cast<int>(Channel::Sms)]);
   }
 
   void pump_all() {
@@ -477,6 +604,8 @@ struct Dispatcher::Impl {
       }
       send(g, m);
     }
+    g.queue_depth->Set(static_cast<double>(g.queued));
+    g.bucket_tokens->Set(g.bucket->fill());
   }
 
   void arm_pump(int64_t ms) {
@@ -512,6 +641,8 @@ struct Dispatcher::Impl {
           a.first_accepted = true;
           metrics.time_to_first_message().Observe(latency);
         }
+        if (m->m.channel == Channel::Sms)
+          metrics.sms_segments(g.gw->name()).Increment(static_cast<double>(count_sms(m->m.body).segments));
         finish(m, "accepted", "");
         break;
       }
@@ -548,8 +679,11 @@ struct Dispatcher::Impl {
   }
 
   void arm_retry() {
-    if (retries.empty()) return;
-    int64_t wait = std::max<int64_t>(0, retries.top().due_ms - clock.now_ms());
+    if (retries.empty() && held.empty()) return;
+    int64_t due = INT64_MAX;
+    if (!retries.empty()) due = retries.top().due_ms;
+    if (!held.empty()) due = std::min(due, held.begin()->first);
+    int64_t wait = std::max<int64_t>(0, due - clock.now_ms());
     uv_timer_start(retry_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->run_retries(); },
                    static_cast<uint64_t>(wait), 0);
   }
@@ -563,6 +697,7 @@ struct Dispatcher::Impl {
       else enqueue(m);
     }
     metrics.retry_queue_depth().Set(static_cast<double>(retries.size()));
+    while (!held.empty() && held.begin()->first <= now) release(held.begin()->second);
     pump_all();
     arm_retry();
   }
@@ -572,9 +707,25 @@ struct Dispatcher::Impl {
   void finish(Msg* m, const std::string& state, const std::string& reason) {
     Active& a = *m->batch->alert;
     std::string value = state + "|" + std::to_string(m->m.attempt) + "|" + reason;
-    outcomes.push_back({a.tenant, a.id, m->field, std::move(value), std::string(to_string(m->m.channel)) + ":" + state});
+    outcomes.push_back({a.tenant, a.id, m->field, std::move(value), std::string(to_string(m->m.channel)) + ":" + state,
+                        m->m.channel == Channel::Sms && state == "accepted"});
     metrics.message(m->m.tenant, to_string(m->m.channel), gateways[static_cast<int>(m->m.channel)].gw->name(), state)
         .Increment();
+    if (Msg* sms = m->fallback; sms && sms->held) {
+      if (state == "accepted") {
+        sms->held = false;
+        held.erase(sms->held_until);
+        finish(sms, "skipped", "push accepted");
+      } else if (--sms->pushes_waiting == 0) {
+        if (a.cancelled) {
+          sms->held = false;
+          held.erase(sms->held_until);
+          finish(sms, "cancelled", "");
+        } else {
+          release(sms);
+        }
+      }
+    }
     Batch* b = m->batch;
     if (--b->remaining == 0) finished_batches.emplace_back(b, false);
     // The unflushed backlog is part of the crash window (resent after a restart): keep
@@ -600,10 +751,12 @@ struct Dispatcher::Impl {
       std::vector<std::string> deliv;
       std::map<std::string, int64_t> progress;
       std::vector<std::string> acks;
+      std::vector<std::string> sms_accepted;
     };
     std::map<std::pair<std::string, std::string>, Work> by_alert;
     for (auto& o : outcomes) {
       Work& w = by_alert[{o.tenant, o.alert}];
+      if (o.sms_accepted) w.sms_accepted.push_back(o.field);
       w.deliv.push_back(std::move(o.field));
       w.deliv.push_back(std::move(o.value));
       ++w.progress[o.progress_field];
@@ -628,6 +781,8 @@ struct Dispatcher::Impl {
       }
       args.push_back(std::to_string(w.acks.size()));
       args.insert(args.end(), w.acks.begin(), w.acks.end());
+      args.push_back(std::to_string(w.sms_accepted.size()));
+      args.insert(args.end(), w.sms_accepted.begin(), w.sms_accepted.end());
       std::vector<std::string_view> argv(args.begin(), args.end());
       // On failure the outcomes are lost and the batches stay pending: they are re-read
       // (after a restart or a reclaim) and only messages without a final outcome resent.
@@ -701,18 +856,23 @@ struct Dispatcher::Impl {
   void sweep(const std::string& alert_id) {
     for (auto& g : gateways) {
       if (!g.gw) continue;
-      for (auto& q : g.queue) {
-        std::deque<Msg*> keep;
-        for (Msg* m : q) {
-          if (m->batch->alert->id == alert_id) {
-            --g.queued;
-            finish(m, "cancelled", "");
-          } else {
-            keep.push_back(m);
-          }
-        }
-        q.swap(keep);
+      for (auto& q : g.queue)
+        q.remove_if([&](Msg* m) {
+          if (m->batch->alert->id != alert_id) return false;
+          --g.queued;
+          finish(m, "cancelled", "");
+          return true;
+        });
+    }
+    for (auto it = held.begin(); it != held.end();) {
+      Msg* m = it->second;
+      if (m->batch->alert->id != alert_id) {
+        ++it;
+        continue;
       }
+      it = held.erase(it);
+      m->held = false;
+      finish(m, "cancelled", "");
     }
   }
 };
@@ -728,10 +888,14 @@ void Dispatcher::add_gateway(std::unique_ptr<Gateway> gateway, double rate_per_s
   slot.breaker = std::make_unique<CircuitBreaker>(impl_->clock);
   // A one-second burst: smooth enough to stay under a per-minute quota without 429 storms.
   slot.bucket = std::make_unique<TokenBucket>(impl_->clock, rate_per_s, std::max(1.0, rate_per_s));
+  slot.queue_depth = &impl_->metrics.gateway_queue_depth(gateway->name());
+  slot.bucket_tokens = &impl_->metrics.gateway_bucket_tokens(gateway->name());
   slot.gw = std::move(gateway);
 }
 
 bool Dispatcher::has_channel(Channel c) const { return impl_->gateways[static_cast<int>(c)].gw != nullptr; }
+
+void Dispatcher::set_policies(std::map<std::string, TenantPolicy> policies) { impl_->policies = std::move(policies); }
 
 void Dispatcher::start() {
   Impl& i = *impl_;
@@ -842,7 +1006,7 @@ void Dispatcher::progress(const std::string& tenant, const std::string& alert_id
                     for (Channel ch : {Channel::Sms, Channel::Apns, Channel::Fcm}) {
                       if (!has_channel(ch)) continue;
                       out[to_string(ch)] = {{"planned", 0},  {"accepted", 0}, {"delivered", 0}, {"failed", 0},
-                                            {"expired", 0},  {"cancelled", 0}, {"pending", 0}};
+                                            {"expired", 0},  {"cancelled", 0}, {"skipped", 0}, {"pending", 0}};
                     }
                     for (const auto& [k, v] : *plan)
                       if (k.rfind("planned:", 0) == 0 && out.contains(k.substr(8))) out[k.substr(8)]["planned"] = std::stoll(v);
@@ -854,11 +1018,36 @@ void Dispatcher::progress(const std::string& tenant, const std::string& alert_id
                     for (auto& [ch, c] : out.items()) {
                       int64_t final = c["accepted"].get<int64_t>() + c["delivered"].get<int64_t>() +
                                       c["failed"].get<int64_t>() + c["expired"].get<int64_t>() +
-                                      c["cancelled"].get<int64_t>();
+                                      c["cancelled"].get<int64_t>() + c["skipped"].get<int64_t>();
                       c["pending"] = std::max<int64_t>(0, c["planned"].get<int64_t>() - final);
                     }
                     done(out);
                   });
+}
+
+void Dispatcher::delivery_report(const std::string& alert_tenant, const std::string& alert_id,
+                                 const std::string& recipient_tenant, const std::string& number, int type,
+                                 std::function<void(Result<std::string>)> done) {
+  // Kannel sends one type per report; a final one decides the delivery.
+  std::string state, reason;
+  if (type & kDlrDelivered) {
+    state = "delivered";
+  } else if (type & kDlrUndelivered) {
+    state = "failed";
+    reason = "undelivered (DLR 2)";
+  } else if (type & kDlrSmscRejected) {
+    state = "failed";
+    reason = "rejected by the SMSC (DLR 16)";
+  }
+  std::vector<std::string> args{alert_id, recipient_tenant + "|" + number, state, reason};
+  std::vector<std::string_view> argv(args.begin(), args.end());
+  impl_->redis.eval(script(kDlrScript), {prefix(alert_tenant)}, argv,
+                    [done = std::move(done)](const redisReply* r, const Error* e) {
+                      if (e) return done(*e);
+                      if (r->type == REDIS_REPLY_ERROR)
+                        return done(make_error(500, "storage_error", std::string("dlr script: ") + std::string(r->str, r->len)));
+                      done(store::reply_string(r));
+                    });
 }
 
 void Dispatcher::deliveries(const std::string& tenant, const std::string& alert_id, const std::string& state,

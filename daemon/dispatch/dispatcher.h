@@ -7,8 +7,10 @@
 // Redis (alert A of tenant T; R = the recipient's tenant, T or a granting neighbour):
 //   {t:T}:plan:<A>         hash   batches, done, recipients, planned:<channel>, priority
 //   {t:T}:batch:<A>:<n>    string "<R>\n<slot> <slot> ..."
-//   {t:T}:deliv:<A>        hash   "<R>:<slot>:<channel>:<k>" -> "<state>|<attempts>|<reason>"
+//   {t:T}:deliv:<A>        hash   "<R>:<slot>:<channel>" -> "<state>|<attempts>|<reason>"
 //   {t:T}:progress:<A>     hash   "<channel>:<state>" -> count
+//   {t:T}:smsto:<A>        hash   "<R>|<number>" -> deliv field (written before the SMS is sent)
+//   {t:T}:dlr:<A>          hash   deliv field -> "<state>|<reason>" of the first final DLR
 //   {dispatch}:p<0..3>     stream one entry per batch, by priority (0 = most urgent);
 //                          consumer group "sirenad"
 // Invariants (DESIGN.md "Dispatch invariants"): a batch is acknowledged only after the
@@ -22,6 +24,7 @@
 #include <uv.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +33,7 @@
 #include "daemon/core/clock.h"
 #include "daemon/core/result.h"
 #include "daemon/dispatch/gateway.h"
+#include "daemon/dispatch/sms_text.h"
 #include "daemon/directory/directory.h"
 
 namespace sirena::store {
@@ -56,6 +60,27 @@ struct DispatchConfig {
   int64_t reclaim_idle_ms = 30'000;  // batches pending longer than this on another consumer are taken over
 };
 
+// Which channels a recipient with push and a phone gets, per the alert tenant's policy.
+enum class ChannelPolicy {
+  All,        // push and SMS at once (the default for Extreme)
+  PushFirst,  // SMS only when no push was accepted, or none within `fallback_ms`
+};
+
+struct TenantPolicy {
+  SmsPolicy sms;
+  std::map<std::string, ChannelPolicy> by_severity{{"Extreme", ChannelPolicy::All}};  // CAP severity
+  ChannelPolicy otherwise = ChannelPolicy::PushFirst;
+  int64_t fallback_ms = 30'000;
+  ChannelPolicy for_severity(const std::string& severity) const {
+    auto it = by_severity.find(severity);
+    return it == by_severity.end() ? otherwise : it->second;
+  }
+};
+
+// Kannel's DLR types (a bit each).
+enum DlrType : int { kDlrDelivered = 1, kDlrUndelivered = 2, kDlrBuffered = 4, kDlrSmscAccepted = 8,
+                     kDlrSmscRejected = 16 };
+
 class Dispatcher {
  public:
   Dispatcher(uv_loop_t* loop, store::Redis& redis, directory::Directory& directory, const Clock& clock,
@@ -65,6 +90,8 @@ class Dispatcher {
   // `rate_per_s` 0 = no limit (e.g. FCM's 600k/min project quota is 10000/s).
   void add_gateway(std::unique_ptr<Gateway> gateway, double rate_per_s = 0);
   bool has_channel(Channel c) const;
+  // The alert tenants' SMS text and channel policies (at start-up and on SIGHUP).
+  void set_policies(std::map<std::string, TenantPolicy> policies);
 
   // Begins work (after Redis is up): creates the consumer group, re-reads this
   // consumer's pending batches, then polls for new ones.
@@ -88,6 +115,14 @@ class Dispatcher {
   // {"<channel>": {"accepted", "delivered", "failed", "pending", ...}} and totals.
   void progress(const std::string& tenant, const std::string& alert_id,
                 std::function<void(Result<nlohmann::json>)> done);
+  // An SMS delivery report for the alert of `alert_tenant`, sent to `number` of a
+  // recipient of `recipient_tenant`. Answers what it did: "delivered" or "failed" (the
+  // delivery moved), "noted" (an intermediate state), "duplicate" (a final report was seen
+  // before), "early" (kept until the acceptance is recorded) or "unknown".
+  void delivery_report(const std::string& alert_tenant, const std::string& alert_id,
+                       const std::string& recipient_tenant, const std::string& number, int type,
+                       std::function<void(Result<std::string>)> done);
+
   // One page of per-recipient outcomes, optionally filtered by state.
   void deliveries(const std::string& tenant, const std::string& alert_id, const std::string& state,
                   const std::string& cursor, size_t limit, std::function<void(Result<nlohmann::json>)> done);

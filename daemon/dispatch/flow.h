@@ -1,9 +1,12 @@
 // Flow control pieces, channel-agnostic and clock-injected (unit-tested without sleeping):
-// retry backoff, a token bucket rate limit and a circuit breaker.
+// retry backoff, a token bucket rate limit, a circuit breaker and a fair queue.
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <map>
 #include <random>
+#include <string>
 
 #include "daemon/core/clock.h"
 
@@ -64,6 +67,59 @@ class CircuitBreaker {
   int failures_ = 0;
   int probes_in_flight_ = 0;
   int64_t opened_at_ms_ = 0;
+};
+
+// A FIFO per key (the alert's tenant), served round-robin one item at a time, so that
+// one tenant's big alert cannot starve another tenant's alert on a shared gateway.
+template <typename T>
+class FairQueue {
+ public:
+  FairQueue() = default;
+  FairQueue(const FairQueue&) = delete;
+  FairQueue& operator=(const FairQueue&) = delete;
+  void push_back(const std::string& key, T item) { add(key, item, false); }
+  // Puts back an item just popped (the gateway could not take it): served first again.
+  void push_front(const std::string& key, T item) {
+    add(key, item, true);
+    next_ = queues_.find(key);
+  }
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+  T pop() {  // precondition: !empty()
+    if (next_ == queues_.end()) next_ = queues_.begin();
+    auto it = next_++;
+    T item = it->second.front();
+    it->second.pop_front();
+    if (it->second.empty()) queues_.erase(it);
+    --size_;
+    return item;
+  }
+  // Removes the items for which `drop(item)` is true (it may consume them).
+  template <typename F>
+  void remove_if(F drop) {
+    for (auto it = queues_.begin(); it != queues_.end();) {
+      std::deque<T> keep;
+      for (T& item : it->second) {
+        if (drop(item)) --size_;
+        else keep.push_back(item);
+      }
+      it->second.swap(keep);
+      it = it->second.empty() ? queues_.erase(it) : std::next(it);
+    }
+    next_ = queues_.begin();
+  }
+
+ private:
+  void add(const std::string& key, T item, bool front) {
+    auto [it, fresh] = queues_.try_emplace(key);
+    if (front) it->second.push_front(item);
+    else it->second.push_back(item);
+    ++size_;
+    if (fresh && queues_.size() == 1) next_ = it;
+  }
+  std::map<std::string, std::deque<T>> queues_;
+  typename std::map<std::string, std::deque<T>>::iterator next_ = queues_.end();
+  size_t size_ = 0;
 };
 
 }  // namespace sirena::dispatch

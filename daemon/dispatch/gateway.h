@@ -15,7 +15,8 @@ const char* to_string(Channel c);
 // A rendered message, ready for the gateway.
 struct Message {
   std::string alert_id;
-  std::string tenant;
+  std::string alert_tenant;    // the tenant that sent the alert
+  std::string tenant;          // the recipient's tenant (differs under a grant)
   uint32_t slot = 0;           // the recipient's slot
   Channel channel = Channel::Apns;
   std::string address;         // device token or E.164 number

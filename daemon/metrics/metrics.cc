@@ -90,6 +90,26 @@ void Metrics::init_dispatch() {
                         .Name("sirena_tokens_pruned_total")
                         .Help("Push tokens and numbers a gateway called gone, by channel")
                         .Register(*registry_);
+  queue_depth_ = &BuildGauge()
+                     .Name("sirena_gateway_queue_depth")
+                     .Help("Messages queued for a gateway (all priorities)")
+                     .Register(*registry_);
+  bucket_tokens_ = &BuildGauge()
+                       .Name("sirena_gateway_bucket_tokens")
+                       .Help("Tokens in a gateway's rate-limit bucket (messages it may send at once)")
+                       .Register(*registry_);
+  sms_requests_ = &BuildCounter()
+                      .Name("sirena_sms_requests_total")
+                      .Help("HTTP requests to SMS providers, by reply code (0: no reply)")
+                      .Register(*registry_);
+  sms_segments_ = &BuildCounter()
+                      .Name("sirena_sms_segments_total")
+                      .Help("SMS segments handed to a provider and accepted")
+                      .Register(*registry_);
+  sms_dlrs_ = &BuildCounter()
+                  .Name("sirena_sms_dlr_total")
+                  .Help("SMS delivery reports, by DLR type and result (delivered, failed, noted, duplicate, early, unknown)")
+                  .Register(*registry_);
   retry_depth_ = &BuildGauge()
                       .Name("sirena_retry_queue_depth")
                       .Help("Messages waiting for a retry")
@@ -145,6 +165,37 @@ prometheus::Gauge& Metrics::circuit_state(const std::string& gateway) {
 prometheus::Counter& Metrics::tokens_pruned(const std::string& channel) {
   auto& slot = counter_cache_["tp\x1f" + channel];
   if (!slot) slot = &tokens_pruned_->Add({{"channel", channel}});
+  return *slot;
+}
+
+prometheus::Gauge& Metrics::gateway_queue_depth(const std::string& gateway) {
+  auto& slot = gauge_cache_["qd\x1f" + gateway];
+  if (!slot) slot = &queue_depth_->Add({{"gateway", gateway}});
+  return *slot;
+}
+
+prometheus::Gauge& Metrics::gateway_bucket_tokens(const std::string& gateway) {
+  auto& slot = gauge_cache_["bt\x1f" + gateway];
+  if (!slot) slot = &bucket_tokens_->Add({{"gateway", gateway}});
+  return *slot;
+}
+
+prometheus::Counter& Metrics::sms_request(const std::string& gateway, int code) {
+  std::string c = std::to_string(code);
+  auto& slot = counter_cache_["sr\x1f" + gateway + "\x1f" + c];
+  if (!slot) slot = &sms_requests_->Add({{"gateway", gateway}, {"code", c}});
+  return *slot;
+}
+
+prometheus::Counter& Metrics::sms_segments(const std::string& gateway) {
+  auto& slot = counter_cache_["ss\x1f" + gateway];
+  if (!slot) slot = &sms_segments_->Add({{"gateway", gateway}});
+  return *slot;
+}
+
+prometheus::Counter& Metrics::sms_dlr(const std::string& gateway, const std::string& type, const std::string& result) {
+  auto& slot = counter_cache_["sd\x1f" + gateway + "\x1f" + type + "\x1f" + result];
+  if (!slot) slot = &sms_dlrs_->Add({{"gateway", gateway}, {"type", type}, {"result", result}});
   return *slot;
 }
 

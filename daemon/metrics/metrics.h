@@ -48,6 +48,13 @@ class Metrics {
   prometheus::Gauge& gateway_in_flight(const std::string& gateway);
   prometheus::Gauge& circuit_state(const std::string& gateway);
   prometheus::Counter& tokens_pruned(const std::string& channel);
+  prometheus::Gauge& gateway_queue_depth(const std::string& gateway);
+  prometheus::Gauge& gateway_bucket_tokens(const std::string& gateway);
+  // SMS providers: HTTP requests by reply code (0 = transport error), segments handed
+  // over, delivery reports by type and by what they did.
+  prometheus::Counter& sms_request(const std::string& gateway, int code);
+  prometheus::Counter& sms_segments(const std::string& gateway);
+  prometheus::Counter& sms_dlr(const std::string& gateway, const std::string& type, const std::string& result);
   prometheus::Gauge& retry_queue_depth() { return *retry_depth_; }
   prometheus::Gauge& batches_in_work() { return *batches_in_work_; }
   prometheus::Histogram& time_to_first_message() { return *first_message_; }
@@ -74,6 +81,11 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* gateway_in_flight_;
   prometheus::Family<prometheus::Gauge>* circuit_state_;
   prometheus::Family<prometheus::Counter>* tokens_pruned_;
+  prometheus::Family<prometheus::Gauge>* queue_depth_;
+  prometheus::Family<prometheus::Gauge>* bucket_tokens_;
+  prometheus::Family<prometheus::Counter>* sms_requests_;
+  prometheus::Family<prometheus::Counter>* sms_segments_;
+  prometheus::Family<prometheus::Counter>* sms_dlrs_;
   prometheus::Gauge* retry_depth_;
   prometheus::Gauge* batches_in_work_;
   prometheus::Histogram* first_message_;

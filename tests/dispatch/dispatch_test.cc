@@ -1,6 +1,7 @@
 // Dispatch pieces without sockets: flow control on an injected clock, rendering, the
 // APNs and FCM wire formats and error tables, JWTs.
 #include <gtest/gtest.h>
+#include <algorithm>
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -42,6 +43,32 @@ TEST(TokenBucket, LimitsTheRateOnTheInjectedClock) {
   EXPECT_EQ(taken, 5);
   TokenBucket unlimited(clock, 0, 0);
   for (int i = 0; i < 1000; ++i) ASSERT_TRUE(unlimited.take());
+}
+
+TEST(FairQueue, ServesTenantsRoundRobinSoOneBigAlertCannotStarveAnother) {
+  FairQueue<int> q;
+  for (int i = 0; i < 1000; ++i) q.push_back("soliera", i);  // a big alert queued first
+  q.push_back("bastiglia", -1);
+  q.push_back("bastiglia", -2);
+  std::vector<int> first;
+  for (int i = 0; i < 4; ++i) first.push_back(q.pop());
+  // Both of bastiglia's messages go within the first four, not after soliera's thousand.
+  EXPECT_EQ(std::count_if(first.begin(), first.end(), [](int v) { return v < 0; }), 2);
+  EXPECT_EQ(q.size(), 998u);
+  int v = q.pop();
+  q.push_front("soliera", v);  // the gateway refused it: it is served first again
+  EXPECT_EQ(q.pop(), v);
+  q.remove_if([](int x) { return x % 2 == 0; });
+  size_t n = 0;
+  int prev = -1;
+  while (!q.empty()) {
+    int x = q.pop();
+    ASSERT_EQ(x % 2, 1);
+    ASSERT_GT(x, prev) << "FIFO within a tenant";
+    prev = x;
+    ++n;
+  }
+  EXPECT_GT(n, 490u);
 }
 
 TEST(CircuitBreaker, OpensHalfOpensAndCloses) {

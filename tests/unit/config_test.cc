@@ -80,6 +80,26 @@ TEST(Config, GrantsMustNameKnownTenants) {
   EXPECT_NE(c.error().message.find("unknown tenant \"nowhere\""), std::string::npos) << c.error().message;
 }
 
+TEST(Config, SmsChannelPolicyPerSeverity) {
+  auto ok = load_from_string(std::string(kMinimal) + "    sms:\n      channels: {Severe: all}\n      fallback_after_s: 5\n",
+                             "t.yaml", env_of({}));
+  ASSERT_TRUE(ok) << ok.error().message;
+  const auto& sms = ok->tenants.at("soliera").sms;
+  EXPECT_EQ(sms.channels.at("Severe"), "all");
+  EXPECT_EQ(sms.channels.at("Extreme"), "all") << "the default for Extreme stays";
+  EXPECT_EQ(sms.channels.at("default"), "push_first");
+  EXPECT_EQ(sms.fallback_after_s, 5);
+  auto bad = load_from_string(std::string(kMinimal) + "    sms:\n      channels: {Severe: sms_only}\n", "t.yaml",
+                              env_of({}));
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("t.yaml:7: tenants.soliera.sms.channels.Severe: expected all or push_first"),
+            std::string::npos)
+      << bad.error().message;
+  auto sev = load_from_string(std::string(kMinimal) + "    sms:\n      channels: {Huge: all}\n", "t.yaml", env_of({}));
+  ASSERT_FALSE(sev);
+  EXPECT_NE(sev.error().message.find("unknown CAP severity"), std::string::npos) << sev.error().message;
+}
+
 TEST(Config, SyntaxErrorsHaveALine) {
   auto c = load_from_string("tenants: [oops\n", "t.yaml", env_of({}));
   ASSERT_FALSE(c);
