@@ -75,6 +75,29 @@ void apply_env(Ctx& ctx, YAML::Node node, const std::string& path) {
   }
 }
 
+// A gateway's keys depend on its profile, so the file names only some of them: any key a
+// profile knows can also come from the environment (SIRENA_GATEWAYS_SMS_AUTH_HEADER).
+void add_gateway_env(Ctx& ctx, YAML::Node gateways) {
+  static const char* const kKeys[] = {
+      "profile", "url", "rate", "connections", "max_in_flight", "tls_verify", "timeout_ms", "connect_timeout_ms",
+      "team_id", "key_id", "key_file", "critical_alerts", "project_id", "service_account_file", "token_url",
+      "username", "password", "from", "dlr_url", "dlr_secret", "dlr_mask", "method", "auth_header", "body_template",
+      "accept_status", "retry_status", "rejected_field", "batch_size"};
+  if (!gateways.IsMap()) return;
+  for (auto it = gateways.begin(); it != gateways.end(); ++it) {
+    if (!it->second.IsMap()) continue;
+    std::string name = it->first.as<std::string>();
+    for (const char* key : kKeys) {
+      if (it->second[key]) continue;
+      std::string path = "gateways." + name + "." + key, var = env_name(path);
+      if (auto v = ctx.env(var)) {
+        it->second[key] = *v;
+        ctx.overridden[path] = var;
+      }
+    }
+  }
+}
+
 Status check_keys(const Ctx& ctx, const YAML::Node& node, const std::string& path,
                   std::initializer_list<const char*> allowed) {
   if (!node.IsMap()) return config_error(ctx, node, path, "expected a mapping");
@@ -275,6 +298,7 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) return config_error(ctx, root, "(top level)", "expected a mapping");
   add_defaults(root, YAML::Load(kDefaults));
+  add_gateway_env(ctx, root["gateways"]);
   apply_env(ctx, root, "");
   TRY(check_keys(ctx, root, "", {"log", "http", "redis", "directory", "dispatch", "tenants", "gateways"}));
 

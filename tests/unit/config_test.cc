@@ -100,6 +100,17 @@ TEST(Config, SmsChannelPolicyPerSeverity) {
   EXPECT_NE(sev.error().message.find("unknown CAP severity"), std::string::npos) << sev.error().message;
 }
 
+TEST(Config, AnyGatewayKeyCanComeFromTheEnvironment) {
+  std::string text = std::string(kMinimal) + "gateways:\n  sms: {profile: kannel, url: http://a/cgi-bin/sendsms}\n";
+  auto c = load_from_string(text, "t.yaml",
+                            env_of({{"SIRENA_GATEWAYS_SMS_PROFILE", "generic_json"},
+                                     {"SIRENA_GATEWAYS_SMS_AUTH_HEADER", "Authorization: Bearer x"}}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->gateways.at("sms").at("profile"), "generic_json");
+  EXPECT_EQ(c->gateways.at("sms").at("auth_header"), "Authorization: Bearer x");
+  EXPECT_FALSE(c->gateways.at("sms").count("dlr_url")) << "keys without a variable stay unset";
+}
+
 TEST(Config, SyntaxErrorsHaveALine) {
   auto c = load_from_string("tenants: [oops\n", "t.yaml", env_of({}));
   ASSERT_FALSE(c);
