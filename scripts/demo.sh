@@ -62,16 +62,19 @@ mkdir -p "$run"
 port=18101
 for s in apns fcm sms; do
   admin=$((port + 10))
-  # Realistic gateway latency, so that the fan-out takes long enough to watch.
+  # Realistic gateway latency, so that the fan-out takes long enough to watch. The SMS
+  # simulator checks the demo's sendsms user and sends delivery reports back, like Kannel.
+  extra=()
+  [ "$s" = sms ] && extra=(--username sirena --password demo --dlr)
   nohup build/bin/sirena-sim "$s" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --latency-ms 20,150 \
-    >"$run/sim-$s.log" 2>&1 &
+    "${extra[@]}" >"$run/sim-$s.log" 2>&1 &
   echo $! >"$run/sim-$s.pid"
   wait_http "http://127.0.0.1:$admin/stats" "sirena-sim $s"
   port=$((port + 1))
 done
 
 say "3/7 Starting sirenad with config/demo.yaml on $base (Redis data under var/redis)..."
-SIRENA_HTTP_LISTEN="$listen" nohup build/bin/sirenad --config config/demo.yaml >"$run/sirenad.log" 2>&1 &
+SIRENA_HTTP_LISTEN="$listen" SIRENA_GATEWAYS_SMS_DLR_URL="$base" nohup build/bin/sirenad --config config/demo.yaml >"$run/sirenad.log" 2>&1 &
 echo $! >"$run/sirenad.pid"
 for _ in $(seq 1 600); do
   curl -fs "$base/readyz" >/dev/null 2>&1 && break
@@ -127,7 +130,7 @@ state=""
 for _ in $(seq 1 1200); do
   a=$(curl -s "$base/v1/alerts/$id" -H "Authorization: Bearer $operator_key")
   state=$(echo "$a" | jq -r .state)
-  read -r planned done_ < <(echo "$a" | jq -r '[.progress[] | .planned] as $p | [.progress[] | (.accepted + .failed + .expired + .cancelled)] as $d | "\($p | add // 0) \($d | add // 0)"')
+  read -r planned done_ < <(echo "$a" | jq -r '[.progress[] | .planned] as $p | [.progress[] | (.accepted + .delivered + .failed + .expired + .cancelled + .skipped)] as $d | "\($p | add // 0) \($d | add // 0)"')
   pct=$(( planned > 0 ? done_ * 100 / planned : 100 ))
   bar=$(printf '%*s' $((pct / 2)) '' | tr ' ' '#')
   printf '\r  [%-50s] %3d%%  %d/%d messages  %s   ' "$bar" "$pct" "$done_" "$planned" "$state"
@@ -137,10 +140,11 @@ done
 echo
 elapsed=$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo "?")
 curl -s "$base/v1/alerts/$id" -H "Authorization: Bearer $operator_key" |
-  jq '{id, state, status, recipients, progress: (.progress | map_values({planned, accepted, failed, pending}))}'
+  jq '{id, state, status, recipients, progress: (.progress | map_values({planned, accepted, delivered, failed, pending}))}'
 echo "  simulators: apns $(curl -s http://127.0.0.1:18111/stats | jq -c '{accepted, duplicates}')," \
-     "fcm $(curl -s http://127.0.0.1:18112/stats | jq -c '{accepted, duplicates}')"
-echo "  (SMS goes out once the SMS channel lands; the sms simulator is already running on 127.0.0.1:18103.)"
+     "fcm $(curl -s http://127.0.0.1:18112/stats | jq -c '{accepted, duplicates}')," \
+     "sms $(curl -s http://127.0.0.1:18113/stats | jq -c '{accepted, duplicates}')"
+echo "  (Extreme alerts go on every channel at once; SMS delivery reports keep arriving after 100%.)"
 
 cat <<EOT
 

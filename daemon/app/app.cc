@@ -13,6 +13,7 @@
 #include "daemon/dispatch/dispatcher.h"
 #include "gateways/apns/apns.h"
 #include "gateways/fcm/fcm.h"
+#include "gateways/sms/sms_gateway.h"
 #include "daemon/api/router.h"
 #include "daemon/core/log.h"
 #include "daemon/http/server.h"
@@ -256,8 +257,20 @@ Status App::add_gateways() {
       if (!g) return std::move(g).take_error();
       // FCM's default quota is 600k messages/minute per project.
       i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "9500")));
+    } else if (kind == "kannel" || kind == "generic_json") {
+      auto c = sms::SmsConfig::from_keys(name, kv);
+      if (!c) return std::move(c).take_error();
+      auto g = sms::SmsGateway::create(i.loop, name, std::move(c).value());
+      if (!g) return std::move(g).take_error();
+      (*g)->set_reply_observer([this, name](int status) { impl_->metrics.sms_request(name, status).Increment(); });
+      // SMSC binds are slow: the provider's messages/s (0 = no limit).
+      i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "0")));
+    } else {
+      return make_error(2, "invalid_config",
+                        i.cfg.path + ": gateways." + name + ".profile: unknown profile \"" + kind +
+                            "\" (apns, fcm, kannel, generic_json)",
+                        "gateways." + name + ".profile");
     }
-    // SMS profiles (kannel, generic_json) arrive with the SMS channel.
   }
   return Ok{};
 }

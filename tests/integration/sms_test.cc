@@ -1,0 +1,260 @@
+// The SMS channel end to end: real redis-server, real sirenad (demo configuration) and
+// `sirena-sim sms` speaking Kannel's sendsms (with delivery reports) and a generic JSON
+// API, with faults; the channel policies with the APNs simulator.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <vector>
+
+#include "tests/support/cap_fixture.h"
+#include "tests/support/harness.h"
+
+namespace sirena::testing {
+namespace {
+
+using nlohmann::json;
+constexpr const char* kOp = "demo-soliera-operator";
+constexpr const char* kDlrSecret = "it-dlr-secret";
+
+std::string phone(int i) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "+39333%07d", i);
+  return buf;
+}
+std::string apns_token(int i) {
+  char buf[65];
+  std::snprintf(buf, sizeof buf, "%064x", i + 1);
+  return buf;
+}
+
+// n recipients in Soliera with a phone; those for which `with_push(i)` also have an APNs token.
+template <typename F>
+std::string town(int n, F with_push) {
+  std::string nd;
+  for (int i = 0; i < n; ++i) {
+    json r = {{"id", "s-" + std::to_string(i)},
+              {"phone", phone(i)},
+              {"language", "it"},
+              {"topics", {"Met"}},
+              {"locations", {{{"lat", 44.735 + (i % 100) * 1e-4}, {"lon", 10.92 + (i / 100 % 100) * 1e-4}}}}};
+    if (with_push(i))
+      r["push"] = json::array({{{"platform", "apns"}, {"app", "it.comune.soliera.app"}, {"token", apns_token(i)}}});
+    nd += r.dump() + "\n";
+  }
+  return nd;
+}
+
+std::string flood(const std::string& identifier, const std::string& severity = "Extreme",
+                  const std::string& status = "Actual") {
+  TestCap c;
+  c.identifier = identifier;
+  c.status = status;
+  c.severity = severity;
+  c.polygon = "44.72,10.90 44.72,10.95 44.76,10.95 44.76,10.90 44.72,10.90";
+  return c.xml();
+}
+
+class SmsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    redis_ = std::make_unique<RedisServer>(dir_.path());
+    redis_->start();
+  }
+  // `path`: "/cgi-bin/sendsms" (the demo's Kannel profile) or "/sms" (generic JSON).
+  void start(const std::string& path, std::vector<std::string> sms_args, std::map<std::string, std::string> env = {},
+             std::vector<std::string> apns_args = {}) {
+    sms_ = std::make_unique<Simulator>("sms", dir_.path(), sms_args);
+    sms_->start();
+    apns_ = std::make_unique<Simulator>("apns", dir_.path(), apns_args);
+    apns_->start();
+    daemon_ = std::make_unique<Sirenad>(source_dir() + "/config/demo.yaml", dir_.path(),
+                                        std::map<std::string, std::string>{
+                                            {"SIRENA_REDIS_URL", redis_->url()},
+                                            {"SIRENA_GATEWAYS_APNS_URL", apns_->url()},
+                                            {"SIRENA_GATEWAYS_FCM_URL", "http://127.0.0.1:1"},
+                                            {"SIRENA_GATEWAYS_SMS_URL", sms_->url() + path},
+                                            {"SIRENA_GATEWAYS_SMS_RATE", "0"},
+                                            {"SIRENA_GATEWAYS_SMS_DLR_SECRET", kDlrSecret},
+                                            {"SIRENA_DISPATCH_CONSUMER", "it-daemon"},
+                                            {"SIRENA_TENANTS_SOLIERA_APPROVAL_MIN_RECIPIENTS", "100000000"},
+                                        });
+    daemon_->set_env("SIRENA_GATEWAYS_SMS_DLR_URL", "http://127.0.0.1:" + std::to_string(daemon_->port()));
+    for (auto& [k, v] : env) daemon_->set_env(k, v);
+    daemon_->start();
+    ASSERT_TRUE(wait_until([&] { return daemon_->ready(); }, std::chrono::seconds(60))) << daemon_->log();
+  }
+  void TearDown() override {
+    if (daemon_) {
+      EXPECT_EQ(daemon_->stop(), 0) << daemon_->log();
+    }
+  }
+  template <typename F>
+  void import(int n, F with_push) {
+    auto r = daemon_->post("/v1/recipients/import", kOp, town(n, with_push), "application/x-ndjson");
+    ASSERT_EQ(r.status, 200) << r.body.substr(0, 300);
+    ASSERT_EQ(json::parse(r.body)["imported"], n) << r.body.substr(0, 300);
+  }
+  std::string submit(const std::string& cap) {
+    auto r = daemon_->post("/v1/alerts", kOp, cap, "application/cap+xml");
+    EXPECT_EQ(r.status, 202) << r.body;
+    return json::parse(r.body)["id"];
+  }
+  json alert(const std::string& id) { return json::parse(daemon_->get("/v1/alerts/" + id, kOp).body, nullptr, false); }
+  json sms(const std::string& id) { return alert(id)["progress"]["sms"]; }
+  json sms_stats() { return json::parse(sms_->stats()); }
+  bool completed(const std::string& id) {
+    auto a = alert(id);
+    return a.is_object() && a["state"] == "completed";
+  }
+  HttpResponse dlr(const std::string& query) {
+    return http_get(daemon_->base() + "/v1/dlr/sms?" + query);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<RedisServer> redis_;
+  std::unique_ptr<Simulator> sms_, apns_;
+  std::unique_ptr<Sirenad> daemon_;
+};
+
+const std::map<std::string, std::string> kGenericJson = {
+    {"SIRENA_GATEWAYS_SMS_PROFILE", "generic_json"},
+    {"SIRENA_GATEWAYS_SMS_AUTH_HEADER", "Authorization: Bearer it-token"}};
+
+TEST_F(SmsTest, GenericJsonWithFaultsAcceptsEveryNumberExactlyOnce) {
+  auto env = kGenericJson;
+  env["SIRENA_GATEWAYS_SMS_BATCH_SIZE"] = "1";  // one number per request
+  start("/sms", {"--fail", "503:0.05", "--fail", "429:0.01"}, env);
+  import(2000, [](int) { return false; });
+  std::string id = submit(flood("sms-json-1"));
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(90))) << alert(id).dump();
+  EXPECT_EQ(sms(id)["planned"], 2000);
+  EXPECT_EQ(sms(id)["accepted"], 2000);
+  auto s = sms_stats();
+  EXPECT_EQ(s["accepted"], 2000);
+  EXPECT_EQ(s["unique_recipients"], 2000);
+  EXPECT_EQ(s["duplicates"], 0);
+  EXPECT_GT(s["rejected"].value("503", 0), 0) << "the faults were injected: " << s.dump();
+  auto m = daemon_->get("/metrics", "").body;
+  EXPECT_NE(m.find("sirena_sms_requests_total{code=\"503\",gateway=\"sms\"}"), std::string::npos);
+  EXPECT_NE(m.find("sirena_sms_segments_total{gateway=\"sms\"}"), std::string::npos);
+}
+
+TEST_F(SmsTest, GenericJsonBatchedRefusedNumbersFailAndTheOthersGo) {
+  std::string gone = dir_.path() + "/gone.txt";
+  write_file(gone, phone(3) + "\n" + phone(7) + "\n");
+  auto env = kGenericJson;
+  env["SIRENA_GATEWAYS_SMS_BATCH_SIZE"] = "50";
+  start("/sms", {"--unregistered", gone}, env);
+  import(500, [](int) { return false; });
+  std::string id = submit(flood("sms-json-2"));
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(60))) << alert(id).dump();
+  EXPECT_EQ(sms(id)["accepted"], 498);
+  EXPECT_EQ(sms(id)["failed"], 2);
+  EXPECT_EQ(sms_stats()["unique_recipients"], 498);
+  auto d = json::parse(daemon_->get("/v1/alerts/" + id + "/deliveries?state=failed", kOp).body);
+  ASSERT_EQ(d["items"].size(), 2u) << d.dump();
+  std::set<std::string> who{d["items"][0]["recipient"], d["items"][1]["recipient"]};
+  EXPECT_EQ(who, (std::set<std::string>{"s-3", "s-7"}));
+}
+
+TEST_F(SmsTest, KannelDeliveryReportsMoveDeliveriesToDelivered) {
+  start("/cgi-bin/sendsms", {"--dlr", "--username", "sirena", "--password", "demo"});
+  import(300, [](int) { return false; });
+  std::string id = submit(flood("sms-kannel-dlr"));
+  ASSERT_TRUE(wait_until([&] { return sms(id).value("delivered", 0) == 300; }, std::chrono::seconds(60)))
+      << alert(id).dump();
+  EXPECT_EQ(sms(id)["accepted"], 0) << "each acceptance became a delivery";
+  EXPECT_EQ(sms_stats()["unique_recipients"], 300);
+  auto d = json::parse(daemon_->get("/v1/alerts/" + id + "/deliveries?state=delivered&limit=10", kOp).body);
+  ASSERT_FALSE(d["items"].empty());
+  EXPECT_EQ(d["items"][0]["channel"], "sms");
+
+  // A late or repeated report changes nothing; an unknown one is counted and ignored.
+  std::string ok = std::string("secret=") + kDlrSecret + "&alert=" + id + "&t=soliera&r=soliera";
+  auto again = dlr(ok + "&to=%2B" + phone(5).substr(1) + "&type=2");
+  EXPECT_EQ(again.status, 200);
+  EXPECT_EQ(json::parse(again.body)["result"], "duplicate");
+  EXPECT_EQ(sms(id)["delivered"], 300);
+  auto unknown = dlr(ok + "&to=%2B39333999999&type=1");
+  EXPECT_EQ(unknown.status, 200);
+  EXPECT_EQ(json::parse(unknown.body)["result"], "unknown");
+  // Bad input: a wrong secret, a missing field, an unknown gateway.
+  EXPECT_EQ(dlr("secret=nope&alert=" + id + "&t=soliera&r=soliera&to=1&type=1").status, 401);
+  auto missing = dlr(std::string("secret=") + kDlrSecret + "&alert=" + id + "&type=1");
+  EXPECT_EQ(missing.status, 400);
+  EXPECT_NE(missing.body.find("missing_parameter"), std::string::npos);
+  EXPECT_EQ(http_get(daemon_->base() + "/v1/dlr/apns?secret=x").status, 404);
+  auto m = daemon_->get("/metrics", "").body;
+  EXPECT_NE(m.find("sirena_sms_dlr_total{gateway=\"sms\",result=\"unknown\",type=\"delivered\"} 1"), std::string::npos);
+  EXPECT_NE(m.find("sirena_sms_dlr_total{gateway=\"sms\",result=\"unauthorized\",type=\"-\"} 1"), std::string::npos);
+}
+
+TEST_F(SmsTest, PushFirstSendsSmsOnlyWhereNoPushWasAccepted) {
+  // Even recipients have an APNs token; every fourth token is gone (410). Severe alerts go
+  // push first (the demo policy): SMS to the odd ones and to those whose token is gone.
+  std::string gone = dir_.path() + "/gone-tokens.txt";
+  std::string list;
+  for (int i = 0; i < 400; i += 4) list += apns_token(i) + "\n";
+  write_file(gone, list);
+  start("/cgi-bin/sendsms", {}, {}, {"--unregistered", gone});
+  import(400, [](int i) { return i % 2 == 0; });
+  std::string id = submit(flood("sms-push-first", "Severe"));
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(60))) << alert(id).dump();
+  auto a = alert(id);
+  EXPECT_EQ(a["progress"]["apns"]["accepted"], 100);
+  EXPECT_EQ(a["progress"]["apns"]["failed"], 100);
+  EXPECT_EQ(sms(id)["accepted"], 300) << "200 without a token + 100 whose push failed";
+  EXPECT_EQ(sms(id)["skipped"], 100);
+  EXPECT_EQ(sms(id)["pending"], 0);
+  EXPECT_EQ(sms_stats()["unique_recipients"], 300);
+  EXPECT_EQ(sms_stats()["duplicates"], 0);
+}
+
+TEST_F(SmsTest, PushFirstFallsBackToSmsWhenNoPushIsAcceptedInTime) {
+  // The APNs gateway only answers 503: no push is ever accepted, so after the fallback
+  // delay every recipient gets the SMS, while the pushes are still being retried.
+  start("/cgi-bin/sendsms", {}, {{"SIRENA_TENANTS_SOLIERA_SMS_FALLBACK_AFTER_S", "1"}}, {"--fail", "503:1.0"});
+  import(50, [](int) { return true; });
+  std::string id = submit(flood("sms-fallback", "Moderate"));
+  ASSERT_TRUE(wait_until([&] { return sms(id).value("accepted", 0) == 50; }, std::chrono::seconds(30)))
+      << alert(id).dump();
+  EXPECT_EQ(alert(id)["progress"]["apns"]["accepted"], 0);
+  EXPECT_EQ(sms_stats()["unique_recipients"], 50);
+}
+
+TEST_F(SmsTest, ExtremeGoesOnEveryChannelAtOnceAndTestsAreMarked) {
+  std::string record = dir_.path() + "/sms-record.txt";
+  start("/cgi-bin/sendsms", {"--record", record});
+  import(20, [](int) { return true; });
+  std::string id = submit(flood("sms-all", "Extreme", "Exercise"));
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(30))) << alert(id).dump();
+  EXPECT_EQ(alert(id)["progress"]["apns"]["accepted"], 20);
+  EXPECT_EQ(sms(id)["accepted"], 20);
+  EXPECT_EQ(sms(id)["skipped"], 0);
+  // The preview's SMS text is the text that was sent, marker included.
+  auto p = json::parse(daemon_->post("/v1/alerts/preview", kOp, flood("sms-all-2", "Extreme", "Exercise"),
+                                     "application/cap+xml").body);
+  std::string text = p["sms"][0]["text"];
+  EXPECT_EQ(text.rfind("[ESERCITAZIONE] ", 0), 0u) << text;
+  uint64_t h = 0xcbf29ce484222325ULL;  // the simulator records FNV-1a 64 of the text it got
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  auto lines = [&] {
+    std::vector<std::string> out;
+    std::string all = read_file(record);
+    for (size_t pos = 0, nl; (nl = all.find('\n', pos)) != std::string::npos; pos = nl + 1)
+      out.push_back(all.substr(pos, nl - pos));
+    return out;
+  };
+  ASSERT_TRUE(wait_until([&] { return lines().size() == 20; }, std::chrono::seconds(10)));
+  for (const auto& line : lines()) EXPECT_EQ(line.substr(line.rfind('\t') + 1), hex) << line;
+}
+
+}  // namespace
+}  // namespace sirena::testing
