@@ -15,6 +15,7 @@ packages=(
   # real peers for tests and benchmarks
   redis-server redis-tools wrk nghttp2-client nghttp2-server curl jq python3 openssl
   kannel kannel-extras   # bearerbox, smsbox and /usr/lib/kannel/test/fakesmsc for the SMS tests
+  prometheus             # prometheus and promtool for tests/ops (dashboards/); the tests start their own
 )
 
 missing=()
