@@ -82,7 +82,7 @@ void add_gateway_env(Ctx& ctx, YAML::Node gateways) {
       "profile", "url", "rate", "connections", "max_in_flight", "tls_verify", "timeout_ms", "connect_timeout_ms",
       "team_id", "key_id", "key_file", "critical_alerts", "project_id", "service_account_file", "token_url",
       "username", "password", "from", "dlr_url", "dlr_secret", "dlr_mask", "method", "auth_header", "body_template",
-      "accept_status", "retry_status", "rejected_field", "batch_size"};
+      "accept_status", "retry_status", "rejected_field", "batch_size", "dlr_timeout_ms"};
   if (!gateways.IsMap()) return;
   for (auto it = gateways.begin(); it != gateways.end(); ++it) {
     if (!it->second.IsMap()) continue;

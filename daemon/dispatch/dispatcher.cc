@@ -5,6 +5,7 @@
 #include <deque>
 #include <list>
 #include <map>
+#include <optional>
 #include <queue>
 #include <unordered_map>
 #include <unordered_set>
@@ -22,26 +23,91 @@ namespace {
 
 constexpr const char* kGroup = "sirenad";
 constexpr size_t kMaxBacklog = 2048;  // outcomes written at the latest when this many wait
+// Batches read from Redis at once: enough to keep ahead of the gateways while every
+// round trip waits for Redis's fsyncs. Claimed batches wait for their turn, and an idle
+// dispatcher loads one alone first: Redis answers the commands it read together only
+// after running them all, so the first contacts would wait for everyone else's.
+constexpr size_t kMaxLoading = 8;
+constexpr size_t kBurst = 128;  // messages submitted to a gateway per loop turn
 
 std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
 std::string stream_key(int priority) { return "{dispatch}:p" + std::to_string(priority); }
 
-// KEYS[1] alert tenant prefix. ARGV: 1 alert id, 2 tenant, 3 batches, 4 recipients, 5 priority,
-// 6 stream, 7.. "planned:<channel>", count pairs. Returns the batch count, or -1 if planned before.
+// Writes a plan, in one call or in several (the first batches, then the rest): the first
+// batches can then be sent while the rest is written. KEYS[1] alert tenant prefix. ARGV:
+// 1 alert id, 2 tenant, 3 batches n of the plan, 4 recipients, 5 priority, 6 stream,
+// 7 consumer, 8 entries to claim, 9 now_ms, 10 first (this call's first batch), 11 "1" when
+// this call ends the plan, 12 count c, then c values ("planned:<channel>", count pairs),
+// then this call's batch texts. Returns {n, XREADGROUP's reply (the entries it claimed for
+// the consumer, so the first batches start without another round trip)}, or {-1} when
+// the alert keeps an earlier plan.
+//
+// Resolution happens once: a complete plan is kept. A plan whose writing stopped (its
+// daemon died between two calls; `writing` names it) is planned again, by that daemon
+// after its restart or by another a minute later; the new batches are numbered after
+// the old ones, which still go, and flagged "r" so that their recipients' final outcomes
+// are read first. The old batches' recipients may be sent twice (at most those batches).
 constexpr const char* kPlanScript = R"LUA(
-local p, id = KEYS[1], ARGV[1]
+local p, id, consumer = KEYS[1], ARGV[1], ARGV[7]
 local plan = p .. 'plan:' .. id
-if redis.call('EXISTS', plan) == 1 then return -1 end
-local n = tonumber(ARGV[3])
-local fields = {'batches', ARGV[3], 'done', '0', 'recipients', ARGV[4], 'priority', ARGV[5]}
-for i = 7, #ARGV, 2 do fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1] end
-redis.call('HSET', plan, unpack(fields))
-for b = 0, n - 1 do redis.call('XADD', ARGV[6], '*', 'a', id, 't', ARGV[2], 'b', tostring(b)) end
-local k = p .. 'alert:' .. id
-if redis.call('HGET', k, 'state') == 'accepted' then
-  redis.call('HSET', k, 'state', n == 0 and 'completed' or 'dispatching')
+local n, first, c = tonumber(ARGV[3]), tonumber(ARGV[10]), tonumber(ARGV[12])
+local base = 0
+if first == 0 then
+  if redis.call('EXISTS', plan) == 1 then
+    local w = redis.call('HMGET', plan, 'writing', 'writing_ms', 'next')
+    if not w[1] then return {-1} end
+    if w[1] ~= consumer and tonumber(ARGV[9]) - tonumber(w[2]) < 60000 then return {-1} end
+    base = tonumber(w[3])
+  end
+  local fields = {'batches', base + n, 'recipients', ARGV[4], 'priority', ARGV[5], 'writing', consumer,
+                  'writing_ms', ARGV[9], 'base', base}
+  for i = 13, 12 + c do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', plan, unpack(fields))
+  redis.call('HSETNX', plan, 'done', 0)
+else
+  local w = redis.call('HMGET', plan, 'writing', 'base')
+  if w[1] ~= consumer then return {-1} end
+  base = tonumber(w[2])
 end
-return n
+local b = base + first
+for i = 13 + c, #ARGV do
+  redis.call('SET', p .. 'batch:' .. id .. ':' .. b, ARGV[i])
+  if base == 0 then redis.call('XADD', ARGV[6], '*', 'a', id, 't', ARGV[2], 'b', tostring(b))
+  else redis.call('XADD', ARGV[6], '*', 'a', id, 't', ARGV[2], 'b', tostring(b), 'r', '1') end
+  b = b + 1
+end
+redis.call('HSET', plan, 'next', b)
+if ARGV[11] == '1' then
+  redis.call('HDEL', plan, 'writing', 'writing_ms', 'base')
+  local k = p .. 'alert:' .. id
+  if redis.call('HGET', k, 'state') == 'accepted' then
+    redis.call('HSET', k, 'state', base + n == 0 and 'completed' or 'dispatching')
+  end
+end
+local claimed = false
+if b > base + first and tonumber(ARGV[8]) > 0 then
+  -- No group yet (before start()): the entries wait for the first claim.
+  local r = redis.pcall('XREADGROUP', 'GROUP', 'sirenad', consumer, 'COUNT', ARGV[8], 'STREAMS', ARGV[6], '>')
+  if type(r) == 'table' and not r.err then claimed = r end
+end
+return {n, claimed}
+)LUA";
+
+// KEYS[1] batch key. Returns {batch text, the contacts of its slots in order (from the
+// recipient tenant's contacts hash, named as prefix() does)}, or {} when the batch is gone.
+// One round trip per batch: reads wait behind the write-backs' fsyncs.
+constexpr const char* kLoadScript = R"LUA(
+local text = redis.call('GET', KEYS[1])
+if not text then return {} end
+local nl = string.find(text, '\n', 1, true)
+local contacts = '{t:' .. string.sub(text, 1, nl - 1) .. '}:contacts'
+local slots, out = {}, {}
+for s in string.gmatch(string.sub(text, nl + 1), '%d+') do slots[#slots + 1] = s end
+for i = 1, #slots, 1000 do
+  local r = redis.call('HMGET', contacts, unpack(slots, i, math.min(i + 999, #slots)))
+  for k = 1, #r do out[#out + 1] = r[k] end
+end
+return {text, out}
 )LUA";
 
 // KEYS[1] alert tenant prefix. ARGV: 1 alert id, 2 now_ms, then three counted lists:
@@ -166,10 +232,14 @@ struct Dispatcher::Impl {
   struct Batch {
     int priority;
     std::string stream_entry;
+    // Read from the stream for the first time: nobody has sent any of its messages, so
+    // no outcome can exist yet (a batch delivered before is checked against deliv:<A>).
+    bool fresh = false;
     std::shared_ptr<Active> alert;
     std::string rtenant;
     std::vector<std::unique_ptr<Msg>> msgs;
     size_t remaining = 0;
+    prometheus::Counter* accepted[3] = {};  // sirena_messages_total{result="accepted"} per channel
   };
   struct GatewaySlot {
     std::unique_ptr<Gateway> gw;
@@ -178,12 +248,23 @@ struct Dispatcher::Impl {
     FairQueue<Msg*> queue[kPriorities];  // round-robin over the alert tenants
     size_t queued = 0;
     size_t in_flight = 0;
+    // Looked up once: these move with every message.
     prometheus::Gauge* queue_depth = nullptr;
     prometheus::Gauge* bucket_tokens = nullptr;
+    prometheus::Gauge* circuit = nullptr;
+    prometheus::Gauge* in_flight_gauge = nullptr;
+    prometheus::Histogram* duration = nullptr;
+    prometheus::Histogram* latency = nullptr;
   };
   struct Written {  // one message's final outcome, waiting for the next write-back
-    std::string tenant, alert, field, value, progress_field;
-    bool sms_accepted = false;  // a delivery report may have come first
+    Active* alert;    // kept alive by the message's batch until the write-back is sent
+    std::string field, value;
+    Channel channel;
+    std::string_view state;  // a literal
+  };
+  struct Claimed {  // a stream entry of this consumer, waiting to be loaded
+    std::string entry, tenant, alert, batch;
+    bool fresh;
   };
   struct Retry {
     int64_t due_ms;
@@ -200,19 +281,39 @@ struct Dispatcher::Impl {
   Backoff backoff;
   GatewaySlot gateways[3];
   std::unordered_map<std::string, std::shared_ptr<Active>> alerts;
+  // Alerts being read from Redis, with the batch loads waiting for them.
+  std::unordered_map<std::string, std::vector<std::function<void(std::shared_ptr<Active>)>>> alerts_loading;
   std::list<std::unique_ptr<Batch>> batches;
+  std::deque<Claimed> claimed[kPriorities];
+  std::unordered_map<std::string, Batch*> prefetching;  // batch key -> the batch waiting for it
+  std::unordered_set<std::string> planning;             // alerts whose plan() is under way
+  size_t claimed_count = 0;
   size_t batches_loading = 0;
   std::priority_queue<Retry, std::vector<Retry>, std::greater<>> retries;
   std::multimap<int64_t, Msg*> held;  // SMS fallbacks by deadline
   std::map<std::string, TenantPolicy> policies;
+  // SMS accepted by a gateway that reports (Kannel asked for delivery reports): final once
+  // any report proves the SMSC has it, sent again when none comes in time (a crashed
+  // bearerbox loses what it had queued). By report_key(); reports that arrive before the
+  // acceptance is seen wait in `early_reports` (forgotten after kEarlyReportMs).
+  struct Unreported {
+    Msg* msg;
+    std::multimap<int64_t, std::string>::iterator due;
+  };
+  std::unordered_map<std::string, Unreported> unreported;
+  std::multimap<int64_t, std::string> unreported_due;
+  std::unordered_map<std::string, int64_t> early_reports;
+  std::deque<std::pair<int64_t, std::string>> early_order;
   std::vector<Written> outcomes;
   std::vector<std::pair<Batch*, bool>> finished_batches;  // flushed with the next write-back
   uv_timer_t* poll_timer = nullptr;
   uv_timer_t* flush_timer = nullptr;
   uv_timer_t* retry_timer = nullptr;
   uv_timer_t* pump_timer = nullptr;
+  uv_idle_t* pump_idle = nullptr;  // the rest of a burst, on the next loop turn
   size_t unconfirmed = 0;  // outcomes sent to Redis, reply not yet seen
   bool claiming = false;
+  bool claim_again = false;  // asked for while claiming: another pass follows
   bool started = false;
   bool stopping = false;
   int64_t last_reclaim_ms = 0;
@@ -236,19 +337,28 @@ struct Dispatcher::Impl {
 
   // ---- claiming work -------------------------------------------------------------
 
-  size_t capacity() const { return cfg.max_batches > batches.size() + batches_loading
-                                        ? cfg.max_batches - batches.size() - batches_loading
-                                        : 0; }
+  size_t capacity() const {
+    size_t taken = batches.size() + batches_loading + claimed_count;
+    return cfg.max_batches > taken ? cfg.max_batches - taken : 0;
+  }
 
-  void claim(int priority = 0, bool own_pending = false) {
-    if (stopping || !started || !redis.connected()) return;
-    if (priority == 0) {
-      if (claiming) return;
-      claiming = true;
+  // One pass over the streams, most urgent first, for up to capacity() batches. A claim
+  // asked for during a pass (a new plan) runs another pass after it, so none is lost.
+  void claim(bool own_pending = false) {
+    if (claiming) {
+      claim_again = true;
+      return;
     }
+    claiming = true;
+    claim_again = false;
+    claim_stream(0, own_pending);
+  }
+
+  void claim_stream(int priority, bool own_pending) {
     size_t want = capacity();
-    if (want == 0 || priority >= kPriorities) {
+    if (stopping || !started || !redis.connected() || want == 0 || priority >= kPriorities) {
       claiming = false;
+      if (claim_again) claim();
       return;
     }
     std::string stream = stream_key(priority), count = std::to_string(want);
@@ -256,22 +366,20 @@ struct Dispatcher::Impl {
     redis.command({"XREADGROUP", "GROUP", kGroup, cfg.consumer, "COUNT", count, "STREAMS", stream,
                    own_pending ? "0" : ">"},
                   [this, priority, own_pending](const redisReply* r, const Error* e) {
-                    if (!e && r->type == REDIS_REPLY_ARRAY) take_entries(r, priority);
-                    if (e || (r->type == REDIS_REPLY_ERROR)) {
-                      if (r && r->type == REDIS_REPLY_ERROR) ensure_groups();
-                    }
-                    claim(priority + 1, own_pending);
-                    if (priority + 1 >= kPriorities) claiming = false;
+                    if (!e && r->type == REDIS_REPLY_ARRAY) take_entries(r, priority, !own_pending);
+                    if (r && r->type == REDIS_REPLY_ERROR) ensure_groups();
+                    claim_stream(priority + 1, own_pending);
                   });
   }
 
-  void take_entries(const redisReply* r, int priority) {
+  void take_entries(const redisReply* r, int priority, bool fresh) {
     // [[stream, [[id, [field, value, ...]], ...]]]
     for (size_t s = 0; s < r->elements; ++s) {
       const redisReply* entries = r->element[s]->element[1];
       for (size_t i = 0; i < entries->elements; ++i) {
         const redisReply* entry = entries->element[i];
         std::string id = store::reply_string(entry->element[0]);
+        if (in_work(id)) continue;
         const redisReply* kv = entry->element[1];
         if (!kv || kv->type != REDIS_REPLY_ARRAY) {
           // Deleted or trimmed entry in our pending list: nothing to do but acknowledge.
@@ -279,15 +387,48 @@ struct Dispatcher::Impl {
           continue;
         }
         std::string alert, tenant, batch;
+        bool replanned = false;  // its recipients may have outcomes from an interrupted plan
         for (size_t f = 0; f + 1 < kv->elements; f += 2) {
           std::string k = store::reply_string(kv->element[f]);
           if (k == "a") alert = store::reply_string(kv->element[f + 1]);
           else if (k == "t") tenant = store::reply_string(kv->element[f + 1]);
           else if (k == "b") batch = store::reply_string(kv->element[f + 1]);
+          else if (k == "r") replanned = true;
         }
-        load_batch(priority, id, tenant, alert, batch);
+        claimed[priority].push_back({id, tenant, alert, batch, fresh && !replanned});
+        ++claimed_count;
       }
     }
+    load_next();
+  }
+
+  // A stream entry this daemon already works on: XAUTOCLAIM returns our own entries too
+  // when a batch takes longer than reclaim_idle_ms (retries, rate limits, awaited reports).
+  bool in_work(const std::string& entry) const {
+    for (const auto& b : batches)
+      if (b->stream_entry == entry) return true;
+    for (const auto& q : claimed)
+      for (const auto& c : q)
+        if (c.entry == entry) return true;
+    return false;
+  }
+
+  // Starts loading claimed batches, most urgent first, up to kMaxLoading at once.
+  void load_next() {
+    size_t limit = batches.empty() && batches_loading == 0 ? 1 : kMaxLoading;
+    for (auto& q : claimed) {
+      while (!q.empty() && batches_loading < limit) {
+        Claimed c = std::move(q.front());
+        q.pop_front();
+        --claimed_count;
+        load_batch(static_cast<int>(&q - claimed), c.entry, c.tenant, c.alert, c.batch, c.fresh);
+      }
+    }
+  }
+
+  void loaded() {
+    --batches_loading;
+    load_next();
   }
 
   void ensure_groups() {
@@ -297,187 +438,238 @@ struct Dispatcher::Impl {
 
   // ---- loading a batch -------------------------------------------------------------
 
+  // The alert in work, read once however many of its batches are loading.
   void with_alert(const std::string& tenant, const std::string& id, std::function<void(std::shared_ptr<Active>)> fn) {
     if (auto it = alerts.find(id); it != alerts.end()) return fn(it->second);
+    auto& waiting = alerts_loading[id];
+    waiting.push_back(std::move(fn));
+    if (waiting.size() > 1) return;
     std::string key = prefix(tenant) + "alert:" + id;
     redis.command({"HMGET", key, "parsed", "state", "received_ms", "expires_ms"},
-                  [this, tenant, id, fn = std::move(fn)](const redisReply* r, const Error* e) {
-                    if (e || r->type != REDIS_REPLY_ARRAY || r->elements != 4 || r->element[0]->type == REDIS_REPLY_NIL)
-                      return fn(nullptr);
-                    auto json = nlohmann::json::parse(store::reply_string(r->element[0]), nullptr, false);
-                    auto parsed = alerts::alert_from_json(json);
-                    if (!parsed) return fn(nullptr);
-                    auto a = std::make_shared<Active>();
-                    a->id = id;
-                    a->tenant = tenant;
-                    a->alert = std::move(parsed).value();
-                    a->priority = priority_of(a->alert);
-                    a->collapse = collapse_id(a->alert);
-                    std::string state = store::reply_string(r->element[1]);
-                    a->cancelled = state != "dispatching" && state != "accepted";
-                    std::string rec = store::reply_string(r->element[2]);
-                    std::string exp = store::reply_string(r->element[3]);
-                    a->received_ms = rec.empty() ? clock.now_ms() : std::stoll(rec);
-                    a->expires_ms = exp.empty() ? 0 : std::stoll(exp);
-                    auto [it, fresh] = alerts.emplace(id, a);
-                    fn(it->second);
+                  [this, tenant, id](const redisReply* r, const Error* e) {
+                    std::shared_ptr<Active> a = read_alert(tenant, id, e ? nullptr : r);
+                    if (a) a = alerts.emplace(id, a).first->second;
+                    auto fns = std::move(alerts_loading[id]);
+                    alerts_loading.erase(id);
+                    for (auto& fn : fns) fn(a);
                   });
   }
 
+  std::shared_ptr<Active> read_alert(const std::string& tenant, const std::string& id, const redisReply* r) {
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4 || r->element[0]->type == REDIS_REPLY_NIL)
+      return nullptr;
+    auto json = nlohmann::json::parse(store::reply_string(r->element[0]), nullptr, false);
+    auto parsed = alerts::alert_from_json(json);
+    if (!parsed) return nullptr;
+    auto a = std::make_shared<Active>();
+    a->id = id;
+    a->tenant = tenant;
+    a->alert = std::move(parsed).value();
+    a->priority = priority_of(a->alert);
+    a->collapse = collapse_id(a->alert);
+    std::string state = store::reply_string(r->element[1]);
+    a->cancelled = state != "dispatching" && state != "accepted";
+    std::string rec = store::reply_string(r->element[2]);
+    std::string exp = store::reply_string(r->element[3]);
+    a->received_ms = rec.empty() ? clock.now_ms() : std::stoll(rec);
+    a->expires_ms = exp.empty() ? 0 : std::stoll(exp);
+    return a;
+  }
+
   void load_batch(int priority, const std::string& entry, const std::string& tenant, const std::string& alert_id,
-                  const std::string& batch_no) {
+                  const std::string& batch_no, bool fresh) {
     ++batches_loading;
     with_alert(tenant, alert_id, [=, this](std::shared_ptr<Active> a) {
       auto b = std::make_unique<Batch>();
       b->priority = priority;
       b->stream_entry = entry;
+      b->fresh = fresh;
       b->alert = a;
       if (!a) {
         // The alert is gone (or unreadable): nothing can be sent for it.
         metrics.unexpected("dispatch_alert_missing").Increment();
-        --batches_loading;
+        loaded();
         redis.command({"XACK", stream_key(priority), kGroup, entry}, [](auto*, auto*) {});
         return;
       }
       a->last_used_ms = clock.now_ms();
       std::string key = prefix(tenant) + "batch:" + alert_id + ":" + batch_no;
+      if (auto it = prefetching.find(key); it != prefetching.end()) {
+        it->second = b.release();  // its load is on the way
+        return;
+      }
       Batch* raw = b.release();
-      redis.command({"GET", key}, [this, raw](const redisReply* r, const Error* e) {
-        std::unique_ptr<Batch> b(raw);
-        if (e) {
-          --batches_loading;
-          return;  // left pending: re-read after a restart or by the next reclaim
-        }
-        std::string text = store::reply_string(r);
-        auto nl = text.find('\n');
-        if (nl == std::string::npos) {
-          metrics.unexpected("dispatch_batch_missing").Increment();
-          --batches_loading;
-          return finish_empty(std::move(b));
-        }
-        b->rtenant = text.substr(0, nl);
-        std::vector<uint32_t> slots;
-        const char* p = text.data() + nl + 1;
-        const char* end = text.data() + text.size();
-        while (p < end) {
-          uint32_t v = 0;
-          auto res = std::from_chars(p, end, v);
-          if (res.ec != std::errc()) break;
-          slots.push_back(v);
-          p = res.ptr;
-          while (p < end && *p == ' ') ++p;
-        }
-        load_contacts(std::move(b), std::move(slots));
+      redis.eval(script(kLoadScript), {key}, {}, [this, raw](const redisReply* r, const Error* e) {
+        on_load(std::unique_ptr<Batch>(raw), r, e);
       });
     });
   }
 
-  void load_contacts(std::unique_ptr<Batch> b, std::vector<uint32_t> slots) {
-    std::string rp = prefix(b->rtenant);
-    std::vector<std::string> keys{"HMGET", rp + "contacts"};
-    for (uint32_t s : slots) keys.push_back(std::to_string(s));
-    std::vector<std::string_view> argv(keys.begin(), keys.end());
-    Batch* raw = b.release();
-    redis.command(argv, [this, raw, slots = std::move(slots)](const redisReply* r, const Error* e) {
-      std::unique_ptr<Batch> b(raw);
-      if (e || r->type != REDIS_REPLY_ARRAY || r->elements != slots.size()) {
-        --batches_loading;
-        return;
-      }
-      Active& a = *b->alert;
-      const TenantPolicy& policy = policy_of(a.tenant);
-      std::unordered_map<std::string, PushText> texts;
-      std::unordered_map<std::string, std::string> sms_texts;
-      bool test = a.alert.status == alerts::Status::Test || a.alert.status == alerts::Status::Exercise;
-      auto add = [&](Channel ch, uint32_t slot, const directory::Contacts& c, const alerts::Info* info) {
-        auto m = std::make_unique<Msg>();
-        m->batch = b.get();
-        m->field = b->rtenant + ":" + std::to_string(slot) + ":" + to_string(ch);
-        Message& msg = m->m;
-        msg.alert_id = a.id;
-        msg.alert_tenant = a.tenant;
-        msg.tenant = b->rtenant;
-        msg.slot = slot;
-        msg.channel = ch;
-        msg.language = c.language;
-        msg.severity = info ? info->severity : "";
-        msg.expires_ms = a.expires_ms;
-        msg.collapse_id = a.collapse;
-        msg.test = test;
-        b->msgs.push_back(std::move(m));
-        return b->msgs.back().get();
-      };
-      for (size_t i = 0; i < slots.size(); ++i) {
-        if (r->element[i]->type != REDIS_REPLY_STRING) continue;  // deleted since the plan
-        directory::Contacts c;
-        if (!directory::unpack_contacts(std::string_view(r->element[i]->str, r->element[i]->len), &c)) continue;
-        const alerts::Info* info = pick_info(a.alert, c.language);
-        // One device per platform: the most recently registered token (the last one).
-        const directory::PushToken* last[2] = {nullptr, nullptr};
-        for (const auto& t : c.push) last[t.platform == directory::Platform::Apns ? 0 : 1] = &t;
-        std::vector<Msg*> pushes;
-        for (int k = 0; k < 2; ++k) {
-          Channel ch = k == 0 ? Channel::Apns : Channel::Fcm;
-          if (!last[k] || !gateways[static_cast<int>(ch)].gw) continue;
-          auto it = texts.find(c.language);
-          if (it == texts.end()) it = texts.emplace(c.language, render_push(a.alert, info)).first;
-          Msg* m = add(ch, slots[i], c, info);
-          m->m.address = last[k]->token;
-          m->m.app = last[k]->app;
-          m->m.title = it->second.title;
-          m->m.body = it->second.body;
-          pushes.push_back(m);
-        }
-        if (c.phone.empty() || !info || !gateways[static_cast<int>(Channel::Sms)].gw) continue;
-        auto it = sms_texts.find(c.language);
-        if (it == sms_texts.end()) it = sms_texts.emplace(c.language, render_sms(a.alert, *info, policy.sms)).first;
-        Msg* sms = add(Channel::Sms, slots[i], c, info);
-        sms->m.address = c.phone;
-        sms->m.body = it->second;
-        if (!pushes.empty() && policy.for_severity(info->severity) == ChannelPolicy::PushFirst) {
-          sms->held = true;
-          sms->pushes_waiting = static_cast<int>(pushes.size());
-          for (Msg* m : pushes) m->fallback = sms;
-        }
-      }
-      skip_done(std::move(b));
+  // Reads a batch before it is claimed: plan() sends it behind the plan's first call, so
+  // the first batch's contacts come back with the claim. The claim's load_batch() takes
+  // it; unclaimed (another alert's batches came first), it is dropped.
+  void prefetch(const std::string& key) {
+    prefetching.emplace(key, nullptr);
+    redis.eval(script(kLoadScript), {key}, {}, [this, key](const redisReply* r, const Error* e) {
+      auto it = prefetching.find(key);
+      Batch* raw = it->second;
+      prefetching.erase(it);
+      if (raw) on_load(std::unique_ptr<Batch>(raw), r, e);
     });
   }
 
-  // Drops messages already final (a restart re-reads a batch whose outcomes were partly
-  // written), settles SMS fallbacks whose pushes are already decided, and queues the rest.
-  void skip_done(std::unique_ptr<Batch> b) {
+  void on_load(std::unique_ptr<Batch> b, const redisReply* r, const Error* e) {
+    if (e || r->type != REDIS_REPLY_ARRAY) {
+      loaded();
+      return;  // left pending: re-read after a restart or by the next reclaim
+    }
+    std::string_view text = r->elements == 2 ? std::string_view(r->element[0]->str, r->element[0]->len) : "";
+    auto nl = text.find('\n');
+    if (nl == std::string::npos) {
+      metrics.unexpected("dispatch_batch_missing").Increment();
+      loaded();
+      return finish_empty(std::move(b));
+    }
+    b->rtenant = text.substr(0, nl);
+    std::vector<uint32_t> slots;
+    const char* p = text.data() + nl + 1;
+    const char* end = text.data() + text.size();
+    while (p < end) {
+      uint32_t v = 0;
+      auto res = std::from_chars(p, end, v);
+      if (res.ec != std::errc()) break;
+      slots.push_back(v);
+      p = res.ptr;
+      while (p < end && *p == ' ') ++p;
+    }
+    add_messages(std::move(b), slots, r->element[1]);
+  }
+
+  // One message per channel the recipient can be reached on (`contacts`: the HMGET of
+  // the slots' packed contacts, in order); then prepare().
+  void add_messages(std::unique_ptr<Batch> b, const std::vector<uint32_t>& slots, const redisReply* r) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != slots.size()) {
+      loaded();
+      return;
+    }
+    Active& a = *b->alert;
+    const TenantPolicy& policy = policy_of(a.tenant);
+    std::unordered_map<std::string, PushText> texts;
+    std::unordered_map<std::string, std::string> sms_texts;
+    bool test = a.alert.status == alerts::Status::Test || a.alert.status == alerts::Status::Exercise;
+    auto add = [&](Channel ch, uint32_t slot, const directory::Contacts& c, const alerts::Info* info) {
+      auto m = std::make_unique<Msg>();
+      m->batch = b.get();
+      m->field.reserve(b->rtenant.size() + 16);
+      m->field.append(b->rtenant).append(":").append(std::to_string(slot)).append(":").append(to_string(ch));
+      Message& msg = m->m;
+      msg.alert_id = a.id;
+      msg.alert_tenant = a.tenant;
+      msg.tenant = b->rtenant;
+      msg.slot = slot;
+      msg.channel = ch;
+      msg.language = c.language;
+      msg.severity = info ? info->severity : "";
+      msg.expires_ms = a.expires_ms;
+      msg.collapse_id = a.collapse;
+      msg.test = test;
+      b->msgs.push_back(std::move(m));
+      return b->msgs.back().get();
+    };
+    for (size_t i = 0; i < slots.size(); ++i) {
+      if (r->element[i]->type != REDIS_REPLY_STRING) continue;  // deleted since the plan
+      directory::Contacts c;
+      if (!directory::unpack_contacts(std::string_view(r->element[i]->str, r->element[i]->len), &c)) continue;
+      const alerts::Info* info = pick_info(a.alert, c.language);
+      // One device per platform: the most recently registered token (the last one).
+      directory::PushToken* last[2] = {nullptr, nullptr};
+      for (auto& t : c.push) last[t.platform == directory::Platform::Apns ? 0 : 1] = &t;
+      std::vector<Msg*> pushes;
+      for (int k = 0; k < 2; ++k) {
+        Channel ch = k == 0 ? Channel::Apns : Channel::Fcm;
+        if (!last[k] || !gateways[static_cast<int>(ch)].gw) continue;
+        auto it = texts.find(c.language);
+        if (it == texts.end()) it = texts.emplace(c.language, render_push(a.alert, info)).first;
+        Msg* m = add(ch, slots[i], c, info);
+        m->m.address = std::move(last[k]->token);
+        m->m.app = std::move(last[k]->app);
+        m->m.title = it->second.title;
+        m->m.body = it->second.body;
+        pushes.push_back(m);
+      }
+      if (c.phone.empty() || !info || !gateways[static_cast<int>(Channel::Sms)].gw) continue;
+      auto it = sms_texts.find(c.language);
+      if (it == sms_texts.end()) it = sms_texts.emplace(c.language, render_sms(a.alert, *info, policy.sms)).first;
+      Msg* sms = add(Channel::Sms, slots[i], c, info);
+      sms->m.address = std::move(c.phone);
+      sms->m.body = it->second;
+      if (!pushes.empty() && policy.for_severity(info->severity) == ChannelPolicy::PushFirst) {
+        sms->held = true;
+        sms->pushes_waiting = static_cast<int>(pushes.size());
+        for (Msg* m : pushes) m->fallback = sms;
+      }
+    }
+    prepare(std::move(b));
+  }
+
+  // Before a batch is queued: SMS numbers are mapped for delivery reports (the smsto HSET
+  // is answered before any SMS of the batch is sent), and a batch delivered before (re-read
+  // after a restart, or taken over) reads the outcomes already written. A fresh batch of
+  // push messages is queued at once.
+  void prepare(std::unique_ptr<Batch> b) {
     if (b->msgs.empty()) {
-      --batches_loading;
+      loaded();
       return finish_empty(std::move(b));
     }
     const Active& a = *b->alert;
-    // The number -> delivery map that delivery reports need; written before the HMGET on
-    // the same connection, so it exists before any SMS of the batch is sent.
     std::vector<std::string> map{"HSET", prefix(a.tenant) + "smsto:" + a.id};
     for (const auto& m : b->msgs)
       if (m->m.channel == Channel::Sms) {
         map.push_back(b->rtenant + "|" + m->m.address);
         map.push_back(m->field);
       }
-    if (map.size() > 2) {
+    bool sms = map.size() > 2;
+    if (b->fresh && !sms) {
+      loaded();
+      return queue(std::move(b), nullptr);
+    }
+    std::vector<std::string> read;
+    if (!b->fresh) {
+      read = {"HMGET", prefix(a.tenant) + "deliv:" + a.id};
+      for (const auto& m : b->msgs) read.push_back(m->field);
+    }
+    // The reply of the last command sent (HMGET, else HSET) continues.
+    Batch* raw = b.release();
+    store::Redis::Callback next = [this, raw](const redisReply* r, const Error* e) {
+      std::unique_ptr<Batch> b(raw);
+      loaded();
+      if (e) return;  // left pending: re-read after a restart or by the next reclaim
+      if (b->fresh) {
+        if (r->type == REDIS_REPLY_ERROR) metrics.unexpected("dispatch_smsto_failed").Increment();
+        return queue(std::move(b), nullptr);
+      }
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != b->msgs.size()) return;
+      queue(std::move(b), r);
+    };
+    if (sms) {
       std::vector<std::string_view> argv(map.begin(), map.end());
+      if (read.empty()) return redis.command(argv, std::move(next));
       redis.command(argv, [this](const redisReply* r, const Error* e) {
         if (e || r->type == REDIS_REPLY_ERROR) metrics.unexpected("dispatch_smsto_failed").Increment();
       });
     }
-    std::vector<std::string> keys{"HMGET", prefix(a.tenant) + "deliv:" + a.id};
-    for (const auto& m : b->msgs) keys.push_back(m->field);
-    std::vector<std::string_view> argv(keys.begin(), keys.end());
-    Batch* raw = b.release();
-    redis.command(argv, [this, raw](const redisReply* r, const Error* e) {
-      std::unique_ptr<Batch> b(raw);
-      --batches_loading;
-      if (e || r->type != REDIS_REPLY_ARRAY || r->elements != b->msgs.size()) return;
+    std::vector<std::string_view> argv(read.begin(), read.end());
+    redis.command(argv, std::move(next));
+  }
+
+  // Drops messages already final (`deliv`: their states, for a batch delivered before),
+  // settles SMS fallbacks whose pushes are already decided, and queues the rest.
+  void queue(std::unique_ptr<Batch> b, const redisReply* deliv) {
+    std::vector<Msg*> skip;
+    if (deliv) {
       std::vector<std::unique_ptr<Msg>> todo;
-      std::vector<Msg*> skip;
       for (size_t i = 0; i < b->msgs.size(); ++i) {
-        std::string v = store::reply_string(r->element[i]);
+        std::string v = store::reply_string(deliv->element[i]);
         std::string_view state = std::string_view(v).substr(0, v.find('|'));
         Msg* m = b->msgs[i].get();
         if (!v.empty() && is_final_state(state)) {
@@ -499,28 +691,28 @@ struct Dispatcher::Impl {
       for (auto& m : todo)
         if (m->fallback && !live.count(m->fallback)) m->fallback = nullptr;
       b->msgs = std::move(todo);
-      b->remaining = b->msgs.size();
-      if (b->remaining == 0) return finish_empty(std::move(b));
-      Batch* bp = b.get();
-      batches.push_back(std::move(b));
-      metrics.batches_in_work().Set(static_cast<double>(batches.size()));
-      int64_t deadline = clock.now_ms() + policy_of(bp->alert->tenant).fallback_ms;
-      for (auto& m : bp->msgs) {
-        if (!m->held) {
-          enqueue(m.get());
-        } else if (std::find(skip.begin(), skip.end(), m.get()) != skip.end()) {
-          m->held = false;
-          finish(m.get(), "skipped", "push accepted");
-        } else if (m->pushes_waiting == 0) {
-          m->held = false;
-          enqueue(m.get());
-        } else {
-          m->held_until = held.emplace(deadline, m.get());
-          arm_retry();
-        }
+    }
+    b->remaining = b->msgs.size();
+    if (b->remaining == 0) return finish_empty(std::move(b));
+    Batch* bp = b.get();
+    batches.push_back(std::move(b));
+    metrics.batches_in_work().Set(static_cast<double>(batches.size()));
+    int64_t deadline = clock.now_ms() + policy_of(bp->alert->tenant).fallback_ms;
+    for (auto& m : bp->msgs) {
+      if (!m->held) {
+        enqueue(m.get());
+      } else if (std::find(skip.begin(), skip.end(), m.get()) != skip.end()) {
+        m->held = false;
+        finish(m.get(), "skipped", "push accepted");
+      } else if (m->pushes_waiting == 0) {
+        m->held = false;
+        enqueue(m.get());
+      } else {
+        m->held_until = held.emplace(deadline, m.get());
+        arm_retry();
       }
-      pump_all();
-    });
+    }
+    pump_all();
   }
 
   void finish_empty(std::unique_ptr<Batch> b) {
@@ -574,10 +766,24 @@ struct Dispatcher::Impl {
 
   void pump(GatewaySlot& g) {
     if (stopping) return;
+    // A burst (a new batch, a window reopening) leaves in slices: what is submitted is
+    // written at the end of the loop turn, so the first requests need not wait for the
+    // whole burst to be rendered.
+    size_t budget = kBurst;
     while (g.gw->capacity() > 0) {
+      if (budget-- == 0) {
+        if (!uv_is_active(reinterpret_cast<uv_handle_t*>(pump_idle)))
+          uv_idle_start(pump_idle, [](uv_idle_t* h) {
+            uv_idle_stop(h);
+            static_cast<Impl*>(h->data)->pump_all();
+          });
+        break;
+      }
       // Outcomes not yet durable are what a crash would resend: wait for Redis to catch up.
+      // With write-backs under way their replies pump again (the flush timer takes what
+      // waits meanwhile): a write-back per answer would cost Redis an fsync each.
       if (outcomes.size() + unconfirmed >= cfg.max_unconfirmed) {
-        if (!outcomes.empty()) flush();
+        if (unconfirmed == 0) flush();
         break;
       }
       Msg* m = pop(g);
@@ -605,6 +811,7 @@ struct Dispatcher::Impl {
       send(g, m);
     }
     g.queue_depth->Set(static_cast<double>(g.queued));
+    g.circuit->Set(static_cast<double>(g.breaker->state()));  // also once a success closed it
     g.bucket_tokens->Set(g.bucket->fill());
   }
 
@@ -617,13 +824,13 @@ struct Dispatcher::Impl {
   void send(GatewaySlot& g, Msg* m) {
     ++g.in_flight;
     ++m->m.attempt;
-    metrics.gateway_in_flight(g.gw->name()).Set(static_cast<double>(g.in_flight));
+    g.in_flight_gauge->Set(static_cast<double>(g.in_flight));
     int64_t started = clock.mono_ns();
     GatewaySlot* gp = &g;
     g.gw->send(m->m, [this, gp, m, started](const SendResult& r) {
       --gp->in_flight;
-      metrics.gateway_duration(gp->gw->name()).Observe(static_cast<double>(clock.mono_ns() - started) / 1e9);
-      metrics.gateway_in_flight(gp->gw->name()).Set(static_cast<double>(gp->in_flight));
+      gp->duration->Observe(static_cast<double>(clock.mono_ns() - started) / 1e9);
+      gp->in_flight_gauge->Set(static_cast<double>(gp->in_flight));
       on_result(*gp, m, r);
       pump(*gp);
     });
@@ -636,13 +843,22 @@ struct Dispatcher::Impl {
         g.breaker->on_success();
         int64_t now = clock.now_ms();
         double latency = static_cast<double>(now - a.received_ms) / 1e3;
-        metrics.delivery_latency(to_string(m->m.channel)).Observe(latency);
+        g.latency->Observe(latency);
         if (!a.first_accepted) {
           a.first_accepted = true;
           metrics.time_to_first_message().Observe(latency);
         }
         if (m->m.channel == Channel::Sms)
           metrics.sms_segments(g.gw->name()).Increment(static_cast<double>(count_sms(m->m.body).segments));
+        if (int64_t wait = g.gw->report_timeout_ms(); wait > 0) {
+          std::string key = report_key(m->m.alert_id, m->m.tenant, m->m.address);
+          // (A number twice in one alert cannot be told apart: the second is final at once.)
+          if (!early_reports.erase(key) && !unreported.count(key)) {
+            unreported[key] = {m, unreported_due.emplace(now + wait, key)};
+            arm_retry();
+            break;
+          }
+        }
         finish(m, "accepted", "");
         break;
       }
@@ -657,32 +873,63 @@ struct Dispatcher::Impl {
         g.breaker->on_success();
         finish(m, "failed", r.reason);
         break;
-      case Outcome::Retry: {
+      case Outcome::Retry:
         g.breaker->on_failure();
         metrics.circuit_state(g.gw->name()).Set(static_cast<double>(g.breaker->state()));
-        int64_t delay = backoff.delay_ms(m->m.attempt, r.retry_after_ms);
-        int64_t due = clock.now_ms() + delay;
-        if (m->m.attempt >= cfg.max_attempts) {
-          finish(m, "failed", "gave up after " + std::to_string(m->m.attempt) + " attempts: " + r.reason);
-        } else if (a.expires_ms && due >= a.expires_ms) {
-          finish(m, "expired", r.reason);
-        } else if (a.cancelled) {
-          finish(m, "cancelled", "");
-        } else {
-          retries.push({due, m});
-          metrics.retry_queue_depth().Set(static_cast<double>(retries.size()));
-          arm_retry();
-        }
+        retry(m, r.retry_after_ms, r.reason);
         break;
-      }
+    }
+  }
+
+  void retry(Msg* m, int64_t retry_after_ms, const std::string& reason) {
+    Active& a = *m->batch->alert;
+    int64_t due = clock.now_ms() + backoff.delay_ms(m->m.attempt, retry_after_ms);
+    if (m->m.attempt >= cfg.max_attempts) {
+      finish(m, "failed", "gave up after " + std::to_string(m->m.attempt) + " attempts: " + reason);
+    } else if (a.expires_ms && due >= a.expires_ms) {
+      finish(m, "expired", reason);
+    } else if (a.cancelled) {
+      finish(m, "cancelled", "");
+    } else {
+      retries.push({due, m});
+      metrics.retry_queue_depth().Set(static_cast<double>(retries.size()));
+      arm_retry();
+    }
+  }
+
+  static std::string report_key(const std::string& alert_id, const std::string& rtenant, const std::string& number) {
+    return alert_id + "|" + rtenant + "|" + number;
+  }
+
+  // A delivery report for an SMS this daemon may be waiting on: any report proves the SMSC
+  // has it, so the acceptance is final (the report's own state is applied in Redis).
+  void reported(const std::string& key) {
+    auto it = unreported.find(key);
+    if (it == unreported.end()) {
+      if (early_reports.emplace(key, clock.now_ms()).second) early_order.emplace_back(clock.now_ms(), key);
+      return;
+    }
+    Msg* m = it->second.msg;
+    unreported_due.erase(it->second.due);
+    unreported.erase(it);
+    finish(m, "accepted", "");
+  }
+
+  void forget_early_reports(int64_t now) {
+    constexpr int64_t kEarlyReportMs = 600'000;
+    while (!early_order.empty() && now - early_order.front().first > kEarlyReportMs) {
+      auto it = early_reports.find(early_order.front().second);
+      if (it != early_reports.end() && it->second == early_order.front().first) early_reports.erase(it);
+      early_order.pop_front();
     }
   }
 
   void arm_retry() {
-    if (retries.empty() && held.empty()) return;
+    if (retries.empty() && held.empty() && unreported_due.empty()) return;
     int64_t due = INT64_MAX;
     if (!retries.empty()) due = retries.top().due_ms;
     if (!held.empty()) due = std::min(due, held.begin()->first);
+    if (!unreported_due.empty()) due = std::min(due, unreported_due.begin()->first);
     int64_t wait = std::max<int64_t>(0, due - clock.now_ms());
     uv_timer_start(retry_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->run_retries(); },
                    static_cast<uint64_t>(wait), 0);
@@ -698,19 +945,29 @@ struct Dispatcher::Impl {
     }
     metrics.retry_queue_depth().Set(static_cast<double>(retries.size()));
     while (!held.empty() && held.begin()->first <= now) release(held.begin()->second);
+    while (!unreported_due.empty() && unreported_due.begin()->first <= now) {
+      auto it = unreported.find(unreported_due.begin()->second);
+      unreported_due.erase(unreported_due.begin());
+      Msg* m = it->second.msg;
+      unreported.erase(it);
+      metrics.unexpected("sms_no_delivery_report").Increment();
+      if (m->batch->alert->cancelled) finish(m, "accepted", "no delivery report (alert cancelled)");
+      else retry(m, 0, "no delivery report from the SMSC in time");
+    }
+    forget_early_reports(now);
     pump_all();
     arm_retry();
   }
 
   // ---- recording outcomes ----------------------------------------------------------
 
-  void finish(Msg* m, const std::string& state, const std::string& reason) {
+  // `state` is a literal: it is kept until the write-back.
+  void finish(Msg* m, std::string_view state, const std::string& reason) {
     Active& a = *m->batch->alert;
-    std::string value = state + "|" + std::to_string(m->m.attempt) + "|" + reason;
-    outcomes.push_back({a.tenant, a.id, m->field, std::move(value), std::string(to_string(m->m.channel)) + ":" + state,
-                        m->m.channel == Channel::Sms && state == "accepted"});
-    metrics.message(m->m.tenant, to_string(m->m.channel), gateways[static_cast<int>(m->m.channel)].gw->name(), state)
-        .Increment();
+    Channel ch = m->m.channel;
+    std::string value = std::string(state) + "|" + std::to_string(m->m.attempt) + "|" + reason;
+    outcomes.push_back({&a, std::move(m->field), std::move(value), ch, state});  // the field is not needed after
+    counter(m->batch, ch, state).Increment();
     if (Msg* sms = m->fallback; sms && sms->held) {
       if (state == "accepted") {
         sms->held = false;
@@ -734,6 +991,14 @@ struct Dispatcher::Impl {
     schedule_flush();
   }
 
+  prometheus::Counter& counter(Batch* b, Channel ch, std::string_view state) {
+    const std::string& gw = gateways[static_cast<int>(ch)].gw->name();
+    if (state != "accepted") return metrics.message(b->rtenant, to_string(ch), gw, std::string(state));
+    auto& c = b->accepted[static_cast<int>(ch)];
+    if (!c) c = &metrics.message(b->rtenant, to_string(ch), gw, "accepted");
+    return *c;
+  }
+
   void schedule_flush() {
     if (uv_is_active(reinterpret_cast<uv_handle_t*>(flush_timer))) return;
     uv_timer_start(flush_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); },
@@ -749,34 +1014,37 @@ struct Dispatcher::Impl {
     }
     struct Work {
       std::vector<std::string> deliv;
-      std::map<std::string, int64_t> progress;
+      std::map<std::pair<Channel, std::string_view>, int64_t> progress;
       std::vector<std::string> acks;
       std::vector<std::string> sms_accepted;
     };
-    std::map<std::pair<std::string, std::string>, Work> by_alert;
+    // Active alerts stay alive meanwhile: their batches are removed below.
+    std::map<Active*, Work> by_alert;
     for (auto& o : outcomes) {
-      Work& w = by_alert[{o.tenant, o.alert}];
-      if (o.sms_accepted) w.sms_accepted.push_back(o.field);
+      Work& w = by_alert[o.alert];
+      // An accepted SMS: its delivery report may have come first.
+      if (o.channel == Channel::Sms && o.state == "accepted") w.sms_accepted.push_back(o.field);
       w.deliv.push_back(std::move(o.field));
       w.deliv.push_back(std::move(o.value));
-      ++w.progress[o.progress_field];
+      ++w.progress[{o.channel, o.state}];
     }
     outcomes.clear();
     auto done = std::move(finished_batches);
     finished_batches.clear();
     for (auto [b, empty] : done) {
       (void)empty;
-      Work& w = by_alert[{b->alert->tenant, b->alert->id}];
+      Work& w = by_alert[b->alert.get()];
       w.acks.push_back(stream_key(b->priority));
       w.acks.push_back(b->stream_entry);
     }
     std::string now = std::to_string(clock.now_ms());
-    for (auto& [key, w] : by_alert) {
-      std::vector<std::string> args{key.second, now, std::to_string(w.deliv.size())};
+    for (auto& [a, w] : by_alert) {
+      std::vector<std::string> args{a->id, now, std::to_string(w.deliv.size())};
+      args.reserve(w.deliv.size() + w.acks.size() + w.sms_accepted.size() + 32);
       args.insert(args.end(), std::make_move_iterator(w.deliv.begin()), std::make_move_iterator(w.deliv.end()));
       args.push_back(std::to_string(w.progress.size() * 2));
-      for (const auto& [field, n] : w.progress) {
-        args.push_back(field);
+      for (const auto& [key, n] : w.progress) {
+        args.push_back(std::string(to_string(key.first)) + ":" + std::string(key.second));
         args.push_back(std::to_string(n));
       }
       args.push_back(std::to_string(w.acks.size()));
@@ -788,7 +1056,7 @@ struct Dispatcher::Impl {
       // (after a restart or a reclaim) and only messages without a final outcome resent.
       size_t n = w.deliv.size() / 2;
       unconfirmed += n;
-      redis.eval(script(kFlushScript), {prefix(key.first)}, argv, [this, n](const redisReply* r, const Error* e) {
+      redis.eval(script(kFlushScript), {prefix(a->tenant)}, argv, [this, n](const redisReply* r, const Error* e) {
         if (e || (r && r->type == REDIS_REPLY_ERROR)) metrics.unexpected("dispatch_flush_failed").Increment();
         unconfirmed -= n;
         pump_all();
@@ -845,7 +1113,7 @@ struct Dispatcher::Impl {
                         outer.type = REDIS_REPLY_ARRAY;
                         outer.elements = 1;
                         outer.element = one;
-                        take_entries(&outer, p);
+                        take_entries(&outer, p, false);
                       });
       }
     }
@@ -890,6 +1158,10 @@ void Dispatcher::add_gateway(std::unique_ptr<Gateway> gateway, double rate_per_s
   slot.bucket = std::make_unique<TokenBucket>(impl_->clock, rate_per_s, std::max(1.0, rate_per_s));
   slot.queue_depth = &impl_->metrics.gateway_queue_depth(gateway->name());
   slot.bucket_tokens = &impl_->metrics.gateway_bucket_tokens(gateway->name());
+  slot.circuit = &impl_->metrics.circuit_state(gateway->name());
+  slot.in_flight_gauge = &impl_->metrics.gateway_in_flight(gateway->name());
+  slot.duration = &impl_->metrics.gateway_duration(gateway->name());
+  slot.latency = &impl_->metrics.delivery_latency(to_string(gateway->channel()));
   slot.gw = std::move(gateway);
 }
 
@@ -905,10 +1177,13 @@ void Dispatcher::start() {
   i.flush_timer = i.make_timer();
   i.retry_timer = i.make_timer();
   i.pump_timer = i.make_timer();
+  i.pump_idle = new uv_idle_t;
+  uv_idle_init(i.loop, i.pump_idle);
+  i.pump_idle->data = &i;
   i.ensure_groups();
   // First this consumer's own pending batches (work in progress when it last stopped),
   // then new ones.
-  i.claim(0, true);
+  i.claim(true);
   uv_timer_start(i.poll_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->poll(); },
                  static_cast<uint64_t>(i.cfg.poll_ms), static_cast<uint64_t>(i.cfg.poll_ms));
 }
@@ -920,6 +1195,7 @@ void Dispatcher::stop(std::function<void()> done) {
     i.flush();  // what finished is recorded; the rest stays pending for the restart
     for (uv_timer_t* t : {i.poll_timer, i.flush_timer, i.retry_timer, i.pump_timer})
       uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    uv_close(reinterpret_cast<uv_handle_t*>(i.pump_idle), [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
   }
   auto remaining = std::make_shared<int>(0);
   for (auto& g : i.gateways)
@@ -936,40 +1212,77 @@ void Dispatcher::stop(std::function<void()> done) {
 void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, const alerts::Alert& alert,
                       const directory::Resolution& resolution, std::function<void(sirena::Status)> done) {
   Impl& i = *impl_;
-  std::string pfx = prefix(tenant);
-  size_t n = 0;
-  // Batches first (plain SETs, pipelined); the plan script then makes them visible at once.
+  if (!i.planning.insert(alert_id).second) return done(Ok{});  // the call under way plans it
+  int prio = priority_of(alert);
+  std::vector<std::string> texts;
   for (const auto& part : resolution.parts) {
     for (size_t start = 0; start < part.slots.size(); start += i.cfg.batch_size) {
       size_t end = std::min(part.slots.size(), start + i.cfg.batch_size);
-      std::string text = part.tenant + "\n";
+      std::string& text = texts.emplace_back(part.tenant + "\n");
+      text.reserve(text.size() + (end - start) * 8);
       for (size_t k = start; k < end; ++k) {
         text += std::to_string(part.slots[k]);
         text.push_back(' ');
       }
-      std::string key = pfx + "batch:" + alert_id + ":" + std::to_string(n++);
-      i.redis.command({"SET", key, text}, [](auto*, auto*) {});
     }
   }
-  int prio = priority_of(alert);
-  std::vector<std::string> args{alert_id, tenant, std::to_string(n), std::to_string(resolution.recipients),
-                                std::to_string(prio), stream_key(prio)};
+  std::vector<std::string> counts;
   for (Channel ch : {Channel::Sms, Channel::Apns, Channel::Fcm}) {
     if (!has_channel(ch)) continue;
     auto it = resolution.by_channel.find(to_string(ch));
-    args.push_back(std::string("planned:") + to_string(ch));
-    args.push_back(std::to_string(it == resolution.by_channel.end() ? 0 : it->second));
+    counts.push_back(std::string("planned:") + to_string(ch));
+    counts.push_back(std::to_string(it == resolution.by_channel.end() ? 0 : it->second));
   }
-  std::vector<std::string_view> argv(args.begin(), args.end());
-  i.redis.eval(script(kPlanScript), {pfx}, argv, [this, alert_id, tenant, n, done = std::move(done)](
-                                                    const redisReply* r, const Error* e) {
-    if (e) return done(*e);
-    if (r->type == REDIS_REPLY_ERROR)
-      return done(make_error(500, "storage_error", std::string("plan script: ") + std::string(r->str, r->len)));
-    if (r->integer >= 0) log::info("dispatch_planned", {{"tenant", tenant}, {"id", alert_id}, {"batches", n}});
-    impl_->claim();
+  size_t n = texts.size();
+  std::string now = std::to_string(i.clock.now_ms());
+  auto call = [&](size_t from, size_t to, size_t claim, store::Redis::Callback cb) {
+    std::vector<std::string> head{alert_id,         tenant,           std::to_string(n),
+                                  std::to_string(resolution.recipients), std::to_string(prio), stream_key(prio),
+                                  i.cfg.consumer,   std::to_string(claim), now,
+                                  std::to_string(from), to == n ? "1" : "0", std::to_string(counts.size())};
+    head.insert(head.end(), counts.begin(), counts.end());
+    std::vector<std::string_view> argv(head.begin(), head.end());
+    argv.insert(argv.end(), texts.begin() + static_cast<std::ptrdiff_t>(from),
+                texts.begin() + static_cast<std::ptrdiff_t>(to));
+    i.redis.eval(script(kPlanScript), {prefix(tenant)}, argv, std::move(cb));
+  };
+  // What went wrong in the first call, if anything: the last one reports it.
+  auto failed = std::make_shared<std::optional<Error>>();
+  auto check = [](const redisReply* r, const Error* e) -> std::optional<Error> {
+    if (e) return *e;
+    if (r->type == REDIS_REPLY_ERROR) return make_error(500, "storage_error", "plan script: " + std::string(r->str, r->len));
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) return make_error(500, "storage_error", "plan script: no reply");
+    return std::nullopt;
+  };
+  store::Redis::Callback finished = [this, alert_id, tenant, n, failed, check, done = std::move(done)](
+                                        const redisReply* r, const Error* e) {
+    Impl& i = *impl_;
+    i.planning.erase(alert_id);
+    if (!*failed) *failed = check(r, e);
+    if (*failed) return done(**failed);
+    if (r->element[0]->integer >= 0) log::info("dispatch_planned", {{"tenant", tenant}, {"id", alert_id}, {"batches", n}});
+    i.claim();
     done(Ok{});
+  };
+  // The first batch goes alone: durable (and claimed) in a millisecond whatever the alert's
+  // size, it is sent while Redis writes and fsyncs the rest. The first call claims the
+  // stream's next entries, counted as claimed until it answers so that no claim pass
+  // meanwhile takes more than the window.
+  size_t split = std::min<size_t>(n, 1);
+  size_t claim = i.started && !i.stopping ? i.capacity() : 0;
+  i.claimed_count += claim;
+  call(0, split, claim, [this, prio, claim, failed, check, last = split == n, finished](const redisReply* r,
+                                                                                          const Error* e) {
+    Impl& i = *impl_;
+    i.claimed_count -= claim;
+    *failed = check(r, e);
+    if (!*failed && r->elements > 1 && r->element[1]->type == REDIS_REPLY_ARRAY) i.take_entries(r->element[1], prio, true);
+    if (last) finished(r, e);
   });
+  // Behind the first call on the same connection: the alert, and the first batch.
+  i.with_alert(tenant, alert_id, [](auto) {});
+  if (claim > 0 && n > 0) i.prefetch(prefix(tenant) + "batch:" + alert_id + ":0");
+  if (split < n) call(split, n, 0, std::move(finished));
 }
 
 void Dispatcher::cancel(const std::string& alert_id) {
@@ -1039,6 +1352,7 @@ void Dispatcher::delivery_report(const std::string& alert_tenant, const std::str
     state = "failed";
     reason = "rejected by the SMSC (DLR 16)";
   }
+  impl_->reported(Impl::report_key(alert_id, recipient_tenant, number));
   std::vector<std::string> args{alert_id, recipient_tenant + "|" + number, state, reason};
   std::vector<std::string_view> argv(args.begin(), args.end());
   impl_->redis.eval(script(kDlrScript), {prefix(alert_tenant)}, argv,

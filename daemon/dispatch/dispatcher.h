@@ -5,18 +5,22 @@
 // done. Channel-agnostic: gateways plug in through dispatch::Gateway.
 //
 // Redis (alert A of tenant T; R = the recipient's tenant, T or a granting neighbour):
-//   {t:T}:plan:<A>         hash   batches, done, recipients, planned:<channel>, priority
+//   {t:T}:plan:<A>         hash   batches, done, recipients, planned:<channel>, priority, next
+//                                 (batch number); while being written also writing
+//                                 (consumer), writing_ms, base
 //   {t:T}:batch:<A>:<n>    string "<R>\n<slot> <slot> ..."
 //   {t:T}:deliv:<A>        hash   "<R>:<slot>:<channel>" -> "<state>|<attempts>|<reason>"
 //   {t:T}:progress:<A>     hash   "<channel>:<state>" -> count
 //   {t:T}:smsto:<A>        hash   "<R>|<number>" -> deliv field (written before the SMS is sent)
 //   {t:T}:dlr:<A>          hash   deliv field -> "<state>|<reason>" of the first final DLR
-//   {dispatch}:p<0..3>     stream one entry per batch, by priority (0 = most urgent);
-//                          consumer group "sirenad"
+//   {dispatch}:p<0..3>     stream one entry per batch (a: alert, t: tenant, b: batch, r: set when
+//                          re-planned), by priority (0 = most urgent); consumer group "sirenad"
 // Invariants (DESIGN.md "Dispatch invariants"): a batch is acknowledged only after the
 // outcomes of all its messages are written; a message recorded as final is never sent
 // again; duplicates after a crash are bounded by the messages in flight plus the
-// outcomes not yet flushed (flushed every `flush_ms`).
+// outcomes not yet flushed (flushed every `flush_ms`). A plan is written in two calls,
+// its first batch alone and then the rest, so that the first messages go while the rest
+// is written; one interrupted in between is planned again (see kPlanScript).
 //
 // All calls on the loop. The app owns the Dispatcher and the gateways it is given.
 #pragma once
@@ -101,8 +105,8 @@ class Dispatcher {
   void stop(std::function<void()> done);
 
   // Writes the plan of an accepted alert and queues its batches. Idempotent: an alert
-  // that already has a plan keeps it. Moves the alert to `dispatching` (or `completed`
-  // when nobody is reached).
+  // that already has a complete plan keeps it. Moves the alert to `dispatching` (or
+  // `completed` when nobody is reached) with the plan's last batch; `done` runs then.
   void plan(const std::string& tenant, const std::string& alert_id, const alerts::Alert& alert,
             const directory::Resolution& resolution, std::function<void(sirena::Status)> done);
 

@@ -54,6 +54,10 @@ class Gateway {
   virtual void send(const Message& m, std::function<void(const SendResult&)> done) = 0;
   // Messages the gateway can take now without queueing (for flow control).
   virtual size_t capacity() const = 0;
+  // > 0: an acceptance is only final once the provider reports the message (an SMS
+  // delivery report, via Dispatcher::delivery_report); without a report within this many
+  // milliseconds it is sent again. A Kannel bearerbox that crashes loses what it queued.
+  virtual int64_t report_timeout_ms() const { return 0; }
   virtual void close(std::function<void()> done) = 0;
 };
 

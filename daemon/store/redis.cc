@@ -281,6 +281,20 @@ void Redis::send(const std::vector<std::string_view>& argv, Pending* p) {
   }
 }
 
+void Redis::send_formatted(std::string_view cmd, Callback cb) {
+  if (state_ != State::Connected || !ctx_) {
+    Error e = unavailable("not connected");
+    cb(nullptr, &e);
+    return;
+  }
+  auto* p = new Pending{this, std::move(cb), clock_.mono_ns()};
+  if (redisAsyncFormattedCommand(ctx_, &Redis::on_reply, p, cmd.data(), cmd.size()) != REDIS_OK) {
+    Error e = unavailable("command not sent");
+    p->cb(nullptr, &e);
+    delete p;
+  }
+}
+
 void Redis::on_reply(redisAsyncContext*, void* reply, void* privdata) {
   std::unique_ptr<Pending> p(static_cast<Pending*>(privdata));
   auto* r = static_cast<redisReply*>(reply);
@@ -297,19 +311,38 @@ void Redis::on_reply(redisAsyncContext*, void* reply, void* privdata) {
 void Redis::eval(const std::string& script, const std::vector<std::string_view>& keys,
                  const std::vector<std::string_view>& args, Callback cb) {
   auto& sha = scripts_[&script];
-  if (sha.empty()) sha = sha1_hex(script);
+  if (sha.empty()) {
+    sha = sha1_hex(script);
+    // Loaded ahead of its first EVALSHA on the same connection (and again on every
+    // reconnect), so NOSCRIPT is left for a Redis that lost its cache unseen.
+    if (connected()) command({"SCRIPT", "LOAD", script}, [](auto*, auto*) {});
+  }
   std::string nkeys = std::to_string(keys.size());
-  std::vector<std::string_view> argv{"EVALSHA", sha, nkeys};
-  argv.insert(argv.end(), keys.begin(), keys.end());
-  argv.insert(argv.end(), args.begin(), args.end());
-  // The fallback needs its own copy of the arguments: the caller's views die with this call.
-  auto owned = std::make_shared<std::vector<std::string>>(argv.begin(), argv.end());
-  command(argv, [this, &script, owned, cb = std::move(cb)](const redisReply* r, const Error* e) mutable {
+  std::vector<const char*> ptrs{"EVALSHA", sha.data(), nkeys.data()};
+  std::vector<size_t> lens{7, sha.size(), nkeys.size()};
+  for (const auto* list : {&keys, &args})
+    for (auto a : *list) {
+      ptrs.push_back(a.data());
+      lens.push_back(a.size());
+    }
+  char* formatted = nullptr;
+  int len = redisFormatCommandArgv(&formatted, static_cast<int>(ptrs.size()), ptrs.data(), lens.data());
+  if (len < 0) {
+    Error e = unavailable("out of memory");
+    return cb(nullptr, &e);
+  }
+  // One formatted command is kept for the fallback: its arguments after the SHA are
+  // those of the EVAL, so the caller's (possibly large) arguments are not copied again.
+  std::shared_ptr<char> cmd(formatted, redisFreeCommand);
+  std::string_view text(formatted, static_cast<size_t>(len));
+  send_formatted(text, [this, &script, cmd, text, n = ptrs.size(), cb = std::move(cb)](const redisReply* r,
+                                                                                       const Error* e) mutable {
     if (r && r->type == REDIS_REPLY_ERROR && std::strncmp(r->str, "NOSCRIPT", 8) == 0) {
-      (*owned)[0] = "EVAL";
-      (*owned)[1] = script;
-      std::vector<std::string_view> again(owned->begin(), owned->end());
-      command(again, std::move(cb));
+      std::string head = "*" + std::to_string(n) + "\r\n$7\r\nEVALSHA\r\n$40\r\n";
+      std::string again = "*" + std::to_string(n) + "\r\n$4\r\nEVAL\r\n$" + std::to_string(script.size()) +
+                          "\r\n" + script + "\r\n";
+      again.append(text.substr(head.size() + 40 + 2));  // after "<sha>\r\n"
+      send_formatted(again, std::move(cb));
       return;
     }
     cb(r, e);

@@ -73,6 +73,7 @@ class Redis {
   void finish_stop();
   void set_state(State s);
   void send(const std::vector<std::string_view>& argv, Pending* p);
+  void send_formatted(std::string_view cmd, Callback cb);  // a command already in RESP form
   static void on_connect(const redisAsyncContext* ac, int status);
   static void on_disconnect(const redisAsyncContext* ac, int status);
   static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);

@@ -296,6 +296,7 @@ Result<SmsConfig> SmsConfig::from_keys(const std::string& name,
   };
   const Number numbers[] = {
       {"dlr_mask", 0, 31, [&](int64_t v) { c.dlr_mask = static_cast<int>(v); }},
+      {"dlr_timeout_ms", 0, 86'400'000, [&](int64_t v) { c.dlr_timeout_ms = v; }},
       {"batch_size", 1, 1000, [&](int64_t v) { c.batch_size = static_cast<size_t>(v); }},
       {"max_in_flight", 1, 10000, [&](int64_t v) { c.max_in_flight = static_cast<size_t>(v); }},
       {"connections", 1, 10000, [&](int64_t v) { c.connections = static_cast<size_t>(v); }},
@@ -367,8 +368,13 @@ Result<std::unique_ptr<SmsGateway>> SmsGateway::create(uv_loop_t* loop, std::str
   eo.verify_peer = cfg.verify_peer;
   auto engine = CurlEngine::create(loop, eo);
   if (!engine) return std::move(engine).take_error();
-  return std::unique_ptr<SmsGateway>(new SmsGateway(loop, std::move(name), batch_size, cfg.max_in_flight,
-                                                    std::move(profile), std::move(engine).value()));
+  std::unique_ptr<SmsGateway> gw(new SmsGateway(loop, std::move(name), batch_size, cfg.max_in_flight,
+                                                std::move(profile), std::move(engine).value()));
+  // Reports that prove the SMSC has the message: delivered, undelivered, SMSC accepted/rejected.
+  constexpr int kReportBits = 1 | 2 | 8 | 16;
+  if (cfg.profile == Profile::Kannel && !cfg.dlr_url.empty() && (cfg.dlr_mask & kReportBits))
+    gw->report_timeout_ms_ = cfg.dlr_timeout_ms;
+  return gw;
 }
 
 SmsGateway::SmsGateway(uv_loop_t* loop, std::string name, size_t batch_size, size_t max_in_flight,

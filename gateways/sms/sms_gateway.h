@@ -48,6 +48,10 @@ struct SmsConfig {
   std::string dlr_url;     // base URL at which Kannel reaches sirenad; empty = no DLRs
   std::string dlr_secret;  // authenticates the DLR callback
   int dlr_mask = 31;       // 1 delivered, 2 undelivered, 4 buffered, 8 SMSC accepted, 16 rejected
+  // With reports requested: an accepted message without any report by then is sent again
+  // (bearerbox loses what it had queued when it crashes). Keep it above the time messages
+  // wait in Kannel's queue (rate-limit sirenad to the SMSC's speed); 0 = never resend.
+  int64_t dlr_timeout_ms = 120'000;
   // generic_json
   std::string method = "POST";
   std::string auth_header;  // a full header line, e.g. "Authorization: Bearer xyz"
@@ -65,7 +69,7 @@ struct SmsConfig {
 
   // Reads the flat `gateways.<name>.*` keys; an error names the key ("gateways.sms.batch_size").
   // Keys: profile (default: the gateway's name), url, username, password, from, dlr_url,
-  // dlr_secret, dlr_mask, method, auth_header, body_template, accept_status, retry_status
+  // dlr_secret, dlr_mask, dlr_timeout_ms, method, auth_header, body_template, accept_status, retry_status
   // (comma-separated codes), rejected_field, batch_size, max_in_flight, connections,
   // timeout_ms, connect_timeout_ms, tls_verify.
   static Result<SmsConfig> from_keys(const std::string& name, const std::map<std::string, std::string>& keys);
@@ -111,6 +115,7 @@ class SmsGateway final : public dispatch::Gateway {
   // `done` runs once every handle is closed. One close per gateway.
   void close(std::function<void()> done) override;
 
+  int64_t report_timeout_ms() const override { return report_timeout_ms_; }
   const SmsStats& stats() const { return stats_; }
   // Called with each reply's HTTP status (0: no answer), for the owner's metrics.
   void set_reply_observer(std::function<void(int status)> observer) { observe_reply_ = std::move(observer); }
@@ -146,6 +151,7 @@ class SmsGateway final : public dispatch::Gateway {
   std::function<void()> close_done_;
   SmsStats stats_;
   std::function<void(int)> observe_reply_;
+  int64_t report_timeout_ms_ = 0;
 };
 
 }  // namespace sirena::sms

@@ -229,6 +229,31 @@ TEST_F(DispatchTest, SurvivesSigkillsAndARedisRestartMidFanOut) {
   std::printf("duplicates after 5 SIGKILLs and a Redis restart: %d\n", s["duplicates"].get<int>());
 }
 
+TEST_F(DispatchTest, APlanLeftHalfWrittenIsPlannedAgainWithoutResendingWhatIsDone) {
+  start_sims();
+  start_daemon();
+  import(3000);
+  std::string id = submit(flood("replan-1"));
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(60))) << alert(id).dump();
+  daemon_->kill();
+  // What a daemon killed between the plan's first call (its first batch) and the rest
+  // leaves: the plan marked as being written by it, the alert still accepted. Here every
+  // outcome is already recorded. After the restart the alert is planned again (batches
+  // numbered after the 3 it has), the new batches find the outcomes, and nothing is sent.
+  std::string plan = "{t:soliera}:plan:" + id;
+  redis_->cli({"HSET", plan, "writing", "it-daemon", "writing_ms", "0", "base", "0"});
+  redis_->cli({"HSET", "{t:soliera}:alert:" + id, "state", "accepted"});
+  start_daemon();
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(60)))
+      << alert(id).dump() << "\nplan: " << redis_->cli({"HGETALL", plan});
+  EXPECT_EQ(redis_->cli({"HGET", plan, "batches"}), "6\n");
+  EXPECT_EQ(redis_->cli({"HGET", plan, "writing"}), "\n") << "the new plan is complete";
+  auto s = apns_stats();
+  EXPECT_EQ(s["requests"], 3000) << s.dump();
+  EXPECT_EQ(s["duplicates"], 0) << s.dump();
+  EXPECT_EQ(alert(id)["progress"]["apns"]["accepted"], 3000);
+}
+
 TEST_F(DispatchTest, EventStreamFollowsTheAlertToItsFinalState) {
   start_sims();
   start_daemon();
