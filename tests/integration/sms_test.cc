@@ -181,6 +181,15 @@ TEST_F(SmsTest, KannelDeliveryReportsMoveDeliveriesToDelivered) {
   EXPECT_EQ(again.status, 200);
   EXPECT_EQ(json::parse(again.body)["result"], "duplicate");
   EXPECT_EQ(sms(id)["delivered"], 300);
+  // Providers that POST a form get the same treatment.
+  HttpRequest post;
+  post.method = "POST";
+  post.url = daemon_->base() + "/v1/dlr/sms";
+  post.body = ok + "&to=%2B" + phone(6).substr(1) + "&type=1";
+  post.headers = {"Content-Type: application/x-www-form-urlencoded"};
+  auto posted = http(post);
+  EXPECT_EQ(posted.status, 200) << posted.body;
+  EXPECT_EQ(json::parse(posted.body)["result"], "duplicate");
   auto unknown = dlr(ok + "&to=%2B39333999999&type=1");
   EXPECT_EQ(unknown.status, 200);
   EXPECT_EQ(json::parse(unknown.body)["result"], "unknown");
