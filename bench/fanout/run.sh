@@ -33,44 +33,16 @@ FCM_RATE=${FCM_RATE:-1000000} APPENDFSYNC=${APPENDFSYNC:-always} H2LOAD_STREAMS=
 SIRENAD=${SIRENAD:-$ROOT/build/bin/sirenad} SIM=${SIM:-$ROOT/build/bin/sirena-sim}
 KEY=$ROOT/config/demo-keys/apns-demo.p8
 
-die() { echo "fanout: $*" >&2; exit 1; }
-say() { echo "fanout: $*" >&2; }
+BENCH=fanout
+source "$ROOT/bench/lib.sh"  # die, say, PIDS, SIRENAD_PID, stop_pid, cleanup, free_port, wait_for, cpu_ticks, HZ, busy_ticks
 for tool in curl node npm h2load openssl redis-server redis-cli python3 /usr/bin/time; do
   command -v $tool >/dev/null || die "$tool is not installed"
 done
 [[ -x $SIRENAD && -x $SIM ]] || die "build first: ninja -C build -j2 sirenad sirena-sim"
 
 WORK=$(mktemp -d /tmp/sirena-fanout.XXXXXX)
-PIDS=()  # everything started here, stopped in reverse order on exit
-SIRENAD_PID=""
-stop_pid() {  # stop_pid PID: TERM, up to 5 s, then KILL
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  [[ -z $SIRENAD_PID ]] || stop_pid "$SIRENAD_PID"
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
-  if [[ ${KEEP:-0} == 1 ]]; then say "work directory kept: $WORK"; else rm -rf "$WORK"; fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_for() {  # wait_for WHAT SECONDS PID CMD...: poll CMD every 50 ms while PID lives
-  local what=$1 secs=$2 pid=$3; shift 3
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    kill -0 "$pid" 2>/dev/null || { [[ -z ${LOG:-} ]] || tail -n 5 "$LOG" >&2; die "$what exited during start-up"; }
-    ((SECONDS < deadline)) || die "$what not ready after $secs s"
-    sleep 0.05
-  done
-}
-cpu_ticks() { local s; s=$(<"/proc/$1/stat"); set -- ${s##*) }; echo $(( ${12} + ${13} )); }
-HZ=$(getconf CLK_TCK)
-busy_ticks() { local _c u n s i w x y z _r; read -r _c u n s i w x y z _r </proc/stat; echo $((u + n + s + x + y + z)); }
 
 # --- the peers' packages ------------------------------------------------------------------
 if [[ ! -d $HERE/node_modules/apns2 || ! -d $HERE/node_modules/@parse/node-apn ]]; then

@@ -1,0 +1,49 @@
+# shellcheck shell=bash disable=SC2034  # (HZ and PIDS are for the scripts that source this)
+# Shell helpers shared by the benchmarks' run.sh scripts. Sourced, not run:
+#
+#   BENCH=sms; source "$ROOT/bench/lib.sh"; WORK=$(mktemp -d /tmp/sirena-sms.XXXXXX); trap cleanup EXIT
+#
+# The caller sets BENCH (the prefix of its messages) and WORK (its work directory), appends
+# every process it starts to PIDS, and keeps the running sirenad in SIRENAD_PID (stopped
+# first: it holds connections to the others). cleanup stops them all by pid, in reverse
+# order, then removes WORK unless KEEP=1.
+
+die() { echo "$BENCH: $*" >&2; exit 1; }
+say() { echo "$BENCH: $*" >&2; }
+
+PIDS=()
+SIRENAD_PID=""
+stop_pid() {  # stop_pid PID: TERM, up to 5 s, then KILL
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+forget_pid() {  # forget_pid PID: a process stopped and waited for here leaves PIDS
+  local keep=() p
+  for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+cleanup() {
+  [[ -z $SIRENAD_PID ]] || stop_pid "$SIRENAD_PID"
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
+  [[ -n ${WORK:-} ]] || return 0
+  if [[ ${KEEP:-0} == 1 ]]; then say "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_for() {  # wait_for WHAT SECONDS PID CMD...: poll CMD every 50 ms while PID lives
+  local what=$1 secs=$2 pid=$3; shift 3
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { [[ -z ${LOG:-} ]] || tail -n 5 "$LOG" >&2; die "$what exited during start-up"; }
+    ((SECONDS < deadline)) || die "$what not ready after $secs s"
+    sleep 0.05
+  done
+}
+
+# CPU accounting from /proc, in clock ticks (HZ a second).
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { local s; s=$(<"/proc/$1/stat"); set -- ${s##*) }; echo $(( ${12} + ${13} )); }  # utime + stime
+busy_ticks() { local _c u n s i w x y z _r; read -r _c u n s i w x y z _r </proc/stat; echo $((u + n + s + x + y + z)); }
