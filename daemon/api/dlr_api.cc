@@ -72,7 +72,8 @@ void DlrApi::report(const http::Request& req, std::shared_ptr<http::Responder> r
                               [this, res, gateway, type](Result<std::string> r) {
                                 if (!r) return res->send_error(r.error());
                                 metrics_.sms_dlr(gateway, type_name(type), *r).Increment();
-                                if (*r == "unknown") log::info("dlr_unknown_reference", {{"gateway", gateway}});
+                                // Counted in sirena_sms_dlr_total; a flood of them must not flood the log.
+                                if (*r == "unknown") log::debug("dlr_unknown_reference", {{"gateway", gateway}});
                                 res->send_json(200, dump({{"result", *r}}));
                               });
 }

@@ -555,7 +555,7 @@ struct Dispatcher::Impl {
     Active& a = *b->alert;
     const TenantPolicy& policy = policy_of(a.tenant);
     std::unordered_map<std::string, PushText> texts;
-    std::unordered_map<std::string, std::string> sms_texts;
+    std::unordered_map<std::string, std::pair<std::string, int>> sms_texts;  // language -> text, segments
     bool test = a.alert.status == alerts::Status::Test || a.alert.status == alerts::Status::Exercise;
     auto add = [&](Channel ch, uint32_t slot, const directory::Contacts& c, const alerts::Info* info) {
       auto m = std::make_unique<Msg>();
@@ -599,10 +599,15 @@ struct Dispatcher::Impl {
       }
       if (c.phone.empty() || !info || !gateways[static_cast<int>(Channel::Sms)].gw) continue;
       auto it = sms_texts.find(c.language);
-      if (it == sms_texts.end()) it = sms_texts.emplace(c.language, render_sms(a.alert, *info, policy.sms)).first;
+      if (it == sms_texts.end()) {
+        std::string text = render_sms(a.alert, *info, policy.sms);
+        int segments = static_cast<int>(count_sms(text).segments);
+        it = sms_texts.emplace(c.language, std::make_pair(std::move(text), segments)).first;
+      }
       Msg* sms = add(Channel::Sms, slots[i], c, info);
       sms->m.address = std::move(c.phone);
-      sms->m.body = it->second;
+      sms->m.body = it->second.first;
+      sms->m.segments = it->second.second;
       if (!pushes.empty() && policy.for_severity(info->severity) == ChannelPolicy::PushFirst) {
         sms->held = true;
         sms->pushes_waiting = static_cast<int>(pushes.size());
@@ -849,7 +854,7 @@ struct Dispatcher::Impl {
           metrics.time_to_first_message().Observe(latency);
         }
         if (m->m.channel == Channel::Sms)
-          metrics.sms_segments(g.gw->name()).Increment(static_cast<double>(count_sms(m->m.body).segments));
+          metrics.sms_segments(g.gw->name()).Increment(m->m.segments);
         if (int64_t wait = g.gw->report_timeout_ms(); wait > 0) {
           std::string key = report_key(m->m.alert_id, m->m.tenant, m->m.address);
           // (A number twice in one alert cannot be told apart: the second is final at once.)

@@ -23,6 +23,7 @@ struct Message {
   std::string app;             // APNs topic (bundle id) / FCM app
   std::string title;           // push title (headline, with TEST/EXERCISE marker)
   std::string body;            // push body or SMS text
+  int segments = 0;            // SMS: the text's segment count
   std::string language;
   std::string severity;        // CAP severity: Extreme, Severe, ...
   int64_t expires_ms = 0;      // 0 = none (CAP expires)
