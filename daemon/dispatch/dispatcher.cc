@@ -1241,9 +1241,8 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   size_t n = texts.size();
   std::string now = std::to_string(i.clock.now_ms());
   auto call = [&](size_t from, size_t to, size_t claim, store::Redis::Callback cb) {
-    std::vector<std::string> head{alert_id,         tenant,           std::to_string(n),
-                                  std::to_string(resolution.recipients), std::to_string(prio), stream_key(prio),
-                                  i.cfg.consumer,   std::to_string(claim), now,
+    std::vector<std::string> head{alert_id, tenant, std::to_string(n), std::to_string(resolution.recipients),
+                                  std::to_string(prio), stream_key(prio), i.cfg.consumer, std::to_string(claim), now,
                                   std::to_string(from), to == n ? "1" : "0", std::to_string(counts.size())};
     head.insert(head.end(), counts.begin(), counts.end());
     std::vector<std::string_view> argv(head.begin(), head.end());

@@ -12,7 +12,8 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <regex>
+#include <algorithm>
+#include <cctype>
 #include <set>
 #include <string>
 #include <vector>
@@ -99,26 +100,43 @@ std::vector<DashboardQuery> dashboard_queries(const json& d) {
 // dashboard's allValue is .*), $__rate_interval and $__interval 1m, $__range 5m.
 // Throws on a variable the dashboard does not define.
 std::string substitute(const std::string& expr, const std::set<std::string>& variables) {
-  static const std::regex var(R"(\$\{([A-Za-z0-9_]+)(?::[a-z]+)?\}|\$([A-Za-z0-9_]+)|\[\[([A-Za-z0-9_]+)\]\])");
+  // A plain scan (libstdc++'s std::regex recurses per character and can overflow the stack
+  // on long expressions, notably under AddressSanitizer).
+  auto is_name = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+  auto value_of = [&](const std::string& name) -> std::string {
+    if (name == "__rate_interval" || name == "__interval") return "1m";
+    if (name == "__range") return "5m";
+    if (variables.count(name)) return ".*";
+    throw std::runtime_error("unknown variable $" + name + " in " + expr);
+  };
   std::string out;
-  auto begin = std::sregex_iterator(expr.begin(), expr.end(), var);
-  size_t last = 0;
-  for (auto it = begin; it != std::sregex_iterator(); ++it) {
-    const auto& m = *it;
-    std::string name = m[1].matched ? m[1].str() : m[2].matched ? m[2].str() : m[3].str();
-    std::string value;
-    if (name == "__rate_interval" || name == "__interval")
-      value = "1m";
-    else if (name == "__range")
-      value = "5m";
-    else if (variables.count(name))
-      value = ".*";
-    else
-      throw std::runtime_error("unknown variable $" + name + " in " + expr);
-    out += expr.substr(last, static_cast<size_t>(m.position()) - last) + value;
-    last = static_cast<size_t>(m.position() + m.length());
+  for (size_t i = 0; i < expr.size();) {
+    size_t end = std::string::npos, from = 0, to = 0;
+    if (expr.compare(i, 2, "${") == 0) {  // ${name} or ${name:format}
+      end = expr.find('}', i);
+      from = i + 2;
+      to = end == std::string::npos ? end : std::min(end, expr.find(':', i));
+      if (end != std::string::npos) ++end;
+    } else if (expr.compare(i, 2, "[[") == 0) {  // [[name]]
+      end = expr.find("]]", i);
+      from = i + 2;
+      to = end;
+      if (end != std::string::npos) end += 2;
+    } else if (expr[i] == '$' && i + 1 < expr.size() && is_name(expr[i + 1])) {  // $name
+      from = i + 1;
+      to = from;
+      while (to < expr.size() && is_name(expr[to])) ++to;
+      end = to;
+    }
+    std::string name = end == std::string::npos ? "" : expr.substr(from, to - from);
+    if (name.empty() || !std::all_of(name.begin(), name.end(), is_name)) {
+      out += expr[i++];
+      continue;
+    }
+    out += value_of(name);
+    i = end;
   }
-  return out + expr.substr(last);
+  return out;
 }
 
 struct Rule {

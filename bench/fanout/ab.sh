@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Fan-out A/B: two (or more) sirenad binaries, one alert each in turn, ROUNDS times, on the
+# same Redis, simulators and N recipients (70% APNs, 30% FCM, as run.sh). On a shared
+# machine a single run says little; taking turns puts both sides in the same conditions,
+# and the table gives each side's median (and range) over its rounds.
+#
+# Exit status: 0, or 1 when a binary lost or duplicated a message.
+#
+# Usage: bench/fanout/ab.sh N ROUNDS SIRENAD_A [SIRENAD_B ...]
+# Environment: SIM (default build/bin/sirena-sim), APPENDFSYNC (always), FCM_RATE (1000000).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+(($# >= 3)) && [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ ]] || { sed -n '2,10s/^# \{0,1\}//p' "$0"; exit 2; }
+N=$1 ROUNDS=$2; shift 2
+BINS=("$@")
+SIM=${SIM:-$ROOT/build/bin/sirena-sim} APPENDFSYNC=${APPENDFSYNC:-always} FCM_RATE=${FCM_RATE:-1000000}
+for b in "${BINS[@]}" "$SIM"; do [[ -x $b ]] || { echo "ab: $b is not executable" >&2; exit 2; }; done
+
+WORK=$(mktemp -d /tmp/sirena-ab.XXXXXX)
+PIDS=()
+SIRENAD_PID=""
+cleanup() {
+  for pid in $SIRENAD_PID "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+until_ok() { for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "ab: timed out: $*" >&2; exit 1; }
+field() { node -e 'const o = JSON.parse(require("fs").readFileSync(0)); console.log(o[process.argv[1]] ?? "")' "$1"; }
+ticks() { local s; s=$(<"/proc/$1/stat"); set -- ${s##*) }; echo $(( ${12} + ${13} )); }
+
+mkdir -p "$WORK/recipients" "$WORK/redis"
+read -r WANT_APNS WANT_FCM < <(node "$HERE/gen.js" recipients "$N" "$WORK/recipients" 50000)
+redis-server --port 0 --unixsocket "$WORK/redis.sock" --unixsocketperm 700 --dir "$WORK/redis" --appendonly yes \
+  --appendfsync "$APPENDFSYNC" --save "" --daemonize no --logfile "$WORK/redis.log" &
+REDIS_PID=$!; PIDS+=("$REDIS_PID")
+until_ok redis-cli -s "$WORK/redis.sock" ping
+APNS_PORT=$(free_port) APNS_ADMIN=$(free_port) FCM_PORT=$(free_port) FCM_ADMIN=$(free_port) PORT=$(free_port)
+"$SIM" apns --listen "127.0.0.1:$APNS_PORT" --admin "127.0.0.1:$APNS_ADMIN" >"$WORK/apns.log" 2>&1 & PIDS+=("$!")
+"$SIM" fcm --listen "127.0.0.1:$FCM_PORT" --admin "127.0.0.1:$FCM_ADMIN" >"$WORK/fcm.log" 2>&1 & PIDS+=("$!")
+until_ok curl -fs "http://127.0.0.1:$APNS_ADMIN/stats"
+until_ok curl -fs "http://127.0.0.1:$FCM_ADMIN/stats"
+
+start_sirenad() {  # as run.sh: the demo config, from the repository root
+  (cd "$ROOT" && exec env SIRENA_HTTP_LISTEN="127.0.0.1:$PORT" SIRENA_REDIS_URL="unix://$WORK/redis.sock" \
+    SIRENA_GATEWAYS_APNS_URL="http://127.0.0.1:$APNS_PORT" SIRENA_GATEWAYS_FCM_URL="http://127.0.0.1:$FCM_PORT" \
+    SIRENA_GATEWAYS_FCM_TOKEN_URL="http://127.0.0.1:$FCM_PORT/token" SIRENA_GATEWAYS_FCM_RATE="$FCM_RATE" \
+    SIRENA_TENANTS_SOLIERA_APPROVAL_MIN_RECIPIENTS=1000000000 "$1" --config config/demo.yaml) >>"$WORK/sirenad.log" 2>&1 &
+  SIRENAD_PID=$!
+  until_ok curl -fs "http://127.0.0.1:$PORT/readyz"
+}
+stop_sirenad() { kill "$SIRENAD_PID"; wait "$SIRENAD_PID" 2>/dev/null || true; SIRENAD_PID=""; }
+
+start_sirenad "${BINS[0]}"
+for f in "$WORK"/recipients/*.ndjson; do
+  curl -fs -o /dev/null -X POST -H 'Authorization: Bearer demo-soliera-operator' -H 'Content-Type: application/x-ndjson' \
+    --data-binary "@$f" "http://127.0.0.1:$PORT/v1/recipients/import"
+done
+stop_sirenad
+
+status=0
+: >"$WORK/rows"
+for r in $(seq "$ROUNDS"); do
+  for i in "${!BINS[@]}"; do
+    start_sirenad "${BINS[i]}"
+    for a in "$APNS_ADMIN" "$FCM_ADMIN"; do curl -fs -X POST -o /dev/null "http://127.0.0.1:$a/reset"; done
+    r0=$(ticks "$REDIS_PID")
+    out=$(node "$HERE/alert.js" "http://127.0.0.1:$PORT" "$SIRENAD_PID" "$HERE/flood.cap.xml" "ab-$$-$r-$i" \
+      "http://127.0.0.1:$APNS_ADMIN" "http://127.0.0.1:$FCM_ADMIN" "$WANT_APNS" "$WANT_FCM")
+    redis_s=$(awk -v t=$(( $(ticks "$REDIS_PID") - r0 )) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }')
+    sa=$(curl -fs "http://127.0.0.1:$APNS_ADMIN/stats") sf=$(curl -fs "http://127.0.0.1:$FCM_ADMIN/stats")
+    dup=$(( $(field duplicates <<<"$sa") + $(field duplicates <<<"$sf") ))
+    uniq=$(( $(field unique_recipients <<<"$sa") + $(field unique_recipients <<<"$sf") ))
+    ((dup == 0 && uniq == WANT_APNS + WANT_FCM)) || status=1
+    first=$(field first_metric_ms <<<"$out") done_ms=$(field done_ms <<<"$out")
+    [[ -n $done_ms ]] || { echo "ab: ${BINS[i]} did not complete the alert: $out" >&2; exit 1; }
+    echo "$i ${first:--1} $done_ms $(field cpu_s <<<"$out") $redis_s $dup $uniq" >>"$WORK/rows"
+    stop_sirenad
+  done
+done
+
+echo
+echo "## sirenad A/B: $N push recipients, $ROUNDS rounds, taking turns (median [min-max])"
+echo
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); Redis appendfsync $APPENDFSYNC"
+echo
+echo "| sirenad | first message ms | messages/s | time to 100% ms | sirenad CPU s/100k | Redis CPU s/100k | lost or duplicated |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for i in "${!BINS[@]}"; do
+  awk -v i="$i" -v n="$N" -v want=$((WANT_APNS + WANT_FCM)) -v name="${BINS[i]}" '
+    function med(a, k,   j, t, m) {  # sorts a[1..k] in place
+      for (j = 2; j <= k; ++j) { t = a[j]; for (m = j - 1; m >= 1 && a[m] > t; --m) a[m + 1] = a[m]; a[m + 1] = t }
+      return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
+    function cell(a, k, fmt,   m) { m = med(a, k); return sprintf(fmt " [" fmt "-" fmt "]", m, a[1], a[k]) }
+    $1 == i { ++k; f[k] = $2; d[k] = $3; rate[k] = n / ($3 / 1000); c[k] = $4 * 100000 / n; r[k] = $5 * 100000 / n
+              bad += $6 + want - $7 }
+    END { printf "| %s | %s | %s | %s | %s | %s | %d |\n", name, cell(f, k, "%.1f"), cell(rate, k, "%.0f"),
+          cell(d, k, "%.0f"), cell(c, k, "%.2f"), cell(r, k, "%.2f"), bad }' "$WORK/rows"
+done
+exit $status
