@@ -676,7 +676,8 @@ TEST(SimApns, TlsWithAlpnH2) {
 
 TEST(SimApns, MaxStreamsIsAdvertised) {
   // nghttp (nghttp2-client) prints the server's SETTINGS frame.
-  if (std::system("command -v nghttp >/dev/null 2>&1") != 0) GTEST_SKIP() << "nghttp is not installed";
+  ASSERT_EQ(std::system("command -v nghttp >/dev/null 2>&1"), 0)
+      << "nghttp is not installed (scripts/deps.sh installs nghttp2-client)";
   TempDir dir;
   Sim sim(dir, {"apns", "--listen", "127.0.0.1:0", "--max-streams", "7"});
   std::string out;

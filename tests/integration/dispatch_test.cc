@@ -9,6 +9,7 @@
 
 #include "tests/support/cap_fixture.h"
 #include "tests/support/harness.h"
+#include "tests/support/recipients.h"
 
 namespace sirena::testing {
 namespace {
@@ -16,11 +17,6 @@ namespace {
 using nlohmann::json;
 constexpr const char* kOp = "demo-soliera-operator";
 
-std::string apns_token(int i) {
-  char buf[65];
-  std::snprintf(buf, sizeof buf, "%064x", i + 1);
-  return buf;
-}
 std::string fcm_token(int i) { return "fcm-" + std::to_string(i) + "-" + std::string(140, 'f'); }
 
 // n recipients in Soliera: even ones with an APNs token, every third also with FCM.

@@ -9,6 +9,7 @@
 
 #include "tests/support/cap_fixture.h"
 #include "tests/support/harness.h"
+#include "tests/support/recipients.h"
 #include "tests/support/kannel.h"
 
 namespace sirena::testing {
@@ -17,11 +18,6 @@ namespace {
 using nlohmann::json;
 constexpr const char* kOp = "demo-soliera-operator";
 
-std::string phone(int i) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "+39333%07d", i);
-  return buf;
-}
 
 // n citizens of Soliera with a phone and no app; one in ten reads English.
 std::string town(int n) {

@@ -11,6 +11,7 @@
 
 #include "tests/support/cap_fixture.h"
 #include "tests/support/harness.h"
+#include "tests/support/recipients.h"
 
 namespace sirena::testing {
 namespace {
@@ -19,16 +20,6 @@ using nlohmann::json;
 constexpr const char* kOp = "demo-soliera-operator";
 constexpr const char* kDlrSecret = "it-dlr-secret";
 
-std::string phone(int i) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "+39333%07d", i);
-  return buf;
-}
-std::string apns_token(int i) {
-  char buf[65];
-  std::snprintf(buf, sizeof buf, "%064x", i + 1);
-  return buf;
-}
 
 // n recipients in Soliera with a phone; those for which `with_push(i)` also have an APNs token.
 template <typename F>

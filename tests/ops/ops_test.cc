@@ -21,6 +21,7 @@
 #include "tests/ops/promql_names.h"
 #include "tests/support/cap_fixture.h"
 #include "tests/support/harness.h"
+#include "tests/support/recipients.h"
 
 namespace sirena::testing {
 namespace {
@@ -326,16 +327,6 @@ class Prometheus {
   std::unique_ptr<Process> proc_;
 };
 
-std::string phone(int i) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "+39333%07d", i);
-  return buf;
-}
-std::string apns_token(int i) {
-  char buf[65];
-  std::snprintf(buf, sizeof buf, "%064x", i + 1);
-  return buf;
-}
 
 // n citizens of Soliera, all with a phone; even ones with an APNs token, every third with FCM.
 std::string town(int n) {
