@@ -39,8 +39,9 @@ redis-server --port 0 --unixsocket "$WORK/redis.sock" --unixsocketperm 700 --dir
 REDIS_PID=$!; PIDS+=("$REDIS_PID")
 until_ok redis-cli -s "$WORK/redis.sock" ping
 APNS_PORT=$(free_port) APNS_ADMIN=$(free_port) FCM_PORT=$(free_port) FCM_ADMIN=$(free_port) PORT=$(free_port)
-"$SIM" apns --listen "127.0.0.1:$APNS_PORT" --admin "127.0.0.1:$APNS_ADMIN" >"$WORK/apns.log" 2>&1 & PIDS+=("$!")
-"$SIM" fcm --listen "127.0.0.1:$FCM_PORT" --admin "127.0.0.1:$FCM_ADMIN" >"$WORK/fcm.log" 2>&1 & PIDS+=("$!")
+"$SIM" apns --listen "127.0.0.1:$APNS_PORT" --admin "127.0.0.1:$APNS_ADMIN" >"$WORK/apns.log" 2>&1 & SIM_PIDS=("$!")
+"$SIM" fcm --listen "127.0.0.1:$FCM_PORT" --admin "127.0.0.1:$FCM_ADMIN" >"$WORK/fcm.log" 2>&1 & SIM_PIDS+=("$!")
+PIDS+=("${SIM_PIDS[@]}")
 until_ok curl -fs "http://127.0.0.1:$APNS_ADMIN/stats"
 until_ok curl -fs "http://127.0.0.1:$FCM_ADMIN/stats"
 
@@ -67,17 +68,19 @@ for r in $(seq "$ROUNDS"); do
   for i in "${!BINS[@]}"; do
     start_sirenad "${BINS[i]}"
     for a in "$APNS_ADMIN" "$FCM_ADMIN"; do curl -fs -X POST -o /dev/null "http://127.0.0.1:$a/reset"; done
-    r0=$(ticks "$REDIS_PID")
+    r0=$(ticks "$REDIS_PID") s0=$(( $(ticks "${SIM_PIDS[0]}") + $(ticks "${SIM_PIDS[1]}") ))
     out=$(node "$HERE/alert.js" "http://127.0.0.1:$PORT" "$SIRENAD_PID" "$HERE/flood.cap.xml" "ab-$$-$r-$i" \
       "http://127.0.0.1:$APNS_ADMIN" "http://127.0.0.1:$FCM_ADMIN" "$WANT_APNS" "$WANT_FCM")
-    redis_s=$(awk -v t=$(( $(ticks "$REDIS_PID") - r0 )) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }')
+    secs() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
+    redis_s=$(secs $(( $(ticks "$REDIS_PID") - r0 )))
+    sims_s=$(secs $(( $(ticks "${SIM_PIDS[0]}") + $(ticks "${SIM_PIDS[1]}") - s0 )))
     sa=$(curl -fs "http://127.0.0.1:$APNS_ADMIN/stats") sf=$(curl -fs "http://127.0.0.1:$FCM_ADMIN/stats")
     dup=$(( $(field duplicates <<<"$sa") + $(field duplicates <<<"$sf") ))
     uniq=$(( $(field unique_recipients <<<"$sa") + $(field unique_recipients <<<"$sf") ))
     ((dup == 0 && uniq == WANT_APNS + WANT_FCM)) || status=1
     first=$(field first_metric_ms <<<"$out") done_ms=$(field done_ms <<<"$out")
     [[ -n $done_ms ]] || { echo "ab: ${BINS[i]} did not complete the alert: $out" >&2; exit 1; }
-    echo "$i ${first:--1} $done_ms $(field cpu_s <<<"$out") $redis_s $dup $uniq" >>"$WORK/rows"
+    echo "$i ${first:--1} $done_ms $(field cpu_s <<<"$out") $redis_s $dup $uniq $sims_s" >>"$WORK/rows"
     stop_sirenad
   done
 done
@@ -87,8 +90,8 @@ echo "## sirenad A/B: $N push recipients, $ROUNDS rounds, taking turns (median [
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); Redis appendfsync $APPENDFSYNC"
 echo
-echo "| sirenad | first message ms | messages/s | time to 100% ms | sirenad CPU s/100k | Redis CPU s/100k | lost or duplicated |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| sirenad | first message ms | messages/s | time to 100% ms | sirenad CPU s/100k | Redis CPU s/100k | simulators CPU s/100k | lost or duplicated |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for i in "${!BINS[@]}"; do
   awk -v i="$i" -v n="$N" -v want=$((WANT_APNS + WANT_FCM)) -v name="${BINS[i]}" '
     function med(a, k,   j, t, m) {  # sorts a[1..k] in place
@@ -96,8 +99,8 @@ for i in "${!BINS[@]}"; do
       return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
     function cell(a, k, fmt,   m) { m = med(a, k); return sprintf(fmt " [" fmt "-" fmt "]", m, a[1], a[k]) }
     $1 == i { ++k; f[k] = $2; d[k] = $3; rate[k] = n / ($3 / 1000); c[k] = $4 * 100000 / n; r[k] = $5 * 100000 / n
-              bad += $6 + want - $7 }
-    END { printf "| %s | %s | %s | %s | %s | %s | %d |\n", name, cell(f, k, "%.1f"), cell(rate, k, "%.0f"),
-          cell(d, k, "%.0f"), cell(c, k, "%.2f"), cell(r, k, "%.2f"), bad }' "$WORK/rows"
+              sim[k] = $8 * 100000 / n; bad += $6 + want - $7 }
+    END { printf "| %s | %s | %s | %s | %s | %s | %s | %d |\n", name, cell(f, k, "%.1f"), cell(rate, k, "%.0f"),
+          cell(d, k, "%.0f"), cell(c, k, "%.2f"), cell(r, k, "%.2f"), cell(sim, k, "%.2f"), bad }' "$WORK/rows"
 done
 exit $status

@@ -216,6 +216,8 @@ struct Dispatcher::Impl {
     bool cancelled = false;
     bool first_accepted = false;
     int64_t last_used_ms = 0;
+    // What its messages say, per recipient language: built for the first message.
+    std::unordered_map<std::string, std::shared_ptr<const Content>> push_content, sms_content;
   };
   struct Batch;
   struct Msg {
@@ -545,6 +547,23 @@ struct Dispatcher::Impl {
     add_messages(std::move(b), slots, r->element[1]);
   }
 
+  static std::shared_ptr<const Content> make_content(const Active& a, const std::string& language,
+                                                     const alerts::Info* info, std::string title, std::string body,
+                                                     int segments) {
+    auto c = std::make_shared<Content>();
+    c->alert_id = a.id;
+    c->alert_tenant = a.tenant;
+    c->language = language;
+    c->severity = info ? info->severity : "";
+    c->title = std::move(title);
+    c->body = std::move(body);
+    c->segments = segments;
+    c->expires_ms = a.expires_ms;
+    c->collapse_id = a.collapse;
+    c->test = a.alert.status == alerts::Status::Test || a.alert.status == alerts::Status::Exercise;
+    return c;
+  }
+
   // One message per channel the recipient can be reached on (`contacts`: the HMGET of
   // the slots' packed contacts, in order); then prepare().
   void add_messages(std::unique_ptr<Batch> b, const std::vector<uint32_t>& slots, const redisReply* r) {
@@ -554,25 +573,17 @@ struct Dispatcher::Impl {
     }
     Active& a = *b->alert;
     const TenantPolicy& policy = policy_of(a.tenant);
-    std::unordered_map<std::string, PushText> texts;
-    std::unordered_map<std::string, std::pair<std::string, int>> sms_texts;  // language -> text, segments
-    bool test = a.alert.status == alerts::Status::Test || a.alert.status == alerts::Status::Exercise;
-    auto add = [&](Channel ch, uint32_t slot, const directory::Contacts& c, const alerts::Info* info) {
+    auto add = [&](Channel ch, uint32_t slot, std::shared_ptr<const Content> content, std::string&& address) {
       auto m = std::make_unique<Msg>();
       m->batch = b.get();
       m->field.reserve(b->rtenant.size() + 16);
       m->field.append(b->rtenant).append(":").append(std::to_string(slot)).append(":").append(to_string(ch));
       Message& msg = m->m;
-      msg.alert_id = a.id;
-      msg.alert_tenant = a.tenant;
+      msg.content = std::move(content);
       msg.tenant = b->rtenant;
       msg.slot = slot;
       msg.channel = ch;
-      msg.language = c.language;
-      msg.severity = info ? info->severity : "";
-      msg.expires_ms = a.expires_ms;
-      msg.collapse_id = a.collapse;
-      msg.test = test;
+      msg.address = std::move(address);
       b->msgs.push_back(std::move(m));
       return b->msgs.back().get();
     };
@@ -580,7 +591,13 @@ struct Dispatcher::Impl {
       if (r->element[i]->type != REDIS_REPLY_STRING) continue;  // deleted since the plan
       directory::Contacts c;
       if (!directory::unpack_contacts(std::string_view(r->element[i]->str, r->element[i]->len), &c)) continue;
-      const alerts::Info* info = pick_info(a.alert, c.language);
+      const alerts::Info* info = nullptr;
+      bool info_picked = false;
+      auto pick = [&] {
+        if (!info_picked) info = pick_info(a.alert, c.language);
+        info_picked = true;
+        return info;
+      };
       // One device per platform: the most recently registered token (the last one).
       directory::PushToken* last[2] = {nullptr, nullptr};
       for (auto& t : c.push) last[t.platform == directory::Platform::Apns ? 0 : 1] = &t;
@@ -588,26 +605,23 @@ struct Dispatcher::Impl {
       for (int k = 0; k < 2; ++k) {
         Channel ch = k == 0 ? Channel::Apns : Channel::Fcm;
         if (!last[k] || !gateways[static_cast<int>(ch)].gw) continue;
-        auto it = texts.find(c.language);
-        if (it == texts.end()) it = texts.emplace(c.language, render_push(a.alert, info)).first;
-        Msg* m = add(ch, slots[i], c, info);
-        m->m.address = std::move(last[k]->token);
+        auto& content = a.push_content[c.language];
+        if (!content) {
+          PushText t = render_push(a.alert, pick());
+          content = make_content(a, c.language, info, std::move(t.title), std::move(t.body), 0);
+        }
+        Msg* m = add(ch, slots[i], content, std::move(last[k]->token));
         m->m.app = std::move(last[k]->app);
-        m->m.title = it->second.title;
-        m->m.body = it->second.body;
         pushes.push_back(m);
       }
-      if (c.phone.empty() || !info || !gateways[static_cast<int>(Channel::Sms)].gw) continue;
-      auto it = sms_texts.find(c.language);
-      if (it == sms_texts.end()) {
+      if (c.phone.empty() || !pick() || !gateways[static_cast<int>(Channel::Sms)].gw) continue;
+      auto& content = a.sms_content[c.language];
+      if (!content) {
         std::string text = render_sms(a.alert, *info, policy.sms);
         int segments = static_cast<int>(count_sms(text).segments);
-        it = sms_texts.emplace(c.language, std::make_pair(std::move(text), segments)).first;
+        content = make_content(a, c.language, info, "", std::move(text), segments);
       }
-      Msg* sms = add(Channel::Sms, slots[i], c, info);
-      sms->m.address = std::move(c.phone);
-      sms->m.body = it->second.first;
-      sms->m.segments = it->second.second;
+      Msg* sms = add(Channel::Sms, slots[i], content, std::move(c.phone));
       if (!pushes.empty() && policy.for_severity(info->severity) == ChannelPolicy::PushFirst) {
         sms->held = true;
         sms->pushes_waiting = static_cast<int>(pushes.size());
@@ -737,7 +751,7 @@ struct Dispatcher::Impl {
 
   void enqueue(Msg* m) {
     GatewaySlot& g = gateways[static_cast<int>(m->m.channel)];
-    g.queue[m->batch->priority].push_back(m->m.alert_tenant, m);
+    g.queue[m->batch->priority].push_back(m->m.content->alert_tenant, m);
     ++g.queued;
   }
 
@@ -752,7 +766,7 @@ struct Dispatcher::Impl {
   }
 
   void push_front(GatewaySlot& g, Msg* m) {
-    g.queue[m->batch->priority].push_front(m->m.alert_tenant, m);
+    g.queue[m->batch->priority].push_front(m->m.content->alert_tenant, m);
     ++g.queued;
   }
 
@@ -854,9 +868,9 @@ struct Dispatcher::Impl {
           metrics.time_to_first_message().Observe(latency);
         }
         if (m->m.channel == Channel::Sms)
-          metrics.sms_segments(g.gw->name()).Increment(m->m.segments);
+          metrics.sms_segments(g.gw->name()).Increment(m->m.content->segments);
         if (int64_t wait = g.gw->report_timeout_ms(); wait > 0) {
-          std::string key = report_key(m->m.alert_id, m->m.tenant, m->m.address);
+          std::string key = report_key(m->m.content->alert_id, m->m.tenant, m->m.address);
           // (A number twice in one alert cannot be told apart: the second is final at once.)
           if (!early_reports.erase(key) && !unreported.count(key)) {
             unreported[key] = {m, unreported_due.emplace(now + wait, key)};

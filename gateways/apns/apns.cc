@@ -12,7 +12,7 @@ constexpr int64_t kJwtRefreshMs = 30 * 60'000;  // inside Apple's 20..60 minute 
 
 }  // namespace
 
-std::string apns_payload(const dispatch::Message& m, bool critical_alerts) {
+std::string apns_payload(const dispatch::Content& m, bool critical_alerts) {
   bool critical = critical_alerts && m.severity == "Extreme";
   auto build = [&](const std::string& title, const std::string& body) {
     nlohmann::json aps = {{"alert", {{"title", title}, {"body", body}}},
@@ -64,23 +64,35 @@ const std::string& ApnsGateway::token() {
       jwt_ = "bearer " + *signed_jwt;
       jwt_issued_ms_ = now;
       refresh_now_ = false;
+      rendered_.clear();  // their authorization header carries the old JWT
     }
   }
   return jwt_;
 }
 
 void ApnsGateway::build(const dispatch::Message& m, std::function<void(Result<http2::Request>)> ready) {
+  const std::string& jwt = token();  // first: a new JWT empties the cache
+  const dispatch::Content& c = *m.content;
+  int64_t expiration = c.expires_ms ? c.expires_ms / 1000 : clock_.now_ms() / 1000 + 86400;
+  // Everything but the device token is the same for every device of this Content and topic.
+  auto part = rendered_.find(&c, m.app, expiration);
+  if (!part) {
+    auto p = std::make_shared<http2::SharedPart>();
+    p->headers = {{"authorization", jwt},
+                  {"apns-topic", m.app},
+                  {"apns-push-type", "alert"},
+                  {"apns-priority", "10"},
+                  {"apns-expiration", std::to_string(expiration)},
+                  {"apns-collapse-id", c.collapse_id},
+                  {"content-type", "application/json"}};
+    p->body = apns_payload(c, cfg_.critical_alerts);
+    rendered_.put(m.content, m.app, expiration, p);
+    part = std::move(p);
+  }
   http2::Request req;
-  req.path = "/3/device/" + m.address;
-  int64_t expiration = m.expires_ms ? m.expires_ms / 1000 : clock_.now_ms() / 1000 + 86400;
-  req.headers = {{"authorization", token()},
-                 {"apns-topic", m.app},
-                 {"apns-push-type", "alert"},
-                 {"apns-priority", "10"},
-                 {"apns-expiration", std::to_string(expiration)},
-                 {"apns-collapse-id", m.collapse_id},
-                 {"content-type", "application/json"}};
-  req.body = apns_payload(m, cfg_.critical_alerts);
+  req.path.reserve(10 + m.address.size());
+  req.path.append("/3/device/").append(m.address);
+  req.shared = std::move(part);
   ready(std::move(req));
 }
 

@@ -24,9 +24,10 @@ struct ApnsConfig {
   bool verify_peer = true;
 };
 
-// The APNs payload for a message: aps.alert {title, body}, interruption-level by
-// severity, the alert id in custom data, cut (at a UTF-8 boundary) to fit 4096 bytes.
-std::string apns_payload(const dispatch::Message& m, bool critical_alerts);
+// The APNs payload for one alert in one language (the same for every device): aps.alert
+// {title, body}, interruption-level by severity, the alert id in custom data, cut (at a
+// UTF-8 boundary) to fit 4096 bytes.
+std::string apns_payload(const dispatch::Content& c, bool critical_alerts);
 
 // Apple's error table: 200 accepted; 410 Unregistered, 400 BadDeviceToken (and
 // DeviceTokenNotForTopic) prune the token; 403 ExpiredProviderToken is resent with a fresh
@@ -52,6 +53,7 @@ class ApnsGateway : public push::PushGateway {
   std::string jwt_;
   int64_t jwt_issued_ms_ = 0;
   bool refresh_now_ = false;
+  push::RenderCache rendered_;
 };
 
 }  // namespace sirena::apns

@@ -1,5 +1,6 @@
 #include "gateways/fcm/fcm.h"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -36,15 +37,40 @@ std::pair<std::string, std::string> split_url(const std::string& url) {
 
 }  // namespace
 
-std::string fcm_message(const dispatch::Message& m, int64_t now_ms) {
-  int64_t ttl = m.expires_ms ? std::max<int64_t>(0, (m.expires_ms - now_ms) / 1000) : 86400;
+int64_t fcm_ttl_s(const dispatch::Content& c, int64_t now_ms) {
+  return c.expires_ms ? std::max<int64_t>(0, (c.expires_ms - now_ms) / 1000) : 86400;
+}
+
+std::string fcm_message_head(const dispatch::Content& c, int64_t ttl_s) {
+  // Object keys come out sorted, so "token" is the last member of "message": rendered
+  // empty, the text ends with "token":""}} and everything before its value is the head.
   nlohmann::json msg = {
       {"message",
-       {{"token", m.address},
-        {"notification", {{"title", m.title}, {"body", m.body}}},
-        {"data", {{"alert_id", m.alert_id}, {"test", m.test ? "true" : "false"}, {"severity", m.severity}}},
-        {"android", {{"priority", "HIGH"}, {"ttl", std::to_string(ttl) + "s"}, {"collapse_key", m.collapse_id}}}}}};
-  return msg.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+       {{"token", ""},
+        {"notification", {{"title", c.title}, {"body", c.body}}},
+        {"data", {{"alert_id", c.alert_id}, {"test", c.test ? "true" : "false"}, {"severity", c.severity}}},
+        {"android", {{"priority", "HIGH"}, {"ttl", std::to_string(ttl_s) + "s"}, {"collapse_key", c.collapse_id}}}}}};
+  std::string out = msg.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  out.resize(out.size() - 3);  // "}}
+  return out;
+}
+
+void fcm_message_finish(std::string* out, const std::string& token) {
+  bool plain = std::all_of(token.begin(), token.end(),
+                           [](unsigned char ch) { return ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\'; });
+  if (plain) {
+    out->append(token);
+  } else {
+    std::string quoted = nlohmann::json(token).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    out->append(quoted, 1, quoted.size() - 2);
+  }
+  out->append("\"}}");
+}
+
+std::string fcm_message(const dispatch::Content& c, const std::string& token, int64_t now_ms) {
+  std::string out = fcm_message_head(c, fcm_ttl_s(c, now_ms));
+  fcm_message_finish(&out, token);
+  return out;
 }
 
 Result<std::unique_ptr<FcmGateway>> FcmGateway::create(uv_loop_t* loop, const Clock& clock, std::string name,
@@ -70,6 +96,7 @@ Result<std::unique_ptr<FcmGateway>> FcmGateway::create(uv_loop_t* loop, const Cl
   std::unique_ptr<FcmGateway> g(new FcmGateway(loop, clock, std::move(name), cfg, std::move(pool)));
   g->key_ = std::move(key).value();
   g->client_email_ = sa["client_email"];
+  g->path_ = "/v1/projects/" + cfg.project_id + "/messages:send";
   g->token_uri_ = cfg.token_url.empty() ? sa["token_uri"].get<std::string>() : cfg.token_url;
   auto [origin, path] = split_url(g->token_uri_);
   g->token_path_ = path;
@@ -104,6 +131,7 @@ void FcmGateway::fetch_token() {
     auto body = r ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
     if (r && r->status == 200 && body.is_object() && body.contains("access_token")) {
       access_token_ = body["access_token"];
+      rendered_.clear();  // their authorization header carries the old token
       int64_t expires_in = body.value("expires_in", 3600);
       token_expires_ms_ = clock_.now_ms() + std::max<int64_t>(60, expires_in - 300) * 1000;
     } else {
@@ -120,25 +148,43 @@ void FcmGateway::fetch_token() {
 }
 
 void FcmGateway::build(const dispatch::Message& m, std::function<void(Result<http2::Request>)> ready) {
-  auto make = [this, m, ready = std::move(ready)]() {
-    if (access_token_.empty())
-      return ready(make_error(503, "fcm_no_token", "no OAuth2 access token from " + token_uri_));
-    http2::Request req;
-    req.path = "/v1/projects/" + cfg_.project_id + "/messages:send";
-    req.headers = {{"authorization", "Bearer " + access_token_}, {"content-type", "application/json"}};
-    req.body = fcm_message(m, clock_.now_ms());
-    ready(std::move(req));
-  };
-  if (!access_token_.empty() && clock_.now_ms() < token_expires_ms_) return make();
+  if (!access_token_.empty() && clock_.now_ms() < token_expires_ms_) return ready(request(m.content, m.address));
   access_token_.clear();
-  waiting_.push_back(std::move(make));
+  waiting_.push_back([this, content = m.content, token = m.address, ready = std::move(ready)] {
+    ready(request(content, token));
+  });
   fetch_token();
+}
+
+Result<http2::Request> FcmGateway::request(const std::shared_ptr<const dispatch::Content>& c, const std::string& token) {
+  if (access_token_.empty()) return make_error(503, "fcm_no_token", "no OAuth2 access token from " + token_uri_);
+  int64_t ttl = fcm_ttl_s(*c, clock_.now_ms());
+  // The headers and the message up to the token are the same for every device of this
+  // Content (and second: the TTL counts down); the cached part's body is that head.
+  auto part = rendered_.find(c.get(), "", ttl);
+  if (!part) {
+    auto p = std::make_shared<http2::SharedPart>();
+    p->headers = {{"authorization", "Bearer " + access_token_}, {"content-type", "application/json"}};
+    p->body = fcm_message_head(*c, ttl);
+    rendered_.put(c, "", ttl, p);
+    part = std::move(p);
+  }
+  http2::Request req;
+  req.path = path_;
+  req.body.reserve(part->body.size() + token.size() + 3);
+  req.body.append(part->body);
+  fcm_message_finish(&req.body, token);
+  req.shared = std::move(part);  // for its headers: the request's own body goes
+  return req;
 }
 
 dispatch::SendResult FcmGateway::classify(const http2::Response& r) {
   bool refresh = false;
   auto out = classify_fcm(r, &refresh);
-  if (refresh) access_token_.clear();  // fetch a new token; the message is resent
+  if (refresh) {
+    access_token_.clear();  // fetch a new token; the message is resent
+    rendered_.clear();
+  }
   return out;
 }
 

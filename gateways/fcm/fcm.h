@@ -24,9 +24,14 @@ struct FcmConfig {
   bool verify_peer = true;
 };
 
-// The v1 message for a dispatch message: notification + data (alert id), android
-// priority HIGH, ttl from CAP expires, collapse key.
-std::string fcm_message(const dispatch::Message& m, int64_t now_ms);
+// The v1 message for one device: notification + data (alert id), android priority HIGH,
+// ttl from CAP expires, collapse key. Built as a head that is the same for every device
+// of one Content (fcm_message_head, with the TTL in seconds from fcm_ttl_s) finished with
+// the device's token (fcm_message_finish); fcm_message does both.
+int64_t fcm_ttl_s(const dispatch::Content& c, int64_t now_ms);
+std::string fcm_message_head(const dispatch::Content& c, int64_t ttl_s);
+void fcm_message_finish(std::string* head, const std::string& token);
+std::string fcm_message(const dispatch::Content& c, const std::string& token, int64_t now_ms);
 
 // FCM v1 errors: 200 accepted; UNREGISTERED (404) prunes the token; 401 drops the access
 // token (`refresh_token` set) and resends; QUOTA_EXCEEDED (429), UNAVAILABLE (503) and
@@ -46,17 +51,20 @@ class FcmGateway : public push::PushGateway {
  private:
   FcmGateway(uv_loop_t* loop, const Clock& clock, std::string name, FcmConfig cfg, http2::PoolOptions pool);
   void fetch_token();
+  Result<http2::Request> request(const std::shared_ptr<const dispatch::Content>& c, const std::string& token);
 
   FcmConfig cfg_;
   push::SigningKey key_;
   std::string client_email_;
   std::string token_uri_;
   std::string token_path_;
+  std::string path_;  // /v1/projects/<project>/messages:send
   std::unique_ptr<http2::Pool> token_pool_;
   std::string access_token_;
   int64_t token_expires_ms_ = 0;
   bool fetching_ = false;
   std::deque<std::function<void()>> waiting_;
+  push::RenderCache rendered_;
 };
 
 }  // namespace sirena::fcm

@@ -36,12 +36,22 @@ struct Header {
   std::string value;
 };
 
+// Headers and a body that many requests send alike (one alert's APNs headers and payload):
+// built once and referenced by each request instead of copied into it.
+struct SharedPart {
+  std::vector<Header> headers;
+  std::string body;
+};
+
 struct Request {
   std::string method = "POST";
   std::string path;  // e.g. "/3/device/<token>"
   std::vector<Header> headers;
   std::string body;
+  std::shared_ptr<const SharedPart> shared;  // its headers follow `headers`; its body is sent when `body` is empty
   std::chrono::milliseconds timeout{10000};
+
+  const std::string& payload() const { return body.empty() && shared ? shared->body : body; }
 };
 
 struct Response {

@@ -165,7 +165,7 @@ struct SessionCallbacks {
   static ssize_t read_body(nghttp2_session* /*session*/, int32_t /*stream_id*/, uint8_t* buf, size_t length,
                            uint32_t* data_flags, nghttp2_data_source* source, void* /*user*/) {
     auto* s = static_cast<Stream*>(source->ptr);
-    const std::string& body = s->request.body;
+    const std::string& body = s->request.payload();
     size_t n = std::min(length, body.size() - s->body_offset);
     std::memcpy(buf, body.data() + s->body_offset, n);
     s->body_offset += n;
@@ -428,13 +428,18 @@ bool Connection::submit(Stream* s, std::string* error) {
   nv_.push_back(make_nv(":authority", 10, o.authority));
   nv_.push_back(make_nv(":path", 5, r.path));
   bool has_length = false;
-  for (const Header& h : r.headers) {
-    nv_.push_back(make_nv(h.name.c_str(), h.name.size(), h.value));
-    if (h.name == "content-length") has_length = true;
-  }
-  if (!r.body.empty() && !has_length) {
+  auto add = [&](const std::vector<Header>& headers) {
+    for (const Header& h : headers) {
+      nv_.push_back(make_nv(h.name.c_str(), h.name.size(), h.value));
+      if (h.name == "content-length") has_length = true;
+    }
+  };
+  add(r.headers);
+  if (r.shared) add(r.shared->headers);
+  const std::string& payload = r.payload();
+  if (!payload.empty() && !has_length) {
     char* end =
-        std::to_chars(s->content_length, s->content_length + sizeof s->content_length, r.body.size()).ptr;
+        std::to_chars(s->content_length, s->content_length + sizeof s->content_length, payload.size()).ptr;
     nv_.push_back(nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>("content-length")),
                              reinterpret_cast<uint8_t*>(s->content_length), 14,
                              static_cast<size_t>(end - s->content_length),
@@ -447,7 +452,7 @@ bool Connection::submit(Stream* s, std::string* error) {
   s->headers_sent = s->complete = s->timed_out = s->too_large = s->interim = false;
   s->header_count = 0;
   int32_t id =
-      nghttp2_submit_request(session_, nullptr, nv_.data(), nv_.size(), r.body.empty() ? nullptr : &body, s);
+      nghttp2_submit_request(session_, nullptr, nv_.data(), nv_.size(), payload.empty() ? nullptr : &body, s);
   if (id < 0) {
     *error = std::string("nghttp2_submit_request: ") + nghttp2_strerror(id);
     if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE) {

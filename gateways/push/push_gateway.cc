@@ -63,6 +63,30 @@ int64_t PushGateway::retry_after_ms(const http2::Response& r) {
   return static_cast<int64_t>(secs) * 1000;
 }
 
+std::shared_ptr<const http2::SharedPart> RenderCache::find(const dispatch::Content* c, std::string_view variant,
+                                                           int64_t stamp) const {
+  for (const Entry& e : entries_)
+    if (e.content.get() == c && e.stamp == stamp && e.variant == variant) return e.part;
+  return nullptr;
+}
+
+void RenderCache::put(std::shared_ptr<const dispatch::Content> c, std::string variant, int64_t stamp,
+                      std::shared_ptr<const http2::SharedPart> part) {
+  // The same Content and variant under an older stamp is replaced, not kept beside it.
+  Entry* slot = nullptr;
+  for (Entry& e : entries_)
+    if (e.content == c && e.variant == variant) slot = &e;
+  if (!slot) {
+    slot = &entries_[next_];
+    next_ = (next_ + 1) % kEntries;
+  }
+  *slot = Entry{std::move(c), std::move(variant), stamp, std::move(part)};
+}
+
+void RenderCache::clear() {
+  for (Entry& e : entries_) e = Entry{};
+}
+
 std::string cut_utf8(const std::string& text, size_t max_bytes) {
   if (text.size() <= max_bytes) return text;
   static const std::string ellipsis = "\xE2\x80\xA6";

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "daemon/core/clock.h"
 #include "daemon/dispatch/gateway.h"
@@ -52,6 +53,30 @@ class PushGateway : public dispatch::Gateway {
   size_t max_in_flight_;
   static constexpr size_t kPoolQueue = 64;
   size_t in_flight_ = 0;
+};
+
+// What a profile rendered for one Content (the same for every device of one alert and
+// language), kept for the last few Contents: a fan-out renders its payload and shared
+// headers once per Content and `variant` (the APNs topic, FCM's TTL, ...), not once per
+// message. Entries hold their Content, so a pointer is never mistaken for a newer one.
+class RenderCache {
+ public:
+  std::shared_ptr<const http2::SharedPart> find(const dispatch::Content* c, std::string_view variant,
+                                                int64_t stamp) const;
+  void put(std::shared_ptr<const dispatch::Content> c, std::string variant, int64_t stamp,
+           std::shared_ptr<const http2::SharedPart> part);
+  void clear();  // what was rendered is stale (a new JWT or access token)
+
+ private:
+  struct Entry {
+    std::shared_ptr<const dispatch::Content> content;
+    std::string variant;
+    int64_t stamp = 0;
+    std::shared_ptr<const http2::SharedPart> part;
+  };
+  static constexpr size_t kEntries = 16;  // languages x topics of the alerts in flight
+  Entry entries_[kEntries];
+  size_t next_ = 0;
 };
 
 // Cuts UTF-8 text to at most `max_bytes`, never inside a character, ending with "…"

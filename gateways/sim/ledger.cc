@@ -1,5 +1,7 @@
 #include "gateways/sim/ledger.h"
 
+#include <functional>
+
 #include <nlohmann/json.hpp>
 
 namespace sirena::sim {
@@ -43,13 +45,17 @@ void Recorder::flush() {
 void Ledger::accept(std::string_view recipient, std::string_view alert_id, uint64_t text_hash) {
   if (alert_id.empty()) alert_id = "-";  // the same key the --record file uses
   ++accepted_;
-  uint64_t r = fnv1a64(recipient);
+  // std::hash (MurmurHash 2 in libstdc++) takes 8 bytes a step: tokens are long.
+  uint64_t r = std::hash<std::string_view>{}(recipient);
   recipients_.insert(r);
-  // The separator keeps ("ab", "c") and ("a", "bc") apart.
-  bool duplicate = !pairs_.insert(fnv1a64(alert_id, fnv1a64("\x1f", r))).second;
-  if (duplicate) ++duplicates_;
   auto it = by_alert_.find(alert_id);
-  if (it == by_alert_.end()) it = by_alert_.emplace(std::string(alert_id), AlertCounts{}).first;
+  if (it == by_alert_.end()) {
+    it = by_alert_.emplace(std::string(alert_id), AlertCounts{}).first;
+    it->second.hash = std::hash<std::string_view>{}(alert_id) | 1;
+  }
+  // An odd multiplier is a bijection: two recipients of one alert never share a pair.
+  bool duplicate = !pairs_.insert((r ^ 0x9e3779b97f4a7c15ULL) * it->second.hash).second;
+  if (duplicate) ++duplicates_;
   ++it->second.accepted;
   if (duplicate) ++it->second.duplicates;
   if (recorder_) recorder_->add(recipient, alert_id, text_hash);

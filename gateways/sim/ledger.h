@@ -3,8 +3,8 @@
 // A message is "accepted" when its success answer is handed to the transport, so a
 // request whose connection was reset before the answer left is never counted. A
 // duplicate is an accepted message for a (recipient, alert id) pair accepted before;
-// pairs and recipients are kept as 64-bit FNV-1a hashes (1M pairs: about 16 MB, and a
-// collision chance near 1e-7).
+// pairs and recipients are kept as 64-bit hashes in flat sets (1M pairs: about 16 MB, and
+// a collision chance near 1e-7).
 #pragma once
 
 #include <cstdint>
@@ -13,7 +13,8 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
-#include <unordered_set>
+
+#include <absl/container/flat_hash_set.h>
 
 namespace sirena::sim {
 
@@ -62,6 +63,7 @@ class Ledger {
   struct AlertCounts {
     uint64_t accepted = 0;
     uint64_t duplicates = 0;
+    uint64_t hash = 1;  // of the alert id, odd
   };
   struct StringHash {
     using is_transparent = void;
@@ -71,8 +73,8 @@ class Ledger {
   Recorder* recorder_;
   uint64_t requests_ = 0, accepted_ = 0, duplicates_ = 0, resets_ = 0, goaways_ = 0;
   std::map<int, uint64_t> rejected_;
-  std::unordered_set<uint64_t> recipients_;
-  std::unordered_set<uint64_t> pairs_;
+  absl::flat_hash_set<uint64_t> recipients_;
+  absl::flat_hash_set<uint64_t> pairs_;
   std::unordered_map<std::string, AlertCounts, StringHash, std::equal_to<>> by_alert_;
 };
 

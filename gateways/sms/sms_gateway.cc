@@ -405,19 +405,20 @@ void SmsGateway::send(const dispatch::Message& m, std::function<void(const SendR
   // white space; a JSON provider refuses the whole request).
   if (m.address.empty() || m.address.find_first_of(" \t\r\n") != std::string::npos)
     return done(outcome(Outcome::Permanent, "invalid number"));
+  const dispatch::Content& c = *m.content;
   std::string key;
-  key.reserve(m.alert_id.size() + m.alert_tenant.size() + m.tenant.size() + m.body.size() + 3);
-  key.append(m.alert_id)
+  key.reserve(c.alert_id.size() + c.alert_tenant.size() + m.tenant.size() + c.body.size() + 3);
+  key.append(c.alert_id)
       .append(1, '\0')
-      .append(m.alert_tenant)
+      .append(c.alert_tenant)
       .append(1, '\0')
       .append(m.tenant)
       .append(1, '\0');
-  key.append(m.body);
+  key.append(c.body);
   auto [it, fresh] = open_by_key_.try_emplace(std::move(key), nullptr);
   if (fresh) {
     auto p = std::make_shared<Pending>();
-    p->batch = SmsBatch{m.alert_id, m.alert_tenant, m.tenant, m.body, {}};
+    p->batch = SmsBatch{c.alert_id, c.alert_tenant, m.tenant, c.body, {}};
     it->second = p.get();
     open_.push_back(std::move(p));
   }

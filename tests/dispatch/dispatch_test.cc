@@ -132,25 +132,23 @@ TEST(Render, PriorityAndCollapseId) {
   EXPECT_LE(collapse_id(longid).size(), 64u);
 }
 
-Message message() {
-  Message m;
-  m.alert_id = "01ABC";
-  m.address = std::string(64, 'a');
-  m.app = "it.comune.soliera.app";
-  m.title = "Secchia in piena";
-  m.body = "Salite ai piani alti";
-  m.severity = "Extreme";
-  m.collapse_id = "flood-1";
-  return m;
+Content content() {
+  Content c;
+  c.alert_id = "01ABC";
+  c.title = "Secchia in piena";
+  c.body = "Salite ai piani alti";
+  c.severity = "Extreme";
+  c.collapse_id = "flood-1";
+  return c;
 }
 
 TEST(Apns, PayloadCarriesAlertIdAndInterruptionLevelAndFits4096) {
-  auto p = nlohmann::json::parse(apns::apns_payload(message(), false));
+  auto p = nlohmann::json::parse(apns::apns_payload(content(), false));
   EXPECT_EQ(p["aps"]["alert"]["title"], "Secchia in piena");
   EXPECT_EQ(p["aps"]["interruption-level"], "time-sensitive");
   EXPECT_EQ(p["alert_id"], "01ABC");
-  EXPECT_EQ(nlohmann::json::parse(apns::apns_payload(message(), true))["aps"]["interruption-level"], "critical");
-  Message big = message();
+  EXPECT_EQ(nlohmann::json::parse(apns::apns_payload(content(), true))["aps"]["interruption-level"], "critical");
+  Content big = content();
   big.body.clear();
   for (int i = 0; i < 3000; ++i) big.body += "è";  // 6000 bytes of 2-byte characters
   std::string payload = apns::apns_payload(big, false);
@@ -187,11 +185,13 @@ TEST(Apns, ErrorTable) {
 }
 
 TEST(Fcm, MessageAndErrorTable) {
-  Message m = message();
-  m.address = "fcm-token";
-  m.expires_ms = 1'000'000 + 3'600'000;
-  auto j = nlohmann::json::parse(fcm::fcm_message(m, 1'000'000));
+  Content c = content();
+  c.expires_ms = 1'000'000 + 3'600'000;
+  auto j = nlohmann::json::parse(fcm::fcm_message(c, "fcm-token", 1'000'000));
   EXPECT_EQ(j["message"]["token"], "fcm-token");
+  EXPECT_EQ(j["message"]["notification"]["title"], "Secchia in piena");
+  // A token that needs escaping still gives valid JSON (the head is rendered once per alert).
+  EXPECT_EQ(nlohmann::json::parse(fcm::fcm_message(c, "a\"b\\c", 1'000'000))["message"]["token"], "a\"b\\c");
   EXPECT_EQ(j["message"]["android"]["priority"], "HIGH");
   EXPECT_EQ(j["message"]["android"]["ttl"], "3600s");
   EXPECT_EQ(j["message"]["data"]["alert_id"], "01ABC");

@@ -135,13 +135,15 @@ std::string number(int i) {
 }
 
 Message sms(const std::string& to, const std::string& alert = "a-1", const std::string& text = kGsmText) {
+  auto c = std::make_shared<dispatch::Content>();
+  c->alert_id = alert;
+  c->alert_tenant = "soliera";
+  c->body = text;
   Message m;
+  m.content = std::move(c);
   m.channel = dispatch::Channel::Sms;
-  m.alert_id = alert;
-  m.alert_tenant = "soliera";
   m.tenant = "soliera";
   m.address = to;
-  m.body = text;
   return m;
 }
 
