@@ -7,12 +7,13 @@
 # Exit status: 0, or 1 when a binary lost or duplicated a message.
 #
 # Usage: bench/fanout/ab.sh N ROUNDS SIRENAD_A [SIRENAD_B ...]
-# Environment: SIM (default build/bin/sirena-sim), APPENDFSYNC (always), FCM_RATE (1000000).
+# Environment: SIM (default build/bin/sirena-sim), APPENDFSYNC (always), FCM_RATE (1000000),
+#   TIMELINE=1 prints each round's accepted messages every 500 ms (where a run slows down).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-(($# >= 3)) && [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ ]] || { sed -n '2,10s/^# \{0,1\}//p' "$0"; exit 2; }
+(($# >= 3)) && [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ ]] || { sed -n '2,11s/^# \{0,1\}//p' "$0"; exit 2; }
 N=$1 ROUNDS=$2; shift 2
 BINS=("$@")
 SIM=${SIM:-$ROOT/build/bin/sirena-sim} APPENDFSYNC=${APPENDFSYNC:-always} FCM_RATE=${FCM_RATE:-1000000}
@@ -78,6 +79,8 @@ for r in $(seq "$ROUNDS"); do
     dup=$(( $(field duplicates <<<"$sa") + $(field duplicates <<<"$sf") ))
     uniq=$(( $(field unique_recipients <<<"$sa") + $(field unique_recipients <<<"$sf") ))
     ((dup == 0 && uniq == WANT_APNS + WANT_FCM)) || status=1
+    [[ -z ${TIMELINE:-} ]] || node -e 'let p = [0, 0]; for (const [t, n] of JSON.parse(require("fs").readFileSync(0)).timeline) {
+        console.log(`${t} ms ${n} accepted ${Math.round((n - p[1]) / (t - p[0]) * 1000)}/s`); p = [t, n] }' <<<"$out" >&2
     first=$(field first_metric_ms <<<"$out") done_ms=$(field done_ms <<<"$out")
     [[ -n $done_ms ]] || { echo "ab: ${BINS[i]} did not complete the alert: $out" >&2; exit 1; }
     echo "$i ${first:--1} $done_ms $(field cpu_s <<<"$out") $redis_s $dup $uniq $sims_s" >>"$WORK/rows"

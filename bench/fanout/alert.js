@@ -9,6 +9,7 @@
 //   done_ms          when GET /v1/alerts/{id} first said "completed" (polled every 20 ms)
 //   cpu_s            utime + stime of sirenad from just before the POST to done
 //   hwm_kb           sirenad's VmHWM, reset (clear_refs 5) just before the POST
+//   timeline         [ms, messages accepted by both simulators], every 500 ms until all are
 // All times are from the moment the POST was sent.
 'use strict';
 const fs = require('node:fs');
@@ -62,13 +63,18 @@ async function main() {
     const [a, f] = await Promise.all([json(`${apnsAdmin}/stats`), json(`${fcmAdmin}/stats`)]);
     if (a.requests + f.requests > 0) out.first_sim_ms = since();
   }
-  let lastAlert = 0, alert = null;
+  let lastAlert = 0, alert = null, lastMark = 0;
+  out.timeline = [];  // [ms, accepted by both simulators] every 500 ms: where a run slows down
   while (since() < deadline) {
     const now = since();
     if (out.apns_ms === undefined || out.fcm_ms === undefined) {
       const [a, f] = await Promise.all([json(`${apnsAdmin}/stats`), json(`${fcmAdmin}/stats`)]);
       if (out.apns_ms === undefined && a.accepted >= wantApns) out.apns_ms = now;
       if (out.fcm_ms === undefined && f.accepted >= wantFcm) out.fcm_ms = now;
+      if (now - lastMark >= 500) {
+        lastMark = now;
+        out.timeline.push([Math.round(now), a.accepted + f.accepted]);
+      }
     }
     if (now - lastAlert >= 20) {
       lastAlert = now;

@@ -70,7 +70,7 @@ const std::string& ApnsGateway::token() {
   return jwt_;
 }
 
-void ApnsGateway::build(const dispatch::Message& m, std::function<void(Result<http2::Request>)> ready) {
+http2::Request ApnsGateway::build(const dispatch::Message& m) {
   const std::string& jwt = token();  // first: a new JWT empties the cache
   const dispatch::Content& c = *m.content;
   int64_t expiration = c.expires_ms ? c.expires_ms / 1000 : clock_.now_ms() / 1000 + 86400;
@@ -93,7 +93,7 @@ void ApnsGateway::build(const dispatch::Message& m, std::function<void(Result<ht
   req.path.reserve(10 + m.address.size());
   req.path.append("/3/device/").append(m.address);
   req.shared = std::move(part);
-  ready(std::move(req));
+  return req;
 }
 
 dispatch::SendResult ApnsGateway::classify(const http2::Response& r) {

@@ -40,7 +40,7 @@ class ApnsGateway : public push::PushGateway {
                                                       ApnsConfig cfg);
 
  protected:
-  void build(const dispatch::Message& m, std::function<void(Result<http2::Request>)> ready) override;
+  http2::Request build(const dispatch::Message& m) override;
   dispatch::SendResult classify(const http2::Response& r) override;
 
  private:

@@ -140,40 +140,48 @@ void FcmGateway::fetch_token() {
                                      {"failure", http2::to_string(f)},
                                      {"detail", detail}});
     }
-    // Waiting messages go now: with a token, or failing (and retried by dispatch).
+    // Waiting messages go now, or go back to dispatch to be retried later.
     auto waiting = std::move(waiting_);
     waiting_.clear();
-    for (auto& w : waiting) w();
+    for (auto& [m, done] : waiting) {
+      if (!access_token_.empty()) {
+        send(m, std::move(done));
+      } else {
+        dispatch::SendResult r;
+        r.outcome = dispatch::Outcome::Retry;
+        r.reason = "no OAuth2 access token from " + token_uri_;
+        done(r);
+      }
+    }
   });
 }
 
-void FcmGateway::build(const dispatch::Message& m, std::function<void(Result<http2::Request>)> ready) {
-  if (!access_token_.empty() && clock_.now_ms() < token_expires_ms_) return ready(request(m.content, m.address));
+bool FcmGateway::ready(const dispatch::Message& m, Done& done) {
+  if (!access_token_.empty() && clock_.now_ms() < token_expires_ms_) return true;
   access_token_.clear();
-  waiting_.push_back([this, content = m.content, token = m.address, ready = std::move(ready)] {
-    ready(request(content, token));
-  });
+  waiting_.emplace_back(m, std::move(done));
   fetch_token();
+  return false;
 }
 
-Result<http2::Request> FcmGateway::request(const std::shared_ptr<const dispatch::Content>& c, const std::string& token) {
-  if (access_token_.empty()) return make_error(503, "fcm_no_token", "no OAuth2 access token from " + token_uri_);
-  int64_t ttl = fcm_ttl_s(*c, clock_.now_ms());
+http2::Request FcmGateway::build(const dispatch::Message& m) {
+  const dispatch::Content& c = *m.content;
+  int64_t ttl = fcm_ttl_s(c, clock_.now_ms());
   // The headers and the message up to the token are the same for every device of this
   // Content (and second: the TTL counts down); the cached part's body is that head.
-  auto part = rendered_.find(c.get(), "", ttl);
+  auto part = rendered_.find(&c, "", ttl);
   if (!part) {
     auto p = std::make_shared<http2::SharedPart>();
     p->headers = {{"authorization", "Bearer " + access_token_}, {"content-type", "application/json"}};
-    p->body = fcm_message_head(*c, ttl);
-    rendered_.put(c, "", ttl, p);
+    p->body = fcm_message_head(c, ttl);
+    rendered_.put(m.content, "", ttl, p);
     part = std::move(p);
   }
   http2::Request req;
   req.path = path_;
-  req.body.reserve(part->body.size() + token.size() + 3);
+  req.body.reserve(part->body.size() + m.address.size() + 3);
   req.body.append(part->body);
-  fcm_message_finish(&req.body, token);
+  fcm_message_finish(&req.body, m.address);
   req.shared = std::move(part);  // for its headers: the request's own body goes
   return req;
 }

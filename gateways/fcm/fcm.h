@@ -45,13 +45,13 @@ class FcmGateway : public push::PushGateway {
   void close(std::function<void()> done) override;
 
  protected:
-  void build(const dispatch::Message& m, std::function<void(Result<http2::Request>)> ready) override;
+  bool ready(const dispatch::Message& m, Done& done) override;
+  http2::Request build(const dispatch::Message& m) override;
   dispatch::SendResult classify(const http2::Response& r) override;
 
  private:
   FcmGateway(uv_loop_t* loop, const Clock& clock, std::string name, FcmConfig cfg, http2::PoolOptions pool);
   void fetch_token();
-  Result<http2::Request> request(const std::shared_ptr<const dispatch::Content>& c, const std::string& token);
 
   FcmConfig cfg_;
   push::SigningKey key_;
@@ -63,7 +63,7 @@ class FcmGateway : public push::PushGateway {
   std::string access_token_;
   int64_t token_expires_ms_ = 0;
   bool fetching_ = false;
-  std::deque<std::function<void()>> waiting_;
+  std::deque<std::pair<dispatch::Message, Done>> waiting_;  // for the access token
   push::RenderCache rendered_;
 };
 

@@ -17,32 +17,24 @@ PushGateway::~PushGateway() = default;
 
 Status PushGateway::start() { return pool_->start(); }
 
-void PushGateway::send(const dispatch::Message& m, std::function<void(const dispatch::SendResult&)> done) {
+void PushGateway::send(const dispatch::Message& m, Done done) {
+  if (!ready(m, done)) return;
   ++in_flight_;
-  build(m, [this, done = std::move(done)](Result<http2::Request> req) mutable {
-    if (!req) {
-      --in_flight_;
-      dispatch::SendResult r;
-      r.outcome = dispatch::Outcome::Permanent;
-      r.reason = req.error().message;
-      return done(r);
+  pool_->submit(build(m), [this, done = std::move(done)](const http2::Response* resp, http2::Failure f,
+                                                         const std::string& detail) {
+    --in_flight_;
+    dispatch::SendResult r;
+    if (resp) {
+      r = classify(*resp);
+      r.http_status = resp->status;
+    } else {
+      // Refused (GOAWAY above last_stream_id, REFUSED_STREAM) was never processed:
+      // resend at once. Others may or may not have been; resend after backoff.
+      r.outcome = dispatch::Outcome::Retry;
+      r.reason = std::string(http2::to_string(f)) + (detail.empty() ? "" : ": " + detail);
+      r.retry_after_ms = 0;
     }
-    pool_->submit(std::move(req).value(), [this, done = std::move(done)](const http2::Response* resp,
-                                                                         http2::Failure f, const std::string& detail) {
-      --in_flight_;
-      dispatch::SendResult r;
-      if (resp) {
-        r = classify(*resp);
-        r.http_status = resp->status;
-      } else {
-        // Refused (GOAWAY above last_stream_id, REFUSED_STREAM) was never processed:
-        // resend at once. Others may or may not have been; resend after backoff.
-        r.outcome = dispatch::Outcome::Retry;
-        r.reason = std::string(http2::to_string(f)) + (detail.empty() ? "" : ": " + detail);
-        r.retry_after_ms = 0;
-      }
-      done(r);
-    });
+    done(r);
   });
 }
 

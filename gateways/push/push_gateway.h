@@ -37,9 +37,12 @@ class PushGateway : public dispatch::Gateway {
   static bool transient(int status) { return status == 429 || status >= 500; }
 
  protected:
-  // Builds the request; may complete later (FCM waits for its OAuth token). On error the
-  // message fails with `error` as a permanent failure.
-  virtual void build(const dispatch::Message& m, std::function<void(Result<http2::Request>)> ready) = 0;
+  using Done = std::function<void(const dispatch::SendResult&)>;
+  // Whether requests can be built now. When not (FCM waiting for its OAuth token) the
+  // profile keeps the message and its `done`, and later sends it again or answers it.
+  virtual bool ready(const dispatch::Message& /*m*/, Done& /*done*/) { return true; }
+  // The request for a message (called only when ready).
+  virtual http2::Request build(const dispatch::Message& m) = 0;
   // Reads a response (any status) into an outcome.
   virtual dispatch::SendResult classify(const http2::Response& r) = 0;
 
