@@ -22,6 +22,9 @@ namespace sirena::dispatch {
 namespace {
 
 constexpr const char* kGroup = "sirenad";
+// Batches written by one plan call after the first: a 1M-recipient plan is 16 calls, with
+// the fan-out's own loads and write-backs served in between.
+constexpr size_t kPlanChunk = 64;
 constexpr size_t kMaxBacklog = 2048;  // outcomes written at the latest when this many wait
 // Batches read from Redis at once: enough to keep ahead of the gateways while every
 // round trip waits for Redis's fsyncs. Claimed batches wait for their turn, and an idle
@@ -1252,33 +1255,47 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
     counts.push_back(std::string("planned:") + to_string(ch));
     counts.push_back(std::to_string(it == resolution.by_channel.end() ? 0 : it->second));
   }
-  size_t n = texts.size();
-  std::string now = std::to_string(i.clock.now_ms());
-  auto call = [&](size_t from, size_t to, size_t claim, store::Redis::Callback cb) {
-    std::vector<std::string> head{alert_id, tenant, std::to_string(n), std::to_string(resolution.recipients),
-                                  std::to_string(prio), stream_key(prio), i.cfg.consumer, std::to_string(claim), now,
-                                  std::to_string(from), to == n ? "1" : "0", std::to_string(counts.size())};
-    head.insert(head.end(), counts.begin(), counts.end());
-    std::vector<std::string_view> argv(head.begin(), head.end());
-    argv.insert(argv.end(), texts.begin() + static_cast<std::ptrdiff_t>(from),
-                texts.begin() + static_cast<std::ptrdiff_t>(to));
-    i.redis.eval(script(kPlanScript), {prefix(tenant)}, argv, std::move(cb));
+  // What every call of this plan sends: shared, since the calls after the first go one
+  // after another.
+  struct Write {
+    std::vector<std::string> head, texts;
+    size_t n = 0;
+    int64_t started_ns = 0;
+    std::optional<Error> failed;  // what went wrong in the first call, if anything: the last one reports it
   };
-  // What went wrong in the first call, if anything: the last one reports it.
-  auto failed = std::make_shared<std::optional<Error>>();
+  auto w = std::make_shared<Write>();
+  w->texts = std::move(texts);
+  w->n = w->texts.size();
+  w->started_ns = i.clock.mono_ns();
+  w->head = {alert_id, tenant, std::to_string(w->n), std::to_string(resolution.recipients), std::to_string(prio),
+             stream_key(prio), i.cfg.consumer, "", std::to_string(i.clock.now_ms()), "", "", std::to_string(counts.size())};
+  w->head.insert(w->head.end(), counts.begin(), counts.end());
+  auto call = [this, w](size_t from, size_t to, size_t claim, store::Redis::Callback cb) {
+    w->head[7] = std::to_string(claim);
+    w->head[9] = std::to_string(from);
+    w->head[10] = to == w->n ? "1" : "0";
+    std::vector<std::string_view> argv(w->head.begin(), w->head.end());
+    argv.insert(argv.end(), w->texts.begin() + static_cast<std::ptrdiff_t>(from),
+                w->texts.begin() + static_cast<std::ptrdiff_t>(to));
+    impl_->redis.eval(script(kPlanScript), {prefix(w->head[1])}, argv, std::move(cb));
+  };
   auto check = [](const redisReply* r, const Error* e) -> std::optional<Error> {
     if (e) return *e;
     if (r->type == REDIS_REPLY_ERROR) return make_error(500, "storage_error", "plan script: " + std::string(r->str, r->len));
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) return make_error(500, "storage_error", "plan script: no reply");
     return std::nullopt;
   };
-  store::Redis::Callback finished = [this, alert_id, tenant, n, failed, check, done = std::move(done)](
-                                        const redisReply* r, const Error* e) {
+  store::Redis::Callback finished = [this, alert_id, tenant, w, check, done = std::move(done)](const redisReply* r,
+                                                                                            const Error* e) {
     Impl& i = *impl_;
     i.planning.erase(alert_id);
-    if (!*failed) *failed = check(r, e);
-    if (*failed) return done(**failed);
-    if (r->element[0]->integer >= 0) log::info("dispatch_planned", {{"tenant", tenant}, {"id", alert_id}, {"batches", n}});
+    if (!w->failed) w->failed = check(r, e);
+    if (w->failed) return done(*w->failed);
+    if (r->element[0]->integer >= 0)
+      log::info("dispatch_planned", {{"tenant", tenant},
+                                     {"id", alert_id},
+                                     {"batches", w->n},
+                                     {"ms", (i.clock.mono_ns() - w->started_ns) / 1'000'000}});
     i.claim();
     done(Ok{});
   };
@@ -1286,21 +1303,36 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   // size, it is sent while Redis writes and fsyncs the rest. The first call claims the
   // stream's next entries, counted as claimed until it answers so that no claim pass
   // meanwhile takes more than the window.
+  size_t n = w->n;
   size_t split = std::min<size_t>(n, 1);
   size_t claim = i.started && !i.stopping ? i.capacity() : 0;
   i.claimed_count += claim;
-  call(0, split, claim, [this, prio, claim, failed, check, last = split == n, finished](const redisReply* r,
-                                                                                          const Error* e) {
+  call(0, split, claim, [this, prio, claim, w, check, last = split == n, finished](const redisReply* r,
+                                                                                  const Error* e) {
     Impl& i = *impl_;
     i.claimed_count -= claim;
-    *failed = check(r, e);
-    if (!*failed && r->elements > 1 && r->element[1]->type == REDIS_REPLY_ARRAY) i.take_entries(r->element[1], prio, true);
+    w->failed = check(r, e);
+    if (!w->failed && r->elements > 1 && r->element[1]->type == REDIS_REPLY_ARRAY) i.take_entries(r->element[1], prio, true);
     if (last) finished(r, e);
   });
   // Behind the first call on the same connection: the alert, and the first batch.
   i.with_alert(tenant, alert_id, [](auto) {});
   if (claim > 0 && n > 0) i.prefetch(prefix(tenant) + "batch:" + alert_id + ":0");
-  if (split < n) call(split, n, 0, std::move(finished));
+  if (split == n) return;
+  // The rest in chunks, each sent when the one before is written: in between, Redis serves
+  // the loads and write-backs of the batches already going out, so a big plan does not
+  // stall its own fan-out. A chunk that fails (or finds another writer) ends the writing;
+  // the plan is then taken up again like any interrupted one.
+  auto next = std::make_shared<std::function<void(size_t)>>();
+  *next = [call, check, finished, n, weak = std::weak_ptr<std::function<void(size_t)>>(next)](size_t from) {
+    size_t to = std::min(n, from + kPlanChunk);
+    // The chunk's callback keeps the writer alive until it has sent the next chunk.
+    call(from, to, 0, [check, finished, n, to, self = weak.lock()](const redisReply* r, const Error* e) {
+      if (to == n || check(r, e) || r->element[0]->integer < 0) return finished(r, e);
+      (*self)(to);
+    });
+  };
+  (*next)(split);
 }
 
 void Dispatcher::cancel(const std::string& alert_id) {
