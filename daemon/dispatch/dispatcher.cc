@@ -1236,18 +1236,27 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   Impl& i = *impl_;
   if (!i.planning.insert(alert_id).second) return done(Ok{});  // the call under way plans it
   int prio = priority_of(alert);
-  std::vector<std::string> texts;
-  for (const auto& part : resolution.parts) {
-    for (size_t start = 0; start < part.slots.size(); start += i.cfg.batch_size) {
-      size_t end = std::min(part.slots.size(), start + i.cfg.batch_size);
-      std::string& text = texts.emplace_back(part.tenant + "\n");
-      text.reserve(text.size() + (end - start) * 8);
-      for (size_t k = start; k < end; ++k) {
-        text += std::to_string(part.slots[k]);
-        text.push_back(' ');
-      }
+  // Batch k is part batches[k].first from slot batches[k].second. Its text, "<R>\n" and
+  // the slots, is written when needed: the first one before the first call, the others
+  // while Redis writes it (a 1M-recipient plan has a million numbers to print).
+  std::vector<std::pair<const directory::Resolution::TenantPart*, size_t>> batches;
+  for (const auto& part : resolution.parts)
+    for (size_t start = 0; start < part.slots.size(); start += i.cfg.batch_size) batches.emplace_back(&part, start);
+  auto text_of = [&](size_t k) {
+    const auto& [part, start] = batches[k];
+    size_t end = std::min(part->slots.size(), start + i.cfg.batch_size);
+    std::string text;
+    text.reserve(part->tenant.size() + 1 + (end - start) * 11);
+    text.append(part->tenant).push_back('\n');
+    char digits[16];
+    for (size_t s = start; s < end; ++s) {
+      char* e = std::to_chars(digits, digits + sizeof digits, part->slots[s]).ptr;
+      text.append(digits, e).push_back(' ');
     }
-  }
+    return text;
+  };
+  std::vector<std::string> texts(batches.size());
+  if (!texts.empty()) texts[0] = text_of(0);
   std::vector<std::string> counts;
   for (Channel ch : {Channel::Sms, Channel::Apns, Channel::Fcm}) {
     if (!has_channel(ch)) continue;
@@ -1319,6 +1328,7 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   i.with_alert(tenant, alert_id, [](auto) {});
   if (claim > 0 && n > 0) i.prefetch(prefix(tenant) + "batch:" + alert_id + ":0");
   if (split == n) return;
+  for (size_t k = split; k < n; ++k) w->texts[k] = text_of(k);
   // The rest in chunks, each sent when the one before is written: in between, Redis serves
   // the loads and write-backs of the batches already going out, so a big plan does not
   // stall its own fan-out. A chunk that fails (or finds another writer) ends the writing;
