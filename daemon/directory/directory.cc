@@ -602,20 +602,33 @@ Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& al
     if (it != own->zone_ids.end() && own->zone_areas[it->second]) area.add(*own->zone_areas[it->second]);
   }
 
-  auto tally = [&](TenantState& t, const Matches& m, bool via_grant) {
-    Resolution::TenantPart part{t.id, m.slots, via_grant};
+  // Counted by language id and channel flags first (a big alert has a million slots),
+  // then named.
+  auto tally = [&](TenantState& t, Matches&& m, bool via_grant) {
+    std::vector<size_t> by_language(t.languages.size() + 1), sms_by_language(t.languages.size() + 1);
+    size_t by_flags[8] = {};
     for (Slot s : m.slots) {
-      uint8_t ch = t.index.channels(s);
-      const std::string& lang = t.languages.empty() ? std::string() : t.languages[t.index.language(s)];
-      ++res.by_language[lang];
+      uint8_t ch = t.index.channels(s) & 7;
+      size_t lang = t.languages.empty() ? 0 : std::min<size_t>(t.index.language(s), t.languages.size());
+      ++by_flags[ch];
+      ++by_language[lang];
+      if (ch & kChannelSms) ++sms_by_language[lang];
+    }
+    for (size_t l = 0; l < by_language.size(); ++l) {
+      if (by_language[l] == 0) continue;
+      const std::string name = l < t.languages.size() ? t.languages[l] : std::string();
+      res.by_language[name] += by_language[l];
+      if (sms_by_language[l]) res.sms_by_language[name] += sms_by_language[l];
+    }
+    for (uint8_t flags = 0; flags < 8; ++flags) {
+      if (by_flags[flags] == 0) continue;
       for (uint8_t bit : {kChannelSms, kChannelApns, kChannelFcm})
-        if (ch & bit) ++res.by_channel[channel_name(bit)];
-      if (ch & kChannelSms) ++res.sms_by_language[lang];
-      if (ch == 0) ++res.unreachable;
+        if (flags & bit) res.by_channel[channel_name(bit)] += by_flags[flags];
+      if (flags == 0) res.unreachable += by_flags[flags];
     }
     res.by_tenant[t.id] += m.slots.size();
     res.recipients += m.slots.size();
-    res.parts.push_back(std::move(part));
+    res.parts.push_back(Resolution::TenantPart{t.id, std::move(m.slots), via_grant});
   };
 
   // A zone's registered recipients match when the alert names the zone or its area
