@@ -380,12 +380,12 @@ void Directory::load_tenant(std::vector<std::string> ids, size_t next, std::func
       if (!s) return done(std::move(s));
       load_tenant(std::move(ids), next + 1, std::move(done));
     };
-    scan_index(tenant, "0", 0, clock_.now_ms(), std::move(next_tenant));
+    scan_index(tenant, "0", std::make_shared<size_t>(0), clock_.now_ms(), std::move(next_tenant));
   });
 }
 
-void Directory::scan_index(const std::string& tenant, std::string cursor, size_t loaded, int64_t started_ms,
-                           std::function<void(Status)> done) {
+void Directory::scan_index(const std::string& tenant, std::string cursor, std::shared_ptr<size_t> loaded,
+                           int64_t started_ms, std::function<void(Status)> done) {
   std::string count = std::to_string(kScanCount);
   redis_.command({"HSCAN", prefix(tenant) + "index", cursor, "COUNT", count},
                  [this, tenant, loaded, started_ms, done = std::move(done)](const redisReply* r,
@@ -397,8 +397,12 @@ void Directory::scan_index(const std::string& tenant, std::string cursor, size_t
                      return done(make_error(500, "storage_error", "unexpected HSCAN reply"));
                    TenantState& t = *state(tenant);
                    std::string next = store::reply_string(r->element[0]);
+                   const bool last = next == "0";
+                   // The next part is asked for first: Redis scans it while this one is
+                   // parsed. One request is out at a time, so replies come in order.
+                   if (!last) scan_index(tenant, next, loaded, started_ms, std::move(done));
                    const redisReply* items = r->element[1];
-                   size_t before = loaded;
+                   size_t before = *loaded;
                    Packed p;
                    for (size_t i = 0; i + 1 < items->elements; i += 2) {
                      Slot slot = static_cast<Slot>(std::strtoul(items->element[i]->str, nullptr, 10));
@@ -407,17 +411,17 @@ void Directory::scan_index(const std::string& tenant, std::string cursor, size_t
                        continue;
                      }
                      t.index.bulk_add(t.entry(slot, p.channels, p.language, p.topics, p.locations, p.zones));
-                     ++loaded;
+                     ++*loaded;
                    }
-                   if (loaded / kProgressEvery != before / kProgressEvery)
-                     log::info("directory_loading", {{"tenant", tenant}, {"recipients", loaded}});
-                   if (next != "0") return scan_index(tenant, next, loaded, started_ms, std::move(done));
+                   if (*loaded / kProgressEvery != before / kProgressEvery)
+                     log::info("directory_loading", {{"tenant", tenant}, {"recipients", *loaded}});
+                   if (!last) return;
                    t.index.finish_bulk();
                    int64_t ms = std::max<int64_t>(1, clock_.now_ms() - started_ms);
                    log::info("directory_loaded", {{"tenant", tenant},
-                                                  {"recipients", loaded},
+                                                  {"recipients", *loaded},
                                                   {"ms", ms},
-                                                  {"per_second", loaded * 1000 / ms},
+                                                  {"per_second", *loaded * 1000 / ms},
                                                   {"zones", t.rules->zones.size()}});
                    done(Ok{});
                  });

@@ -114,7 +114,7 @@ class Directory {
   struct TenantState;
   TenantState* state(const std::string& tenant) const;
   void load_tenant(std::vector<std::string> tenants, size_t next, std::function<void(Status)> done);
-  void scan_index(const std::string& tenant, std::string cursor, size_t loaded, int64_t started_ms,
+  void scan_index(const std::string& tenant, std::string cursor, std::shared_ptr<size_t> loaded, int64_t started_ms,
                   std::function<void(Status)> done);
   void apply(TenantState& t, Slot slot, const Recipient& r);
 
