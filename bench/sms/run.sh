@@ -29,7 +29,8 @@
 #   100000); 0 skips Kannel), KANNEL_BATCH (100), KANNEL_IN_FLIGHT (16), KANNEL_DLR (1; 0:
 #   neither sirenad nor curl asks Kannel for delivery reports), APPENDFSYNC
 #   (always), PERF=1 (perf record sirenad in every run; top symbols printed), SIRENAD, SIM,
-#   CLI (binaries, default build/bin), KEEP=1 keeps the work directory.
+#   CLI (binaries, default build/bin), KEEP=1 keeps the work directory, JSON (1; 0 skips
+#   steps 1 and 2: only the import and Kannel).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,10 +38,11 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BENCH=sms
 source "$ROOT/bench/lib.sh"
 N=${1:-1000000}
-[[ $N =~ ^[0-9]+$ ]] && ((N >= 1000)) || { sed -n '2,31s/^# \{0,1\}//p' "$0"; exit 2; }
+[[ $N =~ ^[0-9]+$ ]] && ((N >= 1000)) || { sed -n '2,33s/^# \{0,1\}//p' "$0"; exit 2; }
 JSON_RUNS=${JSON_RUNS:-"1:64 1:256 100:64 1000:16 1000:64"} WRK_DURATION=${WRK_DURATION:-10s}
 KANNEL_N=${KANNEL_N:-$((N < 100000 ? N : 100000))} KANNEL_BATCH=${KANNEL_BATCH:-100} KANNEL_IN_FLIGHT=${KANNEL_IN_FLIGHT:-16}
-KANNEL_DLR=${KANNEL_DLR:-1}
+KANNEL_DLR=${KANNEL_DLR:-1} JSON=${JSON:-1}
+((JSON)) || JSON_RUNS=""
 APPENDFSYNC=${APPENDFSYNC:-always} PERF=${PERF:-0}
 SIRENAD=${SIRENAD:-$ROOT/build/bin/sirenad} SIM=${SIM:-$ROOT/build/bin/sirena-sim} CLI=${CLI:-$ROOT/build/bin/sirena}
 KANNEL_BIN=/usr/sbin KANNEL_FAKE=/usr/lib/kannel/test/fakesmsc
@@ -62,7 +64,7 @@ trap 'exit 130' INT TERM
 LOAD_BEFORE=$(uptime)
 say "$LOAD_BEFORE"
 # Copies, so that every run uses the same binaries even if the tree is rebuilt meanwhile.
-BUILT="$(date -u -r "$SIRENAD" '+%Y-%m-%d %H:%M UTC') in a tree at $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')"
+BUILT="$(date -u -r "$SIRENAD" '+%Y-%m-%d %H:%M UTC') in a tree at $(git -C "$(dirname "$SIRENAD")" describe --always --dirty 2>/dev/null || echo '?')"
 mkdir -p "$WORK/bin"
 cp "$SIRENAD" "$WORK/bin/sirenad"; cp "$SIM" "$WORK/bin/sirena-sim"; cp "$CLI" "$WORK/bin/sirena"
 SIRENAD=$WORK/bin/sirenad SIM=$WORK/bin/sirena-sim CLI=$WORK/bin/sirena
@@ -412,6 +414,7 @@ pf() { awk "BEGIN { exit !($1) }" && echo PASS || echo FAIL; }
 status=0
 declare -A RATE REQRATE PROV_MS
 
+if ((${#JSON_NAMES[@]})); then
 cat <<EOF
 
 ## Sirena SMS: $N phone-only recipients, generic JSON to \`sirena-sim sms\` on loopback
@@ -462,6 +465,7 @@ for row in "${WRK_ROWS[@]}"; do
   IFS='|' read -r c rps reqs secs p50 p99 sim_s acc non2xx <<<"$row"
   echo "| wrk c$c | $(f0 "$(awk -v s="$secs" 'BEGIN { print s * 1000 }')") ms | – | – | – | $sim_s | – | $reqs | – |"
 done
+fi
 echo
 echo "Import of $N recipients with \`sirena import\`: $IMPORT_S s (not part of any run)."
 

@@ -12,6 +12,7 @@
 
 #include "daemon/alerts/alert_json.h"
 #include "daemon/core/log.h"
+#include "daemon/core/turn_hook.h"
 #include "daemon/dispatch/flow.h"
 #include "daemon/dispatch/render.h"
 #include "daemon/dispatch/sms_text.h"
@@ -25,6 +26,9 @@ constexpr const char* kGroup = "sirenad";
 // Batches written by one plan call after the first: a 1M-recipient plan is 16 calls, with
 // the fan-out's own loads and write-backs served in between.
 constexpr size_t kPlanChunk = 64;
+// Batches waiting only for SMS delivery reports, beyond max_batches: at most this many
+// times it (their messages stay in memory until reported).
+constexpr size_t kReportWaitFactor = 4;
 constexpr size_t kMaxBacklog = 2048;  // outcomes written at the latest when this many wait
 // Batches read from Redis at once: enough to keep ahead of the gateways while every
 // round trip waits for Redis's fsyncs. Claimed batches wait for their turn, and an idle
@@ -32,6 +36,11 @@ constexpr size_t kMaxBacklog = 2048;  // outcomes written at the latest when thi
 // after running them all, so the first contacts would wait for everyone else's.
 constexpr size_t kMaxLoading = 8;
 constexpr size_t kBurst = 128;  // messages submitted to a gateway per loop turn
+// Delivery reports written by one script call at most. Each call costs Redis a script run
+// and sirenad a round trip however many it carries, so reports are group-committed: one
+// call at a time, the reports that arrive meanwhile go together in the next (a second
+// call starts early only when this many wait).
+constexpr size_t kMaxReports = 256;
 
 std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
 std::string stream_key(int priority) { return "{dispatch}:p" + std::to_string(priority); }
@@ -165,24 +174,57 @@ end
 return 1
 )LUA";
 
-// KEYS[1] alert tenant prefix. ARGV: 1 alert id, 2 "<R>|<number>", 3 final state
-// ("delivered", "failed") or "" for an intermediate report, 4 reason. The first final
-// report wins; one that comes before the acceptance is written waits in dlr:<A> for the
-// flush script.
+// Delivery reports, those gathered while the previous call was under way (up to kMaxReports),
+// in one call.
+// Report k: KEYS[k] its alert tenant's prefix; ARGV[4k-3..4k] alert id, "<R>|<number>",
+// final state ("delivered", "failed") or "" for an intermediate report, reason. Returns one
+// answer per report, in order: "unknown", "noted", "duplicate", "early" or the state. As if
+// the reports came one by one in that order: the first final report of a delivery wins
+// (HSETNX, so a second one in the same call is a duplicate); one that comes before the
+// acceptance is written waits in dlr:<A> for the flush script. The deliveries and
+// counters it moves are written together at the end, one HSET and a HINCRBY per counter an
+// alert (a delivery moves at most once per call: no report reads what an earlier one of
+// the same call moved).
 constexpr const char* kDlrScript = R"LUA(
-local p, id = KEYS[1], ARGV[1]
-local field = redis.call('HGET', p .. 'smsto:' .. id, ARGV[2])
-if not field then return 'unknown' end
-if ARGV[3] == '' then return 'noted' end
-if redis.call('HSETNX', p .. 'dlr:' .. id, field, ARGV[3] .. '|' .. ARGV[4]) == 0 then return 'duplicate' end
-local deliv = p .. 'deliv:' .. id
-local v = redis.call('HGET', deliv, field)
-if not v or string.sub(v, 1, 9) ~= 'accepted|' then return 'early' end
-local attempts = string.match(v, '^[^|]*|([^|]*)') or '1'
-redis.call('HSET', deliv, field, ARGV[3] .. '|' .. attempts .. '|' .. ARGV[4])
-redis.call('HINCRBY', p .. 'progress:' .. id, 'sms:accepted', -1)
-redis.call('HINCRBY', p .. 'progress:' .. id, 'sms:' .. ARGV[3], 1)
-return ARGV[3]
+local out, moved, order = {}, {}, {}
+for k = 1, #KEYS do
+  local p, a = KEYS[k], 4 * k - 4
+  local id, state, reason = ARGV[a + 1], ARGV[a + 3], ARGV[a + 4]
+  local field = redis.call('HGET', p .. 'smsto:' .. id, ARGV[a + 2])
+  if not field then
+    out[k] = 'unknown'
+  elseif state == '' then
+    out[k] = 'noted'
+  elseif redis.call('HSETNX', p .. 'dlr:' .. id, field, state .. '|' .. reason) == 0 then
+    out[k] = 'duplicate'
+  else
+    local deliv = p .. 'deliv:' .. id
+    local v = redis.call('HGET', deliv, field)
+    if not v or string.sub(v, 1, 9) ~= 'accepted|' then
+      out[k] = 'early'
+    else
+      local m = moved[deliv]
+      if not m then
+        m = {progress = p .. 'progress:' .. id, fields = {}, counts = {}}
+        moved[deliv] = m
+        order[#order + 1] = deliv
+      end
+      local attempts = string.match(v, '^[^|]*|([^|]*)') or '1'
+      m.fields[#m.fields + 1] = field
+      m.fields[#m.fields + 1] = state .. '|' .. attempts .. '|' .. reason
+      m.counts[state] = (m.counts[state] or 0) + 1
+      out[k] = state
+    end
+  end
+end
+for _, deliv in ipairs(order) do
+  local m = moved[deliv]
+  redis.call('HSET', deliv, unpack(m.fields))
+  local n = #m.fields / 2
+  redis.call('HINCRBY', m.progress, 'sms:accepted', -n)
+  for state, c in pairs(m.counts) do redis.call('HINCRBY', m.progress, 'sms:' .. state, c) end
+end
+return out
 )LUA";
 
 const std::string& script(const char* text) {
@@ -244,6 +286,7 @@ struct Dispatcher::Impl {
     std::string rtenant;
     std::vector<std::unique_ptr<Msg>> msgs;
     size_t remaining = 0;
+    size_t awaiting = 0;  // of the remaining: accepted, waiting only for their delivery report
     prometheus::Counter* accepted[3] = {};  // sirena_messages_total{result="accepted"} per channel
   };
   struct GatewaySlot {
@@ -294,6 +337,7 @@ struct Dispatcher::Impl {
   std::unordered_set<std::string> planning;             // alerts whose plan() is under way
   size_t claimed_count = 0;
   size_t batches_loading = 0;
+  size_t waiting_batches = 0;  // batches in work that only wait for delivery reports (capacity())
   std::priority_queue<Retry, std::vector<Retry>, std::greater<>> retries;
   std::multimap<int64_t, Msg*> held;  // SMS fallbacks by deadline
   std::map<std::string, TenantPolicy> policies;
@@ -322,6 +366,18 @@ struct Dispatcher::Impl {
   bool started = false;
   bool stopping = false;
   int64_t last_reclaim_ms = 0;
+  // Delivery reports waiting for their kDlrScript call: the next one starts at the end of
+  // the loop turn when none is under way, else when the one under way is answered (or at
+  // kMaxReports). Each report is answered from its call's reply, so after the fsync.
+  struct Report {
+    std::string prefix, alert_id, recipient;  // recipient: "<R>|<number>"
+    const char* state;                         // "delivered", "failed" or "" (intermediate)
+    const char* reason;
+    std::function<void(Result<std::string>)> done;
+  };
+  std::vector<Report> reports;
+  std::unique_ptr<TurnHook> report_hook;  // made by the first report; closed by stop()
+  int report_calls = 0;                   // kDlrScript calls under way
 
   Impl(uv_loop_t* l, store::Redis& r, directory::Directory& d, const Clock& c, metrics::Metrics& m,
        DispatchConfig conf)
@@ -342,9 +398,35 @@ struct Dispatcher::Impl {
 
   // ---- claiming work -------------------------------------------------------------
 
+  // Batches in work count against max_batches, except those whose remaining messages are
+  // all with the provider, only waiting for delivery reports (up to kReportWaitFactor
+  // times max_batches of them): an SMSC reports seconds after it accepts, and the next
+  // batches must not wait for that.
   size_t capacity() const {
-    size_t taken = batches.size() + batches_loading + claimed_count;
+    size_t waiting = std::min(waiting_batches, static_cast<size_t>(cfg.max_batches) * kReportWaitFactor);
+    size_t taken = batches.size() - waiting + batches_loading + claimed_count;
     return cfg.max_batches > taken ? cfg.max_batches - taken : 0;
+  }
+
+  static bool only_waiting(const Batch* b) { return b->remaining > 0 && b->awaiting == b->remaining; }
+  // After `b`'s remaining or awaiting changed; `was`: only_waiting(b) before.
+  void waiting_changed(const Batch* b, bool was) {
+    bool now = only_waiting(b);
+    if (now && !was) {
+      ++waiting_batches;
+      claim();  // its place in the window is free
+    }
+    if (was && !now) --waiting_batches;
+  }
+  void await_report(Msg* m) {
+    bool was = only_waiting(m->batch);
+    ++m->batch->awaiting;
+    waiting_changed(m->batch, was);
+  }
+  void report_done(Msg* m) {
+    bool was = only_waiting(m->batch);
+    --m->batch->awaiting;
+    waiting_changed(m->batch, was);
   }
 
   // One pass over the streams, most urgent first, for up to capacity() batches. A claim
@@ -877,6 +959,7 @@ struct Dispatcher::Impl {
           // (A number twice in one alert cannot be told apart: the second is final at once.)
           if (!early_reports.erase(key) && !unreported.count(key)) {
             unreported[key] = {m, unreported_due.emplace(now + wait, key)};
+            await_report(m);
             arm_retry();
             break;
           }
@@ -934,7 +1017,52 @@ struct Dispatcher::Impl {
     Msg* m = it->second.msg;
     unreported_due.erase(it->second.due);
     unreported.erase(it);
+    report_done(m);
     finish(m, "accepted", "");
+  }
+
+  void add_report(Report r) {
+    reports.push_back(std::move(r));
+    // Stopping: the hook is closed, and nothing waits for another turn.
+    if (reports.size() >= kMaxReports || stopping) return write_reports();
+    if (report_calls == 0) schedule_reports();  // else the answer of the call under way does
+  }
+
+  void schedule_reports() {
+    if (!report_hook)
+      report_hook = std::make_unique<TurnHook>(loop, [this] {
+        if (report_calls == 0) write_reports();  // else its answer schedules again
+      });
+    report_hook->schedule();
+  }
+
+  void write_reports() {
+    if (reports.empty()) return;
+    auto batch = std::make_shared<std::vector<Report>>(std::move(reports));
+    reports.clear();
+    std::vector<std::string_view> keys, argv;
+    keys.reserve(batch->size());
+    argv.reserve(4 * batch->size());
+    for (const Report& r : *batch) {
+      keys.push_back(r.prefix);
+      argv.insert(argv.end(), {r.alert_id, r.recipient, r.state, r.reason});
+    }
+    ++report_calls;
+    redis.eval(script(kDlrScript), keys, argv, [this, batch](const redisReply* r, const Error* e) {
+      // The reports that came meanwhile go at the end of this loop turn, with any it brings.
+      if (--report_calls == 0 && !reports.empty()) schedule_reports();
+      std::optional<Error> failed;
+      if (e) failed = *e;
+      else if (r->type == REDIS_REPLY_ERROR)
+        failed = make_error(500, "storage_error", "dlr script: " + std::string(r->str, r->len));
+      else if (r->type != REDIS_REPLY_ARRAY || r->elements != batch->size())
+        failed = make_error(500, "storage_error", "dlr script: not one answer per report");
+      for (size_t k = 0; k < batch->size(); ++k) {
+        auto& done = (*batch)[k].done;
+        if (failed) done(*failed);
+        else done(store::reply_string(r->element[k]));
+      }
+    });
   }
 
   void forget_early_reports(int64_t now) {
@@ -972,6 +1100,7 @@ struct Dispatcher::Impl {
       unreported_due.erase(unreported_due.begin());
       Msg* m = it->second.msg;
       unreported.erase(it);
+      report_done(m);
       metrics.unexpected("sms_no_delivery_report").Increment();
       if (m->batch->alert->cancelled) finish(m, "accepted", "no delivery report (alert cancelled)");
       else retry(m, 0, "no delivery report from the SMSC in time");
@@ -1006,7 +1135,9 @@ struct Dispatcher::Impl {
       }
     }
     Batch* b = m->batch;
+    bool was = only_waiting(b);
     if (--b->remaining == 0) finished_batches.emplace_back(b, false);
+    waiting_changed(b, was);
     // The unflushed backlog is part of the crash window (resent after a restart): keep
     // it bounded by count as well as by time.
     if (outcomes.size() >= kMaxBacklog) return flush();
@@ -1219,6 +1350,9 @@ void Dispatcher::stop(std::function<void()> done) {
       uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
     uv_close(reinterpret_cast<uv_handle_t*>(i.pump_idle), [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
   }
+  // Reports of this turn go now; later ones are written one call each (add_report).
+  i.write_reports();
+  if (i.report_hook) i.report_hook->close(nullptr);
   auto remaining = std::make_shared<int>(0);
   for (auto& g : i.gateways)
     if (g.gw) ++*remaining;
@@ -1402,7 +1536,8 @@ void Dispatcher::delivery_report(const std::string& alert_tenant, const std::str
                                  const std::string& recipient_tenant, const std::string& number, int type,
                                  std::function<void(Result<std::string>)> done) {
   // Kannel sends one type per report; a final one decides the delivery.
-  std::string state, reason;
+  const char* state = "";
+  const char* reason = "";
   if (type & kDlrDelivered) {
     state = "delivered";
   } else if (type & kDlrUndelivered) {
@@ -1413,15 +1548,7 @@ void Dispatcher::delivery_report(const std::string& alert_tenant, const std::str
     reason = "rejected by the SMSC (DLR 16)";
   }
   impl_->reported(Impl::report_key(alert_id, recipient_tenant, number));
-  std::vector<std::string> args{alert_id, recipient_tenant + "|" + number, state, reason};
-  std::vector<std::string_view> argv(args.begin(), args.end());
-  impl_->redis.eval(script(kDlrScript), {prefix(alert_tenant)}, argv,
-                    [done = std::move(done)](const redisReply* r, const Error* e) {
-                      if (e) return done(*e);
-                      if (r->type == REDIS_REPLY_ERROR)
-                        return done(make_error(500, "storage_error", std::string("dlr script: ") + std::string(r->str, r->len)));
-                      done(store::reply_string(r));
-                    });
+  impl_->add_report({prefix(alert_tenant), alert_id, recipient_tenant + "|" + number, state, reason, std::move(done)});
 }
 
 void Dispatcher::deliveries(const std::string& tenant, const std::string& alert_id, const std::string& state,

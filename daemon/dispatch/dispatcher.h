@@ -122,7 +122,9 @@ class Dispatcher {
   // An SMS delivery report for the alert of `alert_tenant`, sent to `number` of a
   // recipient of `recipient_tenant`. Answers what it did: "delivered" or "failed" (the
   // delivery moved), "noted" (an intermediate state), "duplicate" (a final report was seen
-  // before), "early" (kept until the acceptance is recorded) or "unknown".
+  // before), "early" (kept until the acceptance is recorded) or "unknown". Reports are
+  // group-committed: those that arrive while one Redis call writes others go together in
+  // the next (at most 256 a call); `done` runs once its report is durable, or with the error.
   void delivery_report(const std::string& alert_tenant, const std::string& alert_id,
                        const std::string& recipient_tenant, const std::string& number, int type,
                        std::function<void(Result<std::string>)> done);

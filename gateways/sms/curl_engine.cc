@@ -1,6 +1,9 @@
 #include "gateways/sms/curl_engine.h"
 
 #include <curl/curl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -46,11 +49,26 @@ struct CurlEngine::Impl {
     char error[CURL_ERROR_SIZE] = {};
   };
 
-  // One poll handle per socket libcurl watches; libcurl hands it back as `socketp`.
+  // One poll handle per socket libcurl watches.
+  //  - A connection socket, opened by on_open_socket(), keeps its handle until libcurl
+  //    closes it through on_close_socket(), so a kept-alive connection is not registered
+  //    with the loop again for every request. It is found by its descriptor, which is
+  //    closed only in the handle's close callback: while the handle exists, the number
+  //    cannot be given to another socket. Except that libcurl 7.88 to 8.1 close a socket
+  //    whose connect was abandoned without calling on_close_socket() (curl issue 11439):
+  //    such a record is retired when its number comes back, and its inode is checked
+  //    whenever libcurl takes the socket up again.
+  //  - Any other socket libcurl watches (a resolver's) gets a handle from its first report
+  //    to CURL_POLL_REMOVE, handed back by libcurl as `socketp`.
   struct Socket {
     uv_poll_t poll;
     curl_socket_t fd;
     Impl* engine;
+    bool connection;       // opened by on_open_socket()
+    bool close_fd;         // the close callback closes `fd` (ours and not closed by libcurl)
+    ino_t inode = 0;       // of a connection socket
+    bool watched = false;  // libcurl watches it (IN/OUT reported, no REMOVE since)
+    int events = 0;        // what the handle polls for; 0 = stopped
   };
 
   enum class State { Open, Closing, Closed };
@@ -63,6 +81,7 @@ struct CurlEngine::Impl {
   std::deque<std::unique_ptr<Transfer>> queue_;
   std::vector<CURL*> spare_;             // easy handles ready for the next request
   std::unordered_set<Socket*> sockets_;  // open poll handles
+  std::unordered_map<curl_socket_t, Socket*> connections_;  // connection sockets by descriptor
   size_t closing_handles_ = 0;           // uv_close() calls whose callback has not run yet
   State state_ = State::Open;
   bool abandoned_ = false;  // the owner is gone: drop callbacks, delete self when closed
@@ -132,6 +151,11 @@ struct CurlEngine::Impl {
                      static_cast<long>(r.timeout_ms > 0 ? r.timeout_ms : options_.timeout_ms));
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options_.connect_timeout_ms));
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &Impl::on_open_socket);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this);
+    // Copied into the connection, which may be closed later through another easy handle.
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &Impl::on_close_socket);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this);
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, options_.verify_peer ? 1L : 0L);
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options_.verify_peer ? 2L : 0L);
     if (r.method == "GET") {
@@ -214,14 +238,81 @@ struct CurlEngine::Impl {
     return 0;
   }
 
+  static curl_socket_t on_open_socket(void* clientp, curlsocktype, curl_sockaddr* addr) {
+    auto* e = static_cast<Impl*>(clientp);
+    curl_socket_t fd = ::socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    if (fd == CURL_SOCKET_BAD) return fd;
+    // A record for this number is one libcurl closed without telling: the number came back.
+    // uv_close() stops watching the number before the new handle starts.
+    if (auto it = e->connections_.find(fd); it != e->connections_.end()) e->retire(it->second);
+    auto* s = new Socket{};
+    struct stat st {};
+    fstat(fd, &st);
+    s->inode = st.st_ino;
+    if (int rc = uv_poll_init_socket(e->loop_, &s->poll, fd); rc != 0) {
+      // libcurl fails this connect (the request is answered with the error and retried).
+      log::warn("sms_curl_poll_init_failed", {{"error", uv_strerror(rc)}});
+      delete s;
+      ::close(fd);
+      return CURL_SOCKET_BAD;
+    }
+    s->poll.data = s;
+    s->fd = fd;
+    s->engine = e;
+    s->connection = true;
+    s->close_fd = true;
+    e->sockets_.insert(s);
+    e->connections_.emplace(fd, s);
+    return fd;
+  }
+
+  static int on_close_socket(void* clientp, curl_socket_t fd) {
+    auto* e = static_cast<Impl*>(clientp);
+    auto it = e->connections_.find(fd);
+    if (it == e->connections_.end()) return ::close(fd);
+    Socket* s = it->second;
+    e->connections_.erase(it);
+    e->close_socket(s);  // the descriptor is closed in the close callback
+    return 0;
+  }
+
+  // A connection socket libcurl closed without on_close_socket(): the handle goes, the
+  // descriptor is not ours to close.
+  void retire(Socket* s) {
+    connections_.erase(s->fd);
+    s->close_fd = false;
+    close_socket(s);
+  }
+
   static int on_socket(CURL*, curl_socket_t fd, int what, void* userp, void* socketp) {
     auto* e = static_cast<Impl*>(userp);
-    auto* s = static_cast<Socket*>(socketp);
+    // A connection socket by its descriptor (never assigned: a socket libcurl closed
+    // without telling would leave its `socketp` behind); any other by `socketp`.
+    Socket* s = nullptr;
+    if (auto it = e->connections_.find(fd); it != e->connections_.end()) {
+      s = it->second;
+      // Taken up (again): is the number still the socket opened?
+      struct stat st {};
+      if (!s->watched && what != CURL_POLL_REMOVE && (fstat(fd, &st) != 0 || st.st_ino != s->inode)) {
+        e->retire(s);
+        s = nullptr;
+      }
+    }
+    if (!s) s = static_cast<Socket*>(socketp);
     if (what == CURL_POLL_REMOVE) {
-      // libcurl forgets `socketp` after this call, so a later socket with the same number
-      // gets a fresh handle even while this one's uv_close is pending (libuv stops watching
-      // the fd inside uv_close, not in its callback).
-      if (s) e->close_socket(s);
+      if (!s) return 0;
+      if (!s->connection) {
+        // libcurl forgets `socketp` after this call, so a later socket with the same
+        // number gets a fresh handle even while this one's uv_close is pending (libuv
+        // stops watching the fd inside uv_close, not in its callback).
+        e->close_socket(s);
+        return 0;
+      }
+      s->watched = false;
+      // An idle kept-alive connection stays watched for reading, so that the next request
+      // on it costs the loop nothing (uv_poll_start always re-registers the descriptor):
+      // it becomes readable only when the server closes it, and on_poll stops it then.
+      if (s->events != UV_READABLE) e->poll(s, 0);
       return 0;
     }
     if (e->state_ != State::Open) return 0;
@@ -240,18 +331,34 @@ struct CurlEngine::Impl {
       e->sockets_.insert(s);
       curl_multi_assign(e->multi_, fd, s);
     }
+    s->watched = true;
     int events = 0;
     if (what & CURL_POLL_IN) events |= UV_READABLE;
     if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-    uv_poll_start(&s->poll, events, &Impl::on_poll);
+    e->poll(s, events);
     return 0;
+  }
+
+  // Polls `s` for `events` (0: stops it); nothing to do when it already does.
+  void poll(Socket* s, int events) {
+    if (s->events == events) return;
+    s->events = events;
+    if (events == 0) uv_poll_stop(&s->poll);
+    else uv_poll_start(&s->poll, events, &Impl::on_poll);
   }
 
   static void on_poll(uv_poll_t* h, int status, int events) {
     auto* s = static_cast<Socket*>(h->data);
+    if (status < 0) s->events = 0;  // libuv has stopped the handle
+    if (!s->watched) {
+      // An idle connection that became readable: the server closed it (or sent what
+      // nobody asked for). libcurl finds out when it next looks at the connection.
+      s->engine->poll(s, 0);
+      return;
+    }
     int flags = 0;
     if (status < 0) {
-      flags = CURL_CSELECT_ERR;  // libuv has stopped the handle; libcurl decides what follows
+      flags = CURL_CSELECT_ERR;  // libcurl decides what follows
     } else {
       if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
       if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
@@ -309,6 +416,7 @@ struct CurlEngine::Impl {
     uv_close(reinterpret_cast<uv_handle_t*>(&s->poll), [](uv_handle_t* h) {
       auto* sock = static_cast<Socket*>(h->data);
       Impl* e = sock->engine;
+      if (sock->close_fd) ::close(sock->fd);
       delete sock;
       e->handle_closed();
     });
@@ -337,9 +445,13 @@ struct CurlEngine::Impl {
     queue_.clear();
     for (CURL* easy : spare_) curl_easy_cleanup(easy);
     spare_.clear();
-    // Closes the cached connections; libcurl reports their sockets with CURL_POLL_REMOVE.
+    // Closes the cached connections; libcurl reports their sockets with CURL_POLL_REMOVE
+    // and closes them through on_close_socket().
     curl_multi_cleanup(multi_);
     multi_ = nullptr;
+    // What is left libcurl closed without telling (see Socket).
+    for (auto& [fd, s] : connections_) s->close_fd = false;
+    connections_.clear();
     for (Socket* s : std::vector<Socket*>(sockets_.begin(), sockets_.end())) close_socket(s);
     ++closing_handles_;
     uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {

@@ -2,8 +2,13 @@
 // libuv loop (the pattern of curl's docs/examples/multi-uv.c).
 //
 //  - one uv_timer_t serves CURLMOPT_TIMERFUNCTION; one uv_poll_t per socket serves
-//    CURLMOPT_SOCKETFUNCTION. Poll handles are found through curl_multi_assign(), never by
-//    fd, so a socket number reused while an old handle's uv_close is pending is harmless;
+//    CURLMOPT_SOCKETFUNCTION. Connection sockets are opened and closed through libcurl's
+//    OPENSOCKET/CLOSESOCKET callbacks and keep their handle as long as they are open (a
+//    kept-alive connection is not re-registered with epoll for every request; an idle one
+//    stays polled for reading, to notice the server closing it); the descriptor is closed
+//    in the handle's close callback, so its number is never reused while a handle for it
+//    is closing. Other sockets libcurl watches get a handle through curl_multi_assign()
+//    until CURL_POLL_REMOVE;
 //  - curl_multi_info_read() is drained after every curl_multi_socket_action();
 //  - a poll error (status < 0) reaches libcurl as CURL_CSELECT_ERR;
 //  - connections stay in the multi's cache and are reused (CURLMOPT_MAXCONNECTS,

@@ -385,19 +385,10 @@ SmsGateway::SmsGateway(uv_loop_t* loop, std::string name, size_t batch_size, siz
       max_in_flight_(max_in_flight),
       profile_(std::move(profile)),
       engine_(std::move(engine)),
-      flush_timer_(new uv_timer_t) {
-  uv_timer_init(loop_, flush_timer_);
-  flush_timer_->data = this;
-}
+      flush_hook_(loop, [this] { flush(); }) {}
 
-SmsGateway::~SmsGateway() {
-  if (flush_timer_) {
-    flush_timer_->data = nullptr;  // its close callback must not reach a destroyed gateway
-    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(flush_timer_)))
-      uv_close(reinterpret_cast<uv_handle_t*>(flush_timer_), on_timer_closed);
-  }
-  // engine_'s destructor closes it in the background if close() was not called.
-}
+// flush_hook_'s and engine_'s destructors close them in the background if close() was not called.
+SmsGateway::~SmsGateway() = default;
 
 void SmsGateway::send(const dispatch::Message& m, std::function<void(const SendResult&)> done) {
   if (closing_) return done(outcome(Outcome::Retry, "gateway closed"));
@@ -432,10 +423,9 @@ void SmsGateway::send(const dispatch::Message& m, std::function<void(const SendR
     open_.erase(pos);
     open_by_key_.erase(it);
     submit(std::move(full));
-  } else if (!uv_is_active(reinterpret_cast<uv_handle_t*>(flush_timer_))) {
+  } else {
     // The rest of this loop turn may add numbers to the batch; it leaves on the next.
-    uv_timer_start(
-        flush_timer_, [](uv_timer_t* t) { static_cast<SmsGateway*>(t->data)->flush(); }, 0, 0);
+    flush_hook_.schedule();
   }
 }
 
@@ -482,8 +472,8 @@ void SmsGateway::close(std::function<void()> done) {
   if (closing_) return;  // one close per gateway
   closing_ = true;
   close_done_ = std::move(done);
-  closes_pending_ = 2;  // the flush timer and the engine
-  uv_close(reinterpret_cast<uv_handle_t*>(flush_timer_), on_timer_closed);
+  closes_pending_ = 2;  // the flush hook and the engine
+  flush_hook_.close([this] { closed_one(); });
   engine_->close([this] { closed_one(); });  // answers the requests in flight (Retry)
   auto batches = std::move(open_);
   open_.clear();
@@ -492,14 +482,6 @@ void SmsGateway::close(std::function<void()> done) {
     outstanding_ -= p->done.size();
     for (auto& d : p->done) d(outcome(Outcome::Retry, "gateway closed"));
   }
-}
-
-void SmsGateway::on_timer_closed(uv_handle_t* h) {
-  auto* g = static_cast<SmsGateway*>(h->data);  // null when the gateway was destroyed first
-  delete reinterpret_cast<uv_timer_t*>(h);
-  if (!g) return;
-  g->flush_timer_ = nullptr;
-  g->closed_one();
 }
 
 void SmsGateway::closed_one() {

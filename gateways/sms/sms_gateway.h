@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "daemon/core/result.h"
+#include "daemon/core/turn_hook.h"
 #include "daemon/dispatch/gateway.h"
 #include "gateways/sms/curl_engine.h"
 
@@ -134,7 +135,6 @@ class SmsGateway final : public dispatch::Gateway {
   void submit(std::shared_ptr<Pending> p);
   void on_reply(Pending& p, const HttpReply& reply);
   void closed_one();
-  static void on_timer_closed(uv_handle_t* h);
 
   uv_loop_t* loop_;
   std::string name_;
@@ -142,7 +142,7 @@ class SmsGateway final : public dispatch::Gateway {
   size_t max_in_flight_;
   std::unique_ptr<SmsProfile> profile_;
   std::unique_ptr<CurlEngine> engine_;
-  uv_timer_t* flush_timer_;  // 0 ms, armed by the first unflushed message: ends the loop turn
+  TurnHook flush_hook_;  // armed by the first unflushed message: the batches leave after this loop turn
   std::vector<std::shared_ptr<Pending>> open_;  // batches filling in this loop turn, oldest first
   std::unordered_map<std::string, Pending*> open_by_key_;
   size_t outstanding_ = 0;  // messages taken by send() and not answered yet

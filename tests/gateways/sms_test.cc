@@ -4,10 +4,14 @@
 // the gateway or engine closed and a clean uv_loop_close().
 #include <curl/curl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -16,6 +20,7 @@
 
 #include "gateways/sms/curl_engine.h"
 #include "gateways/sms/sms_gateway.h"
+#include "tests/support/gateway_loop.h"
 #include "tests/support/harness.h"
 
 namespace sirena::sms {
@@ -25,6 +30,8 @@ using dispatch::Message;
 using dispatch::Outcome;
 using dispatch::SendResult;
 using nlohmann::json;
+using sirena::testing::Loop;
+using sirena::testing::Outcomes;
 using sirena::testing::Simulator;
 using sirena::testing::TempDir;
 using std::chrono::milliseconds;
@@ -38,43 +45,11 @@ const std::string kGsmText = "Allerta meteo: evacuate il piano terra";
 
 // ---- helpers ---------------------------------------------------------------------------
 
-// A libuv loop for one test; the destructor finishes pending closes and checks that no
-// handle was left behind.
-class Loop {
+// A TCP server on the test's loop that accepts connections and reads: it never answers,
+// or answers whatever it reads with `answer` (one small write, keeping the connection).
+class StubServer {
  public:
-  Loop() { uv_loop_init(&loop_); }
-  ~Loop() {
-    run_until([&] { return !uv_loop_alive(&loop_); }, milliseconds(5000));
-    EXPECT_EQ(uv_loop_close(&loop_), 0) << "a handle was left open";
-  }
-  uv_loop_t* get() { return &loop_; }
-
-  // Runs the loop until `cond` holds or `timeout` passes; a 5 ms tick keeps uv_run from
-  // blocking so the deadline is checked.
-  bool run_until(const std::function<bool()>& cond, milliseconds timeout) {
-    auto deadline = steady_clock::now() + timeout;
-    uv_timer_t tick;
-    uv_timer_init(&loop_, &tick);
-    uv_timer_start(
-        &tick, [](uv_timer_t*) {}, 5, 5);
-    uv_unref(reinterpret_cast<uv_handle_t*>(&tick));  // does not keep the loop alive by itself
-    while (!cond() && steady_clock::now() < deadline) uv_run(&loop_, UV_RUN_ONCE);
-    bool closed = false;
-    tick.data = &closed;
-    uv_close(reinterpret_cast<uv_handle_t*>(&tick),
-             [](uv_handle_t* h) { *static_cast<bool*>(h->data) = true; });
-    while (!closed) uv_run(&loop_, UV_RUN_NOWAIT);
-    return cond();
-  }
-
- private:
-  uv_loop_t loop_;
-};
-
-// A TCP server on the test's loop that accepts connections, reads and never answers.
-class SilentServer {
- public:
-  explicit SilentServer(uv_loop_t* loop) : listener_(new uv_tcp_t) {
+  explicit StubServer(uv_loop_t* loop, std::string answer = "") : listener_(new uv_tcp_t), answer_(std::move(answer)) {
     uv_tcp_init(loop, listener_);
     listener_->data = this;
     sockaddr_in addr{};
@@ -82,7 +57,7 @@ class SilentServer {
     uv_tcp_bind(listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
     uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 64, [](uv_stream_t* l, int status) {
       if (status < 0) return;
-      auto* self = static_cast<SilentServer*>(l->data);
+      auto* self = static_cast<StubServer*>(l->data);
       auto* c = new uv_tcp_t;
       uv_tcp_init(l->loop, c);
       if (uv_accept(l, reinterpret_cast<uv_stream_t*>(c)) != 0) {
@@ -91,13 +66,19 @@ class SilentServer {
         return;
       }
       self->clients_.push_back(c);
+      c->data = self;
       uv_read_start(
           reinterpret_cast<uv_stream_t*>(c),
           [](uv_handle_t*, size_t, uv_buf_t* buf) {
             static char scratch[4096];
             *buf = uv_buf_init(scratch, sizeof scratch);
           },
-          [](uv_stream_t*, ssize_t, const uv_buf_t*) {});
+          [](uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+            auto* server = static_cast<StubServer*>(s->data);
+            if (n <= 0 || server->answer_.empty()) return;
+            uv_buf_t out = uv_buf_init(server->answer_.data(), static_cast<unsigned>(server->answer_.size()));
+            EXPECT_EQ(uv_try_write(s, &out, 1), static_cast<int>(server->answer_.size()));
+          });
     });
     sockaddr_storage bound{};
     int len = sizeof bound;
@@ -105,17 +86,26 @@ class SilentServer {
     port_ = ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   }
   // The handles outlive the server object: they are freed in their close callbacks.
-  ~SilentServer() {
-    auto free_tcp = [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); };
+  ~StubServer() {
     uv_close(reinterpret_cast<uv_handle_t*>(listener_), free_tcp);
+    hang_up();
+  }
+  // Closes every accepted connection (the clients see the end of the stream).
+  void hang_up() {
     for (uv_tcp_t* c : clients_) uv_close(reinterpret_cast<uv_handle_t*>(c), free_tcp);
+    closed_ += clients_.size();
+    clients_.clear();
   }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  size_t connections() const { return clients_.size(); }
+  size_t connections() const { return clients_.size() + closed_; }  // accepted so far
 
  private:
+  static void free_tcp(uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); }
+
   uv_tcp_t* listener_;
+  std::string answer_;
   std::vector<uv_tcp_t*> clients_;
+  size_t closed_ = 0;
   int port_ = 0;
 };
 
@@ -146,34 +136,6 @@ Message sms(const std::string& to, const std::string& alert = "a-1", const std::
   m.address = to;
   return m;
 }
-
-// The outcome of every message sent, and how many times each `done` ran.
-struct Outcomes {
-  std::vector<SendResult> results;
-  std::vector<int> calls;
-  size_t answered = 0;
-
-  std::function<void(const SendResult&)> slot() {
-    size_t i = results.size();
-    results.emplace_back();
-    calls.push_back(0);
-    return [this, i](const SendResult& r) {
-      if (calls[i]++ == 0) ++answered;
-      results[i] = r;
-    };
-  }
-  bool all() const { return answered == results.size(); }
-  size_t count(Outcome o) const {
-    size_t n = 0;
-    for (const auto& r : results) n += r.outcome == o;
-    return n;
-  }
-  bool each_once() const {
-    for (int c : calls)
-      if (c != 1) return false;
-    return true;
-  }
-};
 
 // The value of query parameter `name` in `url`, percent-decoded.
 std::string query_param(const std::string& url, const std::string& name) {
@@ -368,7 +330,7 @@ TEST_F(Engine, SocketsClosedAndReopenedAtRandom) {
 }
 
 TEST_F(Engine, TimesOutOnAServerThatNeverAnswers) {
-  SilentServer silent(loop.get());
+  StubServer silent(loop.get());
   auto e = make_engine(loop);
   HttpRequest r;
   r.url = silent.url() + "/cgi-bin/sendsms?to=x";
@@ -392,7 +354,7 @@ TEST_F(Engine, TimesOutOnAServerThatNeverAnswers) {
 }
 
 TEST_F(Engine, CloseAnswersEveryOutstandingRequestOnce) {
-  SilentServer silent(loop.get());
+  StubServer silent(loop.get());
   EngineOptions o;
   o.max_in_flight = 3;
   auto e = make_engine(loop, o);
@@ -427,6 +389,35 @@ TEST_F(Engine, CloseAnswersEveryOutstandingRequestOnce) {
   for (int c : calls) EXPECT_EQ(c, 1);
 }
 
+// A kept-alive connection that the server closes while it is idle: the engine keeps it
+// polled for reading between requests, so the end of the stream reaches it; it must stop
+// polling then (the socket stays readable: a loop that kept polling it would spin), and
+// the next request goes on a new connection.
+TEST(EngineNoServer, IdleConnectionClosedByTheServerNeitherSpinsNorIsReused) {
+  Loop loop;
+  StubServer server(loop.get(), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  auto e = make_engine(loop);
+  HttpRequest r;
+  r.url = server.url() + "/cgi-bin/sendsms";
+  std::vector<HttpReply> got;
+  e->submit(r, [&](const HttpReply& reply) { got.push_back(reply); });
+  ASSERT_TRUE(loop.run_until([&] { return got.size() == 1; }, milliseconds(5000)));
+  EXPECT_EQ(got[0].status, 200) << got[0].error;
+  EXPECT_EQ(got[0].body, "ok");
+  server.hang_up();
+  // 100 ms of loop turns: about 20 with the test's 5 ms tick, thousands if spinning.
+  int turns = 0;
+  auto until = steady_clock::now() + milliseconds(100);
+  loop.run_until([&] { return ++turns, steady_clock::now() >= until; }, milliseconds(1000));
+  EXPECT_LT(turns, 200);
+  e->submit(r, [&](const HttpReply& reply) { got.push_back(reply); });
+  ASSERT_TRUE(loop.run_until([&] { return got.size() == 2; }, milliseconds(5000)));
+  EXPECT_EQ(got[1].status, 200) << got[1].error;
+  EXPECT_EQ(got[1].connects, 1) << "the closed connection is not reused";
+  EXPECT_EQ(server.connections(), 2u);
+  close_engine(loop, *e);
+}
+
 TEST(EngineNoServer, ConnectionRefusedIsAnErrorReply) {
   Loop loop;
   auto e = make_engine(loop);
@@ -444,9 +435,60 @@ TEST(EngineNoServer, ConnectionRefusedIsAnErrorReply) {
   close_engine(loop, *e);
 }
 
+size_t open_descriptors() {
+  return static_cast<size_t>(std::distance(std::filesystem::directory_iterator("/proc/self/fd"), {}));
+}
+
+// Connects that time out: libcurl 7.88 to 8.1 close such a socket without the close
+// callback, and its number comes back with the next socket. Every request is answered,
+// no descriptor is leaked or closed twice (either would change the count), and the
+// engine closes cleanly.
+TEST_F(Engine, AbandonedConnectsLeakNothingAndTheirNumbersAreReused) {
+  // A listener that never accepts, with no backlog: one connection completes into its
+  // queue, the SYNs of the others go unanswered.
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(listener, 0), 0);
+  socklen_t len = sizeof addr;
+  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  std::string stuck = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/";
+  size_t before = open_descriptors();
+  {
+    EngineOptions o;
+    o.max_in_flight = 4;
+    o.connect_timeout_ms = 200;
+    auto e = make_engine(loop, o);
+    int answered = 0, ok = 0;
+    for (int round = 0; round < 3; ++round) {
+      for (int i = 0; i < 4; ++i) {
+        HttpRequest r;
+        r.url = stuck;
+        r.timeout_ms = 400;
+        e->submit(r, [&](const HttpReply& reply) {
+          ++answered;
+          EXPECT_EQ(reply.status, 0);
+        });
+      }
+      for (int i = 0; i < 4; ++i)
+        e->submit(json_post(url(), number(round * 4 + i)), [&](const HttpReply& reply) {
+          ++answered;
+          ok += reply.status == 200;
+        });
+    }
+    ASSERT_TRUE(loop.run_until([&] { return answered == 24; }, milliseconds(10000)));
+    EXPECT_EQ(ok, 12);
+    close_engine(loop, *e);
+  }
+  EXPECT_EQ(open_descriptors(), before);
+  close(listener);
+}
+
 TEST(EngineNoServer, DestroyedWithoutCloseCleansUp) {
   Loop loop;
-  SilentServer silent(loop.get());
+  StubServer silent(loop.get());
   auto e = make_engine(loop);
   int calls = 0;
   HttpRequest r;
@@ -740,7 +782,7 @@ TEST_F(SmsKannel, UnreachableProviderIsRetriedWithTheCurlError) {
 }
 
 TEST_F(SmsKannel, CloseAnswersUnflushedAndInFlightMessagesOnce) {
-  SilentServer silent(loop.get());
+  StubServer silent(loop.get());
   auto g = make_gateway(loop, kannel_config(silent.url()));
   ASSERT_TRUE(g);
   Outcomes out;

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <vector>
 
@@ -193,6 +195,139 @@ TEST_F(SmsTest, KannelDeliveryReportsMoveDeliveriesToDelivered) {
   auto m = daemon_->get("/metrics", "").body;
   EXPECT_NE(m.find("sirena_sms_dlr_total{gateway=\"sms\",result=\"unknown\",type=\"delivered\"} 1"), std::string::npos);
   EXPECT_NE(m.find("sirena_sms_dlr_total{gateway=\"sms\",result=\"unauthorized\",type=\"-\"} 1"), std::string::npos);
+}
+
+// A batch whose SMS are all with the provider, only waiting for their delivery reports,
+// leaves the in-work window: the next batches go out without waiting for the SMSC's
+// reports (up to four times max_batches of such batches; the rest wait for reports).
+TEST_F(SmsTest, BatchesWaitingOnlyForReportsDoNotHoldBackTheNextOnes) {
+  // Reports asked for (a dlr_url) but never sent: the simulator runs without --dlr.
+  start("/cgi-bin/sendsms", {"--username", "sirena", "--password", "demo"},
+        {{"SIRENA_GATEWAYS_SMS_DLR_URL", "http://127.0.0.1:1"},
+         {"SIRENA_DISPATCH_MAX_BATCHES", "1"},
+         {"SIRENA_DISPATCH_BATCH_SIZE", "10"}});
+  import(60, [](int) { return false; });
+  std::string id = submit(flood("sms-window"));
+  // One batch in work plus four waiting for reports: 50 numbers, before any report.
+  ASSERT_TRUE(wait_until([&] { return sms_stats()["unique_recipients"] == 50; }, std::chrono::seconds(20)))
+      << sms_stats().dump();
+  EXPECT_EQ(sms(id).value("accepted", 0), 0) << "not final before a report";
+  // Reports (SMSC accepted) free the window; the last batch goes and is reported too.
+  std::string ok = std::string("secret=") + kDlrSecret + "&alert=" + id + "&t=soliera&r=soliera&type=8";
+  std::vector<bool> reported(60, false);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        for (int i = 0; i < 60; ++i) {
+          if (reported[i]) continue;
+          auto r = dlr(ok + "&to=%2B" + phone(i).substr(1));
+          reported[i] = r.status == 200 && json::parse(r.body)["result"] != "unknown";  // unknown: not sent yet
+        }
+        return completed(id);
+      },
+      std::chrono::seconds(30)))
+      << alert(id).dump();
+  EXPECT_EQ(sms(id)["accepted"], 60);
+  EXPECT_EQ(sms_stats()["unique_recipients"], 60);
+  EXPECT_EQ(sms_stats()["duplicates"], 0);
+}
+
+// Reports in a burst, as Kannel sends them: a loop turn's reports are written by one
+// script call, and each answer and each delivery must still be its own report's. Two
+// alerts to the same numbers, final reports of both kinds, intermediate ones, a second
+// final report for some deliveries (sent at the same time: either may win, the other is
+// the duplicate) and unknown references, all at once on 500 connections.
+TEST_F(SmsTest, ConcurrentDeliveryReportsAreEachAnsweredForThemselves) {
+  // No dlr_url: an SMS is final once accepted, and the reports below are the only ones.
+  start("/cgi-bin/sendsms", {});
+  const int n = 200;
+  import(n, [](int) { return false; });
+  std::string a = submit(flood("sms-dlr-burst-a"));
+  std::string b = submit(flood("sms-dlr-burst-b"));
+  ASSERT_TRUE(wait_until([&] { return completed(a) && completed(b); }, std::chrono::seconds(60)))
+      << alert(a).dump() << alert(b).dump();
+  ASSERT_EQ(sms(a)["accepted"], n);
+  ASSERT_EQ(sms(b)["accepted"], n);
+
+  struct Report {
+    std::string alert;
+    int recipient;  // -1: a number nobody was sent
+    int type;
+  };
+  std::vector<Report> reports;
+  const int kA[4] = {1, 2, 16, 8}, kB[4] = {2, 1, 8, 16};  // by recipient % 4
+  for (int i = 0; i < n; ++i) reports.push_back({a, i, kA[i % 4]});
+  for (int i = 0; i < 150; ++i) reports.push_back({b, i, kB[i % 4]});
+  for (int i = 0; i < 100; ++i)  // the other final type, for a's final ones
+    if (kA[i % 4] != 8) reports.push_back({a, i, kA[i % 4] == 1 ? 2 : 1});
+  for (int i = 0; i < 75; ++i) reports.push_back({i % 3 ? a : "no-such-alert", i % 3 ? -1 : i, 1});
+  ASSERT_EQ(reports.size(), 500u);
+  std::shuffle(reports.begin(), reports.end(), std::mt19937(20240611));
+  std::vector<HttpRequest> reqs;
+  for (const auto& r : reports) {
+    std::string to = r.recipient < 0 ? "+39399" + std::to_string(1000000 + reqs.size()) : phone(r.recipient);
+    HttpRequest& q = reqs.emplace_back();
+    q.url = daemon_->base() + "/v1/dlr/sms?secret=" + kDlrSecret + "&alert=" + r.alert + "&t=soliera&r=soliera&to=%2B" +
+            to.substr(1) + "&type=" + std::to_string(r.type);
+  }
+  auto answers = http_all(reqs, reqs.size());
+
+  auto state_of = [](int type) { return type == 1 ? "delivered" : type == 8 ? "noted" : "failed"; };
+  auto reason_of = [](int type) {
+    return type == 1 ? "" : type == 2 ? "undelivered (DLR 2)" : "rejected by the SMSC (DLR 16)";
+  };
+  // The winning final report of each delivery: alert -> recipient -> type.
+  std::map<std::string, std::map<int, int>> final_type;
+  std::map<std::string, std::map<int, int>> answered;  // final answers per delivery
+  for (size_t k = 0; k < reports.size(); ++k) {
+    const Report& r = reports[k];
+    ASSERT_EQ(answers[k].status, 200) << answers[k].error << answers[k].body;
+    std::string got = json::parse(answers[k].body)["result"];
+    if (r.recipient < 0 || r.alert == "no-such-alert") {
+      EXPECT_EQ(got, "unknown") << k;
+      continue;
+    }
+    if (got == "duplicate") continue;
+    EXPECT_EQ(got, state_of(r.type)) << r.alert << " s-" << r.recipient << " type " << r.type;
+    if (r.type != 8) {
+      final_type[r.alert][r.recipient] = r.type;
+      ++answered[r.alert][r.recipient];
+    }
+  }
+  // Exactly one final answer per delivery that got a final report, and exactly the
+  // second reports were duplicates.
+  int duplicates = 0;
+  for (size_t k = 0; k < reports.size(); ++k)
+    duplicates += json::parse(answers[k].body)["result"] == "duplicate";
+  EXPECT_EQ(duplicates, 75);
+  for (const auto& [id, per] : answered)
+    for (const auto& [i, count] : per) EXPECT_EQ(count, 1) << id << " s-" << i;
+  EXPECT_EQ(final_type[a].size(), 150u);
+  EXPECT_EQ(final_type[b].size(), 113u);  // 150 minus the 37 intermediate ones
+
+  // The deliveries are in the state, and carry the reason, of their winning report.
+  for (const std::string& id : {a, b}) {
+    int delivered = 0, failed = 0;
+    for (const auto& [i, type] : final_type[id]) (type == 1 ? delivered : failed)++;
+    auto progress = sms(id);
+    EXPECT_EQ(progress["delivered"], delivered) << id << progress.dump();
+    EXPECT_EQ(progress["failed"], failed) << id << progress.dump();
+    EXPECT_EQ(progress["accepted"], n - delivered - failed) << id << progress.dump();
+    auto d = json::parse(daemon_->get("/v1/alerts/" + id + "/deliveries?limit=1000", kOp).body);
+    ASSERT_EQ(d["items"].size(), static_cast<size_t>(n)) << d.dump().substr(0, 300);
+    for (const auto& item : d["items"]) {
+      int i = std::stoi(item["recipient"].get<std::string>().substr(2));
+      auto it = final_type[id].find(i);
+      if (it == final_type[id].end()) {
+        EXPECT_EQ(item["state"], "accepted") << id << " s-" << i;
+        continue;
+      }
+      EXPECT_EQ(item["state"], state_of(it->second)) << id << " s-" << i;
+      EXPECT_EQ(item["error"], reason_of(it->second)) << id << " s-" << i;
+    }
+  }
+  auto m = daemon_->get("/metrics", "").body;
+  EXPECT_NE(m.find("sirena_sms_dlr_total{gateway=\"sms\",result=\"unknown\",type=\"delivered\"} 75"),
+            std::string::npos);
 }
 
 TEST_F(SmsTest, PushFirstSendsSmsOnlyWhereNoPushWasAccepted) {

@@ -163,23 +163,26 @@ size_t on_header(char* ptr, size_t size, size_t nmemb, void* userdata) {
 
 }  // namespace
 
-HttpResponse http(const HttpRequest& req) {
-  HttpResponse out;
+namespace {
+
+// An easy handle for `req` that writes into `out`; `*hs` holds its header list, freed by
+// finish_easy().
+CURL* make_easy(const HttpRequest& req, HttpResponse* out, curl_slist** hs) {
   CURL* c = curl_easy_init();
-  curl_slist* hs = nullptr;
-  for (const auto& h : req.headers) hs = curl_slist_append(hs, h.c_str());
-  hs = curl_slist_append(hs, "Expect:");
+  *hs = nullptr;
+  for (const auto& h : req.headers) *hs = curl_slist_append(*hs, h.c_str());
+  *hs = curl_slist_append(*hs, "Expect:");
   curl_easy_setopt(c, CURLOPT_URL, req.url.c_str());
   curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req.method.c_str());
   if (req.method == "POST" || req.method == "PUT") {
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, req.body.data());
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
   }
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, *hs);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &out.body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &out->body);
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &out.headers);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &out->headers);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 20000L);
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
@@ -188,12 +191,54 @@ HttpResponse http(const HttpRequest& req) {
     curl_easy_setopt(c, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
   if (req.http2_prior_knowledge)
     curl_easy_setopt(c, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE));
-  CURLcode rc = curl_easy_perform(c);
-  if (rc != CURLE_OK) out.error = curl_easy_strerror(rc);
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out.status);
-  curl_easy_getinfo(c, CURLINFO_HTTP_VERSION, &out.http_version);
+  return c;
+}
+
+void finish_easy(CURL* c, CURLcode rc, HttpResponse* out, curl_slist* hs) {
+  if (rc != CURLE_OK) out->error = curl_easy_strerror(rc);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+  curl_easy_getinfo(c, CURLINFO_HTTP_VERSION, &out->http_version);
   curl_slist_free_all(hs);
   curl_easy_cleanup(c);
+}
+
+}  // namespace
+
+HttpResponse http(const HttpRequest& req) {
+  HttpResponse out;
+  curl_slist* hs = nullptr;
+  CURL* c = make_easy(req, &out, &hs);
+  finish_easy(c, curl_easy_perform(c), &out, hs);
+  return out;
+}
+
+std::vector<HttpResponse> http_all(const std::vector<HttpRequest>& reqs, size_t parallel) {
+  std::vector<HttpResponse> out(reqs.size());
+  std::vector<curl_slist*> hs(reqs.size(), nullptr);
+  std::map<CURL*, size_t> index;
+  CURLM* multi = curl_multi_init();
+  curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, static_cast<long>(parallel));
+  curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, static_cast<long>(parallel));
+  for (size_t k = 0; k < reqs.size(); ++k) {
+    CURL* c = make_easy(reqs[k], &out[k], &hs[k]);
+    index[c] = k;
+    curl_multi_add_handle(multi, c);
+  }
+  int running = 1;
+  while (running > 0) {
+    curl_multi_perform(multi, &running);
+    int left = 0;
+    while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
+      if (m->msg != CURLMSG_DONE) continue;
+      CURL* c = m->easy_handle;
+      CURLcode rc = m->data.result;
+      size_t k = index.at(c);
+      curl_multi_remove_handle(multi, c);
+      finish_easy(c, rc, &out[k], hs[k]);
+    }
+    if (running > 0) curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
+  }
+  curl_multi_cleanup(multi);
   return out;
 }
 

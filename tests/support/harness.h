@@ -97,6 +97,9 @@ struct HttpRequest {
 
 HttpResponse http(const HttpRequest& req);
 HttpResponse http_get(const std::string& url);
+// Sends all requests at once over up to `parallel` connections (HTTP/1.1: one request
+// in flight on each); the responses in the order of `reqs`.
+std::vector<HttpResponse> http_all(const std::vector<HttpRequest>& reqs, size_t parallel);
 
 // sirenad started from a config file, with env overrides, logging to `dir`/sirenad.log.
 class Sirenad {

@@ -1,9 +1,14 @@
-// Small pieces with no sockets: ids, Redis URLs, the router, the CAP Cancel writer.
+// Small pieces with no sockets: ids, Redis URLs, the router, the CAP Cancel writer, the
+// loop-turn hook.
 #include <gtest/gtest.h>
+#include <uv.h>
+
+#include <memory>
 
 #include "daemon/alerts/cap_parser.h"
 #include "daemon/alerts/cap_writer.h"
 #include "daemon/core/ids.h"
+#include "daemon/core/turn_hook.h"
 #include "daemon/store/redis.h"
 
 namespace sirena {
@@ -20,6 +25,51 @@ TEST(Ulid, SortsInCreationOrderEvenWithinAMillisecond) {
   EXPECT_LT(prev, make_ulid(1'700'000'000'001));
   EXPECT_LT(prev, make_ulid(1'600'000'000'000)) << "a clock step back must not break the order";
   EXPECT_FALSE(looks_like_ulid("../../etc/passwd"));
+}
+
+TEST(TurnHook, RunsOnceAfterTheTurnHoweverOftenScheduledAndClosesCleanly) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  int runs = 0;
+  {
+    TurnHook hook(&loop, [&] { ++runs; });
+    hook.schedule();
+    hook.schedule();
+    EXPECT_TRUE(hook.scheduled());
+    EXPECT_EQ(runs, 0) << "never from inside schedule()";
+    uv_run(&loop, UV_RUN_NOWAIT);
+    EXPECT_EQ(runs, 1);
+    EXPECT_FALSE(hook.scheduled());
+    hook.schedule();
+    hook.cancel();
+    uv_run(&loop, UV_RUN_NOWAIT);
+    EXPECT_EQ(runs, 1);
+    bool closed = false;
+    hook.close([&] { closed = true; });
+    hook.schedule();  // closed: nothing more runs
+    EXPECT_FALSE(closed) << "done runs in the close callback";
+    uv_run(&loop, UV_RUN_DEFAULT);
+    EXPECT_TRUE(closed);
+    EXPECT_EQ(runs, 1);
+  }
+  // Destroyed by its own callback, without close(): closed in the background.
+  std::unique_ptr<TurnHook> self;
+  self = std::make_unique<TurnHook>(&loop, [&] {
+    ++runs;
+    self.reset();
+  });
+  self->schedule();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  EXPECT_EQ(runs, 2);
+  EXPECT_EQ(self, nullptr);
+  // Destroyed while its close is pending: `done` is dropped.
+  auto hook = std::make_unique<TurnHook>(&loop, [] {});
+  bool called = false;
+  hook->close([&] { called = true; });
+  hook.reset();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  EXPECT_FALSE(called);
+  EXPECT_EQ(uv_loop_close(&loop), 0) << "a handle was left open";
 }
 
 TEST(RedisUrl, ParsesTcpUnixDbAndPassword) {
