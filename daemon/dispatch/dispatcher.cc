@@ -26,6 +26,10 @@ constexpr const char* kGroup = "sirenad";
 // Batches written by one plan call after the first: a 1M-recipient plan is 16 calls, with
 // the fan-out's own loads and write-backs served in between.
 constexpr size_t kPlanChunk = 64;
+// A delivery report for an SMS whose acceptance this daemon has not seen is kept this
+// long, at most kMaxEarlyReports of them (the acceptance is normally milliseconds away).
+constexpr int64_t kEarlyReportMs = 60'000;
+constexpr size_t kMaxEarlyReports = 262144;
 // Batches waiting only for SMS delivery reports, beyond max_batches: at most this many
 // times it (their messages stay in memory until reported).
 constexpr size_t kReportWaitFactor = 4;
@@ -1011,7 +1015,11 @@ struct Dispatcher::Impl {
   void reported(const std::string& key) {
     auto it = unreported.find(key);
     if (it == unreported.end()) {
+      // Most are a second report for an SMS already final (Kannel sends 8, then 1): kept
+      // briefly and bounded, since only one racing its HTTP answer is ever needed.
       if (early_reports.emplace(key, clock.now_ms()).second) early_order.emplace_back(clock.now_ms(), key);
+      if (early_order.size() > kMaxEarlyReports)
+        forget_early_reports(clock.now_ms(), early_order.size() - kMaxEarlyReports);
       return;
     }
     Msg* m = it->second.msg;
@@ -1065,12 +1073,13 @@ struct Dispatcher::Impl {
     });
   }
 
-  void forget_early_reports(int64_t now) {
-    constexpr int64_t kEarlyReportMs = 600'000;
-    while (!early_order.empty() && now - early_order.front().first > kEarlyReportMs) {
+  // Forgets early reports older than kEarlyReportMs, and at least `count` of the oldest.
+  void forget_early_reports(int64_t now, size_t count = 0) {
+    while (!early_order.empty() && (count > 0 || now - early_order.front().first > kEarlyReportMs)) {
       auto it = early_reports.find(early_order.front().second);
       if (it != early_reports.end() && it->second == early_order.front().first) early_reports.erase(it);
       early_order.pop_front();
+      if (count > 0) --count;
     }
   }
 
