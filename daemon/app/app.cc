@@ -109,10 +109,12 @@ Status App::start() {
   auto target = store::parse_redis_url(url);
   if (!target) return std::move(target).take_error();
   i.redis = std::make_unique<store::Redis>(i.loop, i.clock, i.metrics, *target);
+  i.redis->set_command_timeout(i.cfg.redis.command_timeout_ms);
   i.alert_store = std::make_unique<alerts::AlertStore>(*i.redis);
   std::vector<store::Redis*> writer_ptrs;
   for (int w = 0; w < kIntakeConnections; ++w) {
     i.writers.push_back(std::make_unique<store::Redis>(i.loop, i.clock, i.metrics, *target));
+    i.writers.back()->set_command_timeout(i.cfg.redis.command_timeout_ms);
     i.writers.back()->start();
     writer_ptrs.push_back(i.writers.back().get());
   }

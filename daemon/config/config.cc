@@ -17,7 +17,7 @@ namespace {
 constexpr const char* kDefaults = R"(
 log: {level: info}
 http: {listen: "127.0.0.1:8080", max_body_bytes: 1048576, tls: {cert: "", key: ""}}
-redis: {url: managed, managed: {binary: redis-server, dir: var/redis, appendfsync: always}}
+redis: {url: managed, command_timeout_ms: 10000, managed: {binary: redis-server, dir: var/redis, appendfsync: always}}
 directory: {zones_dir: zones, import_max_bytes: 67108864, max_zone_points: 10000}
 dispatch: {consumer: "", batch_size: 1000, max_batches: 64, max_attempts: 8, max_unconfirmed: 10000}
 )";
@@ -321,7 +321,9 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
     return config_error(ctx, http["tls"], "http.tls", "set both cert and key, or neither");
 
   const auto redis = root["redis"];
-  TRY(check_keys(ctx, redis, "redis", {"url", "managed"}));
+  TRY(check_keys(ctx, redis, "redis", {"url", "command_timeout_ms", "managed"}));
+  TRY_ASSIGN(c.redis.command_timeout_ms,
+             get_int(ctx, redis["command_timeout_ms"], "redis.command_timeout_ms", 100, 600000));
   TRY_ASSIGN(c.redis.url, get_string(ctx, redis["url"], "redis.url"));
   if (c.redis.url != "managed" && c.redis.url.rfind("redis://", 0) != 0 && c.redis.url.rfind("unix://", 0) != 0)
     return config_error(ctx, redis["url"], "redis.url",

@@ -79,6 +79,7 @@ struct RedisConfig {
   std::string url = "managed";  // "managed", redis://host:port/db or unix:///path
   std::string managed_binary = "redis-server";
   std::string managed_dir = "var/redis";
+  int64_t command_timeout_ms = 10000;  // a command unanswered this long drops the connection
   std::string managed_appendfsync = "always";
 };
 

@@ -3,6 +3,7 @@
 #include <hiredis/async.h>
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <memory>
@@ -146,8 +147,36 @@ void Redis::start() {
   timer_ = new uv_timer_t;
   uv_timer_init(loop_, timer_);
   timer_->data = this;
+  watchdog_ = new uv_timer_t;
+  uv_timer_init(loop_, watchdog_);
+  watchdog_->data = this;
+  auto period = static_cast<uint64_t>(std::clamp<int64_t>(timeout_ms_ / 4, 10, 1000));
+  uv_timer_start(watchdog_, &Redis::on_watchdog, period, period);
+  uv_unref(reinterpret_cast<uv_handle_t*>(watchdog_));  // never what keeps the loop alive
   connect();
 }
+
+void Redis::on_watchdog(uv_timer_t* t) {
+  auto* self = static_cast<Redis*>(t->data);
+  bool stopping = self->state_ == State::Stopping;  // stop() waits for the pending replies
+  if ((self->state_ != State::Connected && !stopping) || !self->ctx_ || self->inflight_.empty()) return;
+  int64_t waited_ms = (self->clock_.mono_ns() - self->inflight_.front()->started_ns) / 1'000'000;
+  if (waited_ms <= self->timeout_ms_) return;
+  log::error("redis_timeout", {{"waited_ms", waited_ms}, {"pending", self->inflight_.size()}});
+  self->metrics_.unexpected("redis_command_timeout").Increment();
+  redisAsyncContext* c = self->ctx_;
+  if (!stopping) self->set_state(State::Idle);  // commands issued by the callbacks below fail at once
+  // Every pending command's callback runs with no reply; on_disconnect then reconnects
+  // (or finishes the stop).
+  redisAsyncFree(c);
+  if (self->ctx_ == c) {
+    self->ctx_ = nullptr;
+    if (stopping) self->finish_stop();
+    else self->schedule_reconnect();
+  }
+}
+
+void Redis::sent(Pending* p) { inflight_.push_back(p); }
 
 void Redis::set_state(State s) {
   bool was = state_ == State::Connected;
@@ -247,11 +276,16 @@ void Redis::stop(std::function<void()> done) {
 
 void Redis::finish_stop() {
   set_state(State::Stopped);
-  uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {
+  uv_close(reinterpret_cast<uv_handle_t*>(watchdog_), [](uv_handle_t* h) {
     auto* me = static_cast<Redis*>(h->data);
     delete reinterpret_cast<uv_timer_t*>(h);
-    me->timer_ = nullptr;
-    if (me->on_stopped_) me->on_stopped_();
+    me->watchdog_ = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(me->timer_), [](uv_handle_t* h2) {
+      auto* self = static_cast<Redis*>(h2->data);
+      delete reinterpret_cast<uv_timer_t*>(h2);
+      self->timer_ = nullptr;
+      if (self->on_stopped_) self->on_stopped_();
+    });
   });
 }
 
@@ -278,7 +312,9 @@ void Redis::send(const std::vector<std::string_view>& argv, Pending* p) {
     Error e = unavailable("command not sent");
     p->cb(nullptr, &e);
     delete p;
+    return;
   }
+  sent(p);
 }
 
 void Redis::send_formatted(std::string_view cmd, Callback cb) {
@@ -292,11 +328,19 @@ void Redis::send_formatted(std::string_view cmd, Callback cb) {
     Error e = unavailable("command not sent");
     p->cb(nullptr, &e);
     delete p;
+    return;
   }
+  sent(p);
 }
 
 void Redis::on_reply(redisAsyncContext*, void* reply, void* privdata) {
   std::unique_ptr<Pending> p(static_cast<Pending*>(privdata));
+  auto& inflight = p->self->inflight_;
+  if (!inflight.empty() && inflight.front() == p.get()) {
+    inflight.pop_front();
+  } else if (auto it = std::find(inflight.begin(), inflight.end(), p.get()); it != inflight.end()) {
+    inflight.erase(it);
+  }
   auto* r = static_cast<redisReply*>(reply);
   p->self->metrics_.redis_command_duration().Observe(
       static_cast<double>(p->self->clock_.mono_ns() - p->started_ns) / 1e9);

@@ -5,6 +5,11 @@
 // reconnects with capped exponential backoff; while it is down every command fails at
 // once with a 503-class Error, so callers can answer "retry later" instead of hanging.
 //
+// hiredis's async API has no command timeouts, so a Redis that hangs (rather than closes)
+// would leave callers waiting: a watchdog drops the connection when the oldest command
+// has waited longer than set_command_timeout() (default 10 s). Its callers get the same
+// 503-class error as on a lost connection, and the client reconnects.
+//
 // Ownership: the app owns one Redis; it must outlive every pending callback. stop()
 // disconnects and calls `done` once hiredis has released everything.
 #pragma once
@@ -12,6 +17,7 @@
 #include <hiredis/hiredis.h>
 #include <uv.h>
 
+#include <deque>
 #include <functional>
 #include <unordered_map>
 #include <string>
@@ -51,6 +57,7 @@ class Redis {
   Redis(const Redis&) = delete;
   Redis& operator=(const Redis&) = delete;
 
+  void set_command_timeout(int64_t ms) { timeout_ms_ = ms; }  // before start()
   void start();
   void stop(std::function<void()> done);
   bool connected() const { return state_ == State::Connected; }
@@ -78,6 +85,8 @@ class Redis {
   static void on_disconnect(const redisAsyncContext* ac, int status);
   static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
   static void on_timer(uv_timer_t* t);
+  static void on_watchdog(uv_timer_t* t);
+  void sent(Pending* p);
 
   uv_loop_t* loop_;
   const Clock& clock_;
@@ -85,7 +94,10 @@ class Redis {
   RedisTarget target_;
   State state_ = State::Idle;
   redisAsyncContext* ctx_ = nullptr;
-  uv_timer_t* timer_ = nullptr;  // freed in its close callback
+  uv_timer_t* timer_ = nullptr;     // reconnects; freed in its close callback
+  uv_timer_t* watchdog_ = nullptr;  // command timeouts; freed in its close callback
+  int64_t timeout_ms_ = 10000;
+  std::deque<Pending*> inflight_;   // sent, in order (replies come in order)
   int64_t backoff_ms_ = 0;
   std::function<void(bool)> on_state_;
   std::function<void()> on_stopped_;

@@ -184,6 +184,37 @@ TEST_F(IntakeTest, RedisOutageAnswers503WithRetryAfterThenRecovers) {
   EXPECT_EQ(get_alert(before["id"])["identifier"], "outage-before");
 }
 
+// A Redis that hangs (SIGSTOP) instead of closing: hiredis alone would wait for ever. The
+// watchdog drops the connection after redis.command_timeout_ms, requests get a 503, and
+// the daemon recovers when Redis does. An alert refused meanwhile may have reached Redis
+// before it hung: sent again, it is one alert.
+TEST_F(IntakeTest, HungRedisAnswers503AfterTheCommandTimeoutThenRecovers) {
+  ASSERT_EQ(daemon_->stop(), 0) << daemon_->log();
+  daemon_->set_env("SIRENA_REDIS_COMMAND_TIMEOUT_MS", "500");
+  daemon_->start();
+  ASSERT_TRUE(wait_until([&] { return daemon_->ready(); }, std::chrono::seconds(10))) << daemon_->log();
+  std::string id = submit_ok(cap("hang-before"))["id"];
+
+  redis_->signal(SIGSTOP);
+  auto read = daemon_->get("/v1/alerts/" + id, kOperator);
+  EXPECT_EQ(read.status, 503) << read.body;
+  auto write = daemon_->post("/v1/alerts", kOperator, cap("hang-during"), kCap);
+  EXPECT_EQ(write.status, 503) << write.body;
+  EXPECT_EQ(daemon_->get("/healthz", "").status, 200) << "alive while Redis hangs";
+  redis_->signal(SIGCONT);
+
+  ASSERT_TRUE(wait_until([&] { return daemon_->get("/v1/alerts/" + id, kOperator).status == 200; },
+                         std::chrono::seconds(10)));
+  auto again = daemon_->post("/v1/alerts", kOperator, cap("hang-during"), kCap);
+  EXPECT_TRUE(again.status == 202 || again.status == 200) << again.status << " " << again.body;
+  auto list = json::parse(daemon_->get("/v1/alerts", kOperator).body);
+  int n = 0;
+  for (auto& it : list["items"]) n += it["identifier"] == "hang-during";
+  EXPECT_EQ(n, 1);
+  EXPECT_NE(daemon_->get("/metrics", "").body.find("sirena_unexpected_events_total{kind=\"redis_command_timeout\"}"),
+            std::string::npos);
+}
+
 TEST_F(IntakeTest, SameSenderIdentifierSentReturnsTheExistingAlert) {
   auto first = submit_ok(cap("dup-1"));
   auto again = submit_ok(cap("dup-1"), 200);

@@ -121,6 +121,10 @@ void RedisServer::start() {
   if (!up) throw std::runtime_error("redis-server did not start on port " + std::to_string(port_));
 }
 
+void RedisServer::signal(int signum) {
+  if (proc_) proc_->signal(signum);
+}
+
 void RedisServer::stop() {
   if (!proc_) return;
   proc_->signal(SIGKILL);
