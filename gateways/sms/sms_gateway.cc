@@ -193,24 +193,10 @@ class JsonProfile final : public SmsProfile {
       : cfg_(cfg), template_(std::move(tpl)), fields_(std::move(fields)), batch_size_(batch_size) {}
 
   HttpRequest request(const SmsBatch& b) const override {
-    json doc = template_;
-    for (const auto& [at, field] : fields_) {
-      switch (field) {
-        case Field::To:
-          doc[at] = batch_size_ == 1 ? json(b.numbers.front()) : json(b.numbers);
-          break;
-        case Field::Text:
-          doc[at] = b.text;
-          break;
-        case Field::Reference:
-          doc[at] = b.alert_id;
-          break;
-      }
-    }
     HttpRequest req;
     req.method = cfg_.method;
     req.url = cfg_.url;
-    req.body = doc.dump(-1, ' ', false, json::error_handler_t::replace);
+    req.body = body(b);
     req.headers = {"Content-Type: application/json", "Accept: application/json"};
     if (!cfg_.auth_header.empty()) req.headers.push_back(cfg_.auth_header);
     return req;
@@ -219,6 +205,9 @@ class JsonProfile final : public SmsProfile {
   std::vector<SendResult> outcomes(const SmsBatch& b, const HttpReply& r) const override {
     size_t n = b.numbers.size();
     if (r.status == 0) return std::vector<SendResult>(n, transport_failure(r));
+    // An accepted answer that cannot name a refused number needs no parsing.
+    if (contains(cfg_.accept_status, r.status) && r.body.find(cfg_.rejected_field) == std::string::npos)
+      return std::vector<SendResult>(n, outcome(Outcome::Accepted));
     auto body = json::parse(r.body, nullptr, false);
     if (contains(cfg_.retry_status, r.status))
       return std::vector<SendResult>(n, outcome(Outcome::Retry, error_reason(r, body), retry_after_ms(r)));
@@ -252,10 +241,59 @@ class JsonProfile final : public SmsProfile {
     return out;
   }
 
+  json filled(const SmsBatch& b, const json& to) const {
+    json doc = template_;
+    for (const auto& [at, field] : fields_) {
+      switch (field) {
+        case Field::To:
+          doc[at] = to;
+          break;
+        case Field::Text:
+          doc[at] = b.text;
+          break;
+        case Field::Reference:
+          doc[at] = b.alert_id;
+          break;
+      }
+    }
+    return doc;
+  }
+
+  // The template filled in. With one "{{to}}", the rest is rendered once per text and
+  // alert (one number a request renders it once per number otherwise) and each request
+  // puts its number(s) where the placeholder was.
+  std::string body(const SmsBatch& b) const {
+    static const std::string kMarker = "\x01sirena-to\x01";
+    const json to = batch_size_ == 1 ? json(b.numbers.front()) : json(b.numbers);
+    auto dump = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
+    if (!split_ || rendered_text_ != b.text || rendered_alert_ != b.alert_id) {
+      split_ = false;
+      auto tos = std::count_if(fields_.begin(), fields_.end(), [](const auto& f) { return f.second == Field::To; });
+      if (tos != 1) return dump(filled(b, to));
+      std::string whole = dump(filled(b, json(kMarker)));
+      const std::string marker = dump(json(kMarker));
+      size_t at = whole.find(marker);
+      if (at == std::string::npos) return dump(filled(b, to));
+      head_ = whole.substr(0, at);
+      tail_ = whole.substr(at + marker.size());
+      rendered_text_ = b.text;
+      rendered_alert_ = b.alert_id;
+      split_ = true;
+    }
+    std::string number = dump(to);
+    std::string out;
+    out.reserve(head_.size() + number.size() + tail_.size());
+    out.append(head_).append(number).append(tail_);
+    return out;
+  }
+
   SmsConfig cfg_;
   json template_;
   std::vector<std::pair<json::json_pointer, Field>> fields_;
   size_t batch_size_;
+  // The last rendering, split around the number(s).
+  mutable bool split_ = false;
+  mutable std::string rendered_text_, rendered_alert_, head_, tail_;
 };
 
 }  // namespace
