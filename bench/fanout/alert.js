@@ -13,31 +13,13 @@
 // All times are from the moment the POST was sent.
 'use strict';
 const fs = require('node:fs');
-const http = require('node:http');
+const { agent, HZ, request, json, sleep, procTicks } = require('../lib.js');
 
 const [base, pidArg, capFile, identifier, apnsAdmin, fcmAdmin, wantApnsArg, wantFcmArg] = process.argv.slice(2);
 const pid = Number(pidArg), wantApns = Number(wantApnsArg), wantFcm = Number(wantFcmArg);
 const AUTH = { authorization: 'Bearer demo-soliera-operator' };
-const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
-const HZ = 100;  // USER_HZ: /proc/PID/stat counts CPU in 1/100 s on Linux
 
-function request(url, { method = 'GET', headers = {}, body } = {}) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, headers, agent }, (res) => {
-      const parts = [];
-      res.on('data', (c) => parts.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(parts).toString() }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-const json = async (url, opts) => JSON.parse((await request(url, opts)).body);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const cpuTicks = () => {
-  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return Number(f[11]) + Number(f[12]);  // fields 14 and 15: utime, stime
-};
+const cpuTicks = () => procTicks(pid);
 const firstMessageSum = async () => {
   const m = (await request(`${base}/metrics`)).body.match(/^sirena_time_to_first_message_seconds_sum(?:\{[^}]*\})? (\S+)$/m);
   return m ? Number(m[1]) : 0;

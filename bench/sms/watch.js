@@ -18,7 +18,7 @@
 // (run.sh reads sirenad's metrics around it: latency histograms, first message, requests.)
 'use strict';
 const fs = require('node:fs');
-const http = require('node:http');
+const { agent, HZ, request, json, sleep, procTicks } = require('../lib.js');
 
 const args = process.argv.slice(2);
 const [base, capFile, identifier, wantArg, provider] = args;
@@ -26,28 +26,8 @@ const want = Number(wantArg);
 const waitDlr = args.includes('--dlr');
 const pids = args.slice(5).filter((a) => a.includes('=')).map((a) => a.split('=')).map(([n, p]) => [n, Number(p)]);
 const AUTH = { authorization: 'Bearer demo-soliera-operator' };
-const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
-const HZ = 100;  // USER_HZ: /proc/PID/stat counts CPU in 1/100 s on Linux
 const DEADLINE_MS = 600e3;
 
-function request(url, { method = 'GET', headers = {}, body } = {}) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, headers, agent }, (res) => {
-      const parts = [];
-      res.on('data', (c) => parts.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(parts).toString() }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-const json = async (url, opts) => JSON.parse((await request(url, opts)).body);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-const procTicks = (pid) => {
-  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return Number(f[11]) + Number(f[12]);  // fields 14 and 15: utime, stime
-};
 const machineTicks = () => {
   const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   return f[0] + f[1] + f[2] + f[5] + f[6] + f[7];  // all but idle and iowait
