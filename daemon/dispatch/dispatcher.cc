@@ -47,6 +47,58 @@ constexpr size_t kBurst = 128;  // messages submitted to a gateway per loop turn
 constexpr size_t kMaxReports = 256;
 
 std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
+
+// Lua shared by the scripts that read batches and first-attempt records (acc:<A>, see
+// dispatcher.h): a batch text's recipient tenant and slots; and each (channel, position)
+// of a record, positions being 0-based indexes into the batch's slots.
+constexpr char kBatchLua[] = R"LUA(
+local function batch_slots(text)
+  local nl = string.find(text, '\n', 1, true)
+  local slots = {}
+  for s in string.gmatch(string.sub(text, nl + 1), '%d+') do slots[#slots + 1] = s end
+  return string.sub(text, 1, nl - 1), slots
+end
+local function each_accepted(record, fn)
+  for ch, a, b in string.gmatch(record, '(%a+):(%d+)%-?(%d*),') do
+    for i = tonumber(a), tonumber(b ~= '' and b or a) do fn(ch, i) end
+  end
+end
+)LUA";
+
+// Push messages accepted at their first attempt (nearly all of them) are recorded per
+// batch, "<channel>:<from>[-<to>]," for each run of positions, instead of one deliv field
+// each: Redis then stores a few bytes per message instead of a hash entry.
+std::string encode_accepted(std::vector<std::pair<Channel, uint32_t>>& v) {
+  std::sort(v.begin(), v.end());
+  std::string out;
+  for (size_t i = 0; i < v.size();) {
+    size_t j = i;
+    while (j + 1 < v.size() && v[j + 1].first == v[i].first && v[j + 1].second == v[j].second + 1) ++j;
+    out.append(to_string(v[i].first)).append(":").append(std::to_string(v[i].second));
+    if (j > i) out.append("-").append(std::to_string(v[j].second));
+    out += ',';
+    i = j + 1;
+  }
+  return out;
+}
+
+// Calls fn(channel, position) for each message of a record made by encode_accepted().
+template <class F>
+void each_accepted(std::string_view record, F fn) {
+  while (true) {
+    auto colon = record.find(':'), comma = record.find(',');
+    if (colon == std::string_view::npos || comma == std::string_view::npos || comma < colon) return;
+    std::string_view name = record.substr(0, colon);
+    Channel ch = name == "apns" ? Channel::Apns : name == "fcm" ? Channel::Fcm : Channel::Sms;
+    const char* end = record.data() + comma;
+    uint32_t from = 0, to = 0;
+    auto r = std::from_chars(record.data() + colon + 1, end, from);
+    to = from;
+    if (r.ptr < end && *r.ptr == '-') std::from_chars(r.ptr + 1, end, to);
+    for (uint32_t i = from; i <= to && i - from < (1u << 20); ++i) fn(ch, i);
+    record.remove_prefix(comma + 1);
+  }
+}
 std::string stream_key(int priority) { return "{dispatch}:p" + std::to_string(priority); }
 
 // Writes a plan, in one call or in several (the first batches, then the rest): the first
@@ -62,8 +114,9 @@ std::string stream_key(int priority) { return "{dispatch}:p" + std::to_string(pr
 // daemon died between two calls; `writing` names it) is planned again, by that daemon
 // after its restart or by another a minute later; the new batches are numbered after
 // the old ones, which still go, and flagged "r" so that their recipients' final outcomes
-// are read first. The old batches' recipients may be sent twice (at most those batches).
-constexpr const char* kPlanScript = R"LUA(
+// are read first: the old batches' first-attempt records are turned into deliv fields for
+// them. The old batches' recipients may be sent twice (at most those batches).
+const std::string kPlanScript = std::string(kBatchLua) + R"LUA(
 local p, id, consumer = KEYS[1], ARGV[1], ARGV[7]
 local plan = p .. 'plan:' .. id
 local n, first, c = tonumber(ARGV[3]), tonumber(ARGV[10]), tonumber(ARGV[12])
@@ -74,6 +127,21 @@ if first == 0 then
     if not w[1] then return {-1} end
     if w[1] ~= consumer and tonumber(ARGV[9]) - tonumber(w[2]) < 60000 then return {-1} end
     base = tonumber(w[3])
+    local acc, deliv = p .. 'acc:' .. id, p .. 'deliv:' .. id
+    local recs = redis.call('HGETALL', acc)
+    for k = 1, #recs, 2 do
+      local text = redis.call('GET', p .. 'batch:' .. id .. ':' .. recs[k])
+      if text then
+        local r, slots = batch_slots(text)
+        local f = {}
+        each_accepted(recs[k + 1], function(ch, i)
+          f[#f + 1] = r .. ':' .. slots[i + 1] .. ':' .. ch
+          f[#f + 1] = 'accepted|1|'
+        end)
+        for s = 1, #f, 2000 do redis.call('HSET', deliv, unpack(f, s, math.min(s + 1999, #f))) end
+      end
+    end
+    redis.call('DEL', acc)
   end
   local fields = {'batches', base + n, 'recipients', ARGV[4], 'priority', ARGV[5], 'writing', consumer,
                   'writing_ms', ARGV[9], 'base', base}
@@ -112,13 +180,12 @@ return {n, claimed}
 // KEYS[1] batch key. Returns {batch text, the contacts of its slots in order (from the
 // recipient tenant's contacts hash, named as prefix() does)}, or {} when the batch is gone.
 // One round trip per batch: reads wait behind the write-backs' fsyncs.
-constexpr const char* kLoadScript = R"LUA(
+const std::string kLoadScript = std::string(kBatchLua) + R"LUA(
 local text = redis.call('GET', KEYS[1])
 if not text then return {} end
-local nl = string.find(text, '\n', 1, true)
-local contacts = '{t:' .. string.sub(text, 1, nl - 1) .. '}:contacts'
-local slots, out = {}, {}
-for s in string.gmatch(string.sub(text, nl + 1), '%d+') do slots[#slots + 1] = s end
+local rtenant, slots = batch_slots(text)
+local contacts = '{t:' .. rtenant .. '}:contacts'
+local out = {}
 for i = 1, #slots, 1000 do
   local r = redis.call('HMGET', contacts, unpack(slots, i, math.min(i + 999, #slots)))
   for k = 1, #r do out[#out + 1] = r[k] end
@@ -126,9 +193,10 @@ end
 return {text, out}
 )LUA";
 
-// KEYS[1] alert tenant prefix. ARGV: 1 alert id, 2 now_ms, then three counted lists:
-// delivery field/value pairs, progress field/increment pairs, stream/entry pairs of
-// finished batches. One script, so outcomes, counters and acknowledgements land together
+// KEYS[1] alert tenant prefix. ARGV: 1 alert id, 2 now_ms, then counted lists: delivery
+// field/value pairs, batch/first-attempt record pairs (appended to the batch's record),
+// progress field/increment pairs, stream/entry pairs of finished batches, and SMS deliv
+// fields just accepted. One script, so outcomes, counters and acknowledgements land together
 // (a batch is never acknowledged without its outcomes, nor counted twice: XACK answers 1
 // only for an entry still pending).
 constexpr const char* kFlushScript = R"LUA(
@@ -142,6 +210,12 @@ for s = i, i + nd - 1, 2000 do
   redis.call('HSET', deliv, unpack(args))
 end
 i = i + nd
+local na = tonumber(ARGV[i]); i = i + 1
+local acc = p .. 'acc:' .. id
+for k = i, i + na - 1, 2 do
+  redis.call('HSET', acc, ARGV[k], (redis.call('HGET', acc, ARGV[k]) or '') .. ARGV[k + 1])
+end
+i = i + na
 local np = tonumber(ARGV[i]); i = i + 1
 for k = i, i + np - 1, 2 do redis.call('HINCRBY', p .. 'progress:' .. id, ARGV[k], ARGV[k + 1]) end
 i = i + np
@@ -176,6 +250,37 @@ if nb > 0 then
   end
 end
 return 1
+)LUA";
+
+// A page of first-attempt records, as deliv fields. KEYS[1] alert tenant prefix. ARGV:
+// 1 alert id, 2 batch, 3 skip (the messages of that batch already listed), 4 limit.
+// Returns {next batch, next skip, fields...}: up to `limit` messages from that point, in
+// batch order; next batch -1 at the end.
+const std::string kAcceptedPageScript = std::string(kBatchLua) + R"LUA(
+local p, id = KEYS[1], ARGV[1]
+local b, skip, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local last = tonumber(redis.call('HGET', p .. 'plan:' .. id, 'next') or '0')
+local acc = p .. 'acc:' .. id
+local out = {-1, 0}
+while b < last do
+  local record = redis.call('HGET', acc, b)
+  local text = record and redis.call('GET', p .. 'batch:' .. id .. ':' .. b)
+  if text then
+    local r, slots = batch_slots(text)
+    local k, full = 0, false
+    each_accepted(record, function(ch, i)
+      if full then return end
+      if k >= skip then
+        if #out - 2 == limit then full = true; return end
+        out[#out + 1] = r .. ':' .. slots[i + 1] .. ':' .. ch
+      end
+      k = k + 1
+    end)
+    if full then out[1], out[2] = b, k; return out end
+  end
+  b, skip = b + 1, 0
+end
+return out
 )LUA";
 
 // Delivery reports, those gathered while the previous call was under way (up to kMaxReports),
@@ -272,7 +377,7 @@ struct Dispatcher::Impl {
   struct Msg {
     Message m;
     Batch* batch;
-    std::string field;  // "<R>:<slot>:<channel>"
+    uint32_t pos = 0;  // its slot's index in the batch
     // Push first, SMS as fallback: a push message points at its recipient's SMS, which is
     // held until a push is accepted (then skipped), all failed, or the deadline passes.
     Msg* fallback = nullptr;
@@ -287,8 +392,11 @@ struct Dispatcher::Impl {
     // no outcome can exist yet (a batch delivered before is checked against deliv:<A>).
     bool fresh = false;
     std::shared_ptr<Active> alert;
+    int64_t number = -1;  // in the plan
     std::string rtenant;
     std::vector<std::unique_ptr<Msg>> msgs;
+    // Read with a batch delivered before: its first-attempt record, as accepted_key()s.
+    std::vector<uint64_t> first_accepted;
     size_t remaining = 0;
     size_t awaiting = 0;  // of the remaining: accepted, waiting only for their delivery report
     prometheus::Counter* accepted[3] = {};  // sirena_messages_total{result="accepted"} per channel
@@ -310,7 +418,9 @@ struct Dispatcher::Impl {
   };
   struct Written {  // one message's final outcome, waiting for the next write-back
     Active* alert;    // kept alive by the message's batch until the write-back is sent
-    std::string field, value;
+    std::string field, value;  // empty for a push accepted at its first attempt: then
+    int64_t batch = -1;        // it goes in its batch's record, at `pos`
+    uint32_t pos = 0;
     Channel channel;
     std::string_view state;  // a literal
   };
@@ -392,6 +502,16 @@ struct Dispatcher::Impl {
         metrics(m),
         cfg(std::move(conf)),
         backoff(cfg.backoff_base_ms, cfg.backoff_cap_ms) {}
+
+  // Its deliv field: "<R>:<slot>:<channel>".
+  static std::string field_of(const Msg& m) {
+    const Batch& b = *m.batch;
+    std::string f;
+    f.reserve(b.rtenant.size() + 16);
+    f.append(b.rtenant).append(":").append(std::to_string(m.m.slot)).append(":").append(to_string(m.m.channel));
+    return f;
+  }
+  static uint64_t accepted_key(Channel ch, uint32_t pos) { return uint64_t{pos} << 2 | static_cast<uint8_t>(ch); }
 
   uv_timer_t* make_timer() {
     auto* t = new uv_timer_t;
@@ -576,6 +696,7 @@ struct Dispatcher::Impl {
       b->stream_entry = entry;
       b->fresh = fresh;
       b->alert = a;
+      std::from_chars(batch_no.data(), batch_no.data() + batch_no.size(), b->number);
       if (!a) {
         // The alert is gone (or unreadable): nothing can be sent for it.
         metrics.unexpected("dispatch_alert_missing").Increment();
@@ -590,7 +711,7 @@ struct Dispatcher::Impl {
         return;
       }
       Batch* raw = b.release();
-      redis.eval(script(kLoadScript), {key}, {}, [this, raw](const redisReply* r, const Error* e) {
+      redis.eval(kLoadScript, {key}, {}, [this, raw](const redisReply* r, const Error* e) {
         on_load(std::unique_ptr<Batch>(raw), r, e);
       });
     });
@@ -601,7 +722,7 @@ struct Dispatcher::Impl {
   // it; unclaimed (another alert's batches came first), it is dropped.
   void prefetch(const std::string& key) {
     prefetching.emplace(key, nullptr);
-    redis.eval(script(kLoadScript), {key}, {}, [this, key](const redisReply* r, const Error* e) {
+    redis.eval(kLoadScript, {key}, {}, [this, key](const redisReply* r, const Error* e) {
       auto it = prefetching.find(key);
       Batch* raw = it->second;
       prefetching.erase(it);
@@ -662,11 +783,11 @@ struct Dispatcher::Impl {
     }
     Active& a = *b->alert;
     const TenantPolicy& policy = policy_of(a.tenant);
+    uint32_t pos = 0;
     auto add = [&](Channel ch, uint32_t slot, std::shared_ptr<const Content> content, std::string&& address) {
       auto m = std::make_unique<Msg>();
       m->batch = b.get();
-      m->field.reserve(b->rtenant.size() + 16);
-      m->field.append(b->rtenant).append(":").append(std::to_string(slot)).append(":").append(to_string(ch));
+      m->pos = pos;
       Message& msg = m->m;
       msg.content = std::move(content);
       msg.tenant = b->rtenant;
@@ -677,6 +798,7 @@ struct Dispatcher::Impl {
       return b->msgs.back().get();
     };
     for (size_t i = 0; i < slots.size(); ++i) {
+      pos = static_cast<uint32_t>(i);
       if (r->element[i]->type != REDIS_REPLY_STRING) continue;  // deleted since the plan
       directory::Contacts c;
       if (!directory::unpack_contacts(std::string_view(r->element[i]->str, r->element[i]->len), &c)) continue;
@@ -734,7 +856,7 @@ struct Dispatcher::Impl {
     for (const auto& m : b->msgs)
       if (m->m.channel == Channel::Sms) {
         map.push_back(b->rtenant + "|" + m->m.address);
-        map.push_back(m->field);
+        map.push_back(field_of(*m));
       }
     bool sms = map.size() > 2;
     if (b->fresh && !sms) {
@@ -743,8 +865,15 @@ struct Dispatcher::Impl {
     }
     std::vector<std::string> read;
     if (!b->fresh) {
+      // Its first-attempt record, then the other outcomes (answered in this order).
+      redis.command({"HGET", prefix(a.tenant) + "acc:" + a.id, std::to_string(b->number)}, [raw = b.get()](const redisReply* r, const Error* e) {
+        if (e || r->type != REDIS_REPLY_STRING) return;
+        each_accepted(std::string_view(r->str, r->len),
+                      [raw](Channel ch, uint32_t pos) { raw->first_accepted.push_back(accepted_key(ch, pos)); });
+        std::sort(raw->first_accepted.begin(), raw->first_accepted.end());
+      });
       read = {"HMGET", prefix(a.tenant) + "deliv:" + a.id};
-      for (const auto& m : b->msgs) read.push_back(m->field);
+      for (const auto& m : b->msgs) read.push_back(field_of(*m));
     }
     // The reply of the last command sent (HMGET, else HSET) continues.
     Batch* raw = b.release();
@@ -777,9 +906,11 @@ struct Dispatcher::Impl {
     if (deliv) {
       std::vector<std::unique_ptr<Msg>> todo;
       for (size_t i = 0; i < b->msgs.size(); ++i) {
-        std::string v = store::reply_string(deliv->element[i]);
-        std::string_view state = std::string_view(v).substr(0, v.find('|'));
         Msg* m = b->msgs[i].get();
+        std::string v = store::reply_string(deliv->element[i]);
+        if (std::binary_search(b->first_accepted.begin(), b->first_accepted.end(), accepted_key(m->m.channel, m->pos)))
+          v = "accepted";
+        std::string_view state = std::string_view(v).substr(0, v.find('|'));
         if (!v.empty() && is_final_state(state)) {
           if (Msg* sms = m->fallback) {  // a push decided before the restart
             if (state == "accepted" || state == "delivered") skip.push_back(sms);
@@ -1125,8 +1256,12 @@ struct Dispatcher::Impl {
   void finish(Msg* m, std::string_view state, const std::string& reason) {
     Active& a = *m->batch->alert;
     Channel ch = m->m.channel;
-    std::string value = std::string(state) + "|" + std::to_string(m->m.attempt) + "|" + reason;
-    outcomes.push_back({&a, std::move(m->field), std::move(value), ch, state});  // the field is not needed after
+    if (ch != Channel::Sms && state == "accepted" && m->m.attempt == 1 && m->batch->number >= 0) {
+      outcomes.push_back({&a, {}, {}, m->batch->number, m->pos, ch, state});
+    } else {
+      std::string value = std::string(state) + "|" + std::to_string(m->m.attempt) + "|" + reason;
+      outcomes.push_back({&a, field_of(*m), std::move(value), -1, 0, ch, state});
+    }
     counter(m->batch, ch, state).Increment();
     if (Msg* sms = m->fallback; sms && sms->held) {
       if (state == "accepted") {
@@ -1176,6 +1311,8 @@ struct Dispatcher::Impl {
     }
     struct Work {
       std::vector<std::string> deliv;
+      std::map<int64_t, std::vector<std::pair<Channel, uint32_t>>> accepted;  // by batch
+      size_t n = 0;  // outcomes
       std::map<std::pair<Channel, std::string_view>, int64_t> progress;
       std::vector<std::string> acks;
       std::vector<std::string> sms_accepted;
@@ -1186,8 +1323,13 @@ struct Dispatcher::Impl {
       Work& w = by_alert[o.alert];
       // An accepted SMS: its delivery report may have come first.
       if (o.channel == Channel::Sms && o.state == "accepted") w.sms_accepted.push_back(o.field);
-      w.deliv.push_back(std::move(o.field));
-      w.deliv.push_back(std::move(o.value));
+      if (o.batch >= 0) {
+        w.accepted[o.batch].emplace_back(o.channel, o.pos);
+      } else {
+        w.deliv.push_back(std::move(o.field));
+        w.deliv.push_back(std::move(o.value));
+      }
+      ++w.n;
       ++w.progress[{o.channel, o.state}];
     }
     outcomes.clear();
@@ -1204,6 +1346,11 @@ struct Dispatcher::Impl {
       std::vector<std::string> args{a->id, now, std::to_string(w.deliv.size())};
       args.reserve(w.deliv.size() + w.acks.size() + w.sms_accepted.size() + 32);
       args.insert(args.end(), std::make_move_iterator(w.deliv.begin()), std::make_move_iterator(w.deliv.end()));
+      args.push_back(std::to_string(w.accepted.size() * 2));
+      for (auto& [batch, list] : w.accepted) {
+        args.push_back(std::to_string(batch));
+        args.push_back(encode_accepted(list));
+      }
       args.push_back(std::to_string(w.progress.size() * 2));
       for (const auto& [key, n] : w.progress) {
         args.push_back(std::string(to_string(key.first)) + ":" + std::string(key.second));
@@ -1216,7 +1363,7 @@ struct Dispatcher::Impl {
       std::vector<std::string_view> argv(args.begin(), args.end());
       // On failure the outcomes are lost and the batches stay pending: they are re-read
       // (after a restart or a reclaim) and only messages without a final outcome resent.
-      size_t n = w.deliv.size() / 2;
+      size_t n = w.n;
       unconfirmed += n;
       redis.eval(script(kFlushScript), {prefix(a->tenant)}, argv, [this, n](const redisReply* r, const Error* e) {
         if (e || (r && r->type == REDIS_REPLY_ERROR)) metrics.unexpected("dispatch_flush_failed").Increment();
@@ -1303,6 +1450,67 @@ struct Dispatcher::Impl {
       it = held.erase(it);
       m->held = false;
       finish(m, "cancelled", "");
+    }
+  }
+
+  // ---- listing deliveries ------------------------------------------------------------
+
+  // Up to `limit` messages of the first-attempt records from batch `batch` (its first
+  // `skip` messages already listed), after `pairs`; then delivery_page().
+  void accepted_page(const std::string& tenant, const std::string& alert_id, int64_t batch, int64_t skip,
+                     size_t limit, std::vector<std::pair<std::string, std::string>> pairs,
+                     std::function<void(Result<nlohmann::json>)> done) {
+    std::string args[] = {alert_id, std::to_string(batch), std::to_string(skip), std::to_string(limit)};
+    redis.eval(kAcceptedPageScript, {prefix(tenant)}, {args[0], args[1], args[2], args[3]},
+               [this, pairs = std::move(pairs), done = std::move(done)](const redisReply* r, const Error* e) mutable {
+                 if (e) return done(*e);
+                 if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
+                   return done(make_error(500, "storage_error", "unexpected reply listing deliveries"));
+                 for (size_t k = 2; k < r->elements; ++k)
+                   pairs.emplace_back(store::reply_string(r->element[k]), "accepted|1|");
+                 nlohmann::json next;
+                 if (r->element[0]->integer >= 0)
+                   next = "a" + std::to_string(r->element[0]->integer) + "." + std::to_string(r->element[1]->integer);
+                 delivery_page(std::move(pairs), std::move(next), std::move(done));
+               });
+  }
+
+  // A page of deliveries: (deliv field, value) pairs, with their recipients' ids from the
+  // contacts records (the slot is internal).
+  void delivery_page(std::vector<std::pair<std::string, std::string>> pairs, nlohmann::json next,
+                     std::function<void(Result<nlohmann::json>)> done) {
+    auto items = std::make_shared<nlohmann::json>(nlohmann::json::array());
+    std::map<std::string, std::vector<std::pair<uint32_t, size_t>>> by_tenant;  // tenant -> (slot, item)
+    for (const auto& [field, value] : pairs) {
+      auto p1 = field.find(':'), p2 = field.rfind(':');
+      std::string st = value.substr(0, value.find('|'));
+      auto rest = value.substr(value.find('|') + 1);
+      nlohmann::json item = {{"tenant", field.substr(0, p1)},
+                             {"channel", field.substr(p2 + 1)},
+                             {"state", st},
+                             {"attempts", std::stoi(rest.substr(0, rest.find('|')))},
+                             {"error", rest.substr(rest.find('|') + 1)}};
+      uint32_t slot = static_cast<uint32_t>(std::stoul(field.substr(p1 + 1, p2 - p1 - 1)));
+      by_tenant[field.substr(0, p1)].emplace_back(slot, items->size());
+      items->push_back(std::move(item));
+    }
+    if (by_tenant.empty()) return done(nlohmann::json{{"items", *items}, {"next", next}});
+    auto remaining = std::make_shared<size_t>(by_tenant.size());
+    auto shared_done = std::make_shared<std::function<void(Result<nlohmann::json>)>>(std::move(done));
+    for (auto& [t, list] : by_tenant) {
+      std::vector<std::string> keys{"HMGET", prefix(t) + "contacts"};
+      for (auto& [slot, _] : list) keys.push_back(std::to_string(slot));
+      std::vector<std::string_view> argv(keys.begin(), keys.end());
+      redis.command(argv, [items, list, remaining, shared_done, next](const redisReply* r, const Error* e) {
+        if (!e && r->type == REDIS_REPLY_ARRAY)
+          for (size_t k = 0; k < list.size() && k < r->elements; ++k) {
+            directory::Contacts c;
+            if (r->element[k]->type == REDIS_REPLY_STRING &&
+                directory::unpack_contacts(std::string_view(r->element[k]->str, r->element[k]->len), &c))
+              (*items)[list[k].second]["recipient"] = c.id;
+          }
+        if (--*remaining == 0) (*shared_done)(nlohmann::json{{"items", *items}, {"next", next}});
+      });
     }
   }
 };
@@ -1429,7 +1637,7 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
     std::vector<std::string_view> argv(w->head.begin(), w->head.end());
     argv.insert(argv.end(), w->texts.begin() + static_cast<std::ptrdiff_t>(from),
                 w->texts.begin() + static_cast<std::ptrdiff_t>(to));
-    impl_->redis.eval(script(kPlanScript), {prefix(w->head[1])}, argv, std::move(cb));
+    impl_->redis.eval(kPlanScript, {prefix(w->head[1])}, argv, std::move(cb));
   };
   auto check = [](const redisReply* r, const Error* e) -> std::optional<Error> {
     if (e) return *e;
@@ -1560,53 +1768,41 @@ void Dispatcher::delivery_report(const std::string& alert_tenant, const std::str
   impl_->add_report({prefix(alert_tenant), alert_id, recipient_tenant + "|" + number, state, reason, std::move(done)});
 }
 
+// Two phases: the deliv hash (cursor "" or HSCAN's), then, for state "" or "accepted",
+// the first-attempt records batch by batch (cursor "a<batch>.<skip>"); the page that ends
+// the first phase is filled up from the second.
 void Dispatcher::deliveries(const std::string& tenant, const std::string& alert_id, const std::string& state,
                             const std::string& cursor, size_t limit, std::function<void(Result<nlohmann::json>)> done) {
   Impl& i = *impl_;
+  bool with_accepted = state.empty() || state == "accepted";
+  if (cursor.rfind("a", 0) == 0) {
+    int64_t batch = 0, skip = 0;
+    auto dot = cursor.find('.');
+    const char* end = cursor.data() + cursor.size();
+    if (!with_accepted || dot == std::string::npos ||
+        std::from_chars(cursor.data() + 1, cursor.data() + dot, batch).ec != std::errc() ||
+        std::from_chars(cursor.data() + dot + 1, end, skip).ec != std::errc() || batch < 0 || skip < 0)
+      return done(make_error(400, "invalid_parameter", "cursor is not one this listing gave", "cursor"));
+    return i.accepted_page(tenant, alert_id, batch, skip, limit, {}, std::move(done));
+  }
   std::string count = std::to_string(limit);
   i.redis.command(
       {"HSCAN", prefix(tenant) + "deliv:" + alert_id, cursor.empty() ? "0" : cursor, "COUNT", count},
-      [this, state, done = std::move(done)](const redisReply* r, const Error* e) {
+      [this, tenant, alert_id, state, with_accepted, limit, done = std::move(done)](const redisReply* r,
+                                                                                     const Error* e) mutable {
         if (e) return done(*e);
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return done(make_error(500, "storage_error", "HSCAN"));
         std::string next = store::reply_string(r->element[0]);
-        auto items = std::make_shared<nlohmann::json>(nlohmann::json::array());
-        std::map<std::string, std::vector<std::pair<uint32_t, size_t>>> by_tenant;  // tenant -> (slot, item)
-        for (const auto& [field, value] : store::reply_pairs(r->element[1])) {
-          auto p1 = field.find(':'), p2 = field.rfind(':');
-          std::string st = value.substr(0, value.find('|'));
-          if (!state.empty() && st != state) continue;
-          auto rest = value.substr(value.find('|') + 1);
-          nlohmann::json item = {{"tenant", field.substr(0, p1)},
-                                 {"channel", field.substr(p2 + 1)},
-                                 {"state", st},
-                                 {"attempts", std::stoi(rest.substr(0, rest.find('|')))},
-                                 {"error", rest.substr(rest.find('|') + 1)}};
-          uint32_t slot = static_cast<uint32_t>(std::stoul(field.substr(p1 + 1, p2 - p1 - 1)));
-          by_tenant[field.substr(0, p1)].emplace_back(slot, items->size());
-          items->push_back(std::move(item));
-        }
-        nlohmann::json next_json = next == "0" ? nlohmann::json() : nlohmann::json(next);
-        if (by_tenant.empty()) return done(nlohmann::json{{"items", *items}, {"next", next_json}});
-        // Recipient ids, from the contacts records (the slot is internal).
-        auto remaining = std::make_shared<size_t>(by_tenant.size());
-        auto shared_done = std::make_shared<std::function<void(Result<nlohmann::json>)>>(std::move(done));
-        for (auto& [t, list] : by_tenant) {
-          std::vector<std::string> keys{"HMGET", prefix(t) + "contacts"};
-          for (auto& [slot, _] : list) keys.push_back(std::to_string(slot));
-          std::vector<std::string_view> argv(keys.begin(), keys.end());
-          impl_->redis.command(argv, [items, list, remaining, shared_done, next_json](const redisReply* r2,
-                                                                                     const Error* e2) {
-            if (!e2 && r2->type == REDIS_REPLY_ARRAY)
-              for (size_t k = 0; k < list.size() && k < r2->elements; ++k) {
-                directory::Contacts c;
-                if (r2->element[k]->type == REDIS_REPLY_STRING &&
-                    directory::unpack_contacts(std::string_view(r2->element[k]->str, r2->element[k]->len), &c))
-                  (*items)[list[k].second]["recipient"] = c.id;
-              }
-            if (--*remaining == 0) (*shared_done)(nlohmann::json{{"items", *items}, {"next", next_json}});
-          });
-        }
+        auto pairs = store::reply_pairs(r->element[1]);
+        if (!state.empty())
+          std::erase_if(pairs, [&](const auto& p) { return p.second.compare(0, state.size() + 1, state + "|") != 0; });
+        if (next != "0" || !with_accepted || pairs.size() >= limit)
+          return impl_->delivery_page(std::move(pairs),
+                                      next != "0" ? nlohmann::json(next)
+                                      : with_accepted ? nlohmann::json("a0.0")
+                                                      : nlohmann::json(),
+                                      std::move(done));
+        impl_->accepted_page(tenant, alert_id, 0, 0, limit - pairs.size(), std::move(pairs), std::move(done));
       });
 }
 

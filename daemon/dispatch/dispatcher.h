@@ -10,6 +10,9 @@
 //                                 (consumer), writing_ms, base
 //   {t:T}:batch:<A>:<n>    string "<R>\n<slot> <slot> ..."
 //   {t:T}:deliv:<A>        hash   "<R>:<slot>:<channel>" -> "<state>|<attempts>|<reason>"
+//   {t:T}:acc:<A>          hash   batch number -> "<channel>:<from>[-<to>],...": its push
+//                                 messages accepted at the first attempt, by position in
+//                                 the batch's slots (instead of a deliv field each)
 //   {t:T}:progress:<A>     hash   "<channel>:<state>" -> count
 //   {t:T}:smsto:<A>        hash   "<R>|<number>" -> deliv field (written before the SMS is sent)
 //   {t:T}:dlr:<A>          hash   deliv field -> "<state>|<reason>" of the first final DLR

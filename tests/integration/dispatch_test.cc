@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "tests/support/cap_fixture.h"
 #include "tests/support/harness.h"
@@ -127,6 +128,30 @@ TEST_F(DispatchTest, EveryRecipientGetsExactlyOnePushPerPlatform) {
   ASSERT_FALSE(d["items"].empty());
   EXPECT_EQ(d["items"][0]["state"], "accepted");
   EXPECT_EQ(d["items"][0]["recipient"].get<std::string>().rfind("c-", 0), 0u);
+  // Page by page, every delivery is listed once (first-attempt acceptances are kept per
+  // batch, the rest per message: the listing goes through both).
+  std::set<std::string> seen;
+  std::string cursor;
+  int pages = 0;
+  do {
+    auto page = json::parse(daemon_->get("/v1/alerts/" + id + "/deliveries?limit=500" +
+                                             (cursor.empty() ? "" : "&cursor=" + cursor), kOp).body);
+    ASSERT_LE(page["items"].size(), 500u) << page.dump();
+    for (const auto& item : page["items"]) {
+      EXPECT_EQ(item["state"], "accepted");
+      EXPECT_EQ(item["attempts"], 1);
+      EXPECT_TRUE(seen.insert(item["recipient"].get<std::string>() + "/" + item["channel"].get<std::string>()).second)
+          << "listed twice: " << item.dump();
+    }
+    cursor = page["next"].is_null() ? "" : page["next"].get<std::string>();
+    ASSERT_LT(++pages, 100);
+  } while (!cursor.empty());
+  EXPECT_EQ(seen.size(), 4000u);
+  EXPECT_EQ(pages, 8);
+  d = json::parse(daemon_->get("/v1/alerts/" + id + "/deliveries?state=failed", kOp).body);
+  EXPECT_TRUE(d["items"].empty());
+  EXPECT_TRUE(d["next"].is_null());
+  EXPECT_EQ(daemon_->get("/v1/alerts/" + id + "/deliveries?cursor=a0.x", kOp).status, 400);
   auto m = daemon_->get("/metrics", "").body;
   EXPECT_NE(m.find("sirena_messages_total{channel=\"apns\",gateway=\"apns\",result=\"accepted\",tenant=\"soliera\"} 3000"),
             std::string::npos);
@@ -248,6 +273,34 @@ TEST_F(DispatchTest, APlanLeftHalfWrittenIsPlannedAgainWithoutResendingWhatIsDon
   EXPECT_EQ(s["requests"], 3000) << s.dump();
   EXPECT_EQ(s["duplicates"], 0) << s.dump();
   EXPECT_EQ(alert(id)["progress"]["apns"]["accepted"], 3000);
+}
+
+TEST_F(DispatchTest, BatchesReadAgainAfterARestartSendNothingAlreadyAccepted) {
+  start_sims();
+  start_daemon();
+  import(3000);
+  std::string id = submit(flood("reread-1"));
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(60))) << alert(id).dump();
+  daemon_->kill();
+  // What a daemon killed after writing its batches' outcomes but before acknowledging
+  // them leaves: the batches pending for its consumer, the alert still dispatching. After
+  // the restart it reads them again, finds every message accepted (first-attempt records)
+  // and sends nothing.
+  redis_->cli({"HSET", "{t:soliera}:alert:" + id, "state", "dispatching"});
+  std::string stream = "{dispatch}:p" + redis_->cli({"HGET", "{t:soliera}:plan:" + id, "priority"});
+  stream.pop_back();  // the newline
+  for (int b = 0; b < 3; ++b)
+    redis_->cli({"XADD", stream, "*", "a", id, "t", "soliera", "b", std::to_string(b)});
+  redis_->cli({"XREADGROUP", "GROUP", "sirenad", "it-daemon", "COUNT", "10", "STREAMS", stream, ">"});
+  ASSERT_EQ(redis_->cli({"XPENDING", stream, "sirenad"}).substr(0, 2), "3\n");
+  start_daemon();
+  ASSERT_TRUE(wait_until([&] { return redis_->cli({"XPENDING", stream, "sirenad"}).substr(0, 2) == "0\n"; },
+                         std::chrono::seconds(30)));
+  auto s = apns_stats();
+  EXPECT_EQ(s["requests"], 3000) << s.dump();
+  EXPECT_EQ(fcm_stats()["requests"], 1000);
+  EXPECT_EQ(alert(id)["progress"]["apns"]["accepted"], 3000);
+  EXPECT_TRUE(completed(id));
 }
 
 TEST_F(DispatchTest, EventStreamFollowsTheAlertToItsFinalState) {
