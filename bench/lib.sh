@@ -47,3 +47,16 @@ wait_for() {  # wait_for WHAT SECONDS PID CMD...: poll CMD every 50 ms while PID
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { local s; s=$(<"/proc/$1/stat"); set -- ${s##*) }; echo $(( ${12} + ${13} )); }  # utime + stime
 busy_ticks() { local _c u n s i w x y z _r; read -r _c u n s i w x y z _r </proc/stat; echo $((u + n + s + x + y + z)); }
+
+# settle_redis SOCK: rewrite Redis's AOF now and wait until no background save or rewrite
+# runs: an import's rewrite, started by the AOF's growth, would otherwise share the cores
+# with the alert being measured (its child process is not Redis's CPU in the tables).
+redis_busy() {
+  redis-cli -s "$1" info persistence | tr -d '\r' |
+    awk -F: '/^(aof_rewrite_in_progress|aof_rewrite_scheduled|rdb_bgsave_in_progress):/ { busy += $2 } END { exit busy == 0 }'
+}
+settle_redis() {
+  redis-cli -s "$1" bgrewriteaof >/dev/null 2>&1 || true  # refused while one runs: then that one is waited for
+  local deadline=$((SECONDS + 300))
+  while redis_busy "$1"; do ((SECONDS < deadline)) || die "Redis still rewriting its AOF after 300 s"; sleep 0.1; done
+}

@@ -19,19 +19,12 @@ BINS=("$@")
 SIM=${SIM:-$ROOT/build/bin/sirena-sim} APPENDFSYNC=${APPENDFSYNC:-always} FCM_RATE=${FCM_RATE:-1000000}
 for b in "${BINS[@]}" "$SIM"; do [[ -x $b ]] || { echo "ab: $b is not executable" >&2; exit 2; }; done
 
+BENCH=ab
+source "$ROOT/bench/lib.sh"  # PIDS, SIRENAD_PID, cleanup, free_port, cpu_ticks, settle_redis
 WORK=$(mktemp -d /tmp/sirena-ab.XXXXXX)
-PIDS=()
-SIRENAD_PID=""
-cleanup() {
-  for pid in $SIRENAD_PID "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 until_ok() { for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "ab: timed out: $*" >&2; exit 1; }
 field() { node -e 'const o = JSON.parse(require("fs").readFileSync(0)); console.log(o[process.argv[1]] ?? "")' "$1"; }
-ticks() { local s; s=$(<"/proc/$1/stat"); set -- ${s##*) }; echo $(( ${12} + ${13} )); }
 
 mkdir -p "$WORK/recipients" "$WORK/redis"
 read -r WANT_APNS WANT_FCM < <(node "$HERE/gen.js" recipients "$N" "$WORK/recipients" 50000)
@@ -54,7 +47,7 @@ start_sirenad() {  # as run.sh: the demo config, from the repository root
   SIRENAD_PID=$!
   until_ok curl -fs "http://127.0.0.1:$PORT/readyz"
 }
-stop_sirenad() { kill "$SIRENAD_PID"; wait "$SIRENAD_PID" 2>/dev/null || true; SIRENAD_PID=""; }
+stop_sirenad() { stop_pid "$SIRENAD_PID"; SIRENAD_PID=""; }
 
 start_sirenad "${BINS[0]}"
 for f in "$WORK"/recipients/*.ndjson; do
@@ -69,12 +62,13 @@ for r in $(seq "$ROUNDS"); do
   for i in "${!BINS[@]}"; do
     start_sirenad "${BINS[i]}"
     for a in "$APNS_ADMIN" "$FCM_ADMIN"; do curl -fs -X POST -o /dev/null "http://127.0.0.1:$a/reset"; done
-    r0=$(ticks "$REDIS_PID") s0=$(( $(ticks "${SIM_PIDS[0]}") + $(ticks "${SIM_PIDS[1]}") ))
+    settle_redis "$WORK/redis.sock"
+    r0=$(cpu_ticks "$REDIS_PID") s0=$(( $(cpu_ticks "${SIM_PIDS[0]}") + $(cpu_ticks "${SIM_PIDS[1]}") ))
     out=$(node "$HERE/alert.js" "http://127.0.0.1:$PORT" "$SIRENAD_PID" "$HERE/flood.cap.xml" "ab-$$-$r-$i" \
       "http://127.0.0.1:$APNS_ADMIN" "http://127.0.0.1:$FCM_ADMIN" "$WANT_APNS" "$WANT_FCM")
     secs() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
-    redis_s=$(secs $(( $(ticks "$REDIS_PID") - r0 )))
-    sims_s=$(secs $(( $(ticks "${SIM_PIDS[0]}") + $(ticks "${SIM_PIDS[1]}") - s0 )))
+    redis_s=$(secs $(( $(cpu_ticks "$REDIS_PID") - r0 )))
+    sims_s=$(secs $(( $(cpu_ticks "${SIM_PIDS[0]}") + $(cpu_ticks "${SIM_PIDS[1]}") - s0 )))
     sa=$(curl -fs "http://127.0.0.1:$APNS_ADMIN/stats") sf=$(curl -fs "http://127.0.0.1:$FCM_ADMIN/stats")
     dup=$(( $(field duplicates <<<"$sa") + $(field duplicates <<<"$sf") ))
     uniq=$(( $(field unique_recipients <<<"$sa") + $(field unique_recipients <<<"$sf") ))

@@ -34,7 +34,8 @@ SIRENAD=${SIRENAD:-$ROOT/build/bin/sirenad} SIM=${SIM:-$ROOT/build/bin/sirena-si
 KEY=$ROOT/config/demo-keys/apns-demo.p8
 
 BENCH=fanout
-source "$ROOT/bench/lib.sh"  # die, say, PIDS, SIRENAD_PID, stop_pid, cleanup, free_port, wait_for, cpu_ticks, HZ, busy_ticks
+source "$ROOT/bench/lib.sh"  # die, say, PIDS, SIRENAD_PID, stop_pid, cleanup, free_port, wait_for, cpu_ticks, HZ, busy_ticks,
+                             # settle_redis
 for tool in curl node npm h2load openssl redis-server redis-cli python3 /usr/bin/time; do
   command -v $tool >/dev/null || die "$tool is not installed"
 done
@@ -110,6 +111,7 @@ measure() {
   local name=$1 apns_admin=$2 r0 f0 a0 b0 result
   reset_sims "$apns_admin" "$FCM_ADMIN"
   local apns_pid=$APNS_PID; [[ $apns_admin == "$APNS_ADMIN" ]] || apns_pid=$TLS_PID
+  settle_redis "$WORK/redis.sock"
   r0=$(cpu_ticks "$REDIS_PID") a0=$(cpu_ticks "$apns_pid") f0=$(cpu_ticks "$FCM_PID") b0=$(busy_ticks)
   result=$(node "$HERE/alert.js" "$SIRENAD_URL" "$SIRENAD_PID" "$HERE/flood.cap.xml" "bench-$name-$$-$(date +%s)" \
     "$apns_admin" "$FCM_ADMIN" "$WANT_APNS" "$WANT_FCM") || die "alert.js failed ($name)"
