@@ -14,14 +14,53 @@
 namespace sirena::directory {
 namespace {
 
-constexpr size_t kScanCount = 20000;
+constexpr size_t kBlocksPerPart = 8;  // blocks read per call at start-up (about 8k recipients)
 constexpr size_t kProgressEvery = 1'000'000;
 
-// KEYS[1] prefix. ARGV: (id, json, packed index record, packed contacts) per recipient.
+// The index records are also kept, per block of 1024 slots, in one string that start-up
+// reads whole: reading the hash costs Redis about 1 us a recipient (HSCAN walks the
+// hash table, a cache miss or more a field), so a 10M directory could not load in 10 s.
+// The hash stays the source of truth; every script that writes it appends to the block
+// in the same script, so both change atomically.
+//   index_block:<n>  string  (u32 slot, u32 length, record) each, little-endian, for
+//                            slots [n * 1024, n * 1024 + 1024); length 0 = deleted; a later
+//                            record of a slot supersedes an earlier one
+//   index_blocks     hash    n -> records appended to block n since it was last rewritten:
+//                            at 2048 the block is rewritten from the hash (live records
+//                            only), so a block holds at most half garbage
+//   index_blocks_built       set once every block was written (a directory stored before
+//                            blocks existed has its blocks written while start-up reads them)
+// Prepended to every script that uses them; KEYS[1] is the tenant's prefix.
+constexpr const char* kBlocksLua = R"LUA(
+local p = KEYS[1]
+local B = 1024
+local function rewrite_block(n)
+  local slots = {}
+  for s = n * B, n * B + B - 1 do slots[#slots + 1] = s end
+  local recs, out = redis.call('HMGET', p .. 'index', unpack(slots)), {}
+  for i = 1, B do
+    if recs[i] then out[#out + 1] = struct.pack('<I4I4', slots[i], #recs[i]) .. recs[i] end
+  end
+  if #out == 0 then
+    redis.call('DEL', p .. 'index_block:' .. n)
+    redis.call('HDEL', p .. 'index_blocks', n)
+  else
+    redis.call('SET', p .. 'index_block:' .. n, table.concat(out))
+    redis.call('HSET', p .. 'index_blocks', n, #out)
+  end
+end
+-- pieces: a header (struct.pack('<I4I4', slot, #record)) and its record, per record
+local function append_records(n, pieces)
+  redis.call('APPEND', p .. 'index_block:' .. n, table.concat(pieces))
+  if redis.call('HINCRBY', p .. 'index_blocks', n, #pieces / 2) >= 2 * B then rewrite_block(n) end
+end
+local function block_of(slot) return math.floor(tonumber(slot) / B) end
+)LUA";
+
+// ARGV: (id, json, packed index record, packed contacts) per recipient.
 // Returns (slot, created) per recipient.
 constexpr const char* kUpsertScript = R"LUA(
-local p = KEYS[1]
-local out, docs, recs, contacts, slots = {}, {}, {}, {}, {}
+local out, docs, recs, contacts, slots, blocks = {}, {}, {}, {}, {}, {}
 for i = 1, #ARGV, 4 do
   local id = ARGV[i]
   local slot = redis.call('HGET', p .. 'slot', id)
@@ -35,34 +74,63 @@ for i = 1, #ARGV, 4 do
   recs[#recs + 1] = slot; recs[#recs + 1] = ARGV[i + 2]
   contacts[#contacts + 1] = slot; contacts[#contacts + 1] = ARGV[i + 3]
   slots[#slots + 1] = slot
+  local n = block_of(slot)
+  local pieces = blocks[n] or {}
+  blocks[n] = pieces
+  pieces[#pieces + 1] = struct.pack('<I4I4', slot, #ARGV[i + 2]); pieces[#pieces + 1] = ARGV[i + 2]
   out[#out + 1] = tonumber(slot); out[#out + 1] = created
 end
 redis.call('HSET', p .. 'recipients', unpack(docs))
 redis.call('HSET', p .. 'index', unpack(recs))
 redis.call('HSET', p .. 'contacts', unpack(contacts))
+for n, pieces in pairs(blocks) do append_records(n, pieces) end
 redis.call('XADD', p .. 'changes', 'MAXLEN', '~', '100000', '*', 'op', 'upsert', 'slots', table.concat(slots, ','))
 return out
 )LUA";
 
-// KEYS[1] prefix. ARGV[1] id. Returns the freed slot, or -1.
+// ARGV[1] id. Returns the freed slot, or -1.
 constexpr const char* kDeleteScript = R"LUA(
-local p = KEYS[1]
 local slot = redis.call('HGET', p .. 'slot', ARGV[1])
 if not slot then return -1 end
 redis.call('HDEL', p .. 'slot', ARGV[1])
 redis.call('HDEL', p .. 'recipients', ARGV[1])
 redis.call('HDEL', p .. 'index', slot)
 redis.call('HDEL', p .. 'contacts', slot)
+append_records(block_of(slot), {struct.pack('<I4I4', slot, 0), ''})
 redis.call('XADD', p .. 'changes', 'MAXLEN', '~', '100000', '*', 'op', 'delete', 'slots', slot)
 return tonumber(slot)
 )LUA";
 
+// ARGV[1] first block, ARGV[2] how many. Returns {more, block...}: more = 1 while blocks
+// past these exist. Before index_blocks_built is set, each block is first rewritten from
+// the hash (a directory stored before blocks existed); the last call sets it.
+constexpr const char* kLoadScript = R"LUA(
+local first, count = tonumber(ARGV[1]), tonumber(ARGV[2])
+local blocks = math.ceil((tonumber(redis.call('GET', p .. 'slot_seq')) or 0) / B)
+local built = redis.call('EXISTS', p .. 'index_blocks_built') == 1
+local out = {0}
+for n = first, math.min(first + count, blocks) - 1 do
+  if not built then rewrite_block(n) end
+  out[#out + 1] = redis.call('GET', p .. 'index_block:' .. n) or ''
+end
+if first + count < blocks then
+  out[1] = 1
+elseif not built then
+  redis.call('SET', p .. 'index_blocks_built', '1')
+end
+return out
+)LUA";
+
 const std::string& upsert_script() {
-  static const std::string s = kUpsertScript;
+  static const std::string s = std::string(kBlocksLua) + kUpsertScript;
   return s;
 }
 const std::string& delete_script() {
-  static const std::string s = kDeleteScript;
+  static const std::string s = std::string(kBlocksLua) + kDeleteScript;
+  return s;
+}
+const std::string& load_script() {
+  static const std::string s = std::string(kBlocksLua) + kLoadScript;
   return s;
 }
 
@@ -380,51 +448,66 @@ void Directory::load_tenant(std::vector<std::string> ids, size_t next, std::func
       if (!s) return done(std::move(s));
       load_tenant(std::move(ids), next + 1, std::move(done));
     };
-    scan_index(tenant, "0", std::make_shared<size_t>(0), clock_.now_ms(), std::move(next_tenant));
+    load_blocks(tenant, 0, clock_.now_ms(), std::move(next_tenant));
   });
 }
 
-void Directory::scan_index(const std::string& tenant, std::string cursor, std::shared_ptr<size_t> loaded,
-                           int64_t started_ms, std::function<void(Status)> done) {
-  std::string count = std::to_string(kScanCount);
-  redis_.command({"HSCAN", prefix(tenant) + "index", cursor, "COUNT", count},
-                 [this, tenant, loaded, started_ms, done = std::move(done)](const redisReply* r,
-                                                                           const Error* e) mutable {
-                   if (e) return done(*e);
-                   if (r->type == REDIS_REPLY_ERROR)
-                     return done(make_error(503, "storage_error", "HSCAN: " + std::string(r->str, r->len)));
-                   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
-                     return done(make_error(500, "storage_error", "unexpected HSCAN reply"));
-                   TenantState& t = *state(tenant);
-                   std::string next = store::reply_string(r->element[0]);
-                   const bool last = next == "0";
-                   // The next part is asked for first: Redis scans it while this one is
-                   // parsed. One request is out at a time, so replies come in order.
-                   if (!last) scan_index(tenant, next, loaded, started_ms, std::move(done));
-                   const redisReply* items = r->element[1];
-                   size_t before = *loaded;
-                   Packed p;
-                   for (size_t i = 0; i + 1 < items->elements; i += 2) {
-                     Slot slot = static_cast<Slot>(std::strtoul(items->element[i]->str, nullptr, 10));
-                     if (!unpack(std::string_view(items->element[i + 1]->str, items->element[i + 1]->len), &p)) {
-                       metrics_.unexpected("index_record_invalid").Increment();
-                       continue;
-                     }
-                     t.index.bulk_add(t.entry(slot, p.channels, p.language, p.topics, p.locations, p.zones));
-                     ++*loaded;
-                   }
-                   if (*loaded / kProgressEvery != before / kProgressEvery)
-                     log::info("directory_loading", {{"tenant", tenant}, {"recipients", *loaded}});
-                   if (!last) return;
-                   t.index.finish_bulk();
-                   int64_t ms = std::max<int64_t>(1, clock_.now_ms() - started_ms);
-                   log::info("directory_loaded", {{"tenant", tenant},
-                                                  {"recipients", *loaded},
-                                                  {"ms", ms},
-                                                  {"per_second", *loaded * 1000 / ms},
-                                                  {"zones", t.rules->zones.size()}});
-                   done(Ok{});
-                 });
+void Directory::load_blocks(const std::string& tenant, size_t first, int64_t started_ms,
+                            std::function<void(Status)> done) {
+  std::string from = std::to_string(first), count = std::to_string(kBlocksPerPart);
+  redis_.eval(load_script(), {prefix(tenant)}, {from, count},
+              [this, tenant, first, started_ms, done = std::move(done)](const redisReply* r, const Error* e) mutable {
+                if (e) return done(*e);
+                if (r->type == REDIS_REPLY_ERROR)
+                  return done(make_error(503, "storage_error", "index load: " + std::string(r->str, r->len)));
+                if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER)
+                  return done(make_error(500, "storage_error", "unexpected index load reply"));
+                TenantState& t = *state(tenant);
+                const bool last = r->element[0]->integer == 0;
+                // The next part is asked for first: Redis reads it while this one is
+                // parsed. One request is out at a time, so replies come in order.
+                if (!last) load_blocks(tenant, first + kBlocksPerPart, started_ms, std::move(done));
+                size_t before = t.index.size();
+                for (size_t i = 1; i < r->elements; ++i)
+                  load_block(t, std::string_view(r->element[i]->str, r->element[i]->len));
+                if (t.index.size() / kProgressEvery != before / kProgressEvery)
+                  log::info("directory_loading", {{"tenant", tenant}, {"recipients", t.index.size()}});
+                if (!last) return;
+                t.index.finish_bulk();
+                int64_t ms = std::max<int64_t>(1, clock_.now_ms() - started_ms);
+                log::info("directory_loaded", {{"tenant", tenant},
+                                               {"recipients", t.index.size()},
+                                               {"ms", ms},
+                                               {"per_second", t.index.size() * 1000 / ms},
+                                               {"zones", t.rules->zones.size()}});
+                done(Ok{});
+              });
+}
+
+void Directory::load_block(TenantState& t, std::string_view block) {
+  auto u32 = [](const char* p) {
+    const auto* b = reinterpret_cast<const unsigned char*>(p);
+    return uint32_t{b[0]} | uint32_t{b[1]} << 8 | uint32_t{b[2]} << 16 | uint32_t{b[3]} << 24;
+  };
+  Packed p;
+  size_t i = 0;
+  while (i < block.size()) {
+    if (block.size() - i < 8 || u32(block.data() + i + 4) > block.size() - i - 8) {
+      metrics_.unexpected("index_record_invalid").Increment();
+      return;
+    }
+    Slot slot = u32(block.data() + i);
+    std::string_view record = block.substr(i + 8, u32(block.data() + i + 4));
+    i += 8 + record.size();
+    // Records are in the order they were written: a slot's last one wins.
+    if (record.empty()) {
+      t.index.remove(slot);
+    } else if (unpack(record, &p)) {
+      t.index.bulk_add(t.entry(slot, p.channels, p.language, p.topics, p.locations, p.zones));
+    } else {
+      metrics_.unexpected("index_record_invalid").Increment();
+    }
+  }
 }
 
 void Directory::apply(TenantState& t, Slot slot, const Recipient& r) {

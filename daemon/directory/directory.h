@@ -7,7 +7,10 @@
 //   slot_seq    int   the next slot
 //   contacts    hash  slot -> packed Contacts (id, language, phone, tokens) for dispatch
 //   index       hash  slot -> packed index record (topics, channels, language, locations,
-//                     zones): what start-up reads to rebuild the index without parsing JSON
+//                     zones): what the index is made of, without parsing JSON
+//   index_block:<n>, index_blocks, index_blocks_built
+//               the same records, 1024 slots to a string, kept by the same scripts:
+//               what start-up reads to rebuild the index (directory.cc says how)
 //   zones       hash  name -> GeoJSON (zones added over the API; file zones are config)
 //   changes     stream one entry per write batch (slots), for other daemons to follow
 // Every write is one Lua script per batch; the in-memory index is updated from the
@@ -114,8 +117,9 @@ class Directory {
   struct TenantState;
   TenantState* state(const std::string& tenant) const;
   void load_tenant(std::vector<std::string> tenants, size_t next, std::function<void(Status)> done);
-  void scan_index(const std::string& tenant, std::string cursor, std::shared_ptr<size_t> loaded, int64_t started_ms,
-                  std::function<void(Status)> done);
+  // Reads the tenant's index blocks from `first` on, a part per call, into the index.
+  void load_blocks(const std::string& tenant, size_t first, int64_t started_ms, std::function<void(Status)> done);
+  void load_block(TenantState& t, std::string_view block);
   void apply(TenantState& t, Slot slot, const Recipient& r);
 
   store::Redis& redis_;

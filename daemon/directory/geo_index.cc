@@ -518,7 +518,7 @@ void GeoIndex::upsert(const IndexEntry& e) {
 
 void GeoIndex::remove(Slot slot) {
   impl_->kill(slot);
-  impl_->maybe_merge();
+  if (!impl_->bulk) impl_->maybe_merge();  // loading: merged once, in finish_bulk()
 }
 
 void GeoIndex::bulk_add(const IndexEntry& e) {

@@ -70,7 +70,8 @@ class GeoIndex {
   // Inserts or replaces the recipient in `e.slot`.
   void upsert(const IndexEntry& e);
   void remove(Slot slot);
-  // Bulk load for start-up: entries may come in any order; call finish_bulk() once after.
+  // Bulk load for start-up: entries may come in any order, and remove() may come between
+  // them; call finish_bulk() once after.
   void bulk_add(const IndexEntry& e);
   void finish_bulk();
 
