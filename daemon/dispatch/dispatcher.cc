@@ -47,6 +47,7 @@ constexpr size_t kBurst = 128;  // messages submitted to a gateway per loop turn
 constexpr size_t kMaxReports = 256;
 
 std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
+std::string stream_key(int priority) { return "{dispatch}:p" + std::to_string(priority); }
 
 // Lua shared by the scripts that read batches and first-attempt records (acc:<A>, see
 // dispatcher.h): a batch text's recipient tenant and slots; and each (channel, position)
@@ -99,7 +100,6 @@ void each_accepted(std::string_view record, F fn) {
     record.remove_prefix(comma + 1);
   }
 }
-std::string stream_key(int priority) { return "{dispatch}:p" + std::to_string(priority); }
 
 // Writes a plan, in one call or in several (the first batches, then the rest): the first
 // batches can then be sent while the rest is written. KEYS[1] alert tenant prefix. ARGV:
