@@ -167,6 +167,9 @@ void AlertsApi::audit_grants(const std::string& tenant, const std::string& alert
 }
 
 void AlertsApi::submit(const http::Request& req, Res res) {
+  // Received now, before parsing and resolution: latencies (time to first message,
+  // delivery) count from the POST.
+  const int64_t received_ms = clock_.now_ms();
   std::shared_ptr<const tenants::Tenants> snapshot;
   auto who = admit(req, tenants::Action::SubmitAlert, tenants_, snapshot);
   if (!who) return reject(res, who.error());
@@ -200,7 +203,7 @@ void AlertsApi::submit(const http::Request& req, Res res) {
                      who->key->id,
                      req.remote,
                      initial,
-                     clock_.now_ms(),
+                     received_ms,
                      recipients};
   store_.create(n, [this, res, owned, snapshot, resolution, tenant_id = tenant.id, key_id = who->key->id,
                     remote = req.remote](Result<alerts::Created> r) mutable {
