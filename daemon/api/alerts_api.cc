@@ -364,7 +364,7 @@ namespace sirena::api {
 void AlertsApi::start_dispatch(const std::string& tenant, const std::string& id,
                                std::shared_ptr<const alerts::Alert> alert,
                                std::shared_ptr<const directory::Resolution> resolution) {
-  dispatcher_.plan(tenant, id, *alert, *resolution, [this, tenant, id, alert, resolution](sirena::Status s) {
+  dispatcher_.plan(tenant, id, *alert, resolution, [this, tenant, id, alert](sirena::Status s) {
     if (!s) {
       // The alert is durable; resume_unplanned() plans it after the next start-up.
       metrics_.unexpected("dispatch_plan_failed").Increment();

@@ -1583,60 +1583,64 @@ void Dispatcher::stop(std::function<void()> done) {
 }
 
 void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, const alerts::Alert& alert,
-                      const directory::Resolution& resolution, std::function<void(sirena::Status)> done) {
+                      std::shared_ptr<const directory::Resolution> resolution,
+                      std::function<void(sirena::Status)> done) {
   Impl& i = *impl_;
   if (!i.planning.insert(alert_id).second) return done(Ok{});  // the call under way plans it
   int prio = priority_of(alert);
-  // Batch k is part batches[k].first from slot batches[k].second. Its text, "<R>\n" and
-  // the slots, is written when needed: the first one before the first call, the others
-  // while Redis writes it (a 1M-recipient plan has a million numbers to print).
-  std::vector<std::pair<const directory::Resolution::TenantPart*, size_t>> batches;
-  for (const auto& part : resolution.parts)
-    for (size_t start = 0; start < part.slots.size(); start += i.cfg.batch_size) batches.emplace_back(&part, start);
-  auto text_of = [&](size_t k) {
-    const auto& [part, start] = batches[k];
-    size_t end = std::min(part->slots.size(), start + i.cfg.batch_size);
-    std::string text;
-    text.reserve(part->tenant.size() + 1 + (end - start) * 11);
-    text.append(part->tenant).push_back('\n');
-    char digits[16];
-    for (size_t s = start; s < end; ++s) {
-      char* e = std::to_chars(digits, digits + sizeof digits, part->slots[s]).ptr;
-      text.append(digits, e).push_back(' ');
-    }
-    return text;
-  };
-  std::vector<std::string> texts(batches.size());
-  if (!texts.empty()) texts[0] = text_of(0);
   std::vector<std::string> counts;
   for (Channel ch : {Channel::Sms, Channel::Apns, Channel::Fcm}) {
     if (!has_channel(ch)) continue;
-    auto it = resolution.by_channel.find(to_string(ch));
+    auto it = resolution->by_channel.find(to_string(ch));
     counts.push_back(std::string("planned:") + to_string(ch));
-    counts.push_back(std::to_string(it == resolution.by_channel.end() ? 0 : it->second));
+    counts.push_back(std::to_string(it == resolution->by_channel.end() ? 0 : it->second));
   }
   // What every call of this plan sends: shared, since the calls after the first go one
   // after another.
   struct Write {
-    std::vector<std::string> head, texts;
+    std::shared_ptr<const directory::Resolution> resolution;
+    // Batch k is part batches[k].first from slot batches[k].second. Its text, "<R>\n"
+    // and the slots, is printed just before the call that writes it: a 1M-recipient plan
+    // has a million numbers to print, which must not hold up the first batch's replies.
+    std::vector<std::pair<const directory::Resolution::TenantPart*, size_t>> batches;
+    size_t batch_size = 0;
+    std::vector<std::string> head, texts;  // texts: of the call under way
     size_t n = 0;
     int64_t started_ns = 0;
     std::optional<Error> failed;  // what went wrong in the first call, if anything: the last one reports it
+
+    std::string text_of(size_t k) const {
+      const auto& [part, start] = batches[k];
+      size_t end = std::min(part->slots.size(), start + batch_size);
+      std::string text;
+      text.reserve(part->tenant.size() + 1 + (end - start) * 11);
+      text.append(part->tenant).push_back('\n');
+      char digits[16];
+      for (size_t s = start; s < end; ++s) {
+        char* e = std::to_chars(digits, digits + sizeof digits, part->slots[s]).ptr;
+        text.append(digits, e).push_back(' ');
+      }
+      return text;
+    }
   };
   auto w = std::make_shared<Write>();
-  w->texts = std::move(texts);
-  w->n = w->texts.size();
+  w->resolution = std::move(resolution);
+  w->batch_size = i.cfg.batch_size;
+  for (const auto& part : w->resolution->parts)
+    for (size_t start = 0; start < part.slots.size(); start += w->batch_size) w->batches.emplace_back(&part, start);
+  w->n = w->batches.size();
   w->started_ns = i.clock.mono_ns();
-  w->head = {alert_id, tenant, std::to_string(w->n), std::to_string(resolution.recipients), std::to_string(prio),
+  w->head = {alert_id, tenant, std::to_string(w->n), std::to_string(w->resolution->recipients), std::to_string(prio),
              stream_key(prio), i.cfg.consumer, "", std::to_string(i.clock.now_ms()), "", "", std::to_string(counts.size())};
   w->head.insert(w->head.end(), counts.begin(), counts.end());
   auto call = [this, w](size_t from, size_t to, size_t claim, store::Redis::Callback cb) {
     w->head[7] = std::to_string(claim);
     w->head[9] = std::to_string(from);
     w->head[10] = to == w->n ? "1" : "0";
+    w->texts.clear();
+    for (size_t k = from; k < to; ++k) w->texts.push_back(w->text_of(k));
     std::vector<std::string_view> argv(w->head.begin(), w->head.end());
-    argv.insert(argv.end(), w->texts.begin() + static_cast<std::ptrdiff_t>(from),
-                w->texts.begin() + static_cast<std::ptrdiff_t>(to));
+    argv.insert(argv.end(), w->texts.begin(), w->texts.end());
     impl_->redis.eval(kPlanScript, {prefix(w->head[1])}, argv, std::move(cb));
   };
   auto check = [](const redisReply* r, const Error* e) -> std::optional<Error> {
@@ -1659,31 +1663,11 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
     i.claim();
     done(Ok{});
   };
-  // The first batch goes alone: durable (and claimed) in a millisecond whatever the alert's
-  // size, it is sent while Redis writes and fsyncs the rest. The first call claims the
-  // stream's next entries, counted as claimed until it answers so that no claim pass
-  // meanwhile takes more than the window.
-  size_t n = w->n;
-  size_t split = std::min<size_t>(n, 1);
-  size_t claim = i.started && !i.stopping ? i.capacity() : 0;
-  i.claimed_count += claim;
-  call(0, split, claim, [this, prio, claim, w, check, last = split == n, finished](const redisReply* r,
-                                                                                  const Error* e) {
-    Impl& i = *impl_;
-    i.claimed_count -= claim;
-    w->failed = check(r, e);
-    if (!w->failed && r->elements > 1 && r->element[1]->type == REDIS_REPLY_ARRAY) i.take_entries(r->element[1], prio, true);
-    if (last) finished(r, e);
-  });
-  // Behind the first call on the same connection: the alert, and the first batch.
-  i.with_alert(tenant, alert_id, [](auto) {});
-  if (claim > 0 && n > 0) i.prefetch(prefix(tenant) + "batch:" + alert_id + ":0");
-  if (split == n) return;
-  for (size_t k = split; k < n; ++k) w->texts[k] = text_of(k);
   // The rest in chunks, each sent when the one before is written: in between, Redis serves
   // the loads and write-backs of the batches already going out, so a big plan does not
   // stall its own fan-out. A chunk that fails (or finds another writer) ends the writing;
   // the plan is then taken up again like any interrupted one.
+  size_t n = w->n;
   auto next = std::make_shared<std::function<void(size_t)>>();
   *next = [call, check, finished, n, weak = std::weak_ptr<std::function<void(size_t)>>(next)](size_t from) {
     size_t to = std::min(n, from + kPlanChunk);
@@ -1693,7 +1677,25 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
       (*self)(to);
     });
   };
-  (*next)(split);
+  // The first batch goes alone: durable (and claimed) in a millisecond whatever the alert's
+  // size, and sent while Redis writes and fsyncs the rest, which starts once it is written
+  // (and with it the first batch's load, sent right behind it). The first call claims the
+  // stream's next entries, counted as claimed until it answers so that no claim pass
+  // meanwhile takes more than the window.
+  size_t split = std::min<size_t>(n, 1);
+  size_t claim = i.started && !i.stopping ? i.capacity() : 0;
+  i.claimed_count += claim;
+  call(0, split, claim, [this, prio, claim, w, check, finished, next, split](const redisReply* r, const Error* e) {
+    Impl& i = *impl_;
+    i.claimed_count -= claim;
+    w->failed = check(r, e);
+    if (!w->failed && r->elements > 1 && r->element[1]->type == REDIS_REPLY_ARRAY) i.take_entries(r->element[1], prio, true);
+    if (split == w->n || w->failed || r->element[0]->integer < 0) return finished(r, e);
+    (*next)(split);
+  });
+  // Behind the first call on the same connection: the alert, and the first batch.
+  i.with_alert(tenant, alert_id, [](auto) {});
+  if (claim > 0 && n > 0) i.prefetch(prefix(tenant) + "batch:" + alert_id + ":0");
 }
 
 void Dispatcher::cancel(const std::string& alert_id) {

@@ -111,7 +111,7 @@ class Dispatcher {
   // that already has a complete plan keeps it. Moves the alert to `dispatching` (or
   // `completed` when nobody is reached) with the plan's last batch; `done` runs then.
   void plan(const std::string& tenant, const std::string& alert_id, const alerts::Alert& alert,
-            const directory::Resolution& resolution, std::function<void(sirena::Status)> done);
+            std::shared_ptr<const directory::Resolution> resolution, std::function<void(sirena::Status)> done);
 
   // Stops this daemon's sends for the alert at once (queued and retrying messages are
   // dropped and recorded as cancelled). The alert's state in Redis is the caller's.
