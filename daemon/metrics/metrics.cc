@@ -72,7 +72,7 @@ void Metrics::init_dispatch() {
                    .Register(*registry_);
   delivery_latency_ = &BuildHistogram()
                            .Name("sirena_delivery_latency_seconds")
-                           .Help("From alert accepted to gateway acceptance, by channel")
+                           .Help("From the alert's POST to gateway acceptance, by channel")
                            .Register(*registry_);
   gateway_duration_ = &BuildHistogram()
                            .Name("sirena_gateway_request_duration_seconds")
@@ -123,7 +123,7 @@ void Metrics::init_dispatch() {
   static const Histogram::BucketBoundaries first{0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
   first_message_ = &BuildHistogram()
                         .Name("sirena_time_to_first_message_seconds")
-                        .Help("From alert accepted to its first gateway acceptance")
+                        .Help("From the alert's POST to its first gateway acceptance")
                         .Register(*registry_)
                         .Add({}, first);
 }
