@@ -694,12 +694,14 @@ Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& al
   auto tally = [&](TenantState& t, Matches&& m, bool via_grant) {
     std::vector<size_t> by_language(t.languages.size() + 1), sms_by_language(t.languages.size() + 1);
     size_t by_flags[8] = {};
-    for (Slot s : m.slots) {
-      uint8_t ch = t.index.channels(s) & 7;
-      size_t lang = t.languages.empty() ? 0 : std::min<size_t>(t.index.language(s), t.languages.size());
-      ++by_flags[ch];
-      ++by_language[lang];
-      if (ch & kChannelSms) ++sms_by_language[lang];
+    std::vector<size_t> counts;
+    t.index.tally(m.slots, counts);
+    for (size_t k = 0; k < counts.size(); ++k) {
+      if (counts[k] == 0) continue;
+      size_t ch = k & 7, lang = t.languages.empty() ? 0 : std::min<size_t>(k >> 3, t.languages.size());
+      by_flags[ch] += counts[k];
+      by_language[lang] += counts[k];
+      if (ch & kChannelSms) sms_by_language[lang] += counts[k];
     }
     for (size_t l = 0; l < by_language.size(); ++l) {
       if (by_language[l] == 0) continue;

@@ -583,6 +583,17 @@ uint8_t GeoIndex::language(Slot slot) const {
   return s != nullptr ? s->language : 0;
 }
 
+void GeoIndex::tally(const std::vector<Slot>& slots, std::vector<size_t>& counts) const {
+  constexpr size_t kAhead = 16;  // slots read ahead: their records are far apart
+  const std::vector<SlotInfo>& info = impl_->slots;
+  counts.assign(size_t{256} << 3, 0);
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (i + kAhead < slots.size() && slots[i + kAhead] < info.size()) __builtin_prefetch(&info[slots[i + kAhead]]);
+    const SlotInfo* s = impl_->info(slots[i]);
+    ++counts[s != nullptr ? size_t{s->language} << 3 | (s->channels & 7u) : 0];
+  }
+}
+
 size_t GeoIndex::size() const {
   return impl_->live;
 }

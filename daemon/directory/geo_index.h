@@ -80,6 +80,9 @@ class GeoIndex {
   bool contains(Slot slot) const;
   uint8_t channels(Slot slot) const;
   uint8_t language(Slot slot) const;
+  // counts[language << 3 | channels] = how many of `slots` have that language id and those
+  // channel flags (256 x 8 entries): a resolution's tally, its random reads overlapped.
+  void tally(const std::vector<Slot>& slots, std::vector<size_t>& counts) const;
   size_t size() const;            // live recipients
   size_t location_count() const;  // live locations
   // Bytes held by the location arrays, and by the per-recipient arrays.
