@@ -23,9 +23,12 @@ namespace sirena::dispatch {
 namespace {
 
 constexpr const char* kGroup = "sirenad";
-// Batches written by one plan call after the first: a 1M-recipient plan is 16 calls, with
+// Batches written by one plan call after the second: a 1M-recipient plan is 17 calls, with
 // the fan-out's own loads and write-backs served in between.
 constexpr size_t kPlanChunk = 64;
+// The call right after the first batch writes fewer: its texts are printed in the loop
+// turn that handles the first batch's replies, ahead of its loading and first requests.
+constexpr size_t kPlanSecondChunk = 4;
 // A delivery report for an SMS whose acceptance this daemon has not seen is kept this
 // long, at most kMaxEarlyReports of them (the acceptance is normally milliseconds away).
 constexpr int64_t kEarlyReportMs = 60'000;
@@ -1670,7 +1673,7 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   size_t n = w->n;
   auto next = std::make_shared<std::function<void(size_t)>>();
   *next = [call, check, finished, n, weak = std::weak_ptr<std::function<void(size_t)>>(next)](size_t from) {
-    size_t to = std::min(n, from + kPlanChunk);
+    size_t to = std::min(n, from + (from == 1 ? kPlanSecondChunk : kPlanChunk));
     // The chunk's callback keeps the writer alive until it has sent the next chunk.
     call(from, to, 0, [check, finished, n, to, self = weak.lock()](const redisReply* r, const Error* e) {
       if (to == n || check(r, e) || r->element[0]->integer < 0) return finished(r, e);
