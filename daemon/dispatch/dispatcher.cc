@@ -48,6 +48,8 @@ constexpr size_t kBurst = 128;  // messages submitted to a gateway per loop turn
 // call at a time, the reports that arrive meanwhile go together in the next (a second
 // call starts early only when this many wait).
 constexpr size_t kMaxReports = 256;
+// Delivery fields a deliveries page reads at most while looking for the state asked for.
+constexpr size_t kDeliveriesScanBudget = 20000;
 
 std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
 std::string stream_key(int priority) { return "{dispatch}:p" + std::to_string(priority); }
@@ -1458,6 +1460,39 @@ struct Dispatcher::Impl {
 
   // ---- listing deliveries ------------------------------------------------------------
 
+  // A step of the deliveries listing's first phase: HSCAN of deliv:<A> from `cursor`,
+  // gathering the deliveries in `state` (all when empty) until `limit` are found, the hash
+  // ends (then the first-attempt records follow, when `state` allows accepted ones), or
+  // kScanBudget fields were read for this page (it may then hold fewer than `limit`).
+  void scan_deliveries(const std::string& tenant, const std::string& alert_id, const std::string& state,
+                       const std::string& cursor, size_t limit, std::vector<std::pair<std::string, std::string>> pairs,
+                       size_t scanned, std::function<void(Result<nlohmann::json>)> done) {
+    std::string count = std::to_string(limit);
+    redis.command({"HSCAN", prefix(tenant) + "deliv:" + alert_id, cursor, "COUNT", count},
+                  [this, tenant, alert_id, state, limit, scanned, pairs = std::move(pairs),
+                   done = std::move(done)](const redisReply* r, const Error* e) mutable {
+                    if (e) return done(*e);
+                    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+                      return done(make_error(500, "storage_error", "unexpected HSCAN reply"));
+                    std::string next = store::reply_string(r->element[0]);
+                    for (auto& p : store::reply_pairs(r->element[1])) {
+                      ++scanned;
+                      if (state.empty() || p.second.compare(0, state.size() + 1, state + "|") == 0)
+                        pairs.push_back(std::move(p));
+                    }
+                    bool with_accepted = state.empty() || state == "accepted";
+                    if (next == "0" && with_accepted && pairs.size() < limit)
+                      return accepted_page(tenant, alert_id, 0, 0, limit - pairs.size(), std::move(pairs),
+                                           std::move(done));
+                    if (next == "0")
+                      return delivery_page(std::move(pairs), with_accepted ? nlohmann::json("a0.0") : nlohmann::json(),
+                                           std::move(done));
+                    if (pairs.size() >= limit || scanned >= std::max<size_t>(kDeliveriesScanBudget, 10 * limit))
+                      return delivery_page(std::move(pairs), next, std::move(done));
+                    scan_deliveries(tenant, alert_id, state, next, limit, std::move(pairs), scanned, std::move(done));
+                  });
+  }
+
   // Up to `limit` messages of the first-attempt records from batch `batch` (its first
   // `skip` messages already listed), after `pairs`; then delivery_page().
   void accepted_page(const std::string& tenant, const std::string& alert_id, int64_t batch, int64_t skip,
@@ -1790,25 +1825,9 @@ void Dispatcher::deliveries(const std::string& tenant, const std::string& alert_
       return done(make_error(400, "invalid_parameter", "cursor is not one this listing gave", "cursor"));
     return i.accepted_page(tenant, alert_id, batch, skip, limit, {}, std::move(done));
   }
-  std::string count = std::to_string(limit);
-  i.redis.command(
-      {"HSCAN", prefix(tenant) + "deliv:" + alert_id, cursor.empty() ? "0" : cursor, "COUNT", count},
-      [this, tenant, alert_id, state, with_accepted, limit, done = std::move(done)](const redisReply* r,
-                                                                                     const Error* e) mutable {
-        if (e) return done(*e);
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return done(make_error(500, "storage_error", "HSCAN"));
-        std::string next = store::reply_string(r->element[0]);
-        auto pairs = store::reply_pairs(r->element[1]);
-        if (!state.empty())
-          std::erase_if(pairs, [&](const auto& p) { return p.second.compare(0, state.size() + 1, state + "|") != 0; });
-        if (next != "0" || !with_accepted || pairs.size() >= limit)
-          return impl_->delivery_page(std::move(pairs),
-                                      next != "0" ? nlohmann::json(next)
-                                      : with_accepted ? nlohmann::json("a0.0")
-                                                      : nlohmann::json(),
-                                      std::move(done));
-        impl_->accepted_page(tenant, alert_id, 0, 0, limit - pairs.size(), std::move(pairs), std::move(done));
-      });
+  if (!std::all_of(cursor.begin(), cursor.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return done(make_error(400, "invalid_parameter", "cursor is not one this listing gave", "cursor"));
+  i.scan_deliveries(tenant, alert_id, state, cursor.empty() ? "0" : cursor, limit, {}, 0, std::move(done));
 }
 
 }  // namespace sirena::dispatch

@@ -152,6 +152,7 @@ TEST_F(DispatchTest, EveryRecipientGetsExactlyOnePushPerPlatform) {
   EXPECT_TRUE(d["items"].empty());
   EXPECT_TRUE(d["next"].is_null());
   EXPECT_EQ(daemon_->get("/v1/alerts/" + id + "/deliveries?cursor=a0.x", kOp).status, 400);
+  EXPECT_EQ(daemon_->get("/v1/alerts/" + id + "/deliveries?cursor=x1", kOp).status, 400);
   auto m = daemon_->get("/metrics", "").body;
   EXPECT_NE(m.find("sirena_messages_total{channel=\"apns\",gateway=\"apns\",result=\"accepted\",tenant=\"soliera\"} 3000"),
             std::string::npos);

@@ -349,6 +349,30 @@ TEST_F(SmsTest, PushFirstSendsSmsOnlyWhereNoPushWasAccepted) {
   EXPECT_EQ(sms(id)["pending"], 0);
   EXPECT_EQ(sms_stats()["unique_recipients"], 300);
   EXPECT_EQ(sms_stats()["duplicates"], 0);
+  // The accepted deliveries, listed page by page: the SMS (a field each, among the skipped
+  // ones and the failed pushes) and the pushes accepted at their first attempt (a record
+  // per batch). Every page but the last holds at least the limit (HSCAN may give more).
+  std::map<std::string, int> accepted;
+  std::set<std::string> seen;
+  std::string cursor;
+  for (int pages = 0;; ++pages) {
+    ASSERT_LT(pages, 20);
+    auto page = json::parse(daemon_->get("/v1/alerts/" + id + "/deliveries?state=accepted&limit=50" +
+                                             (cursor.empty() ? "" : "&cursor=" + cursor), kOp).body);
+    for (const auto& item : page["items"]) {
+      EXPECT_EQ(item["state"], "accepted");
+      EXPECT_TRUE(seen.insert(item["recipient"].get<std::string>() + "/" + item["channel"].get<std::string>()).second);
+      ++accepted[item["channel"]];
+    }
+    if (page["next"].is_null()) break;
+    EXPECT_GE(page["items"].size(), 50u) << "page " << pages;
+    cursor = page["next"];
+  }
+  EXPECT_EQ(accepted["sms"], 300);
+  EXPECT_EQ(accepted["apns"], 100);
+  auto failed = json::parse(daemon_->get("/v1/alerts/" + id + "/deliveries?state=failed&limit=1000", kOp).body);
+  EXPECT_EQ(failed["items"].size(), 100u);
+  EXPECT_TRUE(failed["next"].is_null());
 }
 
 TEST_F(SmsTest, PushFirstFallsBackToSmsWhenNoPushIsAcceptedInTime) {
