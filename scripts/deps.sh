@@ -10,7 +10,7 @@ packages=(
   libuv1-dev libh2o-dev libhiredis-dev libxml2-dev libxml2-utils libssl-dev
   nlohmann-json3-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   prometheus-cpp-dev libnghttp2-dev libcurl4-openssl-dev
-  libs2-dev libphonenumber-dev libsimdjson-dev
+  libs2-dev libphonenumber-dev libsimdjson-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # real peers for tests and benchmarks
   redis-server redis-tools wrk nghttp2-client nghttp2-server curl jq python3 openssl
