@@ -106,6 +106,32 @@ TEST(GeoIndex, UpsertReplacesLocationsTopicsAndZones) {
   EXPECT_EQ(index.language(1), 3);
 }
 
+TEST(GeoIndex, TallyCountsSlotsByLanguageAndChannels) {
+  GeoIndex index;
+  IndexEntry a = entry(1, kMet, {kSoliera});
+  a.channels = kChannelSms;
+  a.language = 2;
+  IndexEntry b = entry(2, kMet, {kSoliera});
+  b.channels = kChannelApns | kChannelFcm;
+  b.language = 2;
+  IndexEntry c = entry(3, kMet, {kSoliera});
+  c.channels = kChannelApns | kChannelFcm;
+  c.language = 2;
+  for (const auto& e : {a, b, c}) index.upsert(e);
+  index.upsert(entry(4, kMet, {kSoliera}));
+  index.remove(4);
+  std::vector<size_t> counts;
+  // 4 was removed and 99 never seen: both count as no language and no channel.
+  index.tally({1, 2, 3, 4, 99}, counts);
+  ASSERT_EQ(counts.size(), size_t{256} << 3);
+  EXPECT_EQ(counts[2 << 3 | kChannelSms], 1u);
+  EXPECT_EQ(counts[2 << 3 | (kChannelApns | kChannelFcm)], 2u);
+  EXPECT_EQ(counts[0], 2u);
+  size_t total = 0;
+  for (size_t n : counts) total += n;
+  EXPECT_EQ(total, 5u);
+}
+
 TEST(GeoIndex, Remove) {
   GeoIndex index;
   index.upsert(entry(1, kMet, {kSoliera}, {2}));
