@@ -48,30 +48,12 @@ start_sirenad() {  # start_sirenad BIN LOG: the demo config, from the repository
 }
 stop_sirenad() { stop_pid "$SIRENAD_PID"; SIRENAD_PID=""; }
 
-# Soliera's citizens: 70% with a phone, 40% APNs, 20% FCM; one to three topics; Italian,
-# English or Arabic; one location in the town, a second (work) for one in five; one in ten
-# registered in a zone. Imported 50,000 a request, as `sirena import` sends them.
+# Soliera's citizens (bench/directory/recipients.awk), imported 50,000 a request, as `sirena
+# import` sends them.
 say "importing $N recipients"
 start_sirenad "${BINS[0]}" "$WORK/import.log"
 t0=$SECONDS
-awk -v n="$N" 'BEGIN {
-  split("Met Geo Safety Fire Health viabilita scuole", topic, " "); split("it en ar", lang, " ")
-  for (i = 0; i < n; ++i) {
-    s = "{\"id\":\"r-" i "\",\"language\":\"" lang[i % 7 == 0 ? 2 : i % 13 == 0 ? 3 : 1] "\""
-    if (i % 10 < 7) s = s ",\"phone\":\"+39333" sprintf("%07d", i % 10000000) "\""
-    push = ""
-    if (i % 5 < 2) push = "{\"platform\":\"apns\",\"app\":\"it.comune.soliera.app\",\"token\":\"" sprintf("%064x", i + 1) "\"}"
-    else if (i % 5 == 2) push = "{\"platform\":\"fcm\",\"app\":\"soliera-app\",\"token\":\"fcm-" i "-" sprintf("%0120d", 0) "\"}"
-    if (push != "") s = s ",\"push\":[" push "]"
-    s = s ",\"topics\":[\"" topic[i % 7 + 1] "\""
-    for (k = 1; k < i % 3 + 1; ++k) s = s ",\"" topic[(i + 2 * k) % 7 + 1] "\""
-    s = s "],\"locations\":[{\"lat\":" sprintf("%.6f", 44.72 + (i * 7919 % 40000) / 1e6) ",\"lon\":" sprintf("%.6f", 10.90 + (i * 104729 % 50000) / 1e6) "}"
-    if (i % 5 == 0) s = s ",{\"lat\":" sprintf("%.6f", 44.70 + (i * 31 % 60000) / 1e6) ",\"lon\":" sprintf("%.6f", 10.88 + (i * 37 % 80000) / 1e6) "}"
-    s = s "]"
-    if (i % 10 == 3) s = s ",\"zones\":[\"soliera-centro\"]"
-    print s "}"
-  }
-}' | split -l 50000 - "$WORK/import/part-"
+awk -v n="$N" -f "$HERE/recipients.awk" | split -l 50000 - "$WORK/import/part-"
 for f in "$WORK"/import/part-*; do
   out=$(curl -fsS -X POST -H 'Authorization: Bearer demo-soliera-operator' -H 'Content-Type: application/x-ndjson' \
     --data-binary "@$f" "http://127.0.0.1:$PORT/v1/recipients/import") || die "import of $f failed"
