@@ -49,7 +49,7 @@ rcli() { redis-cli -s "$WORK/redis.sock" "$@"; }
 
 PORT=$(free_port)
 start_sirenad() {  # start_sirenad BIN LOG: the demo config, from the repository root (it names files relative to it)
-  (cd "$ROOT" && exec env SIRENA_HTTP_LISTEN="127.0.0.1:$PORT" SIRENA_REDIS_URL="unix://$WORK/redis.sock" \
+  (cd "$ROOT" && exec env ${SIRENAD_ENV:-} SIRENA_HTTP_LISTEN="127.0.0.1:$PORT" SIRENA_REDIS_URL="unix://$WORK/redis.sock" \
     SIRENA_GATEWAYS_APNS_URL=http://127.0.0.1:1 SIRENA_GATEWAYS_FCM_URL=http://127.0.0.1:1 \
     "$1" --config config/demo.yaml) >"$2" 2>&1 &
   SIRENAD_PID=$!

@@ -1,7 +1,9 @@
 #include "daemon/api/directory_api.h"
 
 #include <algorithm>
+#include <optional>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "daemon/core/log.h"
 
@@ -22,29 +24,47 @@ Error too_large(size_t size, size_t limit, const char* key) {
                         key + "); split larger imports into several requests (`sirena import` does this)");
 }
 
+}  // namespace
+
 // An import body is parsed in slices on libuv's thread pool (phone validation costs
-// ~13 us a line, so a 64 MiB body is seconds of CPU): slices are cut at line ends and
-// parsed in parallel; their results are merged in line order on the loop.
+// ~12 us a line, so a 64 MiB body is seconds of CPU). Slices are cut at line ends, and
+// each parsed slice is written to Redis once every slice before it has been sent: Redis
+// stores slice k while the pool parses the next ones, and lines reach Redis in file
+// order (the same id twice: the later line wins, as if sent one after the other).
+struct ImportJob;
 struct ImportSlice {
   uv_work_t work;
   std::string_view text;  // into ImportJob::body
   size_t first_line = 1;
+  bool parsed = false;
   std::shared_ptr<const directory::RecipientRules> rules;
   std::vector<std::pair<size_t, directory::Recipient>> good;
   std::vector<std::pair<size_t, Error>> bad;
-  struct ImportJob* job;
+  ImportJob* job;
 };
 
 struct ImportJob {
   std::string body;
+  std::string tenant;
+  DirectoryApi* api;
+  std::shared_ptr<http::Responder> res;
   std::vector<std::unique_ptr<ImportSlice>> slices;
-  size_t remaining = 0;
-  std::function<void(ImportJob*)> then;
+  size_t queued = 0;      // slices handed to the pool
+  size_t back = 0;        // slices back from it
+  size_t next_write = 0;  // the first slice not yet sent to Redis
+  size_t writing = 0;     // writes not yet answered
+  bool pumping = false, pump_again = false;
+  size_t created = 0;
+  std::unordered_set<std::string> ids;  // distinct recipients written: "imported"
+  nlohmann::json rejected = nlohmann::json::array();
+  std::optional<Error> failed;  // the first failed write: later slices are not sent
 };
 
-constexpr size_t kSliceBytes = 1 << 20;
-
-}  // namespace
+// Small slices let the first write start early; two in the pool at a time keep the parse
+// to the machine's cores (four threads would take turns on two cores and fight over
+// libphonenumber's regex cache lock) and the slices coming back in order.
+constexpr size_t kSliceBytes = 256 << 10;
+constexpr size_t kSlicesInPool = 2;
 
 DirectoryApi::DirectoryApi(uv_loop_t* loop, directory::Directory& dir, TenantsSnapshot tenants,
                            DirectoryApiOptions options)
@@ -113,7 +133,10 @@ void DirectoryApi::import(const http::Request& req, Res res) {
     return res->send_error(too_large(req.body.size(), options_.import_max_bytes, "directory.import_max_bytes"));
   auto* job = new ImportJob;
   job->body.assign(req.body);
-  auto rules = dir_.rules(who->tenant->id);
+  job->api = this;
+  job->tenant = who->tenant->id;
+  job->res = std::move(res);
+  auto rules = dir_.rules(job->tenant);
   // Cut into slices at line ends, counting lines so every slice knows its first number.
   std::string_view all(job->body);
   size_t line = 1;
@@ -133,50 +156,82 @@ void DirectoryApi::import(const http::Request& req, Res res) {
     job->slices.push_back(std::move(slice));
     all.remove_prefix(cut);
   }
-  std::string tenant = who->tenant->id;
-  job->then = [this, res, tenant](ImportJob* j) {
-    std::unique_ptr<ImportJob> owned(j);
-    // Merge in line order; the same id twice: the last line wins, as if sent one after the other.
-    auto good = std::make_shared<std::vector<directory::Recipient>>();
-    auto rejected = std::make_shared<nlohmann::json>(nlohmann::json::array());
-    std::unordered_map<std::string, size_t> position;
-    for (auto& slice : j->slices) {
-      for (auto& [n, e] : slice->bad) {
-        nlohmann::json item = {{"line", n}, {"reason", e.message}, {"code", e.code}};
-        if (!e.where.empty()) item["where"] = e.where;
-        rejected->push_back(std::move(item));
-      }
-      for (auto& [n, r] : slice->good) {
-        auto [it, fresh] = position.emplace(r.id, good->size());
-        if (fresh) good->push_back(std::move(r));
-        else (*good)[it->second] = std::move(r);
-      }
-    }
-    j->slices.clear();
-    dir_.import(tenant, good, [res, rejected, tenant](Result<directory::ImportOutcome> o) {
-      if (!o) return res->send_error(o.error());
-      log::info("recipients_imported",
-                {{"tenant", tenant}, {"imported", o->imported}, {"created", o->created}, {"rejected", rejected->size()}});
-      res->send_json(200, dump({{"imported", o->imported}, {"created", o->created}, {"rejected", *rejected}}));
-    });
-  };
-  job->remaining = job->slices.size();
-  if (job->remaining == 0) return job->then(job);
-  for (auto& slice : job->slices) {
-    uv_queue_work(
-        loop_, &slice->work,
-        [](uv_work_t* w) {
-          auto* s = static_cast<ImportSlice*>(w->data);
-          directory::parse_ndjson(s->text, *s->rules, [s](size_t n, Result<directory::Recipient>&& r) {
-            if (r) s->good.emplace_back(s->first_line + n - 1, std::move(r).value());
-            else s->bad.emplace_back(s->first_line + n - 1, r.error());
-          });
-        },
-        [](uv_work_t* w, int) {
-          auto* s = static_cast<ImportSlice*>(w->data);
-          if (--s->job->remaining == 0) s->job->then(s->job);
-        });
+  pump(job);
+}
+
+// Moves an import on: sends the parsed slices whose predecessors were sent, keeps the
+// pool busy, and answers once everything sent was answered. Re-entered from a write
+// answered at once (an error), it only asks the running call to go round again.
+void DirectoryApi::pump(ImportJob* job) {
+  if (job->pumping) {
+    job->pump_again = true;
+    return;
   }
+  job->pumping = true;
+  const size_t n = job->slices.size();
+  do {
+    job->pump_again = false;
+    while (!job->failed && job->next_write < n && job->slices[job->next_write]->parsed)
+      write_slice(job, *job->slices[job->next_write++]);
+    while (!job->failed && job->queued < n && job->queued - job->back < kSlicesInPool)
+      queue_slice(job, *job->slices[job->queued++]);
+  } while (job->pump_again);
+  job->pumping = false;
+  if (job->queued != job->back || job->writing > 0 || (!job->failed && job->next_write < n)) return;
+
+  std::unique_ptr<ImportJob> done(job);
+  if (job->failed) return job->res->send_error(*job->failed);  // what was written stays: an import is idempotent
+  log::info("recipients_imported", {{"tenant", job->tenant},
+                                    {"imported", job->ids.size()},
+                                    {"created", job->created},
+                                    {"rejected", job->rejected.size()}});
+  job->res->send_json(
+      200, dump({{"imported", job->ids.size()}, {"created", job->created}, {"rejected", std::move(job->rejected)}}));
+}
+
+void DirectoryApi::queue_slice(ImportJob*, ImportSlice& slice) {
+  uv_queue_work(
+      loop_, &slice.work,
+      [](uv_work_t* w) {
+        auto* s = static_cast<ImportSlice*>(w->data);
+        directory::parse_ndjson(s->text, *s->rules, [s](size_t n, Result<directory::Recipient>&& r) {
+          if (r) s->good.emplace_back(s->first_line + n - 1, std::move(r).value());
+          else s->bad.emplace_back(s->first_line + n - 1, r.error());
+        });
+      },
+      [](uv_work_t* w, int) {
+        auto* s = static_cast<ImportSlice*>(w->data);
+        s->parsed = true;
+        ++s->job->back;
+        s->job->api->pump(s->job);
+      });
+}
+
+void DirectoryApi::write_slice(ImportJob* job, ImportSlice& slice) {
+  for (auto& [n, e] : slice.bad) {
+    nlohmann::json item = {{"line", n}, {"reason", e.message}, {"code", e.code}};
+    if (!e.where.empty()) item["where"] = e.where;
+    job->rejected.push_back(std::move(item));
+  }
+  auto batch = std::make_shared<std::vector<directory::Recipient>>();
+  batch->reserve(slice.good.size());
+  for (auto& [n, r] : slice.good) {
+    job->ids.insert(r.id);
+    batch->push_back(std::move(r));
+  }
+  slice.good = {};
+  slice.bad = {};
+  if (batch->empty()) return;
+  ++job->writing;
+  dir_.import(job->tenant, std::move(batch), [this, job](Result<directory::ImportOutcome> o) {
+    --job->writing;
+    if (!o) {
+      if (!job->failed) job->failed = o.error();
+    } else {
+      job->created += o->created;
+    }
+    pump(job);
+  });
 }
 
 void DirectoryApi::put_zone(const http::Request& req, Res res, const std::string& name) {

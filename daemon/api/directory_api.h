@@ -1,7 +1,8 @@
 // /v1/recipients and /v1/zones: the tenant's citizens and named zones.
 //
 // Import bodies are parsed and validated on libuv's thread pool (a 64 MiB NDJSON body
-// is ~250k lines of work that must not stall the loop); storage then happens on the loop.
+// is ~250k lines of work that must not stall the loop); each parsed slice is stored from
+// the loop while the pool parses the next.
 #pragma once
 
 #include <uv.h>
@@ -11,6 +12,9 @@
 #include "daemon/directory/directory.h"
 
 namespace sirena::api {
+
+struct ImportJob;
+struct ImportSlice;
 
 struct DirectoryApiOptions {
   size_t max_body_bytes = 1 << 20;          // PUT bodies
@@ -28,6 +32,9 @@ class DirectoryApi {
   void get_recipient(const http::Request& req, Res res, const std::string& id);
   void delete_recipient(const http::Request& req, Res res, const std::string& id);
   void import(const http::Request& req, Res res);
+  void pump(ImportJob* job);
+  void queue_slice(ImportJob* job, ImportSlice& slice);
+  void write_slice(ImportJob* job, ImportSlice& slice);
   void put_zone(const http::Request& req, Res res, const std::string& name);
   void get_zone(const http::Request& req, Res res, const std::string& name);
   void delete_zone(const http::Request& req, Res res, const std::string& name);

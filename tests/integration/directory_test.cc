@@ -167,6 +167,40 @@ TEST_F(DirectoryTest, ImportReportsBadLinesAndIsIdempotent) {
   EXPECT_EQ(again["created"], 0) << "the same ids again replace, never duplicate";
 }
 
+// A body of many slices (the API parses 256 KiB at a time and stores each slice while the
+// next ones are parsed): lines reach Redis in file order, so the same id twice ends with its
+// later line, in the store and in the index; bad lines keep their numbers; "imported" counts
+// recipients, not lines.
+TEST_F(DirectoryTest, AManySliceImportKeepsFileOrder) {
+  std::string nd = recipient("twice", 44.7376, 10.9245, {"Met"}).dump() + "\n";
+  size_t lines = 1;
+  std::vector<size_t> bad;
+  while (nd.size() < (1u << 20) + (300u << 10)) {  // more than five slices
+    ++lines;
+    if (lines % 1000 == 0) {
+      nd += "{not json\n";
+      bad.push_back(lines);
+    } else {
+      nd += recipient("many-" + std::to_string(lines), 44.7376, 10.9245, {"Met"}).dump() + "\n";
+    }
+  }
+  nd += recipient("twice", 44.7376, 10.9245, {"Fire", "Health"}).dump() + "\n";
+  ++lines;
+  auto r = daemon_->post("/v1/recipients/import", kOp, nd, "application/x-ndjson");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json body = json::parse(r.body);
+  EXPECT_EQ(body["imported"], lines - bad.size() - 1) << "\"twice\" is one recipient";
+  EXPECT_EQ(body["created"], lines - bad.size() - 1);
+  ASSERT_EQ(body["rejected"].size(), bad.size());
+  for (size_t i = 0; i < bad.size(); ++i) EXPECT_EQ(body["rejected"][i]["line"], bad[i]);
+  auto got = daemon_->get("/v1/recipients/twice", kOp);
+  ASSERT_EQ(got.status, 200);
+  EXPECT_EQ(json::parse(got.body)["topics"], json::array({"Fire", "Health"})) << "the later line wins";
+  // The index agrees: a Met alert reaches every "many-" recipient but not "twice" any more.
+  json p = preview(cap("slices-1", "Severe", "Expected", "Met", kArea));
+  EXPECT_EQ(p["recipients"], lines - bad.size() - 2) << p.dump();
+}
+
 TEST_F(DirectoryTest, ImportOverTheLimitIsRefusedWhole) {
   EXPECT_EQ(daemon_->stop(), 0);
   start({{"SIRENA_DIRECTORY_IMPORT_MAX_BYTES", "2048"}});
