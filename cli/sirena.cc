@@ -4,7 +4,8 @@
 //   sirena ... preview FILE                         who it would reach, SMS text and segments
 //   sirena ... status ID | list                     one alert | the newest alerts
 //   sirena ... approve ID | cancel ID
-//   sirena ... import FILE [--batch-bytes N]        NDJSON recipients, any size, in bounded requests
+//   sirena ... import FILE [--batch-bytes N] [--retry-for S]
+//                                                   NDJSON recipients, any size, in bounded requests
 //   sirena ... tail ID                              follow an alert's state until it is final
 //
 // SIRENA_URL and SIRENA_KEY stand in for --url and --key.
@@ -104,21 +105,41 @@ std::string alert_type(const std::string& file) {
   return file.size() > 5 && file.substr(file.size() - 5) == ".json" ? "application/json" : "application/cap+xml";
 }
 
+// Whether a failed import request may simply be sent again: the daemon was unreachable
+// (restarting), or answered 503 (its directory still loading, or Redis unavailable).
+// Sending a batch again is safe: an import is idempotent per recipient id.
+bool worth_retrying(const Reply& r) {
+  return r.status == 503 || (r.status == 0 && !r.error.empty());
+}
+
 // Sends an NDJSON file as consecutive requests of at most `batch_bytes`, cut at line
-// ends, so memory stays flat on both sides whatever the file's size.
-int import_file(const Client& client, const std::string& path, size_t batch_bytes) {
+// ends, so memory stays flat on both sides whatever the file's size. A request that
+// failed for a passing reason is sent again with backoff for up to `retry_for`.
+int import_file(const Client& client, const std::string& path, size_t batch_bytes,
+                std::chrono::seconds retry_for) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     std::cerr << "sirena: cannot read " << path << "\n";
     return 2;
   }
-  size_t imported = 0, created = 0, line_no = 0, first_line = 1;
+  size_t imported = 0, created = 0, line_no = 0;
+  size_t first_line = 1, lines = 0;  // the batch's first line in the file, and its lines
   nlohmann::json rejected = nlohmann::json::array();
   std::string batch, line;
   auto t0 = std::chrono::steady_clock::now();
   auto flush = [&]() -> bool {
     if (batch.empty()) return true;
     Reply r = client.call("POST", "/v1/recipients/import", batch, "application/x-ndjson");
+    const auto give_up = std::chrono::steady_clock::now() + retry_for;
+    std::chrono::milliseconds pause(250);
+    while (worth_retrying(r) && std::chrono::steady_clock::now() + pause <= give_up) {
+      std::cerr << "\nsirena: lines " << first_line << "-" << first_line + lines - 1 << ": "
+                << (r.error.empty() ? "HTTP 503 " + r.body : r.error) << "; retrying in " << pause.count() << " ms"
+                << std::endl;
+      std::this_thread::sleep_for(pause);  // backoff between attempts, not a wait for a condition
+      r = client.call("POST", "/v1/recipients/import", batch, "application/x-ndjson");
+      pause = std::min(pause * 2, std::chrono::milliseconds(5000));
+    }
     auto j = nlohmann::json::parse(r.body, nullptr, false);
     if (r.status != 200 || !j.is_object()) {
       std::cerr << "sirena: import stopped at line " << first_line << ": ";
@@ -135,14 +156,16 @@ int import_file(const Client& client, const std::string& path, size_t batch_byte
     std::cerr << "\rimported " << imported << " (" << static_cast<long>(imported / std::max(secs, 1e-3))
               << "/s), rejected " << rejected.size() << std::flush;
     batch.clear();
-    first_line = line_no + 1;
+    lines = 0;
     return true;
   };
   while (std::getline(in, line)) {
     ++line_no;
-    if (batch.size() + line.size() + 1 > batch_bytes && !flush()) return 1;
+    if (!batch.empty() && batch.size() + line.size() + 1 > batch_bytes && !flush()) return 1;
+    if (batch.empty()) first_line = line_no;
     batch += line;
     batch += '\n';
+    ++lines;
   }
   if (!flush()) return 1;
   std::cerr << "\n";
@@ -193,6 +216,9 @@ int main(int argc, char** argv) {
   auto* import = app.add_subcommand("import", "import recipients from an NDJSON file of any size");
   import->add_option("file", file)->required();
   import->add_option("--batch-bytes", batch_bytes, "largest request body (default 8 MiB)");
+  int retry_for = 120;
+  import->add_option("--retry-for", retry_for,
+                     "seconds to keep sending a request again while sirenad is unreachable or answers 503 (default 120)");
   auto* follow = app.add_subcommand("tail", "follow an alert until it is final");
   follow->add_option("id", id)->required();
   CLI11_PARSE(app, argc, argv);
@@ -205,7 +231,7 @@ int main(int argc, char** argv) {
   if (app.got_subcommand("list")) return show(client.call("GET", "/v1/alerts"));
   if (*approve) return show(client.call("POST", "/v1/alerts/" + id + "/approve"));
   if (*cancel) return show(client.call("POST", "/v1/alerts/" + id + "/cancel"));
-  if (*import) return import_file(client, file, batch_bytes);
+  if (*import) return import_file(client, file, batch_bytes, std::chrono::seconds(retry_for));
   if (*follow) return tail(client, id);
   return 2;
 }

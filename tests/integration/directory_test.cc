@@ -2,6 +2,8 @@
 // configuration (config/demo.yaml and config/zones), driven over HTTP.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -199,6 +201,43 @@ TEST_F(DirectoryTest, AManySliceImportKeepsFileOrder) {
   // The index agrees: a Met alert reaches every "many-" recipient but not "twice" any more.
   json p = preview(cap("slices-1", "Severe", "Expected", "Met", kArea));
   EXPECT_EQ(p["recipients"], lines - bad.size() - 2) << p.dump();
+}
+
+// `sirena import` as an operator runs it: a file sent as several requests while Redis is
+// down. The CLI sends the request again while sirenad answers 503, then goes on once Redis
+// is back; every recipient is stored, and a bad line is numbered as in the file (not as
+// in the request that carried it).
+TEST_F(DirectoryTest, CliImportWaitsOutARedisOutageAndNumbersLinesAsInTheFile) {
+  const std::string file = dir_.path() + "/town.ndjson", out = dir_.path() + "/import.json",
+                    err = dir_.path() + "/import.err";
+  constexpr size_t kLines = 400, kBad = 301;
+  {
+    std::ofstream f(file);
+    for (size_t i = 1; i <= kLines; ++i)
+      f << (i == kBad ? std::string("{not json") : recipient("cli-" + std::to_string(i), 44.7376, 10.9245, {"Met"}).dump())
+        << "\n";
+  }
+  redis_->stop();
+  ASSERT_TRUE(wait_until([&] { return daemon_->get("/v1/recipients/cli-1", kOp).status == 503; }, std::chrono::seconds(10)))
+      << "sirenad notices that Redis is gone";
+  Process cli({"/bin/sh", "-c",
+               "exec \"$0\" --url \"$1\" --key \"$2\" import \"$3\" --batch-bytes 8192 --retry-for 60 >\"$4\"",
+               bin_dir() + "/sirena", daemon_->base(), kOp, file, out},
+              {}, err);
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  ASSERT_TRUE(wait_until([&] { return read(err).find("retrying") != std::string::npos; }, std::chrono::seconds(10)))
+      << read(err);
+  redis_->start();
+  ASSERT_EQ(cli.wait_exit(std::chrono::seconds(60)), 0) << read(err);
+  json result = json::parse(read(out));
+  EXPECT_EQ(result["imported"], kLines - 1) << result.dump();
+  ASSERT_EQ(result["rejected"].size(), 1u) << result.dump();
+  EXPECT_EQ(result["rejected"][0]["line"], kBad) << "numbered as in the file";
+  EXPECT_EQ(redis_->cli({"HLEN", "{t:soliera}:recipients"}), std::to_string(kLines - 1) + "\n");
+  EXPECT_EQ(daemon_->get("/v1/recipients/cli-" + std::to_string(kLines), kOp).status, 200);
 }
 
 TEST_F(DirectoryTest, ImportOverTheLimitIsRefusedWhole) {
