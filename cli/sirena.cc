@@ -122,7 +122,7 @@ int import_file(const Client& client, const std::string& path, size_t batch_byte
     std::cerr << "sirena: cannot read " << path << "\n";
     return 2;
   }
-  size_t imported = 0, created = 0, line_no = 0;
+  size_t imported = 0, created = 0, unchanged = 0, line_no = 0;
   size_t first_line = 1, lines = 0;  // the batch's first line in the file, and its lines
   nlohmann::json rejected = nlohmann::json::array();
   std::string batch, line;
@@ -148,6 +148,7 @@ int import_file(const Client& client, const std::string& path, size_t batch_byte
     }
     imported += j.value("imported", 0);
     created += j.value("created", 0);
+    unchanged += j.value("unchanged", 0);
     for (auto item : j["rejected"]) {
       item["line"] = item["line"].get<size_t>() + first_line - 1;  // the file's numbering
       rejected.push_back(item);
@@ -169,7 +170,10 @@ int import_file(const Client& client, const std::string& path, size_t batch_byte
   }
   if (!flush()) return 1;
   std::cerr << "\n";
-  std::cout << nlohmann::json({{"imported", imported}, {"created", created}, {"rejected", rejected}}).dump(2) << "\n";
+  std::cout << nlohmann::json(
+                   {{"imported", imported}, {"created", created}, {"unchanged", unchanged}, {"rejected", rejected}})
+                   .dump(2)
+            << "\n";
   return 0;
 }
 

@@ -2,8 +2,9 @@
 # Recipient import through the API, durable: N recipients (bench/directory/recipients.awk) sent
 # with `sirena import` (the CLI a user runs: consecutive requests of at most 8 MiB) to sirenad,
 # whose Redis writes its AOF with appendfsync always, as the managed Redis does. Each build
-# imports into an empty directory ("new"), then the same file again ("again": every line an
-# update). Builds take turns, ROUNDS times; the table gives medians [min-max].
+# imports into an empty directory ("new"), then the same file again ("same": nothing to
+# write), then the same recipients with other topics ("changed": every line an update).
+# Builds take turns, ROUNDS times; the table gives medians [min-max].
 #
 # Baseline, same run and Redis: the same N lines written with `redis-cli --pipe` as one HSET
 # field each, no validation and no index: what durable Redis alone takes of these bytes.
@@ -39,6 +40,7 @@ cp "$CLI" "$WORK/bin/sirena"
 
 say "generating $N recipients"
 awk -v n="$N" -f "$HERE/recipients.awk" >"$WORK/recipients.ndjson"
+awk -v n="$N" -v variant=1 -f "$HERE/recipients.awk" >"$WORK/changed.ndjson"
 BYTES=$(stat -c %s "$WORK/recipients.ndjson")
 
 redis-server --port 0 --unixsocket "$WORK/redis.sock" --unixsocketperm 700 --dir "$WORK/redis" \
@@ -57,14 +59,14 @@ start_sirenad() {  # start_sirenad BIN LOG: the demo config, from the repository
 }
 stop_sirenad() { stop_pid "$SIRENAD_PID"; SIRENAD_PID=""; }
 
-# one_import BIN KIND LOG: sirena import of the whole file into the running sirenad; appends
-# "build kind seconds sirenad_ticks redis_ticks cli_ticks other_ticks" to rows.
+# one_import BUILD KIND FILE: sirena import of the whole file into the running sirenad; appends
+# "build kind milliseconds sirenad_ticks redis_ticks cli_ticks other_ticks" to rows.
 one_import() {
-  local i=$1 kind=$2 s0 r0 b0 ms0 ms out stored
+  local i=$1 kind=$2 file=$3 s0 r0 b0 ms0 ms out stored
   settle_redis "$WORK/redis.sock"
   s0=$(cpu_ticks "$SIRENAD_PID") r0=$(cpu_ticks "$REDIS_PID") b0=$(busy_ticks) ms0=$(date +%s%3N)
   out=$(/usr/bin/time -f '%U %S' -o "$WORK/cli.time" "$WORK/bin/sirena" --url "http://127.0.0.1:$PORT" \
-    --key demo-soliera-operator import "$WORK/recipients.ndjson" 2>"$WORK/cli.err") ||
+    --key demo-soliera-operator import "$file" 2>"$WORK/cli.err") ||
     { tail -c 500 "$WORK/cli.err" >&2; die "sirena import failed"; }
   ms=$(( $(date +%s%3N) - ms0 ))
   local s=$(( $(cpu_ticks "$SIRENAD_PID") - s0 )) r=$(( $(cpu_ticks "$REDIS_PID") - r0 )) busy=$(( $(busy_ticks) - b0 ))
@@ -83,8 +85,9 @@ for ROUND in $(seq 1 "$ROUNDS"); do
   for i in "${!BINS[@]}"; do
     rcli flushall >/dev/null
     start_sirenad "${BINS[i]}" "$WORK/sirenad-$ROUND-$i.log"
-    one_import "$i" new
-    one_import "$i" again
+    one_import "$i" new "$WORK/recipients.ndjson"
+    one_import "$i" same "$WORK/recipients.ndjson"
+    one_import "$i" changed "$WORK/changed.ndjson"
     stop_sirenad
   done
 done
@@ -109,12 +112,13 @@ echo
 echo "Command: \`bench/directory/import.sh $N $ROUNDS $*\`; $(nproc) cores; load average after: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "$(awk -v b="$BYTES" -v n="$N" 'BEGIN { printf "%.0f MiB of NDJSON, %.0f bytes a line", b / 1048576, b / n }');" \
   "70% with a phone, 60% with a push token; Redis with appendfsync always. \"new\": into an empty directory;"
-echo "\"again\": the same file once more (updates). CPU per 100k recipients; \"other\" is the rest of the machine."
+echo "\"same\": the same file once more (nothing to write); \"changed\": every recipient with other topics."
+echo "CPU per 100k recipients; \"other\" is the rest of the machine (with Redis's AOF rewrites, which run in a child)."
 echo
 echo "| importer | import | recipients/s | seconds | sirenad CPU s/100k | Redis CPU s/100k | CLI CPU s/100k | other CPU s/100k |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for i in "${!BINS[@]}"; do
-  for kind in new again; do
+  for kind in new same changed; do
     awk -v i="$i" -v kind="$kind" -v n="$N" -v hz="$HZ" -v name="${NAMES[i]}" '
       function med(a, k,   j, t, m) {  # sorts a[1..k] in place
         for (j = 2; j <= k; ++j) { t = a[j]; for (m = j - 1; m >= 1 && a[m] > t; --m) a[m + 1] = a[m]; a[m + 1] = t }

@@ -54,7 +54,7 @@ struct ImportJob {
   size_t next_write = 0;  // the first slice not yet sent to Redis
   size_t writing = 0;     // writes not yet answered
   bool pumping = false, pump_again = false;
-  size_t created = 0;
+  size_t created = 0, unchanged = 0;
   std::unordered_set<std::string> ids;  // distinct recipients written: "imported"
   nlohmann::json rejected = nlohmann::json::array();
   std::optional<Error> failed;  // the first failed write: later slices are not sent
@@ -184,9 +184,13 @@ void DirectoryApi::pump(ImportJob* job) {
   log::info("recipients_imported", {{"tenant", job->tenant},
                                     {"imported", job->ids.size()},
                                     {"created", job->created},
+                                    {"unchanged", job->unchanged},
                                     {"rejected", job->rejected.size()}});
   job->res->send_json(
-      200, dump({{"imported", job->ids.size()}, {"created", job->created}, {"rejected", std::move(job->rejected)}}));
+      200, dump({{"imported", job->ids.size()},
+                 {"created", job->created},
+                 {"unchanged", job->unchanged},
+                 {"rejected", std::move(job->rejected)}}));
 }
 
 void DirectoryApi::queue_slice(ImportJob*, ImportSlice& slice) {
@@ -229,6 +233,7 @@ void DirectoryApi::write_slice(ImportJob* job, ImportSlice& slice) {
       if (!job->failed) job->failed = o.error();
     } else {
       job->created += o->created;
+      job->unchanged += o->unchanged;
     }
     pump(job);
   });

@@ -58,16 +58,32 @@ local function block_of(slot) return math.floor(tonumber(slot) / B) end
 )LUA";
 
 // ARGV: (id, json, packed index record, packed contacts) per recipient.
-// Returns (slot, created) per recipient. The slots are looked up with one HMGET and the
-// new ones given with one INCRBY and one HSET: a call per recipient cost Redis more than
-// the writes themselves. An id twice in one call gets one slot, "created" the first time.
+// Returns (slot, created) per recipient: created is 1 for a new recipient, 0 for a
+// replaced one, -1 when the stored document, index record and contacts already were
+// these (nothing is written: a registry exported and imported again every night costs
+// reads, not writes). The slots are looked up with one HMGET and the new ones given with
+// one INCRBY and one HSET: a call per recipient cost Redis more than the writes
+// themselves. An id twice in one call gets one slot, "created" the first time, and is
+// compared with what its earlier line wrote.
 constexpr const char* kUpsertScript = R"LUA(
 local out, docs, recs, contacts, slots, blocks = {}, {}, {}, {}, {}, {}
-local ids, fresh, new_ids, reported = {}, {}, {}, {}
+local ids, fresh, new_ids, reported, written = {}, {}, {}, {}, {}
 for i = 1, #ARGV, 4 do ids[#ids + 1] = ARGV[i] end
 local known = redis.call('HMGET', p .. 'slot', unpack(ids))
+local stored = {}  -- k -> {doc, record, contacts} of a recipient that has a slot
+local known_slots, known_at = {}, {}
 for k, id in ipairs(ids) do
-  if not known[k] and not fresh[id] then fresh[id] = true; new_ids[#new_ids + 1] = id end
+  if known[k] then
+    known_slots[#known_slots + 1] = known[k]; known_at[#known_slots] = k
+  elseif not fresh[id] then
+    fresh[id] = true; new_ids[#new_ids + 1] = id
+  end
+end
+if #known_slots > 0 then
+  local old_docs = redis.call('HMGET', p .. 'recipients', unpack(ids))
+  local old_recs = redis.call('HMGET', p .. 'index', unpack(known_slots))
+  local old_contacts = redis.call('HMGET', p .. 'contacts', unpack(known_slots))
+  for j, k in ipairs(known_at) do stored[k] = {old_docs[k], old_recs[j], old_contacts[j]} end
 end
 if #new_ids > 0 then
   local first = redis.call('INCRBY', p .. 'slot_seq', #new_ids) - #new_ids
@@ -85,21 +101,29 @@ for k, id in ipairs(ids) do
     slot = fresh[id]
     if not reported[id] then reported[id] = true; created = 1 end
   end
-  docs[#docs + 1] = id; docs[#docs + 1] = ARGV[i + 1]
-  recs[#recs + 1] = slot; recs[#recs + 1] = ARGV[i + 2]
-  contacts[#contacts + 1] = slot; contacts[#contacts + 1] = ARGV[i + 3]
-  slots[#slots + 1] = slot
-  local n = block_of(slot)
-  local pieces = blocks[n] or {}
-  blocks[n] = pieces
-  pieces[#pieces + 1] = struct.pack('<I4I4', slot, #ARGV[i + 2]); pieces[#pieces + 1] = ARGV[i + 2]
+  local was = written[id] or stored[k]
+  if was and was[1] == ARGV[i + 1] and was[2] == ARGV[i + 2] and was[3] == ARGV[i + 3] then
+    created = -1
+  else
+    written[id] = {ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]}
+    docs[#docs + 1] = id; docs[#docs + 1] = ARGV[i + 1]
+    recs[#recs + 1] = slot; recs[#recs + 1] = ARGV[i + 2]
+    contacts[#contacts + 1] = slot; contacts[#contacts + 1] = ARGV[i + 3]
+    slots[#slots + 1] = slot
+    local n = block_of(slot)
+    local pieces = blocks[n] or {}
+    blocks[n] = pieces
+    pieces[#pieces + 1] = struct.pack('<I4I4', slot, #ARGV[i + 2]); pieces[#pieces + 1] = ARGV[i + 2]
+  end
   out[#out + 1] = tonumber(slot); out[#out + 1] = created
 end
-redis.call('HSET', p .. 'recipients', unpack(docs))
-redis.call('HSET', p .. 'index', unpack(recs))
-redis.call('HSET', p .. 'contacts', unpack(contacts))
-for n, pieces in pairs(blocks) do append_records(n, pieces) end
-redis.call('XADD', p .. 'changes', 'MAXLEN', '~', '100000', '*', 'op', 'upsert', 'slots', table.concat(slots, ','))
+if #docs > 0 then
+  redis.call('HSET', p .. 'recipients', unpack(docs))
+  redis.call('HSET', p .. 'index', unpack(recs))
+  redis.call('HSET', p .. 'contacts', unpack(contacts))
+  for n, pieces in pairs(blocks) do append_records(n, pieces) end
+  redis.call('XADD', p .. 'changes', 'MAXLEN', '~', '100000', '*', 'op', 'upsert', 'slots', table.concat(slots, ','))
+end
 return out
 )LUA";
 
@@ -568,8 +592,11 @@ void Directory::import(const std::string& tenant, std::shared_ptr<std::vector<Re
                   } else if (TenantState* ts = state(tenant)) {
                     for (size_t i = begin; i < end; ++i) {
                       size_t k = (i - begin) * 2;
-                      apply(*ts, static_cast<Slot>(r->element[k]->integer), (*batch)[i]);
-                      outcome->created += r->element[k + 1]->integer == 1;
+                      const long long created = r->element[k + 1]->integer;
+                      // Unchanged: the index already holds what Redis holds for the slot.
+                      if (created >= 0) apply(*ts, static_cast<Slot>(r->element[k]->integer), (*batch)[i]);
+                      outcome->created += created == 1;
+                      outcome->unchanged += created == -1;
                       ++outcome->imported;
                     }
                   }

@@ -46,6 +46,7 @@ namespace sirena::directory {
 struct ImportOutcome {
   size_t imported = 0;
   size_t created = 0;
+  size_t unchanged = 0;  // stored exactly so already: nothing written
 };
 
 // The resolution of one alert: who it reaches, deduplicated, grouped.

@@ -164,9 +164,40 @@ TEST_F(DirectoryTest, ImportReportsBadLinesAndIsIdempotent) {
   EXPECT_EQ(body["rejected"][0]["line"], 2);
   EXPECT_EQ(body["rejected"][1]["line"], 4);
   EXPECT_NE(body["rejected"][1]["reason"].get<std::string>().find("Nope"), std::string::npos);
+  EXPECT_EQ(body["unchanged"], 0);
   auto again = json::parse(daemon_->post("/v1/recipients/import", kOp, nd, "application/x-ndjson").body);
   EXPECT_EQ(again["imported"], 2);
   EXPECT_EQ(again["created"], 0) << "the same ids again replace, never duplicate";
+  EXPECT_EQ(again["unchanged"], 2) << "identical lines write nothing";
+}
+
+// A line identical to what is stored writes nothing; a changed one is written and indexed,
+// also when an earlier line of the same call changed the recipient and a later one puts
+// the stored form back.
+TEST_F(DirectoryTest, ImportWritesOnlyWhatChanged) {
+  const std::string a = recipient("u-1", 44.7376, 10.9245, {"Met"}).dump() + "\n";
+  const std::string b = recipient("u-1", 44.7376, 10.9245, {"Fire"}).dump() + "\n";
+  const std::string other = recipient("u-2", 44.7376, 10.9245, {"Met"}).dump() + "\n";
+  auto import = [&](const std::string& nd) {
+    auto r = daemon_->post("/v1/recipients/import", kOp, nd, "application/x-ndjson");
+    EXPECT_EQ(r.status, 200) << r.body;
+    return json::parse(r.body);
+  };
+  EXPECT_EQ(import(a + other)["created"], 2);
+  const std::string events = redis_->cli({"XLEN", "{t:soliera}:changes"});
+  json same = import(a + other);
+  EXPECT_EQ(same["unchanged"], 2) << same.dump();
+  EXPECT_EQ(redis_->cli({"XLEN", "{t:soliera}:changes"}), events) << "no write, no change event";
+
+  json changed = import(b + other);
+  EXPECT_EQ(changed["unchanged"], 1) << changed.dump();
+  EXPECT_EQ(json::parse(daemon_->get("/v1/recipients/u-1", kOp).body)["topics"], json::array({"Fire"}));
+  EXPECT_EQ(preview(cap("changed-1", "Severe", "Expected", "Met", kArea))["recipients"], 1) << "u-1 left Met";
+
+  json back = import(b + a);  // b equals the stored form, then a changes it back
+  EXPECT_EQ(back["unchanged"], 1) << back.dump();
+  EXPECT_EQ(json::parse(daemon_->get("/v1/recipients/u-1", kOp).body)["topics"], json::array({"Met"}));
+  EXPECT_EQ(preview(cap("changed-2", "Severe", "Expected", "Met", kArea))["recipients"], 2) << "u-1 is back in Met";
 }
 
 // A body of many slices (the API parses 256 KiB at a time and stores each slice while the
