@@ -70,20 +70,28 @@ local out, docs, recs, contacts, slots, blocks = {}, {}, {}, {}, {}, {}
 local ids, fresh, new_ids, reported, written = {}, {}, {}, {}, {}
 for i = 1, #ARGV, 4 do ids[#ids + 1] = ARGV[i] end
 local known = redis.call('HMGET', p .. 'slot', unpack(ids))
-local stored = {}  -- k -> {doc, record, contacts} of a recipient that has a slot
-local known_slots, known_at = {}, {}
+local has_slot = false
 for k, id in ipairs(ids) do
-  if known[k] then
-    known_slots[#known_slots + 1] = known[k]; known_at[#known_slots] = k
-  elseif not fresh[id] then
-    fresh[id] = true; new_ids[#new_ids + 1] = id
-  end
+  if known[k] then has_slot = true
+  elseif not fresh[id] then fresh[id] = true; new_ids[#new_ids + 1] = id end
 end
-if #known_slots > 0 then
+-- What is stored for a line that may be unchanged: its document first (a changed line
+-- costs that one read), then the index record and contacts of those whose document is
+-- the same.
+local stored = {}  -- k -> {doc, record, contacts}
+if has_slot then
   local old_docs = redis.call('HMGET', p .. 'recipients', unpack(ids))
-  local old_recs = redis.call('HMGET', p .. 'index', unpack(known_slots))
-  local old_contacts = redis.call('HMGET', p .. 'contacts', unpack(known_slots))
-  for j, k in ipairs(known_at) do stored[k] = {old_docs[k], old_recs[j], old_contacts[j]} end
+  local same_slots, same_at = {}, {}
+  for k = 1, #ids do
+    if known[k] and old_docs[k] == ARGV[4 * k - 2] then
+      same_slots[#same_slots + 1] = known[k]; same_at[#same_slots] = k
+    end
+  end
+  if #same_slots > 0 then
+    local old_recs = redis.call('HMGET', p .. 'index', unpack(same_slots))
+    local old_contacts = redis.call('HMGET', p .. 'contacts', unpack(same_slots))
+    for j, k in ipairs(same_at) do stored[k] = {old_docs[k], old_recs[j], old_contacts[j]} end
+  end
 end
 if #new_ids > 0 then
   local first = redis.call('INCRBY', p .. 'slot_seq', #new_ids) - #new_ids
