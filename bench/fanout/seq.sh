@@ -8,6 +8,7 @@
 #   s  restart both simulators (fresh processes)
 #   w  wait IDLE seconds (default 20: about a 1M import's length)
 #   i  stop sirenad, FLUSHALL Redis, start sirenad and import the N recipients again
+#   b  keep every core busy for IDLE seconds (shell loops): as much CPU as an import, no state
 # One row per alert: what came before it, the load average, a fixed single-threaded Python
 # workload's ms just before it (the machine's speed then), first message, time to 100%, CPU.
 # Exit status: 0, or 1 when an alert lost or duplicated a message.
@@ -21,7 +22,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-(($# >= 2)) && [[ $1 =~ ^[0-9]+$ && $2 =~ ^[arswi]+$ ]] || { sed -n '2,19s/^# \{0,1\}//p' "$0"; exit 2; }
+(($# >= 2)) && [[ $1 =~ ^[0-9]+$ && $2 =~ ^[arswib]+$ ]] || { sed -n '2,20s/^# \{0,1\}//p' "$0"; exit 2; }
 N=$1 STEPS=$2 SIRENAD=${3:-$ROOT/build/bin/sirenad}
 SIM=${SIM:-$ROOT/build/bin/sirena-sim} APPENDFSYNC=${APPENDFSYNC:-always} FCM_RATE=${FCM_RATE:-1000000}
 IDLE=${IDLE:-20}
@@ -85,6 +86,9 @@ for ((j = 0; j < ${#STEPS}; ++j)); do
     r) stop_sirenad; start_sirenad; since=restart ;;
     s) stop_sims; start_sims; since="$since+sims" ;;
     w) sleep "$IDLE"; since="$since+idle" ;;
+    b) burn=()
+       for _ in $(seq "$(nproc)"); do timeout "$IDLE" bash -c 'while :; do :; done' & burn+=("$!"); done
+       wait "${burn[@]}" || true; since="$since+busy" ;;
     i) stop_sirenad; settle_redis "$WORK/redis.sock"; redis-cli -s "$WORK/redis.sock" flushall >/dev/null
        start_sirenad; import; since=import ;;
     a)
