@@ -8,6 +8,7 @@
 #   s  restart both simulators (fresh processes)
 #   w  wait IDLE seconds (default 20: about a 1M import's length)
 #   i  stop sirenad, FLUSHALL Redis, start sirenad and import the N recipients again
+#   p  time 30 POST /v1/alerts/preview of the alert (parsing and resolution, no side effects)
 #   b  keep every core busy for IDLE seconds (shell loops): as much CPU as an import, no state
 # One row per alert: what came before it, the load average, a fixed single-threaded Python
 # workload's ms just before it (the machine's speed then), first message, time to 100%, CPU.
@@ -17,12 +18,13 @@
 # Environment: SIM (default build/bin/sirena-sim), APPENDFSYNC (always), FCM_RATE (1000000),
 #   TIMELINE=1 (accepted messages every 500 ms), DETAIL=1 (sirenad's page faults and context
 #   switches, Redis's commandstats of each alert), PERF=1 (perf record -g of sirenad during
-#   each alert, into the work directory), KEEP=1 keeps the work directory, IDLE (w's seconds).
+#   each alert, into the work directory), STRACE=1 (its first 1.5 s of I/O, strace -T;
+#   STRACE_SET names the system calls), KEEP=1 keeps the work directory, IDLE (w's seconds).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-(($# >= 2)) && [[ $1 =~ ^[0-9]+$ && $2 =~ ^[arswib]+$ ]] || { sed -n '2,20s/^# \{0,1\}//p' "$0"; exit 2; }
+(($# >= 2)) && [[ $1 =~ ^[0-9]+$ && $2 =~ ^[arswibp]+$ ]] || { sed -n '2,22s/^# \{0,1\}//p' "$0"; exit 2; }
 N=$1 STEPS=$2 SIRENAD=${3:-$ROOT/build/bin/sirenad}
 SIM=${SIM:-$ROOT/build/bin/sirena-sim} APPENDFSYNC=${APPENDFSYNC:-always} FCM_RATE=${FCM_RATE:-1000000}
 IDLE=${IDLE:-20}
@@ -86,6 +88,13 @@ for ((j = 0; j < ${#STEPS}; ++j)); do
     r) stop_sirenad; start_sirenad; since=restart ;;
     s) stop_sims; start_sims; since="$since+sims" ;;
     w) sleep "$IDLE"; since="$since+idle" ;;
+    p) sed "s/IDENTIFIER/preview-$$/" "$HERE/flood.cap.xml" >"$WORK/preview.xml"
+       for _ in $(seq 30); do
+         curl -fs -o /dev/null -w '%{time_total}\n' -X POST -H 'Authorization: Bearer demo-soliera-operator' \
+           -H 'Content-Type: application/cap+xml' --data-binary "@$WORK/preview.xml" "http://127.0.0.1:$PORT/v1/alerts/preview"
+       done | sort -n | awk -v s="$since" '{ t[NR] = $1 * 1000 } END {
+         printf "  preview after %s: median %.1f ms, min %.1f, max %.1f (30 requests)", s, t[int((NR + 1) / 2)], t[1], t[NR] }' >&2
+       awk '/^Rss:/ { printf "; sirenad %s %d MiB", $1, $2 / 1024 } END { print "" }' "/proc/$SIRENAD_PID/smaps_rollup" >&2 ;;
     b) burn=()
        for _ in $(seq "$(nproc)"); do timeout "$IDLE" bash -c 'while :; do :; done' & burn+=("$!"); done
        wait "${burn[@]}" || true; since="$since+busy" ;;
@@ -105,6 +114,10 @@ print(round((time.perf_counter() - t) * 1000))')
       if [[ -n ${DETAIL:-} ]]; then
         redis-cli -s "$WORK/redis.sock" config resetstat >/dev/null
         d0=$(proc_counts "$SIRENAD_PID")
+      fi
+      if [[ -n ${STRACE:-} ]]; then  # the alert's first 1.5 s of sirenad's I/O, timed
+        timeout 1.5 strace -f -tt -T -e trace=${STRACE_SET:-read,readv,write,writev,sendmsg,recvfrom,sendto,epoll_wait,fsync,fdatasync} \
+          -o "$WORK/strace-$k.txt" -p "$SIRENAD_PID" 2>/dev/null & sleep 0.3
       fi
       if [[ -n ${PERF:-} ]]; then
         perf record -g -o "$WORK/perf-$k.data" -p "$SIRENAD_PID" >/dev/null 2>&1 & PERF_PID=$!; sleep 0.5
