@@ -92,8 +92,10 @@ for ((j = 0; j < ${#STEPS}; ++j)); do
        for _ in $(seq 30); do
          curl -fs -o /dev/null -w '%{time_total}\n' -X POST -H 'Authorization: Bearer demo-soliera-operator' \
            -H 'Content-Type: application/cap+xml' --data-binary "@$WORK/preview.xml" "http://127.0.0.1:$PORT/v1/alerts/preview"
-       done | sort -n | awk -v s="$since" '{ t[NR] = $1 * 1000 } END {
-         printf "  preview after %s: median %.1f ms, min %.1f, max %.1f (30 requests)", s, t[int((NR + 1) / 2)], t[1], t[NR] }' >&2
+       done >"$WORK/preview.times"
+       sort -n "$WORK/preview.times" | awk -v s="$since" -v first="$(head -1 "$WORK/preview.times")" '{ t[NR] = $1 * 1000 } END {
+         printf "  preview after %s: first %.1f ms, then median %.1f, min %.1f, max %.1f (30 requests)", s, first * 1000,
+           t[int((NR + 1) / 2)], t[1], t[NR] }' >&2
        awk '/^Rss:/ { printf "; sirenad %s %d MiB", $1, $2 / 1024 } END { print "" }' "/proc/$SIRENAD_PID/smaps_rollup" >&2 ;;
     b) burn=()
        for _ in $(seq "$(nproc)"); do timeout "$IDLE" bash -c 'while :; do :; done' & burn+=("$!"); done
