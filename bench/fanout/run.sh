@@ -108,13 +108,15 @@ stop_sirenad() { stop_pid "$SIRENAD_PID"; SIRENAD_PID=""; }
 
 # measure NAME: one alert through the running sirenad; sets S_<NAME>_* from alert.js and the sims.
 measure() {
-  local name=$1 apns_admin=$2 r0 f0 a0 b0 result
+  local name=$1 apns_admin=$2 r0 f0 a0 b0 r1 f1 a1 b1 result
   reset_sims "$apns_admin" "$FCM_ADMIN"
   local apns_pid=$APNS_PID; [[ $apns_admin == "$APNS_ADMIN" ]] || apns_pid=$TLS_PID
   settle_redis "$WORK/redis.sock"
   r0=$(cpu_ticks "$REDIS_PID") a0=$(cpu_ticks "$apns_pid") f0=$(cpu_ticks "$FCM_PID") b0=$(busy_ticks)
   result=$(node "$HERE/alert.js" "$SIRENAD_URL" "$SIRENAD_PID" "$HERE/flood.cap.xml" "bench-$name-$$-$(date +%s)" \
     "$apns_admin" "$FCM_ADMIN" "$WANT_APNS" "$WANT_FCM") || die "alert.js failed ($name)"
+  # Read the counters now: the node processes that parse the results below cost ~1 CPU s.
+  r1=$(cpu_ticks "$REDIS_PID") a1=$(cpu_ticks "$apns_pid") f1=$(cpu_ticks "$FCM_PID") b1=$(busy_ticks)
   echo "$result" >"$WORK/alert-$name.json"
   local sa sf; sa=$(stats "$apns_admin") sf=$(stats "$FCM_ADMIN")
   local -A v=(
@@ -126,10 +128,10 @@ measure() {
     [uniq_apns]=$(field unique_recipients <<<"$sa") [uniq_fcm]=$(field unique_recipients <<<"$sf")
     [dup]=$(( $(field duplicates <<<"$sa") + $(field duplicates <<<"$sf") ))
     [req_apns]=$(field requests <<<"$sa") [req_fcm]=$(field requests <<<"$sf")
-    [redis_s]=$(awk -v t=$(( $(cpu_ticks "$REDIS_PID") - r0 )) -v hz=$HZ 'BEGIN { printf "%.2f", t / hz }')
-    [apns_sim_s]=$(awk -v t=$(( $(cpu_ticks "$apns_pid") - a0 )) -v hz=$HZ 'BEGIN { printf "%.2f", t / hz }')
-    [fcm_sim_s]=$(awk -v t=$(( $(cpu_ticks "$FCM_PID") - f0 )) -v hz=$HZ 'BEGIN { printf "%.2f", t / hz }')
-    [machine_s]=$(awk -v t=$(( $(busy_ticks) - b0 )) -v hz=$HZ 'BEGIN { printf "%.2f", t / hz }')
+    [redis_s]=$(awk -v t=$((r1 - r0)) -v hz=$HZ 'BEGIN { printf "%.2f", t / hz }')
+    [apns_sim_s]=$(awk -v t=$((a1 - a0)) -v hz=$HZ 'BEGIN { printf "%.2f", t / hz }')
+    [fcm_sim_s]=$(awk -v t=$((f1 - f0)) -v hz=$HZ 'BEGIN { printf "%.2f", t / hz }')
+    [machine_s]=$(awk -v t=$((b1 - b0)) -v hz=$HZ 'BEGIN { printf "%.2f", t / hz }')
   )
   # CPU that none of the benchmark's processes used: another job on the machine skews the run.
   v[other_s]=$(awk -v m="${v[machine_s]}" -v a="${v[cpu_s]}" -v b="${v[redis_s]}" -v c="${v[apns_sim_s]}" -v d="${v[fcm_sim_s]}" \
