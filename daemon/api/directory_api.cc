@@ -180,6 +180,7 @@ void DirectoryApi::pump(ImportJob* job) {
   if (job->queued != job->back || job->writing > 0 || (!job->failed && job->next_write < n)) return;
 
   std::unique_ptr<ImportJob> done(job);
+  dir_.settle(job->tenant);
   if (job->failed) return job->res->send_error(*job->failed);  // what was written stays: an import is idempotent
   log::info("recipients_imported", {{"tenant", job->tenant},
                                     {"imported", job->ids.size()},

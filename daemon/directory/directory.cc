@@ -617,6 +617,10 @@ void Directory::import(const std::string& tenant, std::shared_ptr<std::vector<Re
   }
 }
 
+void Directory::settle(const std::string& tenant) const {
+  if (const TenantState* t = state(tenant)) t->index.settle();
+}
+
 void Directory::put(const std::string& tenant, const Recipient& r, std::function<void(Result<bool>)> done) {
   auto batch = std::make_shared<std::vector<Recipient>>(1, r);
   import(tenant, batch, [done = std::move(done)](Result<ImportOutcome> o) {

@@ -99,6 +99,8 @@ class Directory {
   // Stores a batch durably (idempotent per id), then indexes it.
   void import(const std::string& tenant, std::shared_ptr<std::vector<Recipient>> batch,
               std::function<void(Result<ImportOutcome>)> done);
+  // A burst of imports ended: the index's pending work is done now, not at the next alert.
+  void settle(const std::string& tenant) const;
 
   // Zones: validated GeoJSON, stored in Redis and indexed.
   Result<Area> parse_zone(const std::string& geojson) const;

@@ -549,6 +549,10 @@ void GeoIndex::finish_bulk() {
   impl_->merge();
 }
 
+void GeoIndex::settle() const {
+  impl_->sort_delta();
+}
+
 Matches GeoIndex::resolve(const Query& q) const {
   Matches m;
   const Impl& x = *impl_;

@@ -76,6 +76,10 @@ class GeoIndex {
   void finish_bulk();
 
   Matches resolve(const Query& q) const;
+  // Sorts the locations upserted since the last merge, which the next resolve() would
+  // otherwise sort first: called when a burst of writes (an import request) ends, so
+  // that the next alert does not pay for it (about 3 ms after a 1M import).
+  void settle() const;
 
   bool contains(Slot slot) const;
   uint8_t channels(Slot slot) const;
