@@ -32,6 +32,19 @@ cleanup() {
   if [[ ${KEEP:-0} == 1 ]]; then say "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 
+# copy_bins BIN...: copies sirenad builds to $WORK/bin, so that every round runs the same
+# binaries even if a tree is rebuilt meanwhile; sets BINS (the copies) and NAMES (for tables).
+copy_bins() {
+  mkdir -p "$WORK/bin"
+  BINS=() NAMES=()
+  local b
+  for b in "$@"; do
+    [[ -x $b ]] || die "$b is not executable"
+    BINS+=("$WORK/bin/sirenad-${#BINS[@]}"); cp "$b" "${BINS[-1]}"
+    NAMES+=("$b (built $(date -u -r "$b" '+%H:%M UTC'))")
+  done
+}
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_for() {  # wait_for WHAT SECONDS PID CMD...: poll CMD every 50 ms while PID lives
   local what=$1 secs=$2 pid=$3; shift 3

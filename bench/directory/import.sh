@@ -28,13 +28,8 @@ WORK=$(mktemp -d /tmp/sirena-import.XXXXXX)
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$WORK/bin" "$WORK/redis"
-BINS=() NAMES=()
-for b in "$@"; do
-  [[ -x $b ]] || die "$b is not executable"
-  BINS+=("$WORK/bin/sirenad-${#BINS[@]}"); cp "$b" "${BINS[-1]}"
-  NAMES+=("$b (built $(date -u -r "$b" '+%H:%M UTC'))")
-done
+mkdir -p "$WORK/redis"
+copy_bins "$@"
 [[ -x $CLI ]] || die "$CLI is not executable (build first: ./scripts/test.sh or ninja -C build)"
 cp "$CLI" "$WORK/bin/sirena"
 

@@ -22,14 +22,8 @@ WORK=$(mktemp -d /tmp/sirena-rebuild.XXXXXX)
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Copies, so that every round runs the same binaries even if a tree is rebuilt meanwhile.
-mkdir -p "$WORK/bin" "$WORK/redis" "$WORK/import"
-BINS=() NAMES=()
-for b in "$@"; do
-  [[ -x $b ]] || die "$b is not executable"
-  BINS+=("$WORK/bin/sirenad-${#BINS[@]}"); cp "$b" "${BINS[-1]}"
-  NAMES+=("$b (built $(date -u -r "$b" '+%H:%M UTC'))")
-done
+mkdir -p "$WORK/redis" "$WORK/import"
+copy_bins "$@"
 
 # --- Redis and the directory ----------------------------------------------------------------
 # No persistence: the rebuild reads memory, and the import is not what is measured here.

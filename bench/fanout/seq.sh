@@ -34,50 +34,20 @@ BENCH=seq
 source "$ROOT/bench/lib.sh"  # PIDS, SIRENAD_PID, cleanup, free_port, cpu_ticks, settle_redis, stop_pid, forget_pid
 WORK=$(mktemp -d /tmp/sirena-seq.XXXXXX)
 trap cleanup EXIT
-until_ok() { for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "seq: timed out: $*" >&2; exit 1; }
-field() { node -e 'const o = JSON.parse(require("fs").readFileSync(0)); console.log(o[process.argv[1]] ?? "")' "$1"; }
 proc_counts() {  # minflt, voluntary and involuntary context switches of a process
   local st; st=$(<"/proc/$1/stat"); set -- ${st##*) }
   echo "$8 $(awk '/^voluntary_ctxt/ { v = $2 } /^nonvoluntary_ctxt/ { n = $2 } END { print v, n }' "/proc/$SIRENAD_PID/status")"
 }
 secs() { awk -v t="$1" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }'; }
 
-mkdir -p "$WORK/recipients" "$WORK/redis"
-read -r WANT_APNS WANT_FCM < <(node "$HERE/gen.js" recipients "$N" "$WORK/recipients" 50000)
-redis-server --port 0 --unixsocket "$WORK/redis.sock" --unixsocketperm 700 --dir "$WORK/redis" --appendonly yes \
-  --appendfsync "$APPENDFSYNC" --save "" --daemonize no --logfile "$WORK/redis.log" &
-REDIS_PID=$!; PIDS+=("$REDIS_PID")
-until_ok redis-cli -s "$WORK/redis.sock" ping
-APNS_PORT=$(free_port) APNS_ADMIN=$(free_port) FCM_PORT=$(free_port) FCM_ADMIN=$(free_port) PORT=$(free_port)
-SIM_PIDS=()
-start_sims() {
-  "$SIM" apns --listen "127.0.0.1:$APNS_PORT" --admin "127.0.0.1:$APNS_ADMIN" >>"$WORK/apns.log" 2>&1 & SIM_PIDS=("$!")
-  "$SIM" fcm --listen "127.0.0.1:$FCM_PORT" --admin "127.0.0.1:$FCM_ADMIN" >>"$WORK/fcm.log" 2>&1 & SIM_PIDS+=("$!")
-  PIDS+=("${SIM_PIDS[@]}")
-  until_ok curl -fs "http://127.0.0.1:$APNS_ADMIN/stats"
-  until_ok curl -fs "http://127.0.0.1:$FCM_ADMIN/stats"
-}
-stop_sims() { for p in "${SIM_PIDS[@]}"; do stop_pid "$p"; forget_pid "$p"; done; SIM_PIDS=(); }
-start_sirenad() {  # as run.sh: the demo config, from the repository root
-  (cd "$ROOT" && exec env SIRENA_HTTP_LISTEN="127.0.0.1:$PORT" SIRENA_REDIS_URL="unix://$WORK/redis.sock" \
-    SIRENA_GATEWAYS_APNS_URL="http://127.0.0.1:$APNS_PORT" SIRENA_GATEWAYS_FCM_URL="http://127.0.0.1:$FCM_PORT" \
-    SIRENA_GATEWAYS_FCM_TOKEN_URL="http://127.0.0.1:$FCM_PORT/token" SIRENA_GATEWAYS_FCM_RATE="$FCM_RATE" \
-    SIRENA_TENANTS_SOLIERA_APPROVAL_MIN_RECIPIENTS=1000000000 "$SIRENAD" --config config/demo.yaml) >>"$WORK/sirenad.log" 2>&1 &
-  SIRENAD_PID=$!
-  until_ok curl -fs "http://127.0.0.1:$PORT/readyz"
-}
-stop_sirenad() { stop_pid "$SIRENAD_PID"; SIRENAD_PID=""; }
-
+source "$HERE/setup.sh"  # Redis, the simulators, start_sirenad, import_recipients
 import() {
   local t0; t0=$(date +%s.%N)
-  for f in "$WORK"/recipients/*.ndjson; do
-    curl -fs -o /dev/null -X POST -H 'Authorization: Bearer demo-soliera-operator' -H 'Content-Type: application/x-ndjson' \
-      --data-binary "@$f" "http://127.0.0.1:$PORT/v1/recipients/import"
-  done
+  import_recipients
   say "imported $N in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 }
 start_sims
-start_sirenad
+start_sirenad "$SIRENAD"
 import
 
 status=0 k=0 since=import
@@ -85,7 +55,7 @@ echo "| # | after | load | calib ms | first ms | done ms | msg/s | sirenad CPU s
 echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for ((j = 0; j < ${#STEPS}; ++j)); do
   case ${STEPS:j:1} in
-    r) stop_sirenad; start_sirenad; since=restart ;;
+    r) stop_sirenad; start_sirenad "$SIRENAD"; since=restart ;;
     s) stop_sims; start_sims; since="$since+sims" ;;
     w) sleep "$IDLE"; since="$since+idle" ;;
     p) sed "s/IDENTIFIER/preview-$$/" "$HERE/flood.cap.xml" >"$WORK/preview.xml"
@@ -101,10 +71,10 @@ for ((j = 0; j < ${#STEPS}; ++j)); do
        for _ in $(seq "$(nproc)"); do timeout "$IDLE" bash -c 'while :; do :; done' & burn+=("$!"); done
        wait "${burn[@]}" || true; since="$since+busy" ;;
     i) stop_sirenad; settle_redis "$WORK/redis.sock"; redis-cli -s "$WORK/redis.sock" flushall >/dev/null
-       start_sirenad; import; since=import ;;
+       start_sirenad "$SIRENAD"; import; since=import ;;
     a)
       k=$((k + 1))
-      for a in "$APNS_ADMIN" "$FCM_ADMIN"; do curl -fs -X POST -o /dev/null "http://127.0.0.1:$a/reset"; done
+      reset_sims
       settle_redis "$WORK/redis.sock"
       la=$(cut -d' ' -f1 /proc/loadavg)
       # The machine's speed now (it varies): a fixed single-threaded hash-table workload, in ms.

@@ -1,0 +1,46 @@
+# shellcheck shell=bash
+# The fan-out set-up that ab.sh and seq.sh share, as run.sh's: N push recipients generated
+# (70% APNs, 30% FCM), Redis on a unix socket with the AOF (APPENDFSYNC), sirena-sim apns and
+# fcm over h2c, sirenad with the demo config pointed at them. Sourced after bench/lib.sh, with
+# HERE, ROOT, WORK, N, SIM, APPENDFSYNC and FCM_RATE set; sets WANT_APNS, WANT_FCM, REDIS_PID,
+# SIM_PIDS and the ports.
+
+until_ok() { for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done; die "timed out: $*"; }
+field() { node -e 'const o = JSON.parse(require("fs").readFileSync(0)); console.log(o[process.argv[1]] ?? "")' "$1"; }
+
+mkdir -p "$WORK/recipients" "$WORK/redis"
+read -r WANT_APNS WANT_FCM < <(node "$HERE/gen.js" recipients "$N" "$WORK/recipients" 50000)
+redis-server --port 0 --unixsocket "$WORK/redis.sock" --unixsocketperm 700 --dir "$WORK/redis" --appendonly yes \
+  --appendfsync "$APPENDFSYNC" --save "" --daemonize no --logfile "$WORK/redis.log" &
+REDIS_PID=$!; PIDS+=("$REDIS_PID")
+until_ok redis-cli -s "$WORK/redis.sock" ping
+APNS_PORT=$(free_port) APNS_ADMIN=$(free_port) FCM_PORT=$(free_port) FCM_ADMIN=$(free_port) PORT=$(free_port)
+
+SIM_PIDS=()
+start_sims() {
+  "$SIM" apns --listen "127.0.0.1:$APNS_PORT" --admin "127.0.0.1:$APNS_ADMIN" >>"$WORK/apns.log" 2>&1 & SIM_PIDS=("$!")
+  "$SIM" fcm --listen "127.0.0.1:$FCM_PORT" --admin "127.0.0.1:$FCM_ADMIN" >>"$WORK/fcm.log" 2>&1 & SIM_PIDS+=("$!")
+  PIDS+=("${SIM_PIDS[@]}")
+  until_ok curl -fs "http://127.0.0.1:$APNS_ADMIN/stats"
+  until_ok curl -fs "http://127.0.0.1:$FCM_ADMIN/stats"
+}
+stop_sims() { local p; for p in "${SIM_PIDS[@]}"; do stop_pid "$p"; forget_pid "$p"; done; SIM_PIDS=(); }
+reset_sims() { local a; for a in "$APNS_ADMIN" "$FCM_ADMIN"; do curl -fs -X POST -o /dev/null "http://127.0.0.1:$a/reset"; done; }
+
+start_sirenad() {  # start_sirenad BIN: as run.sh, the demo config, from the repository root
+  (cd "$ROOT" && exec env SIRENA_HTTP_LISTEN="127.0.0.1:$PORT" SIRENA_REDIS_URL="unix://$WORK/redis.sock" \
+    SIRENA_GATEWAYS_APNS_URL="http://127.0.0.1:$APNS_PORT" SIRENA_GATEWAYS_FCM_URL="http://127.0.0.1:$FCM_PORT" \
+    SIRENA_GATEWAYS_FCM_TOKEN_URL="http://127.0.0.1:$FCM_PORT/token" SIRENA_GATEWAYS_FCM_RATE="$FCM_RATE" \
+    SIRENA_TENANTS_SOLIERA_APPROVAL_MIN_RECIPIENTS=1000000000 "$1" --config config/demo.yaml) >>"$WORK/sirenad.log" 2>&1 &
+  SIRENAD_PID=$!
+  until_ok curl -fs "http://127.0.0.1:$PORT/readyz"
+}
+stop_sirenad() { stop_pid "$SIRENAD_PID"; SIRENAD_PID=""; }
+
+import_recipients() {  # through the running sirenad, 50,000 a request
+  local f
+  for f in "$WORK"/recipients/*.ndjson; do
+    curl -fs -o /dev/null -X POST -H 'Authorization: Bearer demo-soliera-operator' -H 'Content-Type: application/x-ndjson' \
+      --data-binary "@$f" "http://127.0.0.1:$PORT/v1/recipients/import" || die "import of $f failed"
+  done
+}
