@@ -4,11 +4,11 @@
 //   sirena ... preview FILE                         who it would reach, SMS text and segments
 //   sirena ... status ID | list                     one alert | the newest alerts
 //   sirena ... approve ID | cancel ID
-//   sirena ... import FILE [--batch-bytes N] [--retry-for S]
-//                                                   NDJSON recipients, any size, in bounded requests
+//   sirena ... import FILE [--batch-bytes N]        NDJSON recipients, any size, in bounded requests
 //   sirena ... tail ID                              follow an alert's state until it is final
 //
-// SIRENA_URL and SIRENA_KEY stand in for --url and --key.
+// SIRENA_URL and SIRENA_KEY stand in for --url and --key. send, preview and import send a
+// request again while sirenad restarts or answers 503, for up to --retry-for S (120).
 #include <curl/curl.h>
 
 #include <CLI/CLI.hpp>
@@ -105,16 +105,29 @@ std::string alert_type(const std::string& file) {
   return file.size() > 5 && file.substr(file.size() - 5) == ".json" ? "application/json" : "application/cap+xml";
 }
 
-// Whether a failed import request may simply be sent again: the daemon was unreachable
-// (restarting), or answered 503 (its directory still loading, or Redis unavailable).
-// Sending a batch again is safe: an import is idempotent per recipient id.
-bool worth_retrying(const Reply& r) {
-  return r.status == 503 || (r.status == 0 && !r.error.empty());
+// Sends a request, and sends it again with backoff for up to `retry_for` while sirenad is
+// unreachable (restarting) or answers 503 (its directory still loading, or Redis
+// unavailable), saying so on stderr. Only for requests that are safe to repeat: an import
+// is idempotent per recipient id, an alert per CAP identifier (a repeat is answered
+// "duplicate": true), and a preview has no side effects.
+Reply call_retrying(const Client& client, const std::string& method, const std::string& path, const std::string& body,
+                    const std::string& content_type, std::chrono::seconds retry_for, const std::string& what) {
+  Reply r = client.call(method, path, body, content_type);
+  const auto give_up = std::chrono::steady_clock::now() + retry_for;
+  std::chrono::milliseconds pause(250);
+  while ((r.status == 503 || (r.status == 0 && !r.error.empty())) &&
+         std::chrono::steady_clock::now() + pause <= give_up) {
+    std::cerr << "\nsirena: " << what << ": " << (r.error.empty() ? "HTTP 503 " + r.body : r.error) << "; retrying in "
+              << pause.count() << " ms" << std::endl;
+    std::this_thread::sleep_for(pause);  // backoff between attempts, not a wait for a condition
+    r = client.call(method, path, body, content_type);
+    pause = std::min(pause * 2, std::chrono::milliseconds(5000));
+  }
+  return r;
 }
 
 // Sends an NDJSON file as consecutive requests of at most `batch_bytes`, cut at line
-// ends, so memory stays flat on both sides whatever the file's size. A request that
-// failed for a passing reason is sent again with backoff for up to `retry_for`.
+// ends, so memory stays flat on both sides whatever the file's size.
 int import_file(const Client& client, const std::string& path, size_t batch_bytes,
                 std::chrono::seconds retry_for) {
   std::ifstream in(path, std::ios::binary);
@@ -129,17 +142,8 @@ int import_file(const Client& client, const std::string& path, size_t batch_byte
   auto t0 = std::chrono::steady_clock::now();
   auto flush = [&]() -> bool {
     if (batch.empty()) return true;
-    Reply r = client.call("POST", "/v1/recipients/import", batch, "application/x-ndjson");
-    const auto give_up = std::chrono::steady_clock::now() + retry_for;
-    std::chrono::milliseconds pause(250);
-    while (worth_retrying(r) && std::chrono::steady_clock::now() + pause <= give_up) {
-      std::cerr << "\nsirena: lines " << first_line << "-" << first_line + lines - 1 << ": "
-                << (r.error.empty() ? "HTTP 503 " + r.body : r.error) << "; retrying in " << pause.count() << " ms"
-                << std::endl;
-      std::this_thread::sleep_for(pause);  // backoff between attempts, not a wait for a condition
-      r = client.call("POST", "/v1/recipients/import", batch, "application/x-ndjson");
-      pause = std::min(pause * 2, std::chrono::milliseconds(5000));
-    }
+    Reply r = call_retrying(client, "POST", "/v1/recipients/import", batch, "application/x-ndjson", retry_for,
+                            "lines " + std::to_string(first_line) + "-" + std::to_string(first_line + lines - 1));
     auto j = nlohmann::json::parse(r.body, nullptr, false);
     if (r.status != 200 || !j.is_object()) {
       std::cerr << "sirena: import stopped at line " << first_line << ": ";
@@ -203,6 +207,10 @@ int main(int argc, char** argv) {
   std::string key = env_key ? env_key : "";
   app.add_option("--url", url, "sirenad base URL (SIRENA_URL)");
   app.add_option("--key", key, "API key (SIRENA_KEY)");
+  int retry_for = 120;
+  app.add_option("--retry-for", retry_for,
+                 "send, preview, import: seconds to keep sending a request again while sirenad is unreachable or "
+                 "answers 503 (default 120; 0: never)");
   app.require_subcommand(1);
   std::string file, id;
   size_t batch_bytes = 8 << 20;
@@ -220,22 +228,21 @@ int main(int argc, char** argv) {
   auto* import = app.add_subcommand("import", "import recipients from an NDJSON file of any size");
   import->add_option("file", file)->required();
   import->add_option("--batch-bytes", batch_bytes, "largest request body (default 8 MiB)");
-  int retry_for = 120;
-  import->add_option("--retry-for", retry_for,
-                     "seconds to keep sending a request again while sirenad is unreachable or answers 503 (default 120)");
   auto* follow = app.add_subcommand("tail", "follow an alert until it is final");
   follow->add_option("id", id)->required();
   CLI11_PARSE(app, argc, argv);
 
   curl_global_init(CURL_GLOBAL_DEFAULT);
   Client client(url, key);
-  if (*send) return show(client.call("POST", "/v1/alerts", read_all(file), alert_type(file)));
-  if (*preview) return show(client.call("POST", "/v1/alerts/preview", read_all(file), alert_type(file)));
+  const std::chrono::seconds patience(retry_for);
+  if (*send) return show(call_retrying(client, "POST", "/v1/alerts", read_all(file), alert_type(file), patience, file));
+  if (*preview)
+    return show(call_retrying(client, "POST", "/v1/alerts/preview", read_all(file), alert_type(file), patience, file));
   if (*status) return show(client.call("GET", "/v1/alerts/" + id));
   if (app.got_subcommand("list")) return show(client.call("GET", "/v1/alerts"));
   if (*approve) return show(client.call("POST", "/v1/alerts/" + id + "/approve"));
   if (*cancel) return show(client.call("POST", "/v1/alerts/" + id + "/cancel"));
-  if (*import) return import_file(client, file, batch_bytes, std::chrono::seconds(retry_for));
+  if (*import) return import_file(client, file, batch_bytes, patience);
   if (*follow) return tail(client, id);
   return 2;
 }

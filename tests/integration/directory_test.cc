@@ -234,41 +234,54 @@ TEST_F(DirectoryTest, AManySliceImportKeepsFileOrder) {
   EXPECT_EQ(p["recipients"], lines - bad.size() - 2) << p.dump();
 }
 
-// `sirena import` as an operator runs it: a file sent as several requests while Redis is
-// down. The CLI sends the request again while sirenad answers 503, then goes on once Redis
-// is back; every recipient is stored, and a bad line is numbered as in the file (not as
-// in the request that carried it).
-TEST_F(DirectoryTest, CliImportWaitsOutARedisOutageAndNumbersLinesAsInTheFile) {
-  const std::string file = dir_.path() + "/town.ndjson", out = dir_.path() + "/import.json",
-                    err = dir_.path() + "/import.err";
+// The CLI as an operator runs it while Redis is down: `sirena import` (a file sent as
+// several requests) and `sirena send` send their requests again while sirenad answers 503,
+// and go on once Redis is back: every recipient is stored, the alert is accepted, and a bad
+// line is numbered as in the file (not as in the request that carried it).
+TEST_F(DirectoryTest, CliWaitsOutARedisOutageAndNumbersLinesAsInTheFile) {
+  const std::string file = dir_.path() + "/town.ndjson", alert = dir_.path() + "/alert.xml";
   constexpr size_t kLines = 400, kBad = 301;
   {
     std::ofstream f(file);
     for (size_t i = 1; i <= kLines; ++i)
       f << (i == kBad ? std::string("{not json") : recipient("cli-" + std::to_string(i), 44.7376, 10.9245, {"Met"}).dump())
         << "\n";
+    std::ofstream(alert) << cap("cli-alert-1", "Severe", "Expected", "Met", kArea);
   }
   redis_->stop();
   ASSERT_TRUE(wait_until([&] { return daemon_->get("/v1/recipients/cli-1", kOp).status == 503; }, std::chrono::seconds(10)))
       << "sirenad notices that Redis is gone";
-  Process cli({"/bin/sh", "-c",
-               "exec \"$0\" --url \"$1\" --key \"$2\" import \"$3\" --batch-bytes 8192 --retry-for 60 >\"$4\"",
-               bin_dir() + "/sirena", daemon_->base(), kOp, file, out},
-              {}, err);
-  auto read = [](const std::string& path) {
-    std::ifstream in(path);
+  // sirena --url U --key K --retry-for 60 ARGS... >OUT 2>ERR
+  auto sirena = [&](const std::string& name, std::vector<std::string> args) {
+    std::vector<std::string> argv{"/bin/sh", "-c", "out=$1; shift; exec \"$0\" \"$@\" >\"$out\"",
+                                  bin_dir() + "/sirena", dir_.path() + "/" + name + ".out",
+                                  "--url", daemon_->base(), "--key", kOp, "--retry-for", "60"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return std::make_unique<Process>(argv, std::map<std::string, std::string>{}, dir_.path() + "/" + name + ".err");
+  };
+  auto read = [&](const std::string& name) {
+    std::ifstream in(dir_.path() + "/" + name);
     return std::string(std::istreambuf_iterator<char>(in), {});
   };
-  ASSERT_TRUE(wait_until([&] { return read(err).find("retrying") != std::string::npos; }, std::chrono::seconds(10)))
-      << read(err);
+  auto import = sirena("import", {"import", file, "--batch-bytes", "8192"});
+  auto send = sirena("send", {"send", alert});
+  for (const char* err : {"import.err", "send.err"})
+    ASSERT_TRUE(wait_until([&] { return read(err).find("retrying") != std::string::npos; }, std::chrono::seconds(10)))
+        << err << ": " << read(err);
   redis_->start();
-  ASSERT_EQ(cli.wait_exit(std::chrono::seconds(60)), 0) << read(err);
-  json result = json::parse(read(out));
+  ASSERT_EQ(import->wait_exit(std::chrono::seconds(60)), 0) << read("import.err");
+  ASSERT_EQ(send->wait_exit(std::chrono::seconds(60)), 0) << read("send.err");
+
+  json result = json::parse(read("import.out"));
   EXPECT_EQ(result["imported"], kLines - 1) << result.dump();
   ASSERT_EQ(result["rejected"].size(), 1u) << result.dump();
   EXPECT_EQ(result["rejected"][0]["line"], kBad) << "numbered as in the file";
   EXPECT_EQ(redis_->cli({"HLEN", "{t:soliera}:recipients"}), std::to_string(kLines - 1) + "\n");
   EXPECT_EQ(daemon_->get("/v1/recipients/cli-" + std::to_string(kLines), kOp).status, 200);
+
+  json accepted = json::parse(read("send.out"), nullptr, false);
+  ASSERT_TRUE(accepted.is_object() && accepted.contains("id")) << read("send.out");
+  EXPECT_EQ(daemon_->get("/v1/alerts/" + accepted["id"].get<std::string>(), kOp).status, 200);
 }
 
 TEST_F(DirectoryTest, ImportOverTheLimitIsRefusedWhole) {
