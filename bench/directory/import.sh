@@ -12,7 +12,8 @@
 # Exit status: 0, or 1 when an import did not store all N recipients.
 #
 # Usage: bench/directory/import.sh N [ROUNDS [SIRENAD_A [SIRENAD_B ...]]]
-# Environment: KEEP=1 keeps the work directory; CLI names another `sirena` binary.
+# Environment: KEEP=1 keeps the work directory; CLI names another `sirena` binary;
+#   SIRENAD_ENV="K=V ..." adds to sirenad's environment (e.g. UV_THREADPOOL_SIZE=1).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,7 +21,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BENCH=import
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
-[[ ${1:-} =~ ^[0-9]+$ && ${2:-1} =~ ^[0-9]+$ ]] || { sed -n '2,14s/^# \{0,1\}//p' "$0"; exit 2; }
+[[ ${1:-} =~ ^[0-9]+$ && ${2:-1} =~ ^[0-9]+$ ]] || { sed -n '2,16s/^# \{0,1\}//p' "$0"; exit 2; }
 N=$1 ROUNDS=${2:-1}; shift; (($# == 0)) || shift
 (($# > 0)) || set -- "$ROOT/build/bin/sirenad"
 CLI=${CLI:-$ROOT/build/bin/sirena}
