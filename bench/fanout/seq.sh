@@ -89,10 +89,13 @@ print(round((time.perf_counter() - t) * 1000))')
       fi
       if [[ -n ${STRACE:-} ]]; then  # the alert's first 1.5 s of sirenad's I/O, timed
         timeout 1.5 strace -f -tt -T -e trace=${STRACE_SET:-read,readv,write,writev,sendmsg,recvfrom,sendto,epoll_wait,fsync,fdatasync} \
-          -o "$WORK/strace-$k.txt" -p "$SIRENAD_PID" 2>/dev/null & sleep 0.3
+          -o "$WORK/strace-$k.txt" -p "$SIRENAD_PID" 2>/dev/null &
+        # The alert starts once strace is attached (sirenad's TracerPid is set).
+        wait_for strace 5 "$!" bash -c "! grep -q '^TracerPid:[[:space:]]*0$' /proc/$SIRENAD_PID/status"
       fi
       if [[ -n ${PERF:-} ]]; then
-        perf record -g -o "$WORK/perf-$k.data" -p "$SIRENAD_PID" >/dev/null 2>&1 & PERF_PID=$!; sleep 0.5
+        perf record -g -o "$WORK/perf-$k.data" -p "$SIRENAD_PID" >/dev/null 2>&1 & PERF_PID=$!
+        wait_for perf 5 "$PERF_PID" test -s "$WORK/perf-$k.data"  # its header is written once it records
       fi
       out=$(node "$HERE/alert.js" "http://127.0.0.1:$PORT" "$SIRENAD_PID" "$HERE/flood.cap.xml" "seq-$$-$k" \
         "http://127.0.0.1:$APNS_ADMIN" "http://127.0.0.1:$FCM_ADMIN" "$WANT_APNS" "$WANT_FCM")
