@@ -2,6 +2,8 @@
 #include "daemon/directory/geo_index.h"
 
 #include <gtest/gtest.h>
+#include <s2/s2cell_id.h>
+#include <s2/s2latlng.h>
 
 #include "daemon/directory/geo_area.h"
 #include "tests/directory/geo_test_util.h"
@@ -226,6 +228,64 @@ TEST(GeoIndex, PointsOnAndAlongEdgesFollowTheBoundaryRule) {
   both.add(east);
   std::vector<Slot> all = resolve(index, both, kMet);
   EXPECT_TRUE(std::adjacent_find(all.begin(), all.end()) == all.end());  // one match per recipient
+}
+
+// Leaf centres lying on a polygon's edge to within rounding: a line of constant i on an
+// S2 face is a great circle, so the centres of the leaves (i, j) for many j lie on the
+// edge through two of them, which two boxes share. The index decides such points by a
+// plane's sign where the sign is certain and by S2's exact test otherwise, and must
+// agree with S2 (Area::contains) on every one, with exactly one of the two boxes taking
+// each point of the shared edge.
+TEST(GeoIndex, LeafCentresOnAnEdgeFollowS2) {
+  const S2CellId anchor(S2LatLng::FromDegrees(44.72, 10.95));
+  int i0 = 0, j0 = 0;
+  const int face = anchor.ToFaceIJOrientation(&i0, &j0, nullptr);
+  const auto centre = [&](int i, int j) {
+    const S2LatLng ll = S2CellId::FromFaceIJ(face, i, j).ToLatLng();
+    return LatLon{ll.lat().degrees(), ll.lng().degrees()};
+  };
+  // The shared edge runs from j0 to j0 + 2^22 leaves (about 5 km); points every 977
+  // leaves along it (about 9 m: several per level-20 cell, so the walk splits cells
+  // crossed by that edge alone and tests their points against its plane) and at
+  // i0 +- 1, a leaf (about 1 cm) to either side. The boxes reach 2^21 leaves to each side.
+  const int span = 1 << 22, width = 1 << 21;
+  const LatLon a = centre(i0, j0), b = centre(i0, j0 + span);
+  const Area west = polygon({a, b, centre(i0 - width, j0 + span), centre(i0 - width, j0)});
+  const Area east = polygon({a, centre(i0 + width, j0), centre(i0 + width, j0 + span), b});
+  GeoIndex index;
+  std::vector<LatLon> where;
+  std::vector<bool> on_edge;
+  for (int j = j0 + 977; j < j0 + span; j += 977)
+    for (int di = -1; di <= 1; ++di) {
+      const LatLon p = centre(i0 + di, j);
+      ASSERT_EQ(leaf_cell_id(p), S2CellId::FromFaceIJ(face, i0 + di, j).id());
+      where.push_back(p);
+      on_edge.push_back(di == 0);
+    }
+  for (Slot s = 0; s < where.size(); ++s) index.bulk_add(entry(s, kMet, {where[s]}));
+  index.finish_bulk();
+
+  Query q;
+  q.area = &west;
+  q.everyone = true;
+  const Matches mw = index.resolve(q);
+  EXPECT_GT(mw.points_tested, where.size() / 2);  // the points were tested, not taken whole
+  std::vector<Slot> w = testing::sorted(mw);
+  const std::vector<Slot> e = resolve(index, east, kMet);
+  size_t west_edge = 0, east_edge = 0;
+  for (Slot s = 0; s < where.size(); ++s) {
+    const bool in_w = std::binary_search(w.begin(), w.end(), s);
+    const bool in_e = std::binary_search(e.begin(), e.end(), s);
+    ASSERT_EQ(in_w, west.contains(where[s])) << s;
+    ASSERT_EQ(in_e, east.contains(where[s])) << s;
+    if (on_edge[s]) {
+      ASSERT_NE(in_w, in_e) << "shared edge, slot " << s;
+      (in_w ? west_edge : east_edge)++;
+    }
+  }
+  // Rounding puts the centres on both sides of the computed edge: both rules were used.
+  EXPECT_GT(west_edge, 0u);
+  EXPECT_GT(east_edge, 0u);
 }
 
 }  // namespace
