@@ -9,6 +9,9 @@
 # Baseline, same run and Redis: the same N lines written with `redis-cli --pipe` as one HSET
 # field each, no validation and no index: what durable Redis alone takes of these bytes.
 #
+# Then what validation alone costs sirenad, on one thread (build/bin/validate_bench, on the
+# first 200k lines of the same file), and the CPU budget a recipient that 200k/s leaves.
+#
 # Exit status: 0, or 1 when an import did not store all N recipients.
 #
 # Usage: bench/directory/import.sh N [ROUNDS [SIRENAD_A [SIRENAD_B ...]]]
@@ -25,13 +28,14 @@ source "$ROOT/bench/lib.sh"
 N=$1 ROUNDS=${2:-1}; shift; (($# == 0)) || shift
 (($# > 0)) || set -- "$ROOT/build/bin/sirenad"
 CLI=${CLI:-$ROOT/build/bin/sirena}
+VALIDATE=${VALIDATE:-$ROOT/build/bin/validate_bench}
 WORK=$(mktemp -d /tmp/sirena-import.XXXXXX)
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$WORK/redis"
 copy_bins "$@"
-[[ -x $CLI ]] || die "$CLI is not executable (build first: ./scripts/test.sh or ninja -C build)"
+for b in "$CLI" "$VALIDATE"; do [[ -x $b ]] || die "$b is not executable (build first: ./scripts/test.sh or ninja -C build)"; done
 cp "$CLI" "$WORK/bin/sirena"
 
 say "generating $N recipients"
@@ -129,4 +133,14 @@ for i in "${!BINS[@]}"; do
 done
 awk -v n="$N" -v ms="$PIPE_MS" -v r="$PIPE_R" -v c="$PIPE_C" -v hz="$HZ" 'BEGIN {
   printf "| redis-cli --pipe, one HSET a line (baseline) | new | %.0f | %.1f | | %.2f | %.2f | |\n", n / ms * 1000, ms / 1000, r / hz / n * 1e5, c / hz / n * 1e5 }'
+
+echo
+head -n 200000 "$WORK/recipients.ndjson" >"$WORK/sample.ndjson"
+"$VALIDATE" "$WORK/sample.ndjson" 3 | tee "$WORK/validate.md"
+VALIDATE_US=$(awk -F'|' '/^\| as imported/ { print $3 + 0 }' "$WORK/validate.md")
+echo
+awk -v cores="$(nproc)" -v v="$VALIDATE_US" -v r="$PIPE_R" -v n="$N" -v hz="$HZ" 'BEGIN {
+  redis = r / hz / n * 1e6
+  printf "Budget: 200k recipients/s on %d cores leaves %.1f us of CPU a recipient for every process together;", cores, cores * 1e6 / 200000
+  printf " validation alone takes %.1f us and durable Redis alone (the baseline) %.1f us, %.1f us together.\n", v, redis, v + redis }'
 exit $STATUS

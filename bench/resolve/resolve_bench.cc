@@ -4,8 +4,9 @@
 // It builds the index from N generated recipients (bulk load, as at start-up), then
 // calibrates three alert polygons to hold about 1%, 10% and 50% of the recipients and
 // times resolve() on each, for everyone (the Extreme + Immediate policy) and for a
-// topic query. With --pg-port and --redis-port it loads the same points into PostGIS
-// and Redis and times the same polygons there. It prints markdown tables.
+// topic query. With --pg-port and --redis-port it first loads the same points into
+// PostGIS and Redis, then times each polygon on the index and right after on the peers,
+// so that a ratio compares times of the same minute. It prints markdown tables.
 //
 // Usage: resolve_bench [--n N] [--seed S] [--runs R] [--pg-port P] [--redis-port P]
 // (bench/resolve/run.sh starts the peers and runs this.)
@@ -18,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -251,6 +253,34 @@ int run(const Options& o) {
   alerts.push_back(calibrate("~10%: storm cell on Modena", index, 0.10, {44.645, 10.93}, 1.3, 30, 24, 2));
   alerts.push_back(calibrate("~50%: the plain", index, 0.50, {44.68, 10.95}, 1.5, 10, 32, 3));
 
+  // The peers are loaded first, so that each row times Sirena and then the peers on it in
+  // the same minute: this machine's speed drifts by 30% and more over the minutes a 10M
+  // load takes, and a ratio of two times taken apart would carry that drift.
+  std::string notes;
+  std::unique_ptr<PostGis> pg;
+  std::unique_ptr<RedisGeo> redis;
+  if (o.pg_port) {
+    pg = std::make_unique<PostGis>(o.pg_port);
+    double load_s = 0;
+    if (!pg->ok() || !pg->load(points_of(o), &load_s)) {
+      notes += "PostGIS failed: " + pg->why() + "\n";
+      pg.reset();
+    } else {
+      notes += "PostGIS: COPY + GiST + CLUSTER + VACUUM ANALYZE of " + with_commas(n_locations) +
+               " points took " + ms(load_s) + ".\n";
+    }
+  }
+  if (o.redis_port) {
+    redis = std::make_unique<RedisGeo>(o.redis_port);
+    double load_s = 0;
+    if (!redis->ok() || !redis->load(points_of(o), &load_s)) {
+      notes += "Redis failed: " + redis->why() + "\n";
+      redis.reset();
+    } else {
+      notes += "Redis: pipelined GEOADD of the same points took " + ms(load_s) + ".\n";
+    }
+  }
+
   struct Row {
     const Alert* alert;
     uint64_t topics;
@@ -260,9 +290,19 @@ int run(const Options& o) {
   std::vector<Row> rows;
   for (const Alert& a : alerts)
     for (uint64_t t : {uint64_t{0}, topics}) {
-      const int runs = a.in_area > 2000000 ? std::max(11, o.runs / 3) : o.runs;
-      rows.push_back({&a, t, time_resolve(index, a.area, t, runs), {}, {}, {}});
+      const bool big = a.in_area > 2000000;
+      Row r{&a, t, time_resolve(index, a.area, t, big ? std::max(11, o.runs / 3) : o.runs), {}, {}, {}};
+      if (pg) {
+        r.pg_count = pg->count(a.ring, t, big ? 2 : 5);
+        r.pg_ids = pg->fetch_ids(a.ring, t, big ? 2 : 3);
+      }
+      if (redis) r.redis = redis->search(a.ring, a.area, t, static_cast<uint32_t>(o.n), big ? 1 : 3);
+      rows.push_back(r);
     }
+  if (pg) {
+    std::fprintf(stderr, "PostGIS plan for %s:\n%s\n", alerts[1].name, pg->explain(alerts[1].ring, topics).c_str());
+    if (!pg->why().empty()) notes += "PostGIS error: " + pg->why() + "\n";
+  }
 
   // Live updates after the load: new recipients upserted one by one, as imports do; the
   // slowest upsert is the one that merged the delta into the main arrays.
@@ -278,38 +318,6 @@ int run(const Options& o) {
       const double dt = now_s() - t0;
       upsert_s += dt;
       worst_upsert_s = std::max(worst_upsert_s, dt);
-    }
-  }
-
-  std::string notes;
-  if (o.pg_port) {
-    PostGis pg(o.pg_port);
-    double load_s = 0;
-    if (!pg.ok() || !pg.load(points_of(o), &load_s)) {
-      notes += "PostGIS failed: " + pg.why() + "\n";
-    } else {
-      notes += "PostGIS: COPY + GiST + CLUSTER + VACUUM ANALYZE of " + with_commas(n_locations) +
-               " points took " + ms(load_s) + ".\n";
-      for (Row& r : rows) {
-        const int runs = r.alert->in_area > 2000000 ? 2 : 5;
-        r.pg_count = pg.count(r.alert->ring, r.topics, runs);
-        r.pg_ids = pg.fetch_ids(r.alert->ring, r.topics, std::max(2, runs - 2));
-      }
-      std::fprintf(stderr, "PostGIS plan for %s:\n%s\n", alerts[1].name,
-                   pg.explain(alerts[1].ring, topics).c_str());
-      if (!pg.why().empty()) notes += "PostGIS error: " + pg.why() + "\n";
-    }
-  }
-  if (o.redis_port) {
-    RedisGeo redis(o.redis_port);
-    double load_s = 0;
-    if (!redis.ok() || !redis.load(points_of(o), &load_s)) {
-      notes += "Redis failed: " + redis.why() + "\n";
-    } else {
-      notes += "Redis: pipelined GEOADD of the same points took " + ms(load_s) + ".\n";
-      for (Row& r : rows)
-        r.redis = redis.search(r.alert->ring, r.alert->area, r.topics, static_cast<uint32_t>(o.n),
-                               r.alert->in_area > 2000000 ? 1 : 3);
     }
   }
 
