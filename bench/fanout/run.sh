@@ -312,19 +312,20 @@ for kind in "${KINDS[@]}"; do
   [[ $kind == tls ]] && what="APNs TLS, vs h2load TLS on 4 connections"
   echo "| ≥ 50% of h2load's rate (sirenad $what; median of the rounds' ratios) | $(awk -v x="$x" 'BEGIN { printf "%.0f%%", 100 * x }') ($(rounds_of "$kind" ratio 1)) | **$(pf "$x >= 0.5")** |"
 done
-best=h2c; ((TLS_OK)) && best=tls
-d=$(of_kind "$best" done_ms | med)
-best_rate=$(rate "$N" "$(awk -v m="$d" 'BEGIN { print m / 1000 }')")
-if [[ -n ${RATE[apns2]:-} ]]; then
+if [[ -n ${RATE[apns2]:-} && -n ${RATE[tls_1]:-} ]]; then  # the peers speak TLS: so does sirenad's APNs here
+  tls_rate=$(rate "$N" "$(awk -v m="$(of_kind tls done_ms | med)" 'BEGIN { print m / 1000 }')")
   peer=$(awk -v a="${RATE[apns2]}" -v b="${RATE[node-apn]}" 'BEGIN { print (a > b ? a : b) }')
-  echo "| ≥ 10× the faster Node peer (sirenad $best median, $best_rate/s, vs $peer/s, both over TLS) | $(awk -v a="$best_rate" -v b="$peer" 'BEGIN { printf "%.1f×", a / b }') | **$(pf "$best_rate >= 10 * $peer")** |"
+  echo "| ≥ 10× the faster Node peer (sirenad tls median, $tls_rate/s, vs $peer/s, both over TLS) | $(awk -v a="$tls_rate" -v b="$peer" 'BEGIN { printf "%.1f×", a / b }') | **$(pf "$tls_rate >= 10 * $peer")** |"
 fi
-if ((N >= 1000000)); then
-  echo "| 1M push accepted ≤ 5 s after the POST ($best, median) | $(f0 "$d") ms for $N ($(rounds_of "$best" done_ms)) | **$(pf "$d <= 5000")** |"
-else
-  x=$(awk -v d="$d" -v n="$N" 'BEGIN { printf "%.0f", d * 1000000 / n }')
-  echo "| 1M push accepted ≤ 5 s after the POST ($best, median; **extrapolated** linearly from $N) | $(f0 "$d") ms → ~$x ms | **$(pf "$x <= 5000")** |"
-fi
+for kind in "${KINDS[@]}"; do
+  d=$(of_kind "$kind" done_ms | med)
+  if ((N >= 1000000)); then
+    echo "| 1M push accepted ≤ 5 s after the POST ($kind median) | $(f0 "$d") ms for $N ($(rounds_of "$kind" done_ms)) | **$(pf "$d <= 5000")** |"
+  else
+    x=$(awk -v d="$d" -v n="$N" 'BEGIN { printf "%.0f", d * 1000000 / n }')
+    echo "| 1M push accepted ≤ 5 s after the POST ($kind median; **extrapolated** linearly from $N) | $(f0 "$d") ms → ~$x ms | **$(pf "$x <= 5000")** |"
+  fi
+done
 for kind in "${KINDS[@]}"; do
   first=$(of_kind "$kind" first_metric_ms | med)
   echo "| first message ≤ 20 ms after the POST ($kind median, sirena_time_to_first_message_seconds) | $(f1 "$first") ms ($(rounds_of "$kind" first_metric_ms)) | **$(pf "$first <= 20")** |"

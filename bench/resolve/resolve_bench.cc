@@ -235,6 +235,22 @@ std::string with_commas(size_t n) {
   return s;
 }
 
+// Connects to a peer on `port` (none when 0) and loads the directory's points into it;
+// `notes` says how long that took, or why it failed (the peer is then left out).
+template <typename Peer>
+std::unique_ptr<Peer> load_peer(const Options& o, int port, const char* name, const std::string& what,
+                                std::string& notes) {
+  if (port == 0) return nullptr;
+  auto peer = std::make_unique<Peer>(port);
+  double load_s = 0;
+  if (!peer->ok() || !peer->load(points_of(o), &load_s)) {
+    notes += std::string(name) + " failed: " + peer->why() + "\n";
+    return nullptr;
+  }
+  notes += std::string(name) + ": " + what + " took " + ms(load_s) + ".\n";
+  return peer;
+}
+
 int run(const Options& o) {
   std::printf("## Resolution: %s recipients (synthetic province of Modena, seed %llu)\n\n",
               with_commas(o.n).c_str(), static_cast<unsigned long long>(o.seed));
@@ -257,29 +273,10 @@ int run(const Options& o) {
   // the same minute: this machine's speed drifts by 30% and more over the minutes a 10M
   // load takes, and a ratio of two times taken apart would carry that drift.
   std::string notes;
-  std::unique_ptr<PostGis> pg;
-  std::unique_ptr<RedisGeo> redis;
-  if (o.pg_port) {
-    pg = std::make_unique<PostGis>(o.pg_port);
-    double load_s = 0;
-    if (!pg->ok() || !pg->load(points_of(o), &load_s)) {
-      notes += "PostGIS failed: " + pg->why() + "\n";
-      pg.reset();
-    } else {
-      notes += "PostGIS: COPY + GiST + CLUSTER + VACUUM ANALYZE of " + with_commas(n_locations) +
-               " points took " + ms(load_s) + ".\n";
-    }
-  }
-  if (o.redis_port) {
-    redis = std::make_unique<RedisGeo>(o.redis_port);
-    double load_s = 0;
-    if (!redis->ok() || !redis->load(points_of(o), &load_s)) {
-      notes += "Redis failed: " + redis->why() + "\n";
-      redis.reset();
-    } else {
-      notes += "Redis: pipelined GEOADD of the same points took " + ms(load_s) + ".\n";
-    }
-  }
+  std::unique_ptr<PostGis> pg = load_peer<PostGis>(o, o.pg_port, "PostGIS",
+      "COPY + GiST + CLUSTER + VACUUM ANALYZE of " + with_commas(n_locations) + " points", notes);
+  std::unique_ptr<RedisGeo> redis =
+      load_peer<RedisGeo>(o, o.redis_port, "Redis", "pipelined GEOADD of the same points", notes);
 
   struct Row {
     const Alert* alert;

@@ -135,12 +135,6 @@ KannelOptions with_throughput(double per_second) {
   return o;
 }
 
-KannelOptions with_log_level(int level) {
-  KannelOptions o;
-  o.log_level = level;
-  return o;
-}
-
 bool accepted(const HttpResponse& r) {
   return r.status == 202 && (r.body.rfind("0: Accepted", 0) == 0 || r.body.rfind("3: Queued", 0) == 0);
 }
@@ -371,63 +365,6 @@ TEST_F(KannelChainTest, BearerboxKillMidStreamLosesNoSingleRecipientMessage) {
                before, n, handed_over.size(), n, lost_in_socket, duplicates);
   EXPECT_LE(lost_in_socket, 5);
   EXPECT_LE(duplicates, 5);
-}
-
-// Not a test: Kannel's own limit for the benchmark. Run with
-//   KANNEL_BENCH_THREADS=1,4,16 KANNEL_BENCH_REQUESTS=200 [KANNEL_BENCH_STORE=0] [KANNEL_BENCH_PER_REQUEST=1] kannel_chain_test
-//       --gtest_also_run_disabled_tests --gtest_filter='*Throughput*'
-// Each client thread sends GET sendsms with 100 numbers (default) per request, one request at a time.
-std::vector<int> env_ints(const char* name, std::vector<int> fallback) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  std::vector<int> out;
-  std::string s(v);
-  size_t pos = 0;
-  while (pos < s.size()) {
-    size_t comma = s.find(',', pos);
-    out.push_back(std::stoi(s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos)));
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return out;
-}
-
-TEST_F(KannelChainTest, DISABLED_Throughput100NumbersPerRequest) {
-  const int requests = env_ints("KANNEL_BENCH_REQUESTS", {200})[0];
-  const int per_request = env_ints("KANNEL_BENCH_PER_REQUEST", {100})[0];
-  const int total = requests * per_request;
-  for (int log_level : env_ints("KANNEL_BENCH_LOG_LEVELS", {1})) {
-    for (int threads : env_ints("KANNEL_BENCH_THREADS", {1, 4, 16})) {
-      KannelOptions opts = with_log_level(log_level);
-      opts.store = env_ints("KANNEL_BENCH_STORE", {1})[0] != 0;
-      start(opts);
-      std::vector<std::string> urls;
-      for (int k = 0; k < requests; ++k) {
-        SendSms req = sms({}, "Allerta meteo: esondazione, evacuare i piani terra.");
-        for (int i = 0; i < per_request; ++i) req.to.push_back(number(360, k * per_request + i));
-        urls.push_back(chain_->sendsms_query(req));
-      }
-      std::atomic<int> next{0}, failed{0};
-      auto t0 = std::chrono::steady_clock::now();
-      std::vector<std::thread> pool;
-      for (int t = 0; t < threads; ++t)
-        pool.emplace_back([&] {
-          for (int k; (k = next++) < requests;)
-            if (!accepted(http_get(urls[static_cast<size_t>(k)]))) ++failed;
-        });
-      for (auto& t : pool) t.join();
-      auto t1 = std::chrono::steady_clock::now();
-      ASSERT_TRUE(wait_until([&] { return chain_->count_received() >= static_cast<size_t>(total); }, 120s));
-      auto t2 = std::chrono::steady_clock::now();
-      auto secs = [](auto d) { return std::chrono::duration<double>(d).count(); };
-      std::fprintf(stderr,
-                   "[kannel] store %s, log-level %d, %d client threads: %d msgs in %d requests: accepted in %.2f s (%.0f msg/s), "
-                   "all at fakesmsc after %.2f s (%.0f msg/s), failed requests %d\n",
-                   opts.store ? "file" : "none", log_level, threads, total, requests, secs(t1 - t0), total / secs(t1 - t0), secs(t2 - t0),
-                   total / secs(t2 - t0), failed.load());
-      chain_.reset();
-    }
-  }
 }
 
 }  // namespace
