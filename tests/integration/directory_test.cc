@@ -126,6 +126,23 @@ TEST_F(DirectoryTest, RecipientCrudIsTenantScopedAndNormalised) {
   EXPECT_EQ(daemon_->log().find("3331234567"), std::string::npos) << "phone numbers never reach the log";
 }
 
+// Redis forgets the scripts under a live connection (SCRIPT FLUSH, or a failover the
+// client does not see): EVALSHA answers NOSCRIPT, and the daemon sends the script itself
+// with the same arguments, so the write still lands.
+TEST_F(DirectoryTest, ScriptsFlushedUnderTheDaemonAreSentAgain) {
+  ASSERT_EQ(put("/v1/recipients/r-1", kApp, recipient("r-1", 44.7376, 10.9245, {"Met"}).dump()).status, 201);
+  ASSERT_EQ(redis_->cli({"SCRIPT", "FLUSH"}), "OK\n");
+  auto r = put("/v1/recipients/r-1", kApp, recipient("r-1", 44.7376, 10.9245, {"Geo"}).dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(daemon_->get("/v1/recipients/r-1", kOp).body)["topics"], json({"Geo"}));
+  ASSERT_EQ(redis_->cli({"SCRIPT", "FLUSH"}), "OK\n");
+  auto imported = daemon_->post("/v1/recipients/import", kOp,
+                                recipient("r-2", 44.7376, 10.9245, {"Met"}).dump() + "\n", "application/x-ndjson");
+  ASSERT_EQ(imported.status, 200) << imported.body;
+  EXPECT_EQ(json::parse(imported.body)["created"], 1);
+  EXPECT_EQ(redis_->cli({"HLEN", "{t:soliera}:recipients"}), "2\n");
+}
+
 TEST_F(DirectoryTest, BadRecipientsAreRejectedWithTheField) {
   struct Case {
     json doc;
