@@ -382,15 +382,10 @@ void Redis::eval(const std::string& script, const std::vector<std::string_view>&
   send_formatted(text, [this, &script, cmd, text, n = ptrs.size(), cb = std::move(cb)](const redisReply* r,
                                                                                        const Error* e) mutable {
     if (r && r->type == REDIS_REPLY_ERROR && std::strncmp(r->str, "NOSCRIPT", 8) == 0) {
-      // Appended piece by piece: GCC 12 at -O3 warns (-Wrestrict, a false positive) on
-      // "*" + std::to_string(n).
-      const std::string count = std::to_string(n);
-      constexpr std::string_view kEvalsha = "\r\n$7\r\nEVALSHA\r\n$40\r\n";
-      const size_t head = 1 + count.size() + kEvalsha.size();
-      std::string again;
-      again.append("*").append(count).append("\r\n$4\r\nEVAL\r\n$").append(std::to_string(script.size()));
-      again.append("\r\n").append(script).append("\r\n");
-      again.append(text.substr(head + 40 + 2));  // after "<sha>\r\n"
+      std::string head = "*" + std::to_string(n) + "\r\n$7\r\nEVALSHA\r\n$40\r\n";
+      std::string again = "*" + std::to_string(n) + "\r\n$4\r\nEVAL\r\n$" + std::to_string(script.size()) +
+                          "\r\n" + script + "\r\n";
+      again.append(text.substr(head.size() + 40 + 2));  // after "<sha>\r\n"
       send_formatted(again, std::move(cb));
       return;
     }
