@@ -23,6 +23,14 @@ std::string openssl_errors() {
   return out;
 }
 
+// SSL_get_error() reads this thread's error queue, which must be empty before each I/O
+// call. It nearly always is: clearing it only when something is queued saves
+// ERR_clear_error()'s walk over every slot (with a free() each), which was 3% of
+// sirenad's CPU over TLS, called before every SSL_read of a read loop.
+void clear_errors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
+
 }  // namespace
 
 Result<SslCtxPtr> make_client_context(const std::string& ca_file, bool verify_peer) {
@@ -86,7 +94,7 @@ void TlsChannel::feed(const char* data, size_t len) {
 }
 
 TlsChannel::Step TlsChannel::handshake(std::string* error) {
-  ERR_clear_error();
+  clear_errors();
   int rv = SSL_do_handshake(ssl_);
   if (rv == 1) return Step::Done;
   int err = SSL_get_error(ssl_, rv);
@@ -109,7 +117,7 @@ bool TlsChannel::alpn_h2() const {
 }
 
 int TlsChannel::read(char* buf, size_t len, std::string* error) {
-  ERR_clear_error();
+  clear_errors();
   int n = SSL_read(ssl_, buf, static_cast<int>(len));
   if (n > 0) return n;
   int err = SSL_get_error(ssl_, n);
@@ -123,7 +131,7 @@ int TlsChannel::read(char* buf, size_t len, std::string* error) {
 }
 
 bool TlsChannel::write(const std::string& plain, std::string* out, std::string* error) {
-  ERR_clear_error();
+  clear_errors();
   // SSL_write cuts the buffer into records of at most 16 KiB; with a memory BIO it never
   // blocks, so one call takes everything.
   int n = SSL_write(ssl_, plain.data(), static_cast<int>(plain.size()));
@@ -145,9 +153,9 @@ void TlsChannel::drain(std::string* out) {
 }
 
 void TlsChannel::shutdown() {
-  ERR_clear_error();
+  clear_errors();
   SSL_shutdown(ssl_);
-  ERR_clear_error();
+  clear_errors();
 }
 
 }  // namespace sirena::http2
