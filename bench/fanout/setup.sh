@@ -5,7 +5,6 @@
 # HERE, ROOT, WORK, N, SIM, APPENDFSYNC and FCM_RATE set; sets WANT_APNS, WANT_FCM, REDIS_PID,
 # SIM_PIDS and the ports.
 
-until_ok() { for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done; die "timed out: $*"; }
 field() { node -e 'const o = JSON.parse(require("fs").readFileSync(0)); console.log(o[process.argv[1]] ?? "")' "$1"; }
 
 mkdir -p "$WORK/recipients" "$WORK/redis"
@@ -13,7 +12,7 @@ read -r WANT_APNS WANT_FCM < <(node "$HERE/gen.js" recipients "$N" "$WORK/recipi
 redis-server --port 0 --unixsocket "$WORK/redis.sock" --unixsocketperm 700 --dir "$WORK/redis" --appendonly yes \
   --appendfsync "$APPENDFSYNC" --save "" --daemonize no --logfile "$WORK/redis.log" &
 REDIS_PID=$!; PIDS+=("$REDIS_PID")
-until_ok redis-cli -s "$WORK/redis.sock" ping
+wait_for redis-server 30 "$REDIS_PID" redis-cli -s "$WORK/redis.sock" ping
 APNS_PORT=$(free_port) APNS_ADMIN=$(free_port) FCM_PORT=$(free_port) FCM_ADMIN=$(free_port) PORT=$(free_port)
 
 SIM_PIDS=()
@@ -21,8 +20,8 @@ start_sims() {
   "$SIM" apns --listen "127.0.0.1:$APNS_PORT" --admin "127.0.0.1:$APNS_ADMIN" >>"$WORK/apns.log" 2>&1 & SIM_PIDS=("$!")
   "$SIM" fcm --listen "127.0.0.1:$FCM_PORT" --admin "127.0.0.1:$FCM_ADMIN" >>"$WORK/fcm.log" 2>&1 & SIM_PIDS+=("$!")
   PIDS+=("${SIM_PIDS[@]}")
-  until_ok curl -fs "http://127.0.0.1:$APNS_ADMIN/stats"
-  until_ok curl -fs "http://127.0.0.1:$FCM_ADMIN/stats"
+  wait_for "sirena-sim apns" 30 "${SIM_PIDS[0]}" curl -fs "http://127.0.0.1:$APNS_ADMIN/stats"
+  wait_for "sirena-sim fcm" 30 "${SIM_PIDS[1]}" curl -fs "http://127.0.0.1:$FCM_ADMIN/stats"
 }
 stop_sims() { local p; for p in "${SIM_PIDS[@]}"; do stop_pid "$p"; forget_pid "$p"; done; SIM_PIDS=(); }
 reset_sims() { local a; for a in "$APNS_ADMIN" "$FCM_ADMIN"; do curl -fs -X POST -o /dev/null "http://127.0.0.1:$a/reset"; done; }
@@ -33,7 +32,7 @@ start_sirenad() {  # start_sirenad BIN: as run.sh, the demo config, from the rep
     SIRENA_GATEWAYS_FCM_TOKEN_URL="http://127.0.0.1:$FCM_PORT/token" SIRENA_GATEWAYS_FCM_RATE="$FCM_RATE" \
     SIRENA_TENANTS_SOLIERA_APPROVAL_MIN_RECIPIENTS=1000000000 "$1" --config config/demo.yaml) >>"$WORK/sirenad.log" 2>&1 &
   SIRENAD_PID=$!
-  until_ok curl -fs "http://127.0.0.1:$PORT/readyz"
+  LOG=$WORK/sirenad.log wait_for sirenad 600 "$SIRENAD_PID" curl -fs "http://127.0.0.1:$PORT/readyz"
 }
 stop_sirenad() { stop_pid "$SIRENAD_PID"; SIRENAD_PID=""; }
 

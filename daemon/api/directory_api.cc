@@ -174,7 +174,7 @@ void DirectoryApi::pump(ImportJob* job) {
     while (!job->failed && job->next_write < n && job->slices[job->next_write]->parsed)
       write_slice(job, *job->slices[job->next_write++]);
     while (!job->failed && job->queued < n && job->queued - job->back < kSlicesInPool)
-      queue_slice(job, *job->slices[job->queued++]);
+      queue_slice(*job->slices[job->queued++]);
   } while (job->pump_again);
   job->pumping = false;
   if (job->queued != job->back || job->writing > 0 || (!job->failed && job->next_write < n)) return;
@@ -194,7 +194,7 @@ void DirectoryApi::pump(ImportJob* job) {
                  {"rejected", std::move(job->rejected)}}));
 }
 
-void DirectoryApi::queue_slice(ImportJob*, ImportSlice& slice) {
+void DirectoryApi::queue_slice(ImportSlice& slice) {
   uv_queue_work(
       loop_, &slice.work,
       [](uv_work_t* w) {

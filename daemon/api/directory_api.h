@@ -33,7 +33,7 @@ class DirectoryApi {
   void delete_recipient(const http::Request& req, Res res, const std::string& id);
   void import(const http::Request& req, Res res);
   void pump(ImportJob* job);
-  void queue_slice(ImportJob* job, ImportSlice& slice);
+  void queue_slice(ImportSlice& slice);
   void write_slice(ImportJob* job, ImportSlice& slice);
   void put_zone(const http::Request& req, Res res, const std::string& name);
   void get_zone(const http::Request& req, Res res, const std::string& name);
