@@ -2,22 +2,27 @@
 # Fan-out A/B: two (or more) sirenad binaries, one alert each in turn, ROUNDS times, on the
 # same Redis, simulators and N recipients (70% APNs, 30% FCM, as run.sh). On a shared
 # machine a single run says little; taking turns puts both sides in the same conditions,
-# and the table gives each side's median (and range) over its rounds.
+# and the table gives each side's median (and range) over its rounds. A side given as
+# SIRENAD,SIM also runs its own simulator binary (restarted at each turn).
 #
 # Exit status: 0, or 1 when a binary lost or duplicated a message.
 #
-# Usage: bench/fanout/ab.sh N ROUNDS SIRENAD_A [SIRENAD_B ...]
+# Usage: bench/fanout/ab.sh N ROUNDS SIRENAD_A[,SIM_A] [SIRENAD_B[,SIM_B] ...]
 # Environment: SIM (default build/bin/sirena-sim), APPENDFSYNC (always), FCM_RATE (1000000),
-#   TIMELINE=1 prints each round's accepted messages every 500 ms (where a run slows down).
+#   TLS=1 (APNs over TLS), TIMELINE=1 prints each round's accepted messages every 500 ms
+#   (where a run slows down).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 (($# >= 3)) && [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ ]] || { sed -n '2,11s/^# \{0,1\}//p' "$0"; exit 2; }
 N=$1 ROUNDS=$2; shift 2
-BINS=("$@")
 SIM=${SIM:-$ROOT/build/bin/sirena-sim} APPENDFSYNC=${APPENDFSYNC:-always} FCM_RATE=${FCM_RATE:-1000000}
-for b in "${BINS[@]}" "$SIM"; do [[ -x $b ]] || { echo "ab: $b is not executable" >&2; exit 2; }; done
+BINS=() SIMS=()
+for side in "$@"; do
+  BINS+=("${side%%,*}"); [[ $side == *,* ]] && SIMS+=("${side#*,}") || SIMS+=("")
+done
+for b in "${BINS[@]}" "${SIMS[@]}" "$SIM"; do [[ -z $b || -x $b ]] || { echo "ab: $b is not executable" >&2; exit 2; }; done
 
 BENCH=ab
 source "$ROOT/bench/lib.sh"  # PIDS, SIRENAD_PID, cleanup, free_port, cpu_ticks, settle_redis
@@ -34,6 +39,8 @@ status=0
 : >"$WORK/rows"
 for r in $(seq "$ROUNDS"); do
   for i in "${!BINS[@]}"; do
+    # With a side's own simulators, every side starts with fresh ones: the same for all.
+    [[ -z $(printf %s "${SIMS[@]}") ]] || { stop_sims; start_sims "${SIMS[i]}"; }
     start_sirenad "${BINS[i]}"
     reset_sims
     settle_redis "$WORK/redis.sock"
@@ -59,12 +66,12 @@ done
 echo
 echo "## sirenad A/B: $N push recipients, $ROUNDS rounds, taking turns (median [min-max])"
 echo
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); Redis appendfsync $APPENDFSYNC"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); Redis appendfsync $APPENDFSYNC; APNs over $APNS_OVER"
 echo
 echo "| sirenad | first message ms | messages/s | time to 100% ms | sirenad CPU s/100k | Redis CPU s/100k | simulators CPU s/100k | lost or duplicated |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for i in "${!BINS[@]}"; do
-  awk -v i="$i" -v n="$N" -v want=$((WANT_APNS + WANT_FCM)) -v name="${BINS[i]}" '
+  awk -v i="$i" -v n="$N" -v want=$((WANT_APNS + WANT_FCM)) -v name="${BINS[i]}${SIMS[i]:+, sim ${SIMS[i]}}" '
     function med(a, k,   j, t, m) {  # sorts a[1..k] in place
       for (j = 2; j <= k; ++j) { t = a[j]; for (m = j - 1; m >= 1 && a[m] > t; --m) a[m + 1] = a[m]; a[m + 1] = t }
       return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }

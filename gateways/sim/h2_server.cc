@@ -359,17 +359,21 @@ bool H2Server::Connection::finished() const {
 void H2Server::Connection::flush() {
   if (state_ == State::Closed || write_in_flight_) return;  // on_write flushes again
   if (state_ != State::Handshake) {
+    // nghttp2 hands out one frame a call. Over TLS the frames are gathered and encrypted
+    // together: a record per frame (a response is often one small HEADERS frame) would
+    // cost a record's overhead on both sides for every answer.
+    std::string& frames = tls_ ? server_.frames_ : out_;
+    if (tls_) frames.clear();
     while (true) {
       const uint8_t* data = nullptr;
       ssize_t n = nghttp2_session_mem_send(session_, &data);
       if (n < 0) return close();
       if (n == 0) break;
-      if (tls_) {
-        if (!tls_->send(data, static_cast<size_t>(n), out_)) return close();
-      } else {
-        out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
-      }
+      frames.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
     }
+    if (tls_ && !frames.empty() &&
+        !tls_->send(reinterpret_cast<const uint8_t*>(frames.data()), frames.size(), out_))
+      return close();
   }
   if (!out_.empty()) {
     uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));

@@ -76,7 +76,8 @@ class H2Server {
   std::vector<std::unique_ptr<Stream>> streams_;  // every Stream ever made; they are reused
   std::vector<Stream*> free_streams_;
   char read_buffer_[65536];
-  std::string plain_;  // decrypted bytes of one TLS read
+  std::string plain_;   // decrypted bytes of one TLS read
+  std::string frames_;  // frames of one flush, before TLS encrypts them
 };
 
 }  // namespace sirena::sim

@@ -17,6 +17,12 @@ int select_h2(SSL*, const unsigned char** out, unsigned char* outlen, const unsi
   return SSL_TLSEXT_ERR_OK;
 }
 
+// SSL_get_error() needs this thread's error queue empty before each I/O call. It nearly
+// always is, and ERR_clear_error() walks every slot of it: clear only what is there.
+void clear_errors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
+
 }  // namespace
 
 Result<std::unique_ptr<TlsContext>> TlsContext::load(const std::string& cert, const std::string& key) {
@@ -74,7 +80,7 @@ bool TlsSession::receive(const char* data, size_t len, std::string& plain, std::
     drain(cipher);
     if (rc != 1) {
       int err = SSL_get_error(ssl_, rc);
-      ERR_clear_error();
+      clear_errors();
       return err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE;
     }
   }
@@ -87,7 +93,7 @@ bool TlsSession::receive(const char* data, size_t len, std::string& plain, std::
     }
     int err = SSL_get_error(ssl_, n);
     drain(cipher);  // post-handshake messages (tickets, key updates)
-    ERR_clear_error();
+    clear_errors();
     return err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE;
   }
 }
@@ -96,7 +102,7 @@ bool TlsSession::send(const uint8_t* data, size_t len, std::string& cipher) {
   while (len > 0) {
     int n = SSL_write(ssl_, data, static_cast<int>(len));
     if (n <= 0) {
-      ERR_clear_error();
+      clear_errors();
       return false;
     }
     data += n;
