@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <queue>
+#include <span>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -112,8 +113,8 @@ void each_accepted(std::string_view record, F fn) {
 // 7 consumer, 8 entries to claim, 9 now_ms, 10 first (this call's first batch), 11 "1" when
 // this call ends the plan, 12 count c, then c values ("planned:<channel>", count pairs),
 // then this call's batch texts. Returns {n, XREADGROUP's reply (the entries it claimed for
-// the consumer, so the first batches start without another round trip)}, or {-1} when
-// the alert keeps an earlier plan.
+// the consumer, so the first batches start without another round trip), base (the plan's
+// first batch number: 0 unless planned again)}, or {-1} when the alert keeps an earlier plan.
 //
 // Resolution happens once: a complete plan is kept. A plan whose writing stopped (its
 // daemon died between two calls; `writing` names it) is planned again, by that daemon
@@ -179,7 +180,7 @@ if b > base + first and tonumber(ARGV[8]) > 0 then
   local r = redis.pcall('XREADGROUP', 'GROUP', 'sirenad', consumer, 'COUNT', ARGV[8], 'STREAMS', ARGV[6], '>')
   if type(r) == 'table' and not r.err then claimed = r end
 end
-return {n, claimed}
+return {n, claimed, base}
 )LUA";
 
 // KEYS[1] batch key. Returns {batch text, the contacts of its slots in order (from the
@@ -364,6 +365,35 @@ const char* to_string(Channel c) {
   return "?";
 }
 
+// A plan's batches, as written: batch k is part batches[k].first from slot batches[k].second,
+// at most batch_size slots. Its text, "<R>\n" and the slots, is printed just before the call
+// that writes it: a 1M-recipient plan has a million numbers to print, which must not hold up
+// the first batch's replies.
+struct PlanText {
+  std::shared_ptr<const directory::Resolution> resolution;
+  std::vector<std::pair<const directory::Resolution::TenantPart*, size_t>> batches;
+  size_t batch_size = 0;
+
+  std::span<const directory::Slot> slots(size_t k) const {
+    const auto& [part, start] = batches[k];
+    size_t end = std::min(part->slots.size(), start + batch_size);
+    return std::span<const directory::Slot>(part->slots).subspan(start, end - start);
+  }
+  std::string text(size_t k) const {
+    const std::string& tenant = batches[k].first->tenant;
+    auto ss = slots(k);
+    std::string out;
+    out.reserve(tenant.size() + 1 + ss.size() * 11);
+    out.append(tenant).push_back('\n');
+    char digits[16];
+    for (directory::Slot s : ss) {
+      char* e = std::to_chars(digits, digits + sizeof digits, s).ptr;
+      out.append(digits, e).push_back(' ');
+    }
+    return out;
+  }
+};
+
 struct Dispatcher::Impl {
   struct Active {
     std::string id, tenant;
@@ -453,6 +483,18 @@ struct Dispatcher::Impl {
   std::list<std::unique_ptr<Batch>> batches;
   std::deque<Claimed> claimed[kPriorities];
   std::unordered_map<std::string, Batch*> prefetching;  // batch key -> the batch waiting for it
+  // The batches of a fresh plan this daemon wrote (base 0), up to its last call Redis
+  // answered: such a batch's text is known here, so its load is the HMGET of its contacts
+  // alone. The load script costs Redis as much again, turning a thousand contacts into Lua
+  // values and back. Forgotten when every batch was loaded once, when a call fails, and
+  // after a minute unused; a batch not found here is read by the script.
+  struct OwnPlan {
+    std::shared_ptr<const PlanText> text;
+    size_t written = 0;  // batches [0, written) are durable, as text describes them
+    size_t left = 0;     // loads still expected
+    int64_t last_used_ms = 0;
+  };
+  std::unordered_map<std::string, OwnPlan> own_plans;  // by alert id
   std::unordered_set<std::string> planning;             // alerts whose plan() is under way
   size_t claimed_count = 0;
   size_t batches_loading = 0;
@@ -715,10 +757,65 @@ struct Dispatcher::Impl {
         it->second = b.release();  // its load is on the way
         return;
       }
+      if (auto plan = own_batch(alert_id, b->number)) return load_own(std::move(b), std::move(plan));
       Batch* raw = b.release();
       redis.eval(kLoadScript, {key}, {}, [this, raw](const redisReply* r, const Error* e) {
         on_load(std::unique_ptr<Batch>(raw), r, e);
       });
+    });
+  }
+
+  // A plan call answered: batches [0, to) of a fresh plan are durable as `plan` has them.
+  void note_written(const std::string& alert_id, const std::shared_ptr<const PlanText>& plan, size_t to,
+                    const redisReply* r, const Error* e) {
+    bool fresh = !e && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 && r->element[0]->type == REDIS_REPLY_INTEGER &&
+                 r->element[0]->integer >= 0 && r->element[2]->type == REDIS_REPLY_INTEGER && r->element[2]->integer == 0;
+    auto it = own_plans.find(alert_id);
+    if (!fresh) {
+      if (it != own_plans.end()) own_plans.erase(it);
+      return;
+    }
+    if (it == own_plans.end() || it->second.text != plan)
+      it = own_plans.insert_or_assign(alert_id, OwnPlan{plan, 0, plan->batches.size(), 0}).first;
+    it->second.written = to;
+    it->second.last_used_ms = clock.now_ms();
+  }
+
+  // Batch `number` of `alert_id` when this daemon wrote it (see own_plans), else null.
+  std::shared_ptr<const PlanText> own_batch(const std::string& alert_id, int64_t number) {
+    auto it = own_plans.find(alert_id);
+    if (it == own_plans.end() || number < 0 || static_cast<size_t>(number) >= it->second.written) return nullptr;
+    std::shared_ptr<const PlanText> plan = it->second.text;
+    it->second.last_used_ms = clock.now_ms();
+    if (--it->second.left == 0) own_plans.erase(it);
+    return plan;
+  }
+
+  // Loads a batch of an own plan: the contacts of its slots, in order, with one HMGET.
+  void load_own(std::unique_ptr<Batch> b, std::shared_ptr<const PlanText> plan) {
+    size_t k = static_cast<size_t>(b->number);
+    b->rtenant = plan->batches[k].first->tenant;
+    auto slots = plan->slots(k);
+    std::string key = prefix(b->rtenant) + "contacts";
+    std::string digits(slots.size() * 10, '\0');  // a 32-bit slot has at most 10 digits
+    std::vector<std::string_view> argv;
+    argv.reserve(2 + slots.size());
+    argv.push_back("HMGET");
+    argv.push_back(key);
+    char* p = digits.data();
+    for (directory::Slot s : slots) {
+      char* e = std::to_chars(p, p + 10, s).ptr;
+      argv.emplace_back(p, static_cast<size_t>(e - p));
+      p = e;
+    }
+    Batch* raw = b.release();
+    redis.command(argv, [this, raw, plan = std::move(plan), slots](const redisReply* r, const Error* e) {
+      std::unique_ptr<Batch> b(raw);
+      if (e || r->type != REDIS_REPLY_ARRAY) {
+        loaded();
+        return;  // left pending: re-read after a restart or by the next reclaim
+      }
+      add_messages(std::move(b), slots, r);  // `plan` keeps the slots alive
     });
   }
 
@@ -781,7 +878,7 @@ struct Dispatcher::Impl {
 
   // One message per channel the recipient can be reached on (`contacts`: the HMGET of
   // the slots' packed contacts, in order); then prepare().
-  void add_messages(std::unique_ptr<Batch> b, const std::vector<uint32_t>& slots, const redisReply* r) {
+  void add_messages(std::unique_ptr<Batch> b, std::span<const uint32_t> slots, const redisReply* r) {
     if (r->type != REDIS_REPLY_ARRAY || r->elements != slots.size()) {
       loaded();
       return;
@@ -1389,6 +1486,7 @@ struct Dispatcher::Impl {
     int64_t now = clock.now_ms();
     // Refresh the state of alerts in work: another daemon (or a CAP Cancel) may have
     // stopped them. Forget alerts idle for a minute.
+    std::erase_if(own_plans, [now](const auto& kv) { return now - kv.second.last_used_ms > 60'000; });
     for (auto it = alerts.begin(); it != alerts.end();) {
       auto a = it->second;
       if (now - a->last_used_ms > 60'000 && a.use_count() == 1) {
@@ -1636,50 +1734,36 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   // What every call of this plan sends: shared, since the calls after the first go one
   // after another.
   struct Write {
-    std::shared_ptr<const directory::Resolution> resolution;
-    // Batch k is part batches[k].first from slot batches[k].second. Its text, "<R>\n"
-    // and the slots, is printed just before the call that writes it: a 1M-recipient plan
-    // has a million numbers to print, which must not hold up the first batch's replies.
-    std::vector<std::pair<const directory::Resolution::TenantPart*, size_t>> batches;
-    size_t batch_size = 0;
+    std::shared_ptr<PlanText> plan = std::make_shared<PlanText>();
     std::vector<std::string> head, texts;  // texts: of the call under way
     size_t n = 0;
     int64_t started_ns = 0;
     std::optional<Error> failed;  // what went wrong in the first call, if anything: the last one reports it
-
-    std::string text_of(size_t k) const {
-      const auto& [part, start] = batches[k];
-      size_t end = std::min(part->slots.size(), start + batch_size);
-      std::string text;
-      text.reserve(part->tenant.size() + 1 + (end - start) * 11);
-      text.append(part->tenant).push_back('\n');
-      char digits[16];
-      for (size_t s = start; s < end; ++s) {
-        char* e = std::to_chars(digits, digits + sizeof digits, part->slots[s]).ptr;
-        text.append(digits, e).push_back(' ');
-      }
-      return text;
-    }
   };
   auto w = std::make_shared<Write>();
-  w->resolution = std::move(resolution);
-  w->batch_size = i.cfg.batch_size;
-  for (const auto& part : w->resolution->parts)
-    for (size_t start = 0; start < part.slots.size(); start += w->batch_size) w->batches.emplace_back(&part, start);
-  w->n = w->batches.size();
+  PlanText& pt = *w->plan;
+  pt.resolution = std::move(resolution);
+  pt.batch_size = i.cfg.batch_size;
+  for (const auto& part : pt.resolution->parts)
+    for (size_t start = 0; start < part.slots.size(); start += pt.batch_size) pt.batches.emplace_back(&part, start);
+  w->n = pt.batches.size();
   w->started_ns = i.clock.mono_ns();
-  w->head = {alert_id, tenant, std::to_string(w->n), std::to_string(w->resolution->recipients), std::to_string(prio),
+  w->head = {alert_id, tenant, std::to_string(w->n), std::to_string(pt.resolution->recipients), std::to_string(prio),
              stream_key(prio), i.cfg.consumer, "", std::to_string(i.clock.now_ms()), "", "", std::to_string(counts.size())};
   w->head.insert(w->head.end(), counts.begin(), counts.end());
-  auto call = [this, w](size_t from, size_t to, size_t claim, store::Redis::Callback cb) {
+  auto call = [this, w, alert_id](size_t from, size_t to, size_t claim, store::Redis::Callback cb) {
     w->head[7] = std::to_string(claim);
     w->head[9] = std::to_string(from);
     w->head[10] = to == w->n ? "1" : "0";
     w->texts.clear();
-    for (size_t k = from; k < to; ++k) w->texts.push_back(w->text_of(k));
+    for (size_t k = from; k < to; ++k) w->texts.push_back(w->plan->text(k));
     std::vector<std::string_view> argv(w->head.begin(), w->head.end());
     argv.insert(argv.end(), w->texts.begin(), w->texts.end());
-    impl_->redis.eval(kPlanScript, {prefix(w->head[1])}, argv, std::move(cb));
+    impl_->redis.eval(kPlanScript, {prefix(w->head[1])}, argv,
+                      [this, w, alert_id, to, cb = std::move(cb)](const redisReply* r, const Error* e) {
+                        impl_->note_written(alert_id, w->plan, to, r, e);
+                        cb(r, e);
+                      });
   };
   auto check = [](const redisReply* r, const Error* e) -> std::optional<Error> {
     if (e) return *e;
