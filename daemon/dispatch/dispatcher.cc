@@ -753,11 +753,12 @@ struct Dispatcher::Impl {
       }
       a->last_used_ms = clock.now_ms();
       std::string key = prefix(tenant) + "batch:" + alert_id + ":" + batch_no;
+      auto plan = own_batch(alert_id, b->number);
       if (auto it = prefetching.find(key); it != prefetching.end()) {
         it->second = b.release();  // its load is on the way
         return;
       }
-      if (auto plan = own_batch(alert_id, b->number)) return load_own(std::move(b), std::move(plan));
+      if (plan) return load_own(std::move(b), std::move(plan));
       Batch* raw = b.release();
       redis.eval(kLoadScript, {key}, {}, [this, raw](const redisReply* r, const Error* e) {
         on_load(std::unique_ptr<Batch>(raw), r, e);

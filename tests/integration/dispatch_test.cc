@@ -108,10 +108,23 @@ class DispatchTest : public ::testing::Test {
 
 TEST_F(DispatchTest, EveryRecipientGetsExactlyOnePushPerPlatform) {
   start_sims();
-  start_daemon();
+  start_daemon({{"SIRENA_DISPATCH_BATCH_SIZE", "100"}});
   import(3000);
+  redis_->cli({"CONFIG", "RESETSTAT"});
   std::string id = submit(flood("fanout-1"));
   ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(60))) << alert(id).dump();
+  // The daemon that wrote the plan knows its batches: each is loaded with an HMGET of its
+  // contacts alone. The load script GETs the batch text first; only the first batch,
+  // read behind the plan's first call, goes through it.
+  std::string stats = redis_->cli({"INFO", "commandstats"});
+  auto calls = [&](const std::string& command) {
+    auto at = stats.find("cmdstat_" + command + ":calls=");
+    return at == std::string::npos ? 0 : std::stol(stats.substr(at + command.size() + 15));
+  };
+  long batches = std::stol(redis_->cli({"HGET", "{t:soliera}:plan:" + id, "batches"}));
+  EXPECT_EQ(batches, 30);
+  EXPECT_GE(calls("hmget"), batches) << stats;
+  EXPECT_LT(calls("get"), batches / 2) << stats;
   auto a = alert(id);
   EXPECT_EQ(a["recipients"], 3000);
   EXPECT_EQ(a["progress"]["apns"]["planned"], 3000);
