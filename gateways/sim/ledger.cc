@@ -42,22 +42,37 @@ void Recorder::flush() {
   buffer_.clear();
 }
 
-void Ledger::accept(std::string_view recipient, std::string_view alert_id, uint64_t text_hash) {
-  if (alert_id.empty()) alert_id = "-";  // the same key the --record file uses
-  ++accepted_;
-  // std::hash (MurmurHash 2 in libstdc++) takes 8 bytes a step: tokens are long.
-  uint64_t r = std::hash<std::string_view>{}(recipient);
-  recipients_.insert(r);
+Ledger::AlertCounts& Ledger::counts(std::string_view alert_id) {
+  if (last_counts_ && alert_id == last_alert_) return *last_counts_;
   auto it = by_alert_.find(alert_id);
   if (it == by_alert_.end()) {
     it = by_alert_.emplace(std::string(alert_id), AlertCounts{}).first;
     it->second.hash = std::hash<std::string_view>{}(alert_id) | 1;
   }
-  // An odd multiplier is a bijection: two recipients of one alert never share a pair.
-  bool duplicate = !pairs_.insert((r ^ 0x9e3779b97f4a7c15ULL) * it->second.hash).second;
-  if (duplicate) ++duplicates_;
-  ++it->second.accepted;
-  if (duplicate) ++it->second.duplicates;
+  last_alert_.assign(alert_id);
+  last_counts_ = &it->second;  // unordered_map values stay put
+  return it->second;
+}
+
+void Ledger::accept(std::string_view recipient, std::string_view alert_id, uint64_t text_hash) {
+  if (alert_id.empty()) alert_id = "-";  // the same key the --record file uses
+  ++accepted_;
+  AlertCounts& c = counts(alert_id);
+  // std::hash (MurmurHash 2 in libstdc++) takes 8 bytes a step: tokens are long.
+  uint64_t r = std::hash<std::string_view>{}(recipient);
+  auto [it, first] = recipients_.try_emplace(r, c.hash);
+  bool duplicate = false;
+  if (!first && it->second == c.hash) {
+    duplicate = true;
+  } else if (!first) {
+    // An odd multiplier is a bijection: two recipients of one alert never share a pair.
+    duplicate = !later_pairs_.insert((r ^ 0x9e3779b97f4a7c15ULL) * c.hash).second;
+  }
+  ++c.accepted;
+  if (duplicate) {
+    ++duplicates_;
+    ++c.duplicates;
+  }
   if (recorder_) recorder_->add(recipient, alert_id, text_hash);
 }
 
@@ -79,8 +94,10 @@ void Ledger::reset() {
   requests_ = accepted_ = duplicates_ = resets_ = goaways_ = 0;
   rejected_.clear();
   recipients_.clear();
-  pairs_.clear();
+  later_pairs_.clear();
   by_alert_.clear();
+  last_alert_.clear();
+  last_counts_ = nullptr;
 }
 
 }  // namespace sirena::sim

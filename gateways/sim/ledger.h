@@ -2,9 +2,11 @@
 //
 // A message is "accepted" when its success answer is handed to the transport, so a
 // request whose connection was reset before the answer left is never counted. A
-// duplicate is an accepted message for a (recipient, alert id) pair accepted before;
-// pairs and recipients are kept as 64-bit hashes in flat sets (1M pairs: about 16 MB, and
-// a collision chance near 1e-7).
+// duplicate is an accepted message for a (recipient, alert id) pair accepted before.
+// Recipients and alerts are kept as 64-bit hashes (1M recipients: about 16 MB, and a
+// collision chance near 1e-7): each recipient with the first alert it got, which makes
+// the usual case (one alert, a recipient seen once) a single hash probe; the pairs of a
+// recipient's later alerts go into a second set.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +16,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include <absl/container/flat_hash_map.h>
 #include <absl/container/flat_hash_set.h>
 
 namespace sirena::sim {
@@ -70,12 +73,17 @@ class Ledger {
     size_t operator()(std::string_view s) const { return fnv1a64(s); }
   };
 
+  AlertCounts& counts(std::string_view alert_id);
+
   Recorder* recorder_;
   uint64_t requests_ = 0, accepted_ = 0, duplicates_ = 0, resets_ = 0, goaways_ = 0;
   std::map<int, uint64_t> rejected_;
-  absl::flat_hash_set<uint64_t> recipients_;
-  absl::flat_hash_set<uint64_t> pairs_;
+  absl::flat_hash_map<uint64_t, uint64_t> recipients_;  // recipient -> its first alert's hash
+  absl::flat_hash_set<uint64_t> later_pairs_;           // (recipient, alert) pairs after the first
   std::unordered_map<std::string, AlertCounts, StringHash, std::equal_to<>> by_alert_;
+  // The alert of the last message: a fan-out sends one alert's messages back to back.
+  std::string last_alert_;
+  AlertCounts* last_counts_ = nullptr;
 };
 
 }  // namespace sirena::sim

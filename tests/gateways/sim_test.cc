@@ -314,8 +314,21 @@ TEST(LedgerUnit, CountsDuplicatesPerRecipientAndAlert) {
   EXPECT_EQ(s["by_alert"]["a1"]["accepted"], 3);
   EXPECT_EQ(s["by_alert"]["a1"]["unique"], 2);
   EXPECT_EQ(s["by_alert"]["a1"]["duplicates"], 1);
+  // A recipient's third alert, and a repeat of its second: pairs beyond the first alert.
+  l.accept("r1", "a3", 1);
+  l.accept("r1", "a2", 1);
+  l.accept("r2", "a1", 1);
+  s = json::parse(l.stats_json());
+  EXPECT_EQ(s["accepted"], 7);
+  EXPECT_EQ(s["duplicates"], 3);
+  EXPECT_EQ(s["unique_recipients"], 2);
+  EXPECT_EQ(s["by_alert"]["a2"]["duplicates"], 1);
+  EXPECT_EQ(s["by_alert"]["a3"]["unique"], 1);
+  EXPECT_EQ(s["by_alert"]["a1"]["duplicates"], 2);
   l.reset();
   EXPECT_EQ(json::parse(l.stats_json())["accepted"], 0);
+  l.accept("r1", "a1", 1);  // nothing of before the reset is remembered
+  EXPECT_EQ(json::parse(l.stats_json())["duplicates"], 0);
 }
 
 TEST(SmsUnit, KannelMultiRecipientAndUcs2) {
