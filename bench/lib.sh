@@ -64,6 +64,9 @@ busy_ticks() { local _c u n s i w x y z _r; read -r _c u n s i w x y z _r </proc
 # settle_redis SOCK: rewrite Redis's AOF now and wait until no background save or rewrite
 # runs: an import's rewrite, started by the AOF's growth, would otherwise share the cores
 # with the alert being measured (its child process is not Redis's CPU in the tables).
+# Then the rewrite's aftermath: Redis unlinks the replaced files in a background thread, and
+# the kernel writes back the new one; an alert started meanwhile waited 20-30 ms more for
+# its first fsyncs (seen in about one round in three of ab.sh).
 redis_busy() {
   redis-cli -s "$1" info persistence | tr -d '\r' |
     awk -F: '/^(aof_rewrite_in_progress|aof_rewrite_scheduled|rdb_bgsave_in_progress):/ { busy += $2 } END { exit busy == 0 }'
@@ -72,4 +75,10 @@ settle_redis() {
   redis-cli -s "$1" bgrewriteaof >/dev/null 2>&1 || true  # refused while one runs: then that one is waited for
   local deadline=$((SECONDS + 300))
   while redis_busy "$1"; do ((SECONDS < deadline)) || die "Redis still rewriting its AOF after 300 s"; sleep 0.1; done
+  local dir; dir=$(redis-cli -s "$1" config get dir | sed -n 2p)/$(redis-cli -s "$1" config get appenddirname | sed -n 2p)
+  # The manifest, the base and the incremental file stay; the replaced ones go.
+  while (($(find "$dir" -maxdepth 1 -type f | wc -l) > 3)); do
+    ((SECONDS < deadline)) || die "Redis still removing its old AOF files after 300 s"; sleep 0.1
+  done
+  sync
 }

@@ -206,7 +206,7 @@ void AlertsApi::submit(const http::Request& req, Res res) {
                      received_ms,
                      recipients};
   store_.create(n, [this, res, owned, snapshot, resolution, tenant_id = tenant.id, key_id = who->key->id,
-                    remote = req.remote](Result<alerts::Created> r) mutable {
+                    remote = req.remote, received_ms](Result<alerts::Created> r) mutable {
     if (!r) return reject(res, r.error());
     const alerts::Alert& a = *owned;
     if (r->created) {
@@ -229,7 +229,8 @@ void AlertsApi::submit(const http::Request& req, Res res) {
                {"identifier", a.identifier},
                {"key", key_id},
                {"remote", remote},
-               {"normalisations", a.normalisations}});
+               {"normalisations", a.normalisations},
+               {"ms_from_post", clock_.now_ms() - received_ms}});
     nlohmann::json body = {{"id", r->id},
                            {"state", r->state},
                            {"recipients", resolution->recipients},

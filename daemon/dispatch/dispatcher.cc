@@ -44,6 +44,9 @@ constexpr size_t kMaxBacklog = 2048;  // outcomes written at the latest when thi
 // after running them all, so the first contacts would wait for everyone else's.
 constexpr size_t kMaxLoading = 8;
 constexpr size_t kBurst = 128;  // messages submitted to a gateway per loop turn
+// ... and when it has nothing in flight (an alert's first messages): these are written at
+// the end of this turn, and answered while the next turn renders a whole burst.
+constexpr size_t kFirstBurst = 8;
 // Delivery reports written by one script call at most. Each call costs Redis a script run
 // and sirenad a round trip however many it carries, so reports are group-committed: one
 // call at a time, the reports that arrive meanwhile go together in the next (a second
@@ -1114,7 +1117,7 @@ struct Dispatcher::Impl {
     // A burst (a new batch, a window reopening) leaves in slices: what is submitted is
     // written at the end of the loop turn, so the first requests need not wait for the
     // whole burst to be rendered.
-    size_t budget = kBurst;
+    size_t budget = g.in_flight == 0 ? kFirstBurst : kBurst;
     const int64_t now_ms = clock.now_ms();  // a burst takes microseconds
     while (g.gw->capacity() > 0) {
       if (budget-- == 0) {
@@ -1199,6 +1202,10 @@ struct Dispatcher::Impl {
         if (!a.first_accepted) {
           a.first_accepted = true;
           metrics.time_to_first_message().Observe(latency);
+          log::info("dispatch_first_message", {{"tenant", a.tenant},
+                                               {"id", a.id},
+                                               {"channel", to_string(m->m.channel)},
+                                               {"ms_from_post", now - a.received_ms}});
         }
         if (m->m.channel == Channel::Sms)
           metrics.sms_segments(g.gw->name()).Increment(m->m.content->segments);
