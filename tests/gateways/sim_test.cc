@@ -268,6 +268,10 @@ TEST(FcmUnit, TokenThenSendThenUnregistered) {
   EXPECT_EQ(send(R"({"message":{"token":"t"}})", "ya29.forged")->resp.status, 401);
   EXPECT_EQ(send(R"({"message":{"token":"t","data":{"n":1}}})", token["access_token"])->resp.status, 400);
   EXPECT_EQ(send(R"({"message":{"token":"t","topic":"x"}})", token["access_token"])->resp.status, 400);
+  // Registration tokens: URL-safe ASCII and colons only.
+  EXPECT_EQ(send(R"({"message":{"token":"dA9_Z-x:APA91b.Q"}})", token["access_token"])->resp.status, 200);
+  for (std::string bad : {"a b", "a+b", "a/b", "a@b", "a[b", "caf\u00e9"})
+    EXPECT_EQ(send(R"({"message":{"token":")" + bad + R"("}})", token["access_token"])->resp.status, 400) << bad;
   clock.advance_ms(3601 * 1000);
   EXPECT_EQ(send(R"({"message":{"token":"t"}})", token["access_token"])->resp.status, 401);
 }
