@@ -3,7 +3,8 @@
 # same Redis, simulators and N recipients (70% APNs, 30% FCM, as run.sh). On a shared
 # machine a single run says little; taking turns puts both sides in the same conditions,
 # and the table gives each side's median (and range) over its rounds. A side given as
-# SIRENAD,SIM also runs its own simulator binary (restarted at each turn).
+# SIRENAD,SIM also runs its own simulator binary (then every side starts fresh simulators
+# at each turn).
 #
 # Exit status: 0, or 1 when a binary lost or duplicated a message.
 #
@@ -15,7 +16,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-(($# >= 3)) && [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ ]] || { sed -n '2,11s/^# \{0,1\}//p' "$0"; exit 2; }
+(($# >= 3)) && [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ ]] || { sed -n '2,14s/^# \{0,1\}//p' "$0"; exit 2; }
 N=$1 ROUNDS=$2; shift 2
 SIM=${SIM:-$ROOT/build/bin/sirena-sim} APPENDFSYNC=${APPENDFSYNC:-always} FCM_RATE=${FCM_RATE:-1000000}
 BINS=() SIMS=()

@@ -16,15 +16,16 @@
 #
 # Usage: bench/fanout/seq.sh N STEPS [SIRENAD]    e.g.  seq.sh 1000000 araiara
 # Environment: SIM (default build/bin/sirena-sim), APPENDFSYNC (always), FCM_RATE (1000000),
-#   TIMELINE=1 (accepted messages every 500 ms), DETAIL=1 (sirenad's page faults and context
-#   switches, Redis's commandstats of each alert), PERF=1 (perf record -g of sirenad during
-#   each alert, into the work directory), STRACE=1 (its first 1.5 s of I/O, strace -T;
-#   STRACE_SET names the system calls), KEEP=1 keeps the work directory, IDLE (w's seconds).
+#   TLS=1 (APNs over TLS), TIMELINE=1 (accepted messages every 500 ms), DETAIL=1 (sirenad's
+#   page faults and context switches, Redis's commandstats of each alert), PERF=1 (perf
+#   record -g of sirenad during each alert, into the work directory), STRACE=1 (its first
+#   1.5 s of I/O, strace -T; STRACE_SET names the system calls), KEEP=1 keeps the work
+#   directory, IDLE (w's seconds).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-(($# >= 2)) && [[ $1 =~ ^[0-9]+$ && $2 =~ ^[arswibp]+$ ]] || { sed -n '2,22s/^# \{0,1\}//p' "$0"; exit 2; }
+(($# >= 2)) && [[ $1 =~ ^[0-9]+$ && $2 =~ ^[arswibp]+$ ]] || { sed -n '2,23s/^# \{0,1\}//p' "$0"; exit 2; }
 N=$1 STEPS=$2 SIRENAD=${3:-$ROOT/build/bin/sirenad}
 SIM=${SIM:-$ROOT/build/bin/sirena-sim} APPENDFSYNC=${APPENDFSYNC:-always} FCM_RATE=${FCM_RATE:-1000000}
 IDLE=${IDLE:-20}
