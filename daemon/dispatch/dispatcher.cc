@@ -775,8 +775,9 @@ struct Dispatcher::Impl {
   // A plan call answered: batches [0, to) of a fresh plan are durable as `plan` has them.
   void note_written(const std::string& alert_id, const std::shared_ptr<const PlanText>& plan, size_t to,
                     const redisReply* r, const Error* e) {
-    bool fresh = !e && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 && r->element[0]->type == REDIS_REPLY_INTEGER &&
-                 r->element[0]->integer >= 0 && r->element[2]->type == REDIS_REPLY_INTEGER && r->element[2]->integer == 0;
+    bool fresh = !e && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
+                 r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0 &&
+                 r->element[2]->type == REDIS_REPLY_INTEGER && r->element[2]->integer == 0;
     auto it = own_plans.find(alert_id);
     if (!fresh) {
       if (it != own_plans.end()) own_plans.erase(it);
@@ -791,7 +792,8 @@ struct Dispatcher::Impl {
   // Batch `number` of `alert_id` when this daemon wrote it (see own_plans), else null.
   std::shared_ptr<const PlanText> own_batch(const std::string& alert_id, int64_t number) {
     auto it = own_plans.find(alert_id);
-    if (it == own_plans.end() || number < 0 || static_cast<size_t>(number) >= it->second.written) return nullptr;
+    if (it == own_plans.end() || number < 0 || static_cast<size_t>(number) >= it->second.written)
+      return nullptr;
     std::shared_ptr<const PlanText> plan = it->second.text;
     it->second.last_used_ms = clock.now_ms();
     if (--it->second.left == 0) own_plans.erase(it);

@@ -34,7 +34,8 @@ bool is_registration_token(std::string_view t) {
   if (t.empty() || t.size() > 4096) return false;
   for (char c : t) {
     char lower = static_cast<char>(c | 0x20);
-    bool ok = (lower >= 'a' && lower <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == ':' || c == '.';
+    bool ok = (lower >= 'a' && lower <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == ':' ||
+              c == '.';
     if (!ok) return false;
   }
   return true;

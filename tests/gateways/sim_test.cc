@@ -271,7 +271,8 @@ TEST(FcmUnit, TokenThenSendThenUnregistered) {
   // Registration tokens: URL-safe ASCII and colons only.
   EXPECT_EQ(send(R"({"message":{"token":"dA9_Z-x:APA91b.Q"}})", token["access_token"])->resp.status, 200);
   for (std::string bad : {"a b", "a+b", "a/b", "a@b", "a[b", "caf\u00e9"})
-    EXPECT_EQ(send(R"({"message":{"token":")" + bad + R"("}})", token["access_token"])->resp.status, 400) << bad;
+    EXPECT_EQ(send(R"({"message":{"token":")" + bad + R"("}})", token["access_token"])->resp.status, 400)
+        << bad;
   clock.advance_ms(3601 * 1000);
   EXPECT_EQ(send(R"({"message":{"token":"t"}})", token["access_token"])->resp.status, 401);
 }
