@@ -77,7 +77,7 @@ settle_redis() {
   while redis_busy "$1"; do ((SECONDS < deadline)) || die "Redis still rewriting its AOF after 300 s"; sleep 0.1; done
   local dir; dir=$(redis-cli -s "$1" config get dir | sed -n 2p)/$(redis-cli -s "$1" config get appenddirname | sed -n 2p)
   # The manifest, the base and the incremental file stay; the replaced ones go.
-  while (($(find "$dir" -maxdepth 1 -type f | wc -l) > 3)); do
+  while [[ -d $dir ]] && (($(find "$dir" -maxdepth 1 -type f | wc -l) > 3)); do
     ((SECONDS < deadline)) || die "Redis still removing its old AOF files after 300 s"; sleep 0.1
   done
   sync
