@@ -264,6 +264,49 @@ TEST_F(DispatchTest, SurvivesSigkillsAndARedisRestartMidFanOut) {
   std::printf("duplicates after 5 SIGKILLs and a Redis restart: %d\n", s["duplicates"].get<int>());
 }
 
+// Issue 14, finding 8: a Redis that stalls past the command timeout, then one that
+// restarts, under a running daemon. The write-backs that failed are sent again (not
+// dropped with their share of the budget), so the duplicates stay within one window per
+// fault, progress equals what the gateway accepted, and `completed` has nothing pending.
+TEST_F(DispatchTest, ARedisStallAndRestartKeepTheDuplicateBoundAndTheCounts) {
+  start_sims({"--latency-ms", "2,20"});
+  const int window = 500;
+  const int unconfirmed = 500;
+  start_daemon({{"SIRENA_GATEWAYS_APNS_MAX_IN_FLIGHT", std::to_string(window)},
+                {"SIRENA_DISPATCH_MAX_UNCONFIRMED", std::to_string(unconfirmed)},
+                {"SIRENA_REDIS_COMMAND_TIMEOUT_MS", "2000"}});
+  const int n = 20000;
+  import(n);
+  std::string id = submit(flood("stall-1"));
+  ASSERT_TRUE(
+      wait_until([&] { return apns_stats()["accepted"].get<int>() > 2000; }, std::chrono::seconds(60)));
+  redis_->signal(SIGSTOP);
+  // Stalled past the timeout: the daemon drops its connections and keeps its outcomes.
+  bool timed_out = wait_until(
+      [&] {
+        return daemon_->get("/metrics", "").body.find("redis_command_timeout\"} ") != std::string::npos;
+      },
+      std::chrono::seconds(20));
+  redis_->signal(SIGCONT);
+  ASSERT_TRUE(timed_out) << daemon_->log();
+  int before = apns_stats()["accepted"];
+  ASSERT_TRUE(wait_until([&] { return apns_stats()["accepted"].get<int>() > before + 2000 || completed(id); },
+                         std::chrono::seconds(60)));
+  redis_->stop();
+  redis_->start();
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(120)))
+      << alert(id)["progress"].dump() << "\n"
+      << daemon_->log().substr(daemon_->log().size() > 4000 ? daemon_->log().size() - 4000 : 0);
+  auto s = apns_stats();
+  auto a = alert(id);
+  EXPECT_EQ(s["unique_recipients"], n) << s.dump();
+  EXPECT_EQ(a["progress"]["apns"]["accepted"], n) << a["progress"].dump();
+  EXPECT_EQ(a["progress"]["apns"]["pending"], 0) << a["progress"].dump();
+  // Each fault can repeat what was in flight and what Redis had not confirmed.
+  EXPECT_LE(s["duplicates"].get<int>(), 2 * (window + unconfirmed + 2048)) << s.dump();
+  std::printf("duplicates after a Redis stall and a Redis restart: %d\n", s["duplicates"].get<int>());
+}
+
 TEST_F(DispatchTest, APlanLeftHalfWrittenIsPlannedAgainWithoutResendingWhatIsDone) {
   start_sims();
   start_daemon();
@@ -315,6 +358,62 @@ TEST_F(DispatchTest, BatchesReadAgainAfterARestartSendNothingAlreadyAccepted) {
   EXPECT_EQ(fcm_stats()["requests"], 1000);
   EXPECT_EQ(alert(id)["progress"]["apns"]["accepted"], 3000);
   EXPECT_TRUE(completed(id));
+}
+
+// Issue 14, finding 2: a plan that fails while the daemon runs (Redis refuses the plan's
+// stream writes; the alert itself was stored) is retried by the daemon itself. Before,
+// the alert stayed `accepted` with nothing planned until a restart, and a POST of it
+// again answered "200 duplicate".
+TEST_F(DispatchTest, AnAcceptedAlertWhosePlanFailedIsPlannedAgainWithoutARestart) {
+  start_sims();
+  start_daemon();
+  import(200);
+  // The daemon may touch its tenants' keys only: the plan's XADD to {dispatch}:p<N> fails.
+  ASSERT_EQ(redis_->cli({"ACL", "SETUSER", "default", "resetkeys", "~{t:*"}), "OK\n");
+  std::string id = submit(flood("plan-retry-1"));
+  ASSERT_TRUE(wait_until([&] { return daemon_->log().find("dispatch_plan_failed") != std::string::npos; },
+                         std::chrono::seconds(10)))
+      << daemon_->log();
+  EXPECT_EQ(alert(id)["state"], "accepted");
+  EXPECT_EQ(redis_->cli({"ZSCORE", "{t:soliera}:unplanned", id}).empty(), false);
+  auto again = daemon_->post("/v1/alerts", kOp, flood("plan-retry-1"), "application/cap+xml");
+  EXPECT_EQ(again.status, 200) << again.body;
+  ASSERT_EQ(redis_->cli({"ACL", "SETUSER", "default", "allkeys"}), "OK\n");
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(60)))
+      << alert(id).dump() << "\n"
+      << daemon_->log().substr(daemon_->log().size() > 6000 ? daemon_->log().size() - 6000 : 0);
+  EXPECT_EQ(apns_stats()["unique_recipients"], 200);
+  EXPECT_EQ(apns_stats()["duplicates"], 0);
+  EXPECT_EQ(redis_->cli({"ZCARD", "{t:soliera}:unplanned"}), "0\n");
+}
+
+// Issue 14, finding 1: after a burst of small alerts the dispatcher reads the state of
+// the alerts it has batches of, not of every alert it saw in the last minute: Redis is
+// not flooded with HGETs, and a later alert still goes out at once.
+TEST_F(DispatchTest, ABurstOfAlertsDoesNotFloodRedisWithStateReads) {
+  start_sims();
+  start_daemon();
+  import(50);
+  std::vector<std::string> ids;
+  for (int k = 0; k < 300; ++k) ids.push_back(submit(flood("burst-" + std::to_string(k), "Test")));
+  ASSERT_TRUE(wait_until([&] { return completed(ids.back()); }, std::chrono::seconds(60)))
+      << alert(ids.back()).dump();
+  for (const auto& id : ids)
+    ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(30))) << id;
+  // Two seconds of an idle daemon, counted by Redis' own command statistics: the alerts
+  // are all done, so none needs its state read.
+  redis_->cli({"CONFIG", "RESETSTAT"});
+  auto hgets = [&] {
+    std::string stats = redis_->cli({"INFO", "commandstats"});
+    auto at = stats.find("cmdstat_hget:calls=");
+    return at == std::string::npos ? 0L : std::stol(stats.substr(at + 19));
+  };
+  // Before: every alert seen in the last minute, every 50 ms (300 x 20 = 6000/s).
+  EXPECT_FALSE(wait_until([&] { return hgets() > 100; }, std::chrono::seconds(2)))
+      << "state reads of finished alerts: " << hgets();
+  // And a new alert still goes out.
+  std::string id = submit(flood("after-burst"));
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(30))) << alert(id).dump();
 }
 
 TEST_F(DispatchTest, EventStreamFollowsTheAlertToItsFinalState) {
