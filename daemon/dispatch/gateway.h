@@ -63,6 +63,10 @@ class Gateway {
   virtual void send(const Message& m, std::function<void(const SendResult&)> done) = 0;
   // Messages the gateway can take now without queueing (for flow control).
   virtual size_t capacity() const = 0;
+  // Messages it sends in one request when they go together (SMS: numbers sharing a text in
+  // one sendsms). A rate limit then releases this many at once, not a trickle that would
+  // make a request of each.
+  virtual size_t batch_size() const { return 1; }
   // > 0: an acceptance is only final once the provider reports the message (an SMS
   // delivery report, via Dispatcher::delivery_report); without a report within this many
   // milliseconds it is sent again. A Kannel bearerbox that crashes loses what it queued.

@@ -120,7 +120,7 @@ class SmsGateway final : public dispatch::Gateway {
   const SmsStats& stats() const { return stats_; }
   // Called with each reply's HTTP status (0: no answer), for the owner's metrics.
   void set_reply_observer(std::function<void(int status)> observer) { observe_reply_ = std::move(observer); }
-  size_t batch_size() const { return batch_size_; }
+  size_t batch_size() const override { return batch_size_; }
 
   // The protocol without sockets (tests drive it directly): the request for a batch, and
   // the outcome of each of its messages, in order, for a reply.
