@@ -1239,6 +1239,10 @@ struct Dispatcher::Impl {
         g.breaker->on_success();
         finish(m, "failed", r.reason);
         break;
+      case Outcome::Cancelled:  // dropped by Gateway::cancel() before it was sent (sweep())
+        --m->m.attempt;         // not an attempt: nothing left
+        finish(m, "cancelled", "");
+        break;
       case Outcome::Retry:
         g.breaker->on_failure();
         metrics.circuit_state(g.gw->name()).Set(static_cast<double>(g.breaker->state()));
@@ -1578,6 +1582,23 @@ struct Dispatcher::Impl {
       m->held = false;
       finish(m, "cancelled", "");
     }
+    // Retries waiting for their backoff would otherwise stay pending until due.
+    std::vector<Retry> keep;
+    std::vector<Msg*> dropped;
+    for (; !retries.empty(); retries.pop()) {
+      if (retries.top().msg->batch->alert->id == alert_id)
+        dropped.push_back(retries.top().msg);
+      else
+        keep.push_back(retries.top());
+    }
+    retries = decltype(retries)(std::greater<>(), std::move(keep));
+    for (Msg* m : dropped) finish(m, "cancelled", "");
+    metrics.retry_queue_depth().Set(static_cast<double>(retries.size()));
+    // Last, with the alert's queues empty: what the gateways and their HTTP clients hold
+    // and have not started (answered Outcome::Cancelled through send()'s callback, which
+    // pumps other alerts' messages into the room made).
+    for (auto& g : gateways)
+      if (g.gw) g.gw->cancel(alert_id);
   }
 
   // ---- listing deliveries ------------------------------------------------------------

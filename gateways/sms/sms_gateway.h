@@ -112,6 +112,9 @@ class SmsGateway final : public dispatch::Gateway {
   // counting those waiting in unflushed batches and queued requests; 0 while the engine's
   // queue holds max_in_flight requests already (many different texts) or when closing.
   size_t capacity() const override;
+  // Drops the alert's numbers in batches not yet flushed and its requests queued in the
+  // engine (not yet handed to libcurl): each answered Outcome::Cancelled.
+  void cancel(const std::string& alert_id) override;
   // Unflushed messages are answered Retry at once, requests in flight Retry by the engine;
   // `done` runs once every handle is closed. One close per gateway.
   void close(std::function<void()> done) override;

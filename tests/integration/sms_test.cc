@@ -356,6 +356,33 @@ EXPECT_LE(s["requests"].get<int>(), full * 12 / 10)
 EXPECT_GE(elapsed, std::chrono::milliseconds((n - rate) * 1000 / rate * 9 / 10));
 }
 
+// Issue 14 finding 7 for SMS: after the cancel's answer no sendsms request starts beyond
+// those in flight (max_in_flight); the batches not yet flushed and the requests queued in
+// the curl engine are dropped and counted as cancelled.
+TEST_F(SmsTest, CancelStopsNewSendsmsRequestsAtOnce) {
+  const int in_flight = 4;
+  start("/cgi-bin/sendsms", {"--latency-ms", "30,100"},
+        {{"SIRENA_GATEWAYS_SMS_BATCH_SIZE", "10"},
+         {"SIRENA_GATEWAYS_SMS_MAX_IN_FLIGHT", std::to_string(in_flight)},
+         {"SIRENA_GATEWAYS_SMS_RATE", "500"}});
+  import(3000, [](int) { return false;
+});
+std::string id = submit(flood("sms-cancel"));
+ASSERT_TRUE(wait_until([&] { return sms_stats()["requests"].get<int>() > 20; }, std::chrono::seconds(60)));
+auto r = daemon_->post("/v1/alerts/" + id + "/cancel", kOp, "", "");
+ASSERT_EQ(r.status, 200) << r.body;
+int at_cancel = sms_stats()["requests"];
+ASSERT_TRUE(wait_until([&] { return sms(id)["pending"] == 0; }, std::chrono::seconds(30)))
+    << alert(id).dump();
+auto s = sms_stats();
+EXPECT_LE(s["requests"].get<int>() - at_cancel, in_flight) << "requests started after the cancel's answer";
+auto p = sms(id);
+EXPECT_EQ(alert(id)["state"], "cancelled");
+EXPECT_EQ(p["accepted"], s["accepted"]) << p.dump() << s.dump();
+EXPECT_GT(p["cancelled"].get<int>(), 0);
+EXPECT_EQ(p["accepted"].get<int>() + p["cancelled"].get<int>(), 3000) << p.dump();
+}
+
 TEST_F(SmsTest, PushFirstSendsSmsOnlyWhereNoPushWasAccepted) {
   // Even recipients have an APNs token; every fourth token is gone (410). Severe alerts go
   // push first (the demo policy): SMS to the odd ones and to those whose token is gone.
