@@ -1146,6 +1146,9 @@ struct Dispatcher::Impl {
     // written at the end of the loop turn, so the first requests need not wait for the
     // whole burst to be rendered.
     size_t budget = g.in_flight == 0 ? kFirstBurst : kBurst;
+    // A gateway that groups messages into requests gets whole batches per turn: a slice
+    // that cut one would make a request of its own.
+    if (size_t batch = g.bucket->batch(); batch > 1) budget = batch * std::max<size_t>(1, kBurst / batch);
     const int64_t now_ms = clock.now_ms();  // a burst takes microseconds
     while (g.gw->capacity() > 0) {
       if (budget-- == 0) {
@@ -1180,9 +1183,10 @@ struct Dispatcher::Impl {
         arm_pump(200);
         break;
       }
-      if (!g.bucket->take()) {
+      // A batching gateway is released a whole batch at once (the rate stays per message).
+      if (!g.bucket->take(g.queued + 1)) {
         push_front(g, m);
-        arm_pump(g.bucket->wait_ms());
+        arm_pump(g.bucket->wait_ms(g.queued));
         break;
       }
       send(g, m);
@@ -1260,6 +1264,10 @@ struct Dispatcher::Impl {
       case Outcome::Permanent:
         g.breaker->on_success();
         finish(m, "failed", r.reason);
+        break;
+      case Outcome::Cancelled:  // dropped by Gateway::cancel() before it was sent (sweep())
+        --m->m.attempt;         // not an attempt: nothing left
+        finish(m, "cancelled", "");
         break;
       case Outcome::Retry:
         g.breaker->on_failure();
@@ -1638,6 +1646,23 @@ struct Dispatcher::Impl {
       m->held = false;
       finish(m, "cancelled", "");
     }
+    // Retries waiting for their backoff would otherwise stay pending until due.
+    std::vector<Retry> keep;
+    std::vector<Msg*> dropped;
+    for (; !retries.empty(); retries.pop()) {
+      if (retries.top().msg->batch->alert->id == alert_id)
+        dropped.push_back(retries.top().msg);
+      else
+        keep.push_back(retries.top());
+    }
+    retries = decltype(retries)(std::greater<>(), std::move(keep));
+    for (Msg* m : dropped) finish(m, "cancelled", "");
+    metrics.retry_queue_depth().Set(static_cast<double>(retries.size()));
+    // Last, with the alert's queues empty: what the gateways and their HTTP clients hold
+    // and have not started (answered Outcome::Cancelled through send()'s callback, which
+    // pumps other alerts' messages into the room made).
+    for (auto& g : gateways)
+      if (g.gw) g.gw->cancel(alert_id);
   }
 
   // ---- listing deliveries ------------------------------------------------------------
@@ -1746,6 +1771,7 @@ void Dispatcher::add_gateway(std::unique_ptr<Gateway> gateway, double rate_per_s
   slot.breaker = std::make_unique<CircuitBreaker>(impl_->clock);
   // A one-second burst: smooth enough to stay under a per-minute quota without 429 storms.
   slot.bucket = std::make_unique<TokenBucket>(impl_->clock, rate_per_s, std::max(1.0, rate_per_s));
+  slot.bucket->set_batch(gateway->batch_size());
   slot.queue_depth = &impl_->metrics.gateway_queue_depth(gateway->name());
   slot.bucket_tokens = &impl_->metrics.gateway_bucket_tokens(gateway->name());
   slot.circuit = &impl_->metrics.circuit_state(gateway->name());
