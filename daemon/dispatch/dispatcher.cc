@@ -28,9 +28,10 @@ constexpr const char* kGroup = "sirenad";
 // Batches written by one plan call after the second: a 1M-recipient plan is 17 calls, with
 // the fan-out's own loads and write-backs served in between.
 constexpr size_t kPlanChunk = 64;
-// How often the state of the alerts with batches here is read (the backstop for stops
-// made through another daemon).
-constexpr int64_t kStateCheckMs = 250;
+// How often the state of the alerts with batches here is read: the backstop for stops made
+// through another daemon, which then stop sending here within about this long. At most
+// one read per such alert, so at most max_batches reads a tick.
+constexpr int64_t kStateCheckMs = 50;
 // The call right after the first batch writes fewer: its texts are printed in the loop
 // turn that handles the first batch's replies, ahead of its loading and first requests.
 constexpr size_t kPlanSecondChunk = 4;
