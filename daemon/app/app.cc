@@ -156,6 +156,7 @@ Status App::start() {
   api::DirectoryApiOptions dopts;
   dopts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
   dopts.import_max_bytes = static_cast<size_t>(i.cfg.directory.import_max_bytes);
+  dopts.max_zones_per_tenant = static_cast<size_t>(i.cfg.directory.max_zones_per_tenant);
   i.directory_api = std::make_unique<api::DirectoryApi>(i.loop, *i.directory, [this] { return impl_->tenants; }, dopts);
   i.directory_api->register_routes(i.router);
   i.dlr_api = std::make_unique<api::DlrApi>(*i.dispatcher, i.metrics, [this](const std::string& gateway) {

@@ -37,6 +37,9 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "daemon/alerts/validate.h"
+#include "daemon/core/json_strict.h"
+
 namespace sirena::directory {
 
 // The mean Earth radius used for CAP circles (km), as in S2Earth.
@@ -381,6 +384,9 @@ namespace {
 
 using nlohmann::json;
 
+// A Feature holding a MultiPolygon nests positions 6 deep.
+constexpr int kMaxGeoJsonDepth = 16;
+
 struct GeoJsonReader {
   const ZoneLimits& limits;
   size_t points = 0;
@@ -425,6 +431,13 @@ struct GeoJsonReader {
     if (out.front().lat != out.back().lat || out.front().lon != out.back().lon)
       return unprocessable("unclosed_ring", "the ring is not closed: repeat the first position as the last",
                            where + "/" + std::to_string(j.size() - 1));
+    // The same rule as a CAP polygon's (validate.h): a ring on one line covers nothing.
+    std::vector<alerts::Point> flat;
+    flat.reserve(out.size());
+    for (const LatLon& p : out) flat.push_back(alerts::Point{p.lat, p.lon});
+    if (alerts::ring_area_deg2(flat) < alerts::kMinRingAreaDeg2)
+      return unprocessable("zero_area_ring",
+                           "the ring encloses no area: its positions are repeated or on one line", where);
     return out;
   }
 
@@ -480,8 +493,13 @@ struct GeoJsonReader {
 
 Result<Area> parse_geojson_area(std::string_view geojson, const ZoneLimits& limits) {
   try {
-    json doc = json::parse(geojson, nullptr, /*allow_exceptions=*/false);
-    if (doc.is_discarded()) return unprocessable("invalid_geojson", "the body is not valid JSON", "");
+    // Duplicate keys ("type" twice) and numbers out of range are refused, as in alerts.
+    json doc;
+    if (Status s = parse_json_strict(geojson, kMaxGeoJsonDepth, &doc); !s) {
+      if (s.error().code == "malformed_json")
+        return unprocessable("invalid_geojson", s.error().message, s.error().where);
+      return std::move(s).take_error();
+    }
     GeoJsonReader reader{limits};
     return reader.geometry(doc, "");
   } catch (const std::exception& e) {
