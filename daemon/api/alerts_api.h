@@ -23,6 +23,7 @@ namespace sirena::api {
 
 struct AlertsApiOptions {
   size_t max_body_bytes = 1 << 20;
+  uv_loop_t* loop = nullptr;  // where intake parses are queued; null: uv_default_loop()
 };
 
 class AlertsApi {
@@ -47,8 +48,15 @@ class AlertsApi {
   void start_dispatch(const std::string& tenant, const std::string& id, std::shared_ptr<const alerts::Alert> alert,
                       std::shared_ptr<const directory::Resolution> resolution);
   void audit_grants(const std::string& tenant, const std::string& alert_id, const directory::Resolution& r);
-  // The shared first half of submit and preview: content type, size, parse, sender.
-  Result<alerts::Alert> read_alert(const http::Request& req, const tenants::Principal& who, bool* is_xml);
+  // The shared first half of submit and preview: content type, size, parse (on the
+  // thread pool), sender. `done` runs on the loop, later, with the alert and whether
+  // the body was CAP XML.
+  using ReadDone = std::function<void(Result<alerts::Alert>&&, bool is_xml)>;
+  void read_alert(const http::Request& req, const tenants::Principal& who, ReadDone done);
+  void submit_parsed(const http::Request& req, Res res, std::shared_ptr<const tenants::Tenants> snapshot,
+                     const tenants::Principal* who, int64_t received_ms, Result<alerts::Alert>&& parsed,
+                     bool is_xml);
+  void preview_parsed(Res res, const tenants::Principal* who, Result<alerts::Alert>&& parsed);
   void get(const http::Request& req, Res res, const std::string& id);
   void list(const http::Request& req, Res res);
   void approve(const http::Request& req, Res res, const std::string& id);

@@ -150,6 +150,7 @@ Status App::start() {
 
   api::AlertsApiOptions opts;
   opts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
+  opts.loop = i.loop;
   i.alerts_api = std::make_unique<api::AlertsApi>(*i.alert_store, *i.directory, *i.dispatcher, i.clock, i.metrics,
                                                   [this] { return impl_->tenants; }, opts);
   i.alerts_api->register_routes(i.router);
