@@ -98,12 +98,8 @@ TEST(RedisUrl, ParsesTcpUnixDbAndPassword) {
 }
 
 TEST(CapWriter, CancelIsValidCapReferencingTheAlert) {
-  alerts::CancelSpec spec{"pc@soliera.it",
-                          "sirena-cancel-1",
-                          alerts::cap_datetime(1'764'230'400'000),
-                          "Test",
-                          "pc@soliera.it,flood-1,2026-11-27T10:00:00+01:00",
-                          "note with <markup> & ampersand"};
+  alerts::CancelSpec spec{"pc@soliera.it", "sirena-cancel-1", alerts::cap_datetime(1'764'230'400'000), "Test",
+                          "pc@soliera.it,flood-1,2026-11-27T10:00:00+01:00", "note with <markup> & ampersand"};
   std::string xml = alerts::write_cancel(spec);
   auto parsed = alerts::parse_cap_xml(xml);
   ASSERT_TRUE(parsed) << parsed.error().message << "\n" << xml;
