@@ -2,9 +2,12 @@
 // one is refused with a precise 4xx, never a 5xx, and none costs more than linear time.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "daemon/alerts/alert_json.h"
 #include "daemon/alerts/cap_parser.h"
@@ -265,6 +268,30 @@ TEST(MarkupLimits, HostileBodiesNeverAnswer5xx) {
     EXPECT_GE(e.status, 400) << e.code;
     EXPECT_LT(e.status, 500) << e.code << ": " << e.message;
   }
+}
+
+// The API parses on libuv's thread pool: parses on several threads at once (each with
+// its own XSDs and libxml2 error handler) give the same answers as on one.
+TEST(MarkupLimits, ParsesOnSeveralThreadsAtOnce) {
+  harden_libxml2();  // as parse_alert_async does, on the calling thread first
+  const std::string bad = with("<urgency>Immediate</urgency>", "<urgency>Now</urgency>");
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        Result<Alert> good = parse_cap_xml(kCap);
+        Result<Alert> schema = parse_cap_xml(bad);
+        Result<Alert> attrs = parse_cap_xml(many_attributes(40));
+        if (!good || good->identifier != "SOL-2024-001") ++wrong;
+        if (schema || schema.error().code != "schema_violation" || schema.error().where != "/alert/info/urgency")
+          ++wrong;
+        if (attrs || attrs.error().code != "too_many_attributes") ++wrong;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 // ---- Finding 12: smaller limits -----------------------------------------------------
