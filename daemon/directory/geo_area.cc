@@ -431,13 +431,6 @@ struct GeoJsonReader {
     if (out.front().lat != out.back().lat || out.front().lon != out.back().lon)
       return unprocessable("unclosed_ring", "the ring is not closed: repeat the first position as the last",
                            where + "/" + std::to_string(j.size() - 1));
-    // The same rule as a CAP polygon's (validate.h): a ring on one line covers nothing.
-    std::vector<alerts::Point> flat;
-    flat.reserve(out.size());
-    for (const LatLon& p : out) flat.push_back(alerts::Point{p.lat, p.lon});
-    if (alerts::ring_area_deg2(flat) < alerts::kMinRingAreaDeg2)
-      return unprocessable("zero_area_ring",
-                           "the ring encloses no area: its positions are repeated or on one line", where);
     return out;
   }
 
@@ -450,7 +443,19 @@ struct GeoJsonReader {
       if (!r) return std::move(r).take_error();
       rings.push_back(std::move(r).value());
     }
-    return make_polygon(rings, where);
+    Result<PolygonPtr> made = make_polygon(rings, where);
+    if (!made) return made;
+    // The same rule as a CAP polygon's (validate.h), after S2's own checks (fewer than
+    // 3 distinct positions, crossing edges): a ring on one line covers nothing.
+    for (size_t i = 0; i < rings.size(); ++i) {
+      std::vector<alerts::Point> flat;
+      flat.reserve(rings[i].size());
+      for (const LatLon& p : rings[i]) flat.push_back(alerts::Point{p.lat, p.lon});
+      if (alerts::ring_area_deg2(flat) < alerts::kMinRingAreaDeg2)
+        return unprocessable("zero_area_ring", "the ring encloses no area: its positions are on one line",
+                             where + "/" + std::to_string(i));
+    }
+    return made;
   }
 
   Result<Area> geometry(const json& j, const std::string& where) {
