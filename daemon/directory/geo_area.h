@@ -74,7 +74,7 @@ struct ZoneLimits {
 // rings; a Feature wrapping one is accepted). Errors are 422 with a precise code:
 // `invalid_geojson` (where = JSON pointer), `unclosed_ring`, `self_intersecting`,
 // `too_many_points` (names the limit), `coordinate_out_of_range`, `zero_area_ring`
-// (positions repeated or on one line), `duplicate_key`, `number_out_of_range`.
+// (3 or more distinct positions, all on one line), `duplicate_key`, `number_out_of_range`.
 Result<Area> parse_geojson_area(std::string_view geojson, const ZoneLimits& limits = {});
 
 }  // namespace sirena::directory
