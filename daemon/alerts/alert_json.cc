@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "daemon/alerts/validate.h"
+#include "daemon/core/json_strict.h"
 
 namespace sirena::alerts {
 namespace {
@@ -353,29 +354,10 @@ json info_json(const Info& info) {
 
 Result<Alert> parse_alert_json_unguarded(std::string_view bytes, const ParseLimits& limits) {
   if (sirena::Status s = check_body(bytes, limits, true); !s) return std::move(s).take_error();
-  // The parser is iterative, so depth costs no stack; values nested deeper than the
-  // limit are discarded as they are read and the document is then refused.
-  bool too_deep = false;
-  const int max_depth = limits.max_depth;
-  json::parser_callback_t bound_depth = [&too_deep, max_depth](int depth, json::parse_event_t, json&) {
-    if (depth > max_depth) too_deep = true;
-    return depth <= max_depth;
-  };
+  // Duplicate keys, numbers out of range and depth are refused before the document
+  // is built (see parse_json_strict).
   json j;
-  try {
-    j = json::parse(bytes.begin(), bytes.end(), bound_depth);
-  } catch (const json::parse_error& e) {
-    std::string what = e.what();
-    if (const size_t p = what.find("] "); p != std::string::npos) what.erase(0, p + 2);
-    // e.byte counts from 1; `where` gives the 0-based offset, as invalid_utf8 does.
-    const size_t offset = e.byte > 0 ? e.byte - 1 : 0;
-    return make_error(400, "malformed_json", "the body is not valid JSON: " + what,
-                      "byte " + std::to_string(offset));
-  }
-  if (too_deep) {
-    return make_error(422, "too_deep", "values are nested more than " + std::to_string(max_depth) + " deep",
-                      "");
-  }
+  if (sirena::Status s = parse_json_strict(bytes, limits.max_depth, &j); !s) return std::move(s).take_error();
   return from_json(j, &limits);
 }
 

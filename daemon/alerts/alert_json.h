@@ -17,7 +17,8 @@
 namespace sirena::alerts {
 
 // Parses and validates a posted JSON alert. Errors: 413 `body_too_large`,
-// 400 `invalid_utf8` / `malformed_json` (where = byte offset), 422 `missing_field` /
+// 400 `invalid_utf8` / `malformed_json` (where = byte offset), 422 `duplicate_key` /
+// `number_out_of_range` / `too_deep` (see parse_json_strict), 422 `missing_field` /
 // `invalid_field` / `unknown_field` (where = JSON pointer), and the semantic codes.
 Result<Alert> parse_alert_json(std::string_view bytes, const ParseLimits& limits = {});
 

@@ -150,6 +150,158 @@ const xmlNode* find_too_deep(const xmlNode* n, int depth, int max_depth) {
   return nullptr;
 }
 
+// ---- Markup bounds, before libxml2 -------------------------------------------------
+
+// The document's code units as libxml2 will decode them (XML 1.0 Appendix F): 1, 2 or
+// 4 bytes, little or big endian. Only ASCII markup characters are compared, so every
+// ASCII-compatible encoding (UTF-8, ISO-8859-*, windows-125*) reads as 1-byte units.
+struct Units {
+  std::string_view b;
+  size_t width = 1;
+  bool big_endian = false;
+  size_t start = 0;  // after a byte order mark
+
+  size_t size() const { return (b.size() - start) / width; }
+  uint32_t operator[](size_t i) const {
+    const auto* p = reinterpret_cast<const unsigned char*>(b.data()) + start + i * width;
+    if (width == 1) return p[0];
+    uint32_t v = 0;
+    for (size_t k = 0; k < width; ++k) v |= uint32_t{p[big_endian ? width - 1 - k : k]} << (8 * k);
+    return v;
+  }
+};
+
+std::optional<Units> units_of(std::string_view b) {
+  auto starts = [&](std::string_view prefix) { return b.substr(0, prefix.size()) == prefix; };
+  using namespace std::string_view_literals;
+  if (starts("\x00\x00\xFE\xFF"sv)) return Units{b, 4, true, 4};
+  if (starts("\xFF\xFE\x00\x00"sv)) return Units{b, 4, false, 4};
+  if (starts("\xFE\xFF"sv)) return Units{b, 2, true, 2};
+  if (starts("\xFF\xFE"sv)) return Units{b, 2, false, 2};
+  if (starts("\xEF\xBB\xBF"sv)) return Units{b, 1, false, 3};
+  if (starts("\x00\x00\x00\x3C"sv)) return Units{b, 4, true, 0};
+  if (starts("\x3C\x00\x00\x00"sv)) return Units{b, 4, false, 0};
+  if (starts("\x00\x3C\x00\x3F"sv)) return Units{b, 2, true, 0};
+  if (starts("\x3C\x00\x3F\x00"sv)) return Units{b, 2, false, 0};
+  if (starts("\x4C\x6F\xA7\x94"sv)) return std::nullopt;  // EBCDIC: not scanned, so not parsed
+  return Units{b, 1, false, 0};
+}
+
+// One pass over the markup: counts elements, attributes per element (each quoted
+// value is one attribute), nesting and the length of each text run, and stops at the
+// first bound exceeded. It reads only as much syntax as it needs to stay in step
+// (comments, CDATA, processing instructions, quoted values); anything malformed is
+// left for libxml2 to report. At a DOCTYPE (before the root) it stops: parse_document
+// stops libxml2 there too.
+sirena::Status check_markup(std::string_view bytes, const ParseLimits& limits) {
+  const std::optional<Units> units = units_of(bytes);
+  if (!units) {
+    return make_error(422, "unsupported_encoding", "send CAP in UTF-8 (or UTF-16); EBCDIC is not accepted",
+                      "1:1");
+  }
+  const Units& u = *units;
+  const size_t n = u.size();
+  size_t line = 1;
+  auto at = [&](size_t i, std::string_view s) {
+    if (i + s.size() > n) return false;
+    for (size_t k = 0; k < s.size(); ++k) {
+      if (u[i + k] != static_cast<unsigned char>(s[k])) return false;
+    }
+    return true;
+  };
+  // The index just past the next `s` at or after i (counting lines), or n.
+  auto past = [&](size_t i, std::string_view s) {
+    for (; i < n; ++i) {
+      if (at(i, s)) return i + s.size();
+      if (u[i] == '\n') ++line;
+    }
+    return n;
+  };
+  auto where = [&] { return "line " + std::to_string(line); };
+  std::vector<std::string> path;  // local names of the open elements, for too_deep
+  size_t elements = 0, text = 0;
+  auto text_grew = [&](size_t more) -> sirena::Status {
+    text += more;
+    if (text <= limits.max_text_bytes) return Ok{};
+    return make_error(422, "text_too_large",
+                      "a text node is longer than " + std::to_string(limits.max_text_bytes) +
+                          " characters; shorten it (or link large content with a resource uri)",
+                      where());
+  };
+  for (size_t i = 0; i < n;) {
+    if (u[i] != '<') {
+      if (u[i] == '\n') ++line;
+      if (sirena::Status s = text_grew(1); !s) return s;
+      ++i;
+      continue;
+    }
+    if (at(i, "<!--")) {
+      i = past(i + 4, "-->");
+    } else if (at(i, "<![CDATA[")) {
+      const size_t from = i + 9;
+      const size_t to = past(from, "]]>");
+      if (sirena::Status s = text_grew(to - from); !s) return s;
+      i = to;
+    } else if (at(i, "<!") && elements == 0) {
+      return Ok{};  // a DOCTYPE: the parser is stopped as soon as it reads one
+    } else if (at(i, "<!")) {
+      i = past(i + 2, ">");  // not well-formed here; libxml2 stops at it
+    } else if (at(i, "<?")) {
+      i = past(i + 2, "?>");
+    } else if (at(i, "</")) {
+      text = 0;
+      if (!path.empty()) path.pop_back();
+      i = past(i + 2, ">");
+    } else {
+      text = 0;
+      if (++elements > limits.max_elements) {
+        return make_error(422, "too_many_elements",
+                          "the document has more than " + std::to_string(limits.max_elements) + " elements",
+                          where());
+      }
+      std::string name;
+      size_t j = i + 1;
+      for (;
+           j < n && u[j] != '>' && u[j] != '/' && u[j] != ' ' && u[j] != '\t' && u[j] != '\r' && u[j] != '\n';
+           ++j) {
+        if (u[j] == ':')
+          name.clear();  // local name: after the prefix
+        else if (name.size() < 64)
+          name += u[j] < 0x80 ? static_cast<char>(u[j]) : '?';
+      }
+      size_t attributes = 0;
+      for (; j < n && u[j] != '>'; ++j) {
+        if (u[j] == '\n') ++line;
+        if (u[j] == '"' || u[j] == '\'') {
+          if (++attributes > limits.max_attributes) {
+            return make_error(422, "too_many_attributes",
+                              "<" + name + "> has more than " + std::to_string(limits.max_attributes) +
+                                  " attributes (namespace declarations included)",
+                              where());
+          }
+          const uint32_t quote = u[j];
+          for (++j; j < n && u[j] != quote; ++j) {
+            if (u[j] == '\n') ++line;
+          }
+          if (j == n) return Ok{};  // unterminated: libxml2 says where
+        }
+      }
+      if (j == n) return Ok{};
+      if (u[j - 1] != '/') {
+        path.push_back(std::move(name));
+        if (path.size() > static_cast<size_t>(limits.max_depth)) {
+          std::string p;
+          for (const std::string& step : path) p += "/" + step;
+          return make_error(422, "too_deep",
+                            "elements are nested more than " + std::to_string(limits.max_depth) + " deep", p);
+        }
+      }
+      i = j + 1;
+    }
+  }
+  return Ok{};
+}
+
 // ---- Locating the <alert> ---------------------------------------------------------
 
 Result<xmlNodePtr> only_alert(const std::vector<xmlNodePtr>& alerts, const char* container) {
@@ -481,6 +633,7 @@ Result<Alert> parse_cap_xml_unguarded(std::string_view bytes, const ParseLimits&
   // UTF-8 is checked here only when the document is to be read as UTF-8; libxml2
   // decodes (and checks) declared encodings.
   if (sirena::Status s = check_body(bytes, limits, read_as_utf8(bytes)); !s) return std::move(s).take_error();
+  if (sirena::Status s = check_markup(bytes, limits); !s) return std::move(s).take_error();
   harden_libxml2();
   Result<DocPtr> doc = parse_document(bytes);
   if (!doc) return std::move(doc).take_error();

@@ -23,12 +23,20 @@ namespace sirena::alerts {
 
 // Bounds on untrusted input. Exceeding max_bytes is 413 `body_too_large`; the others
 // are 422 with a code naming the bound (`too_deep`, `too_many_infos`, ...).
+// The markup bounds (attributes, elements, depth, text) are checked by a linear scan
+// of the bytes before libxml2 sees them: libxml2 2.9 compares each attribute of an
+// element with every earlier one, so 128k attributes cost minutes of CPU.
 struct ParseLimits {
   size_t max_bytes = 1 << 20;
   int max_depth = 64;
+  size_t max_attributes = 32;         // per element, namespace declarations included
+  size_t max_elements = 50000;        // in the whole document
+  size_t max_text_bytes = 256 << 10;  // one text node (CDATA included), in code units
   size_t max_infos = 32;
   size_t max_areas = 256;              // per info
   size_t max_polygon_points = 100000;  // summed over the whole alert
+  size_t max_references = 100;         // an Update or Cancel names at most this many alerts
+  size_t max_token_bytes = 1024;       // identifier and sender
 };
 
 struct Parsed {
@@ -37,8 +45,9 @@ struct Parsed {
 
 // Parses a CAP document (bytes as received). Returns the alert, or an Error whose
 // code is one of those listed in docs/cap-intake.md. Never throws.
-// Thread-compatible: call from one thread (the loop); the XSDs are compiled once,
-// lazily, on first use.
+// Thread-safe: any number of threads may parse at once (libxml2 keeps its error
+// handler per thread; each thread compiles its own copy of the XSDs on first use).
+// Call harden_libxml2() on the main thread before the first parse on another thread.
 Result<Alert> parse_cap_xml(std::string_view bytes, const ParseLimits& limits = {});
 
 // Installs the process-wide libxml2 hardening: libxml2 initialised, and an external

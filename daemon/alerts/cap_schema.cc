@@ -151,13 +151,28 @@ xmlSchemaPtr compile(const unsigned char* data, size_t size) {
   xmlSchemaSetParserStructuredErrors(p, ignore_error, nullptr);
   xmlSchemaPtr schema = xmlSchemaParse(p);
   xmlSchemaFreeParserCtxt(p);
-  return schema;  // kept for the life of the process
+  return schema;
 }
 
+// One compiled copy per thread (the loop and each thread-pool thread that parses),
+// kept for the thread's life. libxml2 documents that a validation context must not
+// be shared; that a compiled schema may be is not promised for 2.9, and the schema
+// keeps a dictionary. A few milliseconds per thread buy not having to rely on it.
+struct Schemas {
+  xmlSchemaPtr cap12 = compile(embedded::kcap12_xsd, embedded::kcap12_xsd_size);
+  xmlSchemaPtr cap11 = compile(embedded::kcap11_xsd, embedded::kcap11_xsd_size);
+  Schemas() = default;
+  Schemas(const Schemas&) = delete;
+  Schemas& operator=(const Schemas&) = delete;
+  ~Schemas() {
+    if (cap12) xmlSchemaFree(cap12);
+    if (cap11) xmlSchemaFree(cap11);
+  }
+};
+
 xmlSchemaPtr schema_for(CapVersion v) {
-  static xmlSchemaPtr cap12 = compile(embedded::kcap12_xsd, embedded::kcap12_xsd_size);
-  static xmlSchemaPtr cap11 = compile(embedded::kcap11_xsd, embedded::kcap11_xsd_size);
-  return v == CapVersion::k12 ? cap12 : cap11;
+  thread_local Schemas schemas;
+  return v == CapVersion::k12 ? schemas.cap12 : schemas.cap11;
 }
 
 struct FirstError {

@@ -28,7 +28,8 @@ void canonicalise_for_schema(xmlNodePtr alert, CapVersion version, std::vector<s
 // `schema_violation` whose message is libxml2's first validity error (namespaces
 // shortened, prefixed with its line) and whose `where` is the element's path, e.g.
 // "/alert/info[1]/urgency".
-// The compiled schemas are built once, lazily; call from one thread at a time.
+// The compiled schemas are built once per thread, lazily; each call has its own
+// validation context, so threads may validate at once.
 sirena::Status validate_against_xsd(xmlNodePtr alert, CapVersion version);
 
 // "/alert/info[2]/area[1]/polygon": local names, with a 1-based index where an

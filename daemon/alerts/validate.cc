@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "daemon/alerts/utf8.h"
@@ -67,6 +68,25 @@ bool lon_ok(double v) {
   return v >= -180.0 && v <= 180.0;
 }
 
+}  // namespace
+
+// The triangles from the first point to each edge, their areas unsigned and summed:
+// unlike the shoelace sum, a bow tie does not cancel out, and the sum is 0 exactly
+// when every point lies on one line through the first (repeated points included).
+double ring_area_deg2(const std::vector<Point>& ring) {
+  if (ring.size() < 3) return 0;
+  const Point& o = ring.front();
+  double twice = 0;
+  for (size_t i = 1; i + 1 < ring.size(); ++i) {
+    const double x1 = ring[i].lon - o.lon, y1 = ring[i].lat - o.lat;
+    const double x2 = ring[i + 1].lon - o.lon, y2 = ring[i + 1].lat - o.lat;
+    twice += std::fabs(x1 * y2 - x2 * y1);
+  }
+  return twice / 2;
+}
+
+namespace {
+
 sirena::Status check_polygon(const Polygon& p, const std::string& where) {
   // §3.2.4 polygon: "a minimum of four coordinate pairs", "the first and last pairs
   // of coordinates MUST be the same".
@@ -91,6 +111,10 @@ sirena::Status check_polygon(const Polygon& p, const std::string& where) {
     return unprocessable("invalid_polygon", "the polygon is not closed: repeat the first point as the last",
                          where);
   }
+  if (ring_area_deg2(p.points) < kMinRingAreaDeg2) {
+    return unprocessable("invalid_polygon",
+                         "the polygon encloses no area: its points are repeated or on one line", where);
+  }
   return Ok{};
 }
 
@@ -102,6 +126,13 @@ sirena::Status check_circle(const Circle& c, const std::string& where) {
   }
   if (!(c.radius_km >= 0.0) || !std::isfinite(c.radius_km)) {
     return unprocessable("invalid_circle", "circle radius must be a finite number of km >= 0", where);
+  }
+  if (c.radius_km > kMaxCircleRadiusKm) {
+    return unprocessable("invalid_circle",
+                         "circle radius " + std::to_string(c.radius_km) + " km is over the limit of " +
+                             std::to_string(static_cast<int>(kMaxCircleRadiusKm)) +
+                             " km: describe a larger area with polygons",
+                         where);
   }
   return Ok{};
 }
@@ -155,10 +186,114 @@ sirena::Status check_info(const Info& info, const Alert& alert, const std::strin
         "expires (" + info.expires->text + ") must be later than the alert's sent (" + alert.sent.text + ")",
         where + "/expires");
   }
+  for (size_t i = 0; i < info.resources.size(); ++i) {
+    if (info.resources[i].size && *info.resources[i].size < 0) {
+      return unprocessable("invalid_field", "a resource's size is a number of bytes, 0 or more",
+                           where + "/resources/" + std::to_string(i) + "/size");
+    }
+  }
   for (size_t i = 0; i < info.areas.size(); ++i) {
     if (sirena::Status s = check_area(info.areas[i], where + "/areas/" + std::to_string(i)); !s) return s;
   }
   return Ok{};
+}
+
+// Every text field of the alert, with its JSON pointer, must be XML 1.0 text (see
+// find_non_xml_char): the JSON form carries what XML cannot, and an alert holding it
+// could not be written into its own Cancel. Applies to both intake paths.
+class TextCheck {
+ public:
+  void field(const std::string& value, const std::string& where) {
+    if (error_) return;
+    const std::optional<size_t> bad = find_non_xml_char(value);
+    if (!bad) return;
+    error_ = unprocessable("invalid_character",
+                           "the text holds " + describe(value, *bad) + " at byte " + std::to_string(*bad) +
+                               ", a character XML 1.0 does not allow (control characters other than tab, "
+                               "LF and CR, U+FFFE, U+FFFF, unpaired surrogates): remove it",
+                           where);
+  }
+  void fields(const std::vector<std::string>& values, const std::string& where) {
+    for (size_t i = 0; i < values.size(); ++i) field(values[i], where + "/" + std::to_string(i));
+  }
+  void name_values(const std::vector<NameValue>& nvs, const std::string& where) {
+    for (size_t i = 0; i < nvs.size(); ++i) {
+      field(nvs[i].name, where + "/" + std::to_string(i) + "/name");
+      field(nvs[i].value, where + "/" + std::to_string(i) + "/value");
+    }
+  }
+  std::optional<Error> take() { return std::move(error_); }
+
+ private:
+  static std::string describe(const std::string& s, size_t at) {
+    const auto c = static_cast<unsigned char>(s[at]);
+    char buf[16];
+    if (c < 0x80) {
+      std::snprintf(buf, sizeof buf, "U+%04X", c);
+    } else if (c == 0xEF && at + 2 < s.size()) {
+      std::snprintf(buf, sizeof buf, "U+FFF%c", s[at + 2] == '\xBE' ? 'E' : 'F');
+    } else {
+      return "a byte that is not UTF-8";
+    }
+    return buf;
+  }
+  std::optional<Error> error_;
+};
+
+std::optional<Error> check_text(const Alert& a) {
+  TextCheck t;
+  t.field(a.identifier, "/identifier");
+  t.field(a.sender, "/sender");
+  t.field(a.sent.text, "/sent");
+  t.field(a.source, "/source");
+  t.field(a.restriction, "/restriction");
+  t.field(a.addresses, "/addresses");
+  t.fields(a.codes, "/codes");
+  t.field(a.note, "/note");
+  for (size_t i = 0; i < a.references.size(); ++i) {
+    const std::string at = "/references/" + std::to_string(i);
+    t.field(a.references[i].sender, at + "/sender");
+    t.field(a.references[i].identifier, at + "/identifier");
+    t.field(a.references[i].sent, at + "/sent");
+  }
+  t.field(a.incidents, "/incidents");
+  for (size_t i = 0; i < a.infos.size(); ++i) {
+    const Info& info = a.infos[i];
+    const std::string at = "/infos/" + std::to_string(i);
+    t.field(info.language, at + "/language");
+    t.fields(info.categories, at + "/categories");
+    t.field(info.event, at + "/event");
+    t.fields(info.response_types, at + "/response_types");
+    t.field(info.urgency, at + "/urgency");
+    t.field(info.severity, at + "/severity");
+    t.field(info.certainty, at + "/certainty");
+    t.field(info.audience, at + "/audience");
+    t.name_values(info.event_codes, at + "/event_codes");
+    if (info.effective) t.field(info.effective->text, at + "/effective");
+    if (info.onset) t.field(info.onset->text, at + "/onset");
+    if (info.expires) t.field(info.expires->text, at + "/expires");
+    t.field(info.sender_name, at + "/sender_name");
+    t.field(info.headline, at + "/headline");
+    t.field(info.description, at + "/description");
+    t.field(info.instruction, at + "/instruction");
+    t.field(info.web, at + "/web");
+    t.field(info.contact, at + "/contact");
+    t.name_values(info.parameters, at + "/parameters");
+    for (size_t r = 0; r < info.resources.size(); ++r) {
+      const Resource& res = info.resources[r];
+      const std::string rat = at + "/resources/" + std::to_string(r);
+      t.field(res.desc, rat + "/desc");
+      t.field(res.mime_type, rat + "/mime_type");
+      t.field(res.uri, rat + "/uri");
+      t.field(res.digest, rat + "/digest");
+    }
+    for (size_t r = 0; r < info.areas.size(); ++r) {
+      const std::string aat = at + "/areas/" + std::to_string(r);
+      t.field(info.areas[r].desc, aat + "/desc");
+      t.name_values(info.areas[r].geocodes, aat + "/geocodes");
+    }
+  }
+  return t.take();
 }
 
 sirena::Status check_references(const Alert& alert) {
@@ -291,6 +426,7 @@ Result<std::vector<Reference>> read_references(std::string_view text, const std:
 }
 
 sirena::Status validate_semantics(const Alert& alert) {
+  if (std::optional<Error> e = check_text(alert)) return std::move(*e);
   if (!is_cap_token(alert.identifier)) {
     return unprocessable("invalid_field",
                          "identifier must be non-empty, without spaces, commas, '<' or '&' (CAP 1.2 §3.2.1)",
@@ -334,6 +470,24 @@ sirena::Status check_body(std::string_view bytes, const ParseLimits& limits, boo
 }
 
 sirena::Status check_limits(const Alert& alert, const ParseLimits& limits) {
+  // Identifiers and senders are repeated in every reference to the alert (its Cancel,
+  // its Updates) and in logs; real ones are tens of bytes.
+  for (const auto& [value, where] :
+       {std::pair{&alert.identifier, "/identifier"}, std::pair{&alert.sender, "/sender"}}) {
+    if (value->size() > limits.max_token_bytes) {
+      return unprocessable("too_long",
+                           std::string(where + 1) + " is " + std::to_string(value->size()) +
+                               " bytes; at most " + std::to_string(limits.max_token_bytes) + " are accepted",
+                           where);
+    }
+  }
+  if (alert.references.size() > limits.max_references) {
+    return unprocessable("too_many_references",
+                         "the alert references " + std::to_string(alert.references.size()) +
+                             " alerts; at most " + std::to_string(limits.max_references) +
+                             " are accepted: send several Updates or Cancels",
+                         "/references");
+  }
   if (alert.infos.size() > limits.max_infos) {
     return unprocessable("too_many_infos",
                          "the alert has " + std::to_string(alert.infos.size()) + " info blocks; at most " +

@@ -1,6 +1,7 @@
 #include "daemon/api/alerts_api.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "daemon/alerts/alert_json.h"
@@ -8,6 +9,7 @@
 #include "daemon/alerts/cap_writer.h"
 #include "daemon/alerts/lifecycle.h"
 #include "daemon/api/common.h"
+#include "daemon/alerts/parse_async.h"
 #include "daemon/core/ids.h"
 #include "daemon/core/log.h"
 #include "daemon/dispatch/render.h"
@@ -57,6 +59,32 @@ nlohmann::json summary_json(const alerts::StoredAlert& s, int64_t now_ms) {
   return j;
 }
 
+// Preview warnings when an alert's polygons and circles reach beyond the tenant's
+// towns, as far as its zones tell (cheap: one S2 area estimate and one intersection
+// test per zone): no zone meets the area, or the area is over kReachFactor times
+// the tenant's zones together. Nothing is said for a tenant without zones.
+constexpr double kReachFactor = 4;
+
+nlohmann::json reach_warnings(const directory::Directory::Footprint& f, const std::string& tenant) {
+  nlohmann::json out = nlohmann::json::array();
+  if (f.zones == 0 || f.alert_km2 <= 0) return out;
+  auto km2 = [](double v) { return std::to_string(static_cast<int64_t>(std::ceil(v))); };
+  if (!f.meets_a_zone) {
+    out.push_back({{"code", "outside_tenant_zones"},
+                   {"message", "the alert's area (" + km2(f.alert_km2) + " km²) meets none of the " +
+                                   std::to_string(f.zones) + " zones of " + tenant +
+                                   " (zones granted by neighbours are not counted): check the coordinates "
+                                   "(CAP polygons are lat,lon)"}});
+  } else if (f.alert_km2 > kReachFactor * f.zones_km2) {
+    out.push_back(
+        {{"code", "beyond_tenant_zones"},
+         {"message", "the alert's area (" + km2(f.alert_km2) + " km²) is more than " +
+                         std::to_string(static_cast<int>(kReachFactor)) + " times the zones of " + tenant +
+                         " (" + km2(f.zones_km2) + " km²): it may reach people outside its towns"}});
+  }
+  return out;
+}
+
 }  // namespace
 
 AlertsApi::AlertsApi(alerts::AlertStore& store, directory::Directory& directory, dispatch::Dispatcher& dispatcher,
@@ -84,32 +112,50 @@ void AlertsApi::register_routes(Router& router) {
              [this](auto& req, auto res, auto& p) { cancel(req, std::move(res), p[0]); });
 }
 
+std::optional<Error> AlertsApi::storage_busy() const {
+  size_t backlog = store_.backlog();
+  if (backlog <= options_.intake_max_pending) return std::nullopt;
+  return make_error(503, "storage_busy",
+                    "storage is falling behind (" + std::to_string(backlog) + " commands waiting); retry shortly");
+}
+
 void AlertsApi::reject(Res& res, const Error& e) {
   metrics_.alert_rejected(e.code).Increment();
   res->send_error(e);
 }
 
-Result<alerts::Alert> AlertsApi::read_alert(const http::Request& req, const tenants::Principal& who,
-                                            bool* is_xml) {
+void AlertsApi::read_alert(const http::Request& req, const tenants::Principal& who, ReadDone done) {
   auto content_type = req.header("content-type");
   BodyKind kind = classify(content_type);
   if (kind == BodyKind::Unsupported)
-    return make_error(415, "unsupported_media_type",
-                      "send CAP as application/cap+xml (or application/xml, text/xml) or the JSON form as "
-                      "application/json; got " +
-                          std::string(content_type ? *content_type : "no Content-Type"),
-                      "content-type");
+    return done(
+        make_error(415, "unsupported_media_type",
+                   "send CAP as application/cap+xml (or application/xml, text/xml) or the JSON form as "
+                   "application/json; got " +
+                       std::string(content_type ? *content_type : "no Content-Type"),
+                   "content-type"),
+        false);
   if (req.body.size() > options_.max_body_bytes)
-    return make_error(413, "body_too_large",
-                      "the body has " + std::to_string(req.body.size()) + " bytes; the limit is " +
-                          std::to_string(options_.max_body_bytes) + " (http.max_body_bytes)");
+    return done(make_error(413, "body_too_large",
+                           "the body has " + std::to_string(req.body.size()) + " bytes; the limit is " +
+                               std::to_string(options_.max_body_bytes) + " (http.max_body_bytes)"),
+                false);
   alerts::ParseLimits limits;
   limits.max_bytes = options_.max_body_bytes;
-  *is_xml = kind == BodyKind::CapXml;
-  auto parsed = *is_xml ? alerts::parse_cap_xml(req.body, limits) : alerts::parse_alert_json(req.body, limits);
-  if (!parsed) return parsed;
-  if (auto ok = tenants::Tenants::check_sender(who, parsed->sender); !ok) return std::move(ok).take_error();
-  return parsed;
+  const bool is_xml = kind == BodyKind::CapXml;
+  // The parse runs on libuv's thread pool: a hostile body costs a pool thread, never
+  // the loop. The worker gets its own copy of the body, since h2o frees the request's
+  // memory if the client goes away meanwhile.
+  alerts::parse_alert_async(options_.loop ? options_.loop : uv_default_loop(),
+                            is_xml ? alerts::AlertFormat::CapXml : alerts::AlertFormat::Json,
+                            std::make_shared<const std::string>(req.body), limits,
+                            [who, is_xml, done = std::move(done)](Result<alerts::Alert>&& parsed) {
+                              if (parsed) {
+                                if (auto ok = tenants::Tenants::check_sender(who, parsed->sender); !ok)
+                                  return done(std::move(ok).take_error(), is_xml);
+                              }
+                              done(std::move(parsed), is_xml);
+                            });
 }
 
 void AlertsApi::preview(const http::Request& req, Res res) {
@@ -117,8 +163,13 @@ void AlertsApi::preview(const http::Request& req, Res res) {
   auto who = admit(req, tenants::Action::PreviewAlert, tenants_, snapshot);
   if (!who) return res->send_error(who.error());
   if (!directory_.loaded()) return res->send_error(directory_loading());
-  bool is_xml = false;
-  auto parsed = read_alert(req, *who, &is_xml);
+  read_alert(req, *who, [this, res, snapshot, who = *who](Result<alerts::Alert>&& parsed, bool) {
+    if (res->alive()) preview_parsed(res, &who, std::move(parsed));
+  });
+}
+
+// The second half of preview, on the loop once the pool has parsed the body.
+void AlertsApi::preview_parsed(Res res, const tenants::Principal* who, Result<alerts::Alert>&& parsed) {
   if (!parsed) return res->send_error(parsed.error());
   const alerts::Alert& alert = *parsed;
   auto r = directory_.resolve(who->tenant->id, alert);
@@ -148,6 +199,7 @@ void AlertsApi::preview(const http::Request& req, Res res) {
                          {"unreachable", r.unreachable},
                          {"status", alerts::to_string(alert.status)},
                          {"test", alert.status == alerts::Status::Test || alert.status == alerts::Status::Exercise}};
+  body["warnings"] = reach_warnings(directory_.footprint(who->tenant->id, alert), who->tenant->id);
   res->send_json(200, dump(body));
 }
 
@@ -175,13 +227,24 @@ void AlertsApi::submit(const http::Request& req, Res res) {
   auto who = admit(req, tenants::Action::SubmitAlert, tenants_, snapshot);
   if (!who) return reject(res, who.error());
   if (!directory_.loaded()) return reject(res, directory_loading());
-  if (size_t backlog = store_.backlog(); backlog > options_.intake_max_pending)
-    return reject(res, make_error(503, "storage_busy",
-                                  "storage is falling behind (" + std::to_string(backlog) +
-                                      " commands waiting); retry shortly"));
-  bool is_xml = false;
-  auto parsed = read_alert(req, *who, &is_xml);
+  if (auto busy = storage_busy()) return reject(res, *busy);
+  // `req` stays valid while the responder is alive: h2o keeps the request until it
+  // is answered or the client has gone.
+  read_alert(req, *who,
+             [this, req, res, snapshot, who = *who, received_ms](Result<alerts::Alert>&& parsed, bool is_xml) {
+               if (res->alive())
+                 submit_parsed(req, res, snapshot, &who, received_ms, std::move(parsed), is_xml);
+             });
+}
+
+// The second half of submit, on the loop once the pool has parsed the body.
+void AlertsApi::submit_parsed(const http::Request& req, Res res,
+                              std::shared_ptr<const tenants::Tenants> snapshot, const tenants::Principal* who,
+                              int64_t received_ms, Result<alerts::Alert>&& parsed, bool is_xml) {
   if (!parsed) return reject(res, parsed.error());
+  // Again after the parse: a burst passes the first check together, before any of it
+  // has reached Redis.
+  if (auto busy = storage_busy()) return reject(res, *busy);
 
   const config::Tenant& tenant = *who->tenant;
   const alerts::Alert& alert = *parsed;

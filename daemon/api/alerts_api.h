@@ -26,6 +26,7 @@ struct AlertsApiOptions {
   // Past this many Redis commands waiting (AlertStore::backlog()), intake answers 503 with
   // Retry-After: it sheds load before Redis or the daemon collapse (redis.intake_max_pending).
   size_t intake_max_pending = 10000;
+  uv_loop_t* loop = nullptr;  // where intake parses are queued; null: uv_default_loop()
 };
 
 class AlertsApi {
@@ -46,14 +47,23 @@ class AlertsApi {
   void start_dispatch(const std::string& tenant, const std::string& id, std::shared_ptr<const alerts::Alert> alert,
                       std::shared_ptr<const directory::Resolution> resolution);
   void audit_grants(const std::string& tenant, const std::string& alert_id, const directory::Resolution& r);
-  // The shared first half of submit and preview: content type, size, parse, sender.
-  Result<alerts::Alert> read_alert(const http::Request& req, const tenants::Principal& who, bool* is_xml);
+  // The shared first half of submit and preview: content type, size, parse (on the
+  // thread pool), sender. `done` runs on the loop, later, with the alert and whether
+  // the body was CAP XML.
+  using ReadDone = std::function<void(Result<alerts::Alert>&&, bool is_xml)>;
+  void read_alert(const http::Request& req, const tenants::Principal& who, ReadDone done);
+  void submit_parsed(const http::Request& req, Res res, std::shared_ptr<const tenants::Tenants> snapshot,
+                     const tenants::Principal* who, int64_t received_ms, Result<alerts::Alert>&& parsed,
+                     bool is_xml);
+  void preview_parsed(Res res, const tenants::Principal* who, Result<alerts::Alert>&& parsed);
   void get(const http::Request& req, Res res, const std::string& id);
   void list(const http::Request& req, Res res);
   void approve(const http::Request& req, Res res, const std::string& id);
   void cancel(const http::Request& req, Res res, const std::string& id);
 
   void reject(Res& res, const Error& e);
+  // 503 storage_busy while more Redis commands wait than intake_max_pending.
+  std::optional<Error> storage_busy() const;
 
   alerts::AlertStore& store_;
   directory::Directory& directory_;

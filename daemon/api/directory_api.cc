@@ -252,6 +252,15 @@ void DirectoryApi::put_zone(const http::Request& req, Res res, const std::string
   auto area = dir_.parse_zone(std::string(req.body));
   if (!area) return res->send_error(area.error());
   std::string tenant = who->tenant->id;
+  // A new name must fit under the per-tenant cap; replacing a zone always may.
+  const std::vector<std::string> names = dir_.zone_names(tenant);
+  if (names.size() >= options_.max_zones_per_tenant &&
+      std::find(names.begin(), names.end(), name) == names.end())
+    return res->send_error(make_error(422, "too_many_zones",
+                                      "the tenant has " + std::to_string(names.size()) +
+                                          " zones, the limit "
+                                          "(directory.max_zones_per_tenant): delete one or raise the limit",
+                                      "name"));
   dir_.put_zone(tenant, name, std::string(req.body), std::move(area).value(), [res, name, tenant](Result<bool> c) {
     if (!c) return res->send_error(c.error());
     log::info("zone_stored", {{"tenant", tenant}, {"zone", name}});

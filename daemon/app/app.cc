@@ -157,12 +157,14 @@ Status App::start() {
   api::AlertsApiOptions opts;
   opts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
   opts.intake_max_pending = static_cast<size_t>(i.cfg.redis.intake_max_pending);
+  opts.loop = i.loop;
   i.alerts_api = std::make_unique<api::AlertsApi>(*i.alert_store, *i.directory, *i.dispatcher, i.clock, i.metrics,
                                                   [this] { return impl_->tenants; }, opts);
   i.alerts_api->register_routes(i.router);
   api::DirectoryApiOptions dopts;
   dopts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
   dopts.import_max_bytes = static_cast<size_t>(i.cfg.directory.import_max_bytes);
+  dopts.max_zones_per_tenant = static_cast<size_t>(i.cfg.directory.max_zones_per_tenant);
   i.directory_api = std::make_unique<api::DirectoryApi>(i.loop, *i.directory, [this] { return impl_->tenants; }, dopts);
   i.directory_api->register_routes(i.router);
   i.dlr_api = std::make_unique<api::DlrApi>(*i.dispatcher, i.metrics, [this](const std::string& gateway) {

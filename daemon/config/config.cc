@@ -18,7 +18,7 @@ constexpr const char* kDefaults = R"(
 log: {level: info}
 http: {listen: "127.0.0.1:8080", max_body_bytes: 1048576, tls: {cert: "", key: ""}}
 redis: {url: managed, command_timeout_ms: 10000, max_pending: 100000, intake_max_pending: 10000, managed: {binary: redis-server, dir: var/redis, appendfsync: always}}
-directory: {zones_dir: zones, import_max_bytes: 67108864, max_zone_points: 10000}
+directory: {zones_dir: zones, import_max_bytes: 67108864, max_zone_points: 10000, max_zones_per_tenant: 1000}
 dispatch: {consumer: "", batch_size: 1000, max_batches: 64, max_attempts: 8, max_unconfirmed: 10000}
 )";
 
@@ -351,12 +351,15 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
                         "expected always or everysec");
 
   const auto dir = root["directory"];
-  TRY(check_keys(ctx, dir, "directory", {"zones_dir", "import_max_bytes", "max_zone_points"}));
+  TRY(check_keys(ctx, dir, "directory",
+                 {"zones_dir", "import_max_bytes", "max_zone_points", "max_zones_per_tenant"}));
   TRY_ASSIGN(c.directory.zones_dir, get_string(ctx, dir["zones_dir"], "directory.zones_dir"));
   TRY_ASSIGN(c.directory.import_max_bytes,
              get_int(ctx, dir["import_max_bytes"], "directory.import_max_bytes", 1024, int64_t{1} << 31));
   TRY_ASSIGN(c.directory.max_zone_points,
              get_int(ctx, dir["max_zone_points"], "directory.max_zone_points", 4, 10'000'000));
+  TRY_ASSIGN(c.directory.max_zones_per_tenant,
+             get_int(ctx, dir["max_zones_per_tenant"], "directory.max_zones_per_tenant", 1, 60'000));
 
   const auto disp = root["dispatch"];
   TRY(check_keys(ctx, disp, "dispatch", {"consumer", "batch_size", "max_batches", "max_attempts", "max_unconfirmed"}));

@@ -75,6 +75,9 @@ struct DirectoryConfig {
   std::string zones_dir = "zones";  // <tenant>.geojson FeatureCollections; relative to the config file
   int64_t import_max_bytes = 64 << 20;     // one POST /v1/recipients/import body
   int64_t max_zone_points = 10000;
+  // PUT /v1/zones refuses a new zone beyond it (file zones count). At most 60,000:
+  // the directory numbers a tenant's zones with 16 bits.
+  int64_t max_zones_per_tenant = 1000;
 };
 
 struct RedisConfig {

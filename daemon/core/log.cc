@@ -48,6 +48,42 @@ std::string timestamp() {
   return buf;
 }
 
+// Every logged value is bounded, whatever a client put in it (a 500 KB identifier
+// must not become a 500 KB log line): strings keep their first kMaxFieldBytes bytes
+// (cut at a UTF-8 character boundary) and arrays their first kMaxFieldItems items,
+// each followed by a marker saying how much was left out.
+constexpr size_t kMaxFieldBytes = 256;
+constexpr size_t kMaxFieldItems = 32;
+
+nlohmann::json bounded(const nlohmann::json& v) {
+  if (v.is_string()) {
+    const std::string& s = v.get_ref<const std::string&>();
+    if (s.size() <= kMaxFieldBytes) return v;
+    size_t cut = kMaxFieldBytes;
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+    return s.substr(0, cut) + "…[truncated " + std::to_string(s.size() - cut) + " bytes]";
+  }
+  if (v.is_array()) {
+    nlohmann::json out = nlohmann::json::array();
+    for (size_t i = 0; i < v.size() && i < kMaxFieldItems; ++i) out.push_back(bounded(v[i]));
+    if (v.size() > kMaxFieldItems) out.push_back("…[" + std::to_string(v.size() - kMaxFieldItems) + " more]");
+    return out;
+  }
+  if (v.is_object()) {
+    nlohmann::json out = nlohmann::json::object();
+    size_t n = 0;
+    for (auto it = v.begin(); it != v.end(); ++it) {
+      if (n++ == kMaxFieldItems) {
+        out["…"] = std::to_string(v.size() - kMaxFieldItems) + " more keys";
+        break;
+      }
+      out[bounded(it.key()).get<std::string>()] = bounded(it.value());
+    }
+    return out;
+  }
+  return v;
+}
+
 }  // namespace
 
 void set_level(Level level) { g_level.store(static_cast<int>(level)); }
@@ -69,7 +105,7 @@ void write(Level level, std::string_view event, const nlohmann::json& fields) {
   line["level"] = level_name(level);
   line["event"] = std::string(event);
   if (fields.is_object()) {
-    for (auto it = fields.begin(); it != fields.end(); ++it) line[it.key()] = it.value();
+    for (auto it = fields.begin(); it != fields.end(); ++it) line[it.key()] = bounded(it.value());
   }
   // Replace invalid UTF-8 rather than throw: a log line must never take the daemon down.
   std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -17,6 +17,8 @@ void set_level(Level level);
 bool parse_level(std::string_view text, Level* out);
 
 // Writes one line if `level` is enabled. `fields` must be a JSON object (or null).
+// Each field is bounded: strings longer than 256 bytes and arrays or objects of more
+// than 32 items are cut, with a marker ("…[truncated N bytes]", "…[N more]").
 void write(Level level, std::string_view event, const nlohmann::json& fields);
 
 void debug(std::string_view event, const nlohmann::json& fields);

@@ -707,6 +707,23 @@ std::vector<std::string> Directory::zone_names(const std::string& tenant) const 
   return std::vector<std::string>(t->rules->zones.begin(), t->rules->zones.end());
 }
 
+Directory::Footprint Directory::footprint(const std::string& tenant, const alerts::Alert& alert) const {
+  Footprint f;
+  const TenantState* t = state(tenant);
+  if (!t) return f;
+  Area area;
+  for (const auto& info : alert.infos) area.add(Area::from_cap(info.areas));
+  if (area.empty()) return f;
+  f.alert_km2 = area.area_km2();
+  for (const auto& zone : t->zone_areas) {
+    if (!zone) continue;
+    ++f.zones;
+    f.zones_km2 += zone->area_km2();
+    f.meets_a_zone = f.meets_a_zone || zone->intersects(area);
+  }
+  return f;
+}
+
 size_t Directory::size(const std::string& tenant) const {
   TenantState* t = state(tenant);
   return t ? t->index.size() : 0;

@@ -110,6 +110,17 @@ class Directory {
   std::optional<std::string> zone_geojson(const std::string& tenant, const std::string& name) const;
   std::vector<std::string> zone_names(const std::string& tenant) const;
 
+  // How the geometry of `alert` (its polygons and circles) sits against `tenant`'s own
+  // zones, for the preview's warnings: areas in km² (S2 estimates) and whether any zone
+  // meets it. No zones or no geometry: zeros.
+  struct Footprint {
+    double alert_km2 = 0;
+    double zones_km2 = 0;  // summed over the zones (overlaps counted twice)
+    size_t zones = 0;
+    bool meets_a_zone = false;
+  };
+  Footprint footprint(const std::string& tenant, const alerts::Alert& alert) const;
+
   // Who `alert` from `tenant` reaches: interests AND area, deduplicated, plus the
   // recipients of neighbours that granted `tenant` zones. No side effects.
   Resolution resolve(const std::string& tenant, const alerts::Alert& alert) const;

@@ -37,6 +37,9 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "daemon/alerts/validate.h"
+#include "daemon/core/json_strict.h"
+
 namespace sirena::directory {
 
 // The mean Earth radius used for CAP circles (km), as in S2Earth.
@@ -381,6 +384,9 @@ namespace {
 
 using nlohmann::json;
 
+// A Feature holding a MultiPolygon nests positions 6 deep.
+constexpr int kMaxGeoJsonDepth = 16;
+
 struct GeoJsonReader {
   const ZoneLimits& limits;
   size_t points = 0;
@@ -437,7 +443,19 @@ struct GeoJsonReader {
       if (!r) return std::move(r).take_error();
       rings.push_back(std::move(r).value());
     }
-    return make_polygon(rings, where);
+    Result<PolygonPtr> made = make_polygon(rings, where);
+    if (!made) return made;
+    // The same rule as a CAP polygon's (validate.h), after S2's own checks (fewer than
+    // 3 distinct positions, crossing edges): a ring on one line covers nothing.
+    for (size_t i = 0; i < rings.size(); ++i) {
+      std::vector<alerts::Point> flat;
+      flat.reserve(rings[i].size());
+      for (const LatLon& p : rings[i]) flat.push_back(alerts::Point{p.lat, p.lon});
+      if (alerts::ring_area_deg2(flat) < alerts::kMinRingAreaDeg2)
+        return unprocessable("zero_area_ring", "the ring encloses no area: its positions are on one line",
+                             where + "/" + std::to_string(i));
+    }
+    return made;
   }
 
   Result<Area> geometry(const json& j, const std::string& where) {
@@ -480,8 +498,13 @@ struct GeoJsonReader {
 
 Result<Area> parse_geojson_area(std::string_view geojson, const ZoneLimits& limits) {
   try {
-    json doc = json::parse(geojson, nullptr, /*allow_exceptions=*/false);
-    if (doc.is_discarded()) return unprocessable("invalid_geojson", "the body is not valid JSON", "");
+    // Duplicate keys ("type" twice) and numbers out of range are refused, as in alerts.
+    json doc;
+    if (Status s = parse_json_strict(geojson, kMaxGeoJsonDepth, &doc); !s) {
+      if (s.error().code == "malformed_json")
+        return unprocessable("invalid_geojson", s.error().message, s.error().where);
+      return std::move(s).take_error();
+    }
     GeoJsonReader reader{limits};
     return reader.geometry(doc, "");
   } catch (const std::exception& e) {

@@ -73,7 +73,8 @@ struct ZoneLimits {
 // Parses a GeoJSON Polygon or MultiPolygon (RFC 7946: [lon, lat] positions, closed
 // rings; a Feature wrapping one is accepted). Errors are 422 with a precise code:
 // `invalid_geojson` (where = JSON pointer), `unclosed_ring`, `self_intersecting`,
-// `too_many_points` (names the limit), `coordinate_out_of_range`.
+// `too_many_points` (names the limit), `coordinate_out_of_range`, `zero_area_ring`
+// (3 or more distinct positions, all on one line), `duplicate_key`, `number_out_of_range`.
 Result<Area> parse_geojson_area(std::string_view geojson, const ZoneLimits& limits = {});
 
 }  // namespace sirena::directory

@@ -330,6 +330,79 @@ TEST_F(DirectoryTest, ZonesAreValidated) {
   EXPECT_EQ(daemon_->get("/v1/zones/bowtie", kOp).status, 404);
 }
 
+// Issue 14 findings 10, 11 and 12 for zones: a ring that encloses nothing, a duplicate
+// key, a number out of range, and the per-tenant cap (directory.max_zones_per_tenant).
+TEST_F(DirectoryTest, ZonesRefuseZeroAreaDuplicateKeysHugeNumbersAndTheCap) {
+  struct Case {
+    const char* body;
+    const char* code;
+  };
+  for (
+      const Case& c : {
+          Case{
+              R"({"type":"Polygon","coordinates":[[[10.90,44.70],[10.91,44.71],[10.92,44.72],[10.90,44.70]]]})",
+              "zero_area_ring"},
+          Case{R"({"type":"Polygon","coordinates":[[[10.9,44.7],[10.9,44.7],[10.9,44.7],[10.9,44.7]]]})",
+               "invalid_geojson"},  // S2: fewer than 3 distinct positions
+          Case{
+              R"({"type":"Polygon","coordinates":[[[10.90,44.70],[10.92,44.72],[10.91,44.71],[10.90,44.70]]]})",
+              "zero_area_ring"},  // back and forth on one line
+          Case{
+              R"({"type":"Polygon","type":"Point","coordinates":[[[10.90,44.70],[10.95,44.70],[10.95,44.75],[10.90,44.70]]]})",
+              "duplicate_key"},
+          Case{
+              R"({"type":"Polygon","coordinates":[[[1e999,44.70],[10.95,44.70],[10.95,44.75],[10.90,44.70]]]})",
+              "number_out_of_range"},
+      }) {
+    auto r = put("/v1/zones/z-bad", kOp, c.body);
+    EXPECT_EQ(r.status, 422) << c.body << ": " << r.body;
+    EXPECT_EQ(json::parse(r.body, nullptr, false)["error"]["code"], c.code) << r.body;
+  }
+  EXPECT_EQ(daemon_->get("/v1/zones/z-bad", kOp).status, 404);
+
+  ASSERT_EQ(daemon_->stop(), 0);
+  start({{"SIRENA_DIRECTORY_MAX_ZONES_PER_TENANT", "6"}});
+  const size_t have = json::parse(daemon_->get("/v1/zones", kOp).body)["items"].size();
+  ASSERT_LT(have, 6u) << "the demo's file zones leave room for a test zone";
+  const std::string square =
+      R"({"type":"Polygon","coordinates":[[[10.90,44.70],[10.95,44.70],[10.95,44.75],[10.90,44.75],[10.90,44.70]]]})";
+  for (size_t i = have; i < 6; ++i)
+    EXPECT_EQ(put("/v1/zones/z-" + std::to_string(i), kOp, square).status, 201);
+  auto over = put("/v1/zones/z-over", kOp, square);
+  EXPECT_EQ(over.status, 422) << over.body;
+  EXPECT_EQ(json::parse(over.body)["error"]["code"], "too_many_zones");
+  EXPECT_EQ(put("/v1/zones/z-" + std::to_string(have), kOp, square).status, 200) << "replacing stays allowed";
+}
+
+// Issue 14 findings 10 and 11 for recipients (simdjson): a duplicate key and numbers
+// out of range are 422, never a 5xx.
+TEST_F(DirectoryTest, RecipientsRefuseDuplicateKeysAndHugeNumbers) {
+  const std::string loc = R"("locations":[{"lat":44.7,"lon":10.9}])";
+  for (const std::string& body :
+       {std::string(R"({"id":"r-x","language":"it","language":"en","topics":["Met"]})"),
+        std::string(R"({"id":"r-x","language":"it","locations":[{"lat":1e999,"lon":10.9}]})"),
+        R"({"id":"r-x","language":"it","locations":[{"lat":)" + std::string(5000, '9') + R"(,"lon":10.9}]})",
+        R"({"id":"r-x","language":"it",)" + loc + "," + loc + "}"}) {
+    auto r = put("/v1/recipients/r-x", kOp, body);
+    EXPECT_EQ(r.status, 422) << body.substr(0, 120) << ": " << r.body;
+  }
+}
+
+// Issue 14 finding 12: preview warns when an alert reaches beyond the tenant's towns.
+TEST_F(DirectoryTest, PreviewWarnsWhenTheAreaReachesBeyondTheTenantsZones) {
+  EXPECT_TRUE(preview(cap("in-town", "Severe", "Expected", "Met", kArea))["warnings"].empty());
+  // Rome: nowhere near Soliera.
+  json far = preview(
+      cap("far", "Severe", "Expected", "Met", "41.85,12.45 41.85,12.55 41.95,12.55 41.95,12.45 41.85,12.45"));
+  ASSERT_EQ(far["warnings"].size(), 1u) << far.dump();
+  EXPECT_EQ(far["warnings"][0]["code"], "outside_tenant_zones");
+  // All of Emilia around Soliera.
+  json wide =
+      preview(cap("wide", "Severe", "Expected", "Met", "44.0,10.0 44.0,12.0 45.5,12.0 45.5,10.0 44.0,10.0"));
+  ASSERT_EQ(wide["warnings"].size(), 1u) << wide.dump();
+  EXPECT_EQ(wide["warnings"][0]["code"], "beyond_tenant_zones");
+}
+
 TEST_F(DirectoryTest, PreviewCountsByChannelLanguageAndTenantWithoutSideEffects) {
   load_town();
   std::string audit_before = redis_->cli({"XLEN", "{t:bastiglia}:audit"});

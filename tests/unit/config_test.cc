@@ -48,6 +48,23 @@ TEST(Config, ErrorsNameFileLineAndKey) {
   EXPECT_EQ(c.error().message.rfind("conf/x.yaml:7: http.max_body_bytes:", 0), 0u) << c.error().message;
 }
 
+// Issue 14 finding 12: a cap on zones per tenant, decoded like every other key.
+TEST(Config, MaxZonesPerTenant) {
+  auto c = load_from_string(kMinimal, "t.yaml", env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->directory.max_zones_per_tenant, 1000);
+  c = load_from_string(kMinimal, "t.yaml", env_of({{"SIRENA_DIRECTORY_MAX_ZONES_PER_TENANT", "25"}}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->directory.max_zones_per_tenant, 25);
+  for (const char* bad : {"0", "70000", "many"}) {
+    c = load_from_string(std::string(kMinimal) + "directory:\n  max_zones_per_tenant: " + bad + "\n",
+                         "conf/x.yaml", env_of({}));
+    ASSERT_FALSE(c) << bad;
+    EXPECT_EQ(c.error().message.rfind("conf/x.yaml:7: directory.max_zones_per_tenant:", 0), 0u)
+        << c.error().message;
+  }
+}
+
 TEST(Config, BadOverrideNamesTheVariable) {
   auto c = load_from_string(kMinimal, "t.yaml", env_of({{"SIRENA_HTTP_MAX_BODY_BYTES", "-1"}}));
   ASSERT_FALSE(c);

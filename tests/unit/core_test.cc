@@ -3,11 +3,17 @@
 #include <gtest/gtest.h>
 #include <uv.h>
 
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
+#include "daemon/alerts/alert_json.h"
 #include "daemon/alerts/cap_parser.h"
 #include "daemon/alerts/cap_writer.h"
 #include "daemon/core/ids.h"
+#include "daemon/core/log.h"
 #include "daemon/core/turn_hook.h"
 #include "daemon/store/redis.h"
 
@@ -103,6 +109,80 @@ TEST(CapWriter, CancelIsValidCapReferencingTheAlert) {
   EXPECT_EQ(parsed->references[0].identifier, "flood-1");
   EXPECT_EQ(parsed->note, "note with <markup> & ampersand");
   EXPECT_EQ(spec.sent, "2025-11-27T08:00:00+00:00");
+}
+
+// The Cancel that POST /v1/alerts/{id}/cancel writes for a stored alert, as the API
+// builds it from the stored sender, identifier, sent and status.
+Result<alerts::Alert> cancel_of(const alerts::Alert& a) {
+  alerts::CancelSpec spec{a.sender,
+                          "sirena-cancel-" + make_ulid(1'764'230'400'000),
+                          alerts::cap_datetime(1'764'230'400'000),
+                          alerts::to_string(a.status),
+                          a.sender + "," + a.identifier + "," + a.sent.text,
+                          "Cancelled through Sirena by k-operator"};
+  return alerts::parse_cap_xml(alerts::write_cancel(spec));
+}
+
+// Issue 14 finding 5: an accepted alert can always be cancelled. Every corpus alert
+// that intake accepts, and JSON alerts whose identifier and sender hold every kind of
+// character intake lets through, get a Cancel that parses.
+TEST(CapWriter, EveryAcceptedAlertsCancelParses) {
+  size_t accepted = 0;
+  const auto dir = std::filesystem::path(SIRENA_SOURCE_DIR) / "tests/data/cap";
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (entry.path().extension() != ".xml" && entry.path().extension() != ".cap") continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    auto alert = alerts::parse_cap_xml(bytes.str());
+    if (!alert) continue;
+    ++accepted;
+    auto cancel = cancel_of(*alert);
+    EXPECT_TRUE(cancel) << entry.path() << ": " << cancel.error().code << " " << cancel.error().message;
+  }
+  EXPECT_GT(accepted, 20u);
+
+  // JSON escapes, spliced into JSON text.
+  const std::string odd[] = {R"(\u007f)",       R"(\u0085)", R"(\u00a0)", R"(\u2028)", R"(\ufffd)",
+                             R"(\ud83c\udf0a)", R"(\ufeff)", "]]>",       R"(\")",     "'",
+                             R"(\\)",           "%26amp;"};
+  for (const std::string& c : odd) {
+    const std::string doc = R"({"identifier": "id-)" + c + R"(-1", "sender": "pc)" + c + R"(@soliera.it",
+        "sent": "2026-11-27T10:00:00+01:00", "status": "Actual", "msg_type": "Alert", "scope": "Public"})";
+    auto alert = alerts::parse_alert_json(doc);
+    if (!alert) continue;  // refused at intake: nothing to cancel
+    ++accepted;
+    auto cancel = cancel_of(*alert);
+    ASSERT_TRUE(cancel) << c << ": " << cancel.error().code << " " << cancel.error().message;
+    EXPECT_EQ(cancel->references.at(0).identifier, alert->identifier);
+  }
+  // What intake refuses could not have been stored.
+  for (const char* c : {R"(\u0000)", R"(\u000b)", R"(\ufffe)", R"(\uffff)", R"(\u001f)"}) {
+    auto alert = alerts::parse_alert_json(std::string(R"({"identifier": "id-)") + c + R"(", "sender": "pc",
+        "sent": "2026-11-27T10:00:00+01:00", "status": "Actual", "msg_type": "Alert", "scope": "Public"})");
+    ASSERT_FALSE(alert) << c;
+    EXPECT_EQ(alert.error().code, "invalid_character");
+  }
+}
+
+// Issue 14 finding 12: a 500 KB identifier is not written whole into a log line.
+TEST(Log, EveryFieldIsBounded) {
+  testing::internal::CaptureStderr();
+  log::info("alert_accepted", {{"identifier", std::string(500 * 1024, 'x')},
+                               {"normalisations", std::vector<std::string>(1000, std::string(1000, 'n'))},
+                               {"remote", "127.0.0.1"},
+                               {"utf8", std::string(255, 'a') + "\xC3\xA0"}});
+  const std::string out = testing::internal::GetCapturedStderr();
+  EXPECT_LT(out.size(), 16u * 1024) << out.size();
+  auto line = nlohmann::json::parse(out.substr(0, out.find('\n')));
+  const std::string id = line["identifier"];
+  EXPECT_EQ(id.substr(0, 256), std::string(256, 'x'));
+  EXPECT_NE(id.find("[truncated " + std::to_string(500 * 1024 - 256) + " bytes]"), std::string::npos) << id;
+  EXPECT_EQ(line["normalisations"].size(), 33u);
+  EXPECT_EQ(line["remote"], "127.0.0.1");
+  // Cut at a character boundary: the two-byte "à" is dropped whole, not split.
+  const std::string utf8 = line["utf8"];
+  EXPECT_EQ(utf8.substr(0, 256), std::string(255, 'a') + "\xE2");  // "…" follows the 255 'a's
 }
 
 }  // namespace
