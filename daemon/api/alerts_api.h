@@ -1,7 +1,7 @@
 // The /v1/alerts routes: intake (CAP XML or JSON), read, list, approve, cancel.
 //
-// Owns nothing but references: the store, metrics and clock outlive it, and the
-// tenant snapshot is fetched per request (SIGHUP swaps it).
+// Owns nothing but references: the store, metrics and clock outlive it. The router
+// admits each request (key, role, rate) before a handler here runs.
 #pragma once
 
 #include <functional>
@@ -27,9 +27,8 @@ struct AlertsApiOptions {
 
 class AlertsApi {
  public:
-
   AlertsApi(alerts::AlertStore& store, directory::Directory& directory, dispatch::Dispatcher& dispatcher,
-            const Clock& clock, metrics::Metrics& metrics, TenantsSnapshot tenants, AlertsApiOptions options);
+            const Clock& clock, metrics::Metrics& metrics, AlertsApiOptions options);
 
   // Plans every accepted alert that has no plan yet (after a crash between the 202 and
   // the plan). Called once the directory is loaded.
@@ -39,20 +38,21 @@ class AlertsApi {
 
  private:
   using Res = std::shared_ptr<http::Responder>;
-  void submit(const http::Request& req, Res res);
-  void preview(const http::Request& req, Res res);
-  void deliveries(const http::Request& req, Res res, const std::string& id);
-  void events(const http::Request& req, Res res, const std::string& id);
+  // Each route's handler; the router has admitted `who` (router.h).
+  void submit(const http::Request& req, Res res, const Caller& who);
+  void preview(const http::Request& req, Res res, const Caller& who);
+  void deliveries(const http::Request& req, Res res, const Caller& who, const std::string& id);
+  void events(const http::Request& req, Res res, const Caller& who, const std::string& id);
   // Resolves and plans a stored, accepted alert.
   void start_dispatch(const std::string& tenant, const std::string& id, std::shared_ptr<const alerts::Alert> alert,
                       std::shared_ptr<const directory::Resolution> resolution);
   void audit_grants(const std::string& tenant, const std::string& alert_id, const directory::Resolution& r);
   // The shared first half of submit and preview: content type, size, parse, sender.
   Result<alerts::Alert> read_alert(const http::Request& req, const tenants::Principal& who, bool* is_xml);
-  void get(const http::Request& req, Res res, const std::string& id);
-  void list(const http::Request& req, Res res);
-  void approve(const http::Request& req, Res res, const std::string& id);
-  void cancel(const http::Request& req, Res res, const std::string& id);
+  void get(const http::Request& req, Res res, const Caller& who, const std::string& id);
+  void list(const http::Request& req, Res res, const Caller& who);
+  void approve(const http::Request& req, Res res, const Caller& who, const std::string& id);
+  void cancel(const http::Request& req, Res res, const Caller& who, const std::string& id);
 
   void reject(Res& res, const Error& e);
 
@@ -61,7 +61,6 @@ class AlertsApi {
   dispatch::Dispatcher& dispatcher_;
   const Clock& clock_;
   metrics::Metrics& metrics_;
-  TenantsSnapshot tenants_;
   AlertsApiOptions options_;
 };
 
