@@ -43,19 +43,8 @@ constexpr const char* kApp = "ac-soliera-app";
 constexpr const char* kBastigliaAdmin = "ac-bastiglia-admin";
 constexpr const char* kSender = "protezionecivile@comune.soliera.mo.it";
 
-std::string hash(const std::string& key) {
-  // Computed by the daemon binary (`sirenad --hash-key`), so the test does not re-implement it.
-  std::string cmd = bin_dir() + "/sirenad --hash-key '" + key + "'";
-  std::unique_ptr<FILE, int (*)(FILE*)> p(popen(cmd.c_str(), "r"), pclose);
-  char buf[128] = {0};
-  size_t n = fread(buf, 1, sizeof buf - 1, p.get());
-  std::string s(buf, n);
-  while (!s.empty() && s.back() == '\n') s.pop_back();
-  return s;
-}
-
 std::string key_line(const std::string& id, const std::string& role, const std::string& key) {
-  return "      " + id + ": {role: " + role + ", sha256: " + hash(key) + "}\n";
+  return "      " + id + ": {role: " + role + ", sha256: " + hash_key(key) + "}\n";
 }
 
 // soliera: every role; every Actual alert needs approval (so approve can be called).
