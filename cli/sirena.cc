@@ -192,7 +192,9 @@ int tail(const Client& client, const std::string& id) {
     if (line != last) std::cout << line << std::endl;
     last = line;
     std::string st = j.value("state", "");
-    if (st == "completed" || st == "cancelled" || st == "expired" || st == "superseded" || st == "draft") return 0;
+    if (st == "completed" || st == "cancelled" || st == "expired" || st == "superseded" || st == "draft" ||
+        st == "recorded")
+      return 0;
     std::this_thread::sleep_for(std::chrono::seconds(1));  // a polling interval for a human watching
   }
 }

@@ -1,5 +1,6 @@
 #include "daemon/alerts/alert_store.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "daemon/alerts/alert_json.h"
@@ -14,6 +15,14 @@ namespace {
 // CAP status: a Test or Exercise message must never cancel or replace an Actual one.
 constexpr const char* kLuaCommon = R"LUA(
 local p = KEYS[1]
+-- An alert to be sent waits in `unplanned` (score: when a replanner may take it up) until
+-- its plan is complete; the intake or approval that made it sendable plans it at once.
+local plan_grace_ms = 5000
+local function to_plan(id, now)
+  if redis.call('HGET', p .. 'alert:' .. id, 'msg_type') ~= 'Cancel' then
+    redis.call('ZADD', p .. 'unplanned', tonumber(now) + plan_grace_ms, id)
+  end
+end
 local function audit(action, alert, key, remote, now, extra)
   local args = {p .. 'audit', 'MAXLEN', '~', '100000', '*', 'action', action, 'alert', alert,
                 'key', key, 'remote', remote, 'time_ms', now}
@@ -73,7 +82,9 @@ for _, entry in ipairs(redis.call('LRANGE', pk, 0, -1)) do
 end
 redis.call('DEL', pk)
 if state == 'accepted' then apply_refs(id, ARGV[6], ARGV[5], status, now) end
-return {1, id, redis.call('HGET', k, 'state')}
+local final = redis.call('HGET', k, 'state')
+if final == 'accepted' then to_plan(id, now) end
+return {1, id, final}
 )LUA";
 
 // KEYS[1] prefix. ARGV: 1 id, 2 key id, 3 remote, 4 now_ms.
@@ -85,9 +96,23 @@ if not st then return {'err', 'not_found', ''} end
 if st ~= 'pending_approval' then return {'err', 'not_pending_approval', st} end
 if by == key then return {'err', 'same_key_cannot_approve', st} end
 redis.call('HSET', k, 'state', 'accepted', 'approved_by', key, 'approved_ms', now)
+to_plan(id, now)
 audit('approve', id, key, ARGV[3], now, nil)
 apply_refs(id, refs or '', effect or '', status or '', now)
 return {'ok', 'accepted', ''}
+)LUA";
+
+// KEYS[1] prefix. ARGV: 1 id, 2 by (what cancelled it), 3 key id, 4 remote, 5 now_ms. The
+// effect of a Cancel, without one: for a stop that must hold even when no CAP Cancel
+// could be made. Returns the state.
+const std::string kCancelScript = std::string(kLuaCommon) + R"LUA(
+local id, now = ARGV[1], ARGV[5]
+local k = p .. 'alert:' .. id
+local status = redis.call('HGET', k, 'status')
+if not status then return '' end
+apply(id, 'cancelled', ARGV[2], status, now)
+audit('cancel_without_cap', id, ARGV[3], ARGV[4], now, nil)
+return redis.call('HGET', k, 'state')
 )LUA";
 
 std::string refs_text(const Alert& a) {
@@ -174,6 +199,12 @@ Error script_error(const redisReply* r) {
 
 std::string AlertStore::idem_key(const Alert& a) {
   return a.sender + "," + a.identifier + "," + a.sent.text;
+}
+
+size_t AlertStore::backlog() const {
+  size_t most = redis_.pending();
+  for (const auto* w : writers_) most = std::max(most, w->pending());
+  return most;
 }
 
 void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> done) {
@@ -284,6 +315,18 @@ void AlertStore::list(const std::string& tenant, const std::string& cursor, int 
           });
         }
       });
+}
+
+void AlertStore::cancel(const std::string& tenant, const std::string& id, const std::string& by,
+                        const std::string& key_id, const std::string& remote, int64_t now_ms,
+                        std::function<void(Result<std::string>)> done) {
+  std::string now = std::to_string(now_ms);
+  redis_.eval(kCancelScript, {prefix(tenant)}, {id, by, key_id, remote, now},
+              [done = std::move(done)](const redisReply* r, const Error* e) {
+                if (e) return done(*e);
+                if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
+                done(store::reply_string(r));
+              });
 }
 
 void AlertStore::audit(const std::string& tenant, const std::vector<std::pair<std::string, std::string>>& fields,

@@ -5,6 +5,10 @@
 //   {t:<tenant>}:alerts             zset   every id, score 0, ordered by id (ULID = time)
 //   {t:<tenant>}:idem               hash   "sender,identifier,sent" -> id
 //   {t:<tenant>}:pending:<triple>   list   effects of references that arrived before their target
+//   {t:<tenant>}:unplanned          zset   accepted alerts to be sent whose plan is not complete,
+//                                          score = when a replanner may take each up (ms);
+//                                          written by the create and approve scripts, removed
+//                                          by the dispatcher's plan script
 //   {t:<tenant>}:audit              stream create / approve / cancel / supersede entries
 //
 // Each state change is one Lua script, so it is atomic and takes one round trip.
@@ -17,6 +21,7 @@
 #include <vector>
 
 #include "daemon/alerts/alert.h"
+#include "daemon/alerts/lifecycle.h"
 #include "daemon/core/result.h"
 
 namespace sirena::store {
@@ -24,16 +29,6 @@ class Redis;
 }
 
 namespace sirena::alerts {
-
-// Alert states (DESIGN.md "Data model"). `accepted` means durable and ready to be sent.
-namespace state {
-inline constexpr const char* kPendingApproval = "pending_approval";
-inline constexpr const char* kAccepted = "accepted";
-inline constexpr const char* kDraft = "draft";
-inline constexpr const char* kSuperseded = "superseded";
-inline constexpr const char* kCancelled = "cancelled";
-inline constexpr const char* kExpired = "expired";
-}  // namespace state
 
 struct StoredAlert {
   std::string id;
@@ -86,6 +81,8 @@ class AlertStore {
   // turn and fsyncs the AOF once per turn, so several connections let one fsync cover
   // many alerts (a CAP alert with its parsed form is ~5 KB). Owned by the caller.
   void set_writers(std::vector<store::Redis*> writers) { writers_ = std::move(writers); }
+  // The most commands waiting for Redis on any of its connections.
+  size_t backlog() const;
 
   void create(const NewAlert& a, std::function<void(Result<Created>)> done);
   // nullopt when the tenant has no such alert.
@@ -97,6 +94,12 @@ class AlertStore {
   // 404 not_found, 409 not_pending_approval, 403 same_key_cannot_approve.
   void approve(const std::string& tenant, const std::string& id, const std::string& key_id,
                const std::string& remote, int64_t now_ms, std::function<void(Result<std::string>)> done);
+
+  // Marks the alert cancelled by `by` (a Cancel's effect, without a CAP Cancel: for when
+  // none could be made). Answers the alert's state ("" when there is no such alert).
+  void cancel(const std::string& tenant, const std::string& id, const std::string& by,
+              const std::string& key_id, const std::string& remote, int64_t now_ms,
+              std::function<void(Result<std::string>)> done);
 
   // Appends an entry to the tenant's audit stream (fire and forget; failures are counted
   // by the Redis client and logged by the caller's metrics).

@@ -6,13 +6,14 @@
 #include <nlohmann/json.hpp>
 
 #include "daemon/alerts/alert_json.h"
-#include "daemon/api/common.h"
 #include "daemon/alerts/cap_parser.h"
 #include "daemon/alerts/cap_writer.h"
+#include "daemon/alerts/lifecycle.h"
+#include "daemon/api/common.h"
 #include "daemon/core/ids.h"
+#include "daemon/core/log.h"
 #include "daemon/dispatch/render.h"
 #include "daemon/dispatch/sms_text.h"
-#include "daemon/core/log.h"
 #include "daemon/metrics/metrics.h"
 
 namespace sirena::api {
@@ -181,6 +182,10 @@ void AlertsApi::submit(const http::Request& req, Res res, const Caller& who) {
   // delivery) count from the POST.
   const int64_t received_ms = clock_.now_ms();
   if (!directory_.loaded()) return reject(res, directory_loading());
+  if (size_t backlog = store_.backlog(); backlog > options_.intake_max_pending)
+    return reject(res, make_error(503, "storage_busy",
+                                  "storage is falling behind (" + std::to_string(backlog) +
+                                      " commands waiting); retry shortly"));
   bool is_xml = false;
   auto parsed = read_alert(req, *who, &is_xml);
   if (!parsed) return reject(res, parsed.error());
@@ -191,16 +196,8 @@ void AlertsApi::submit(const http::Request& req, Res res, const Caller& who) {
   // neighbour's grant use is audited in the neighbour's stream.
   auto resolution = std::make_shared<directory::Resolution>(directory_.resolve(tenant.id, alert));
   int64_t recipients = static_cast<int64_t>(resolution->recipients);
-  std::string initial = alerts::state::kAccepted;
-  if (alert.status == alerts::Status::Draft) {
-    initial = alerts::state::kDraft;  // stored, never dispatched
-  } else if (alert.msg_type != alerts::MsgType::Cancel) {
-    // Cancels never wait for a second person: stopping an alert must not be delayed.
-    const auto& st = tenant.approval.statuses;
-    if (std::find(st.begin(), st.end(), alerts::to_string(alert.status)) != st.end() &&
-        recipients >= tenant.approval.min_recipients)
-      initial = alerts::state::kPendingApproval;
-  }
+  std::string initial =
+      alerts::initial_state(alert, tenant.approval.statuses, tenant.approval.min_recipients, recipients);
 
   auto owned = std::make_shared<alerts::Alert>(std::move(parsed).value());
   alerts::NewAlert n{tenant.id,
@@ -245,6 +242,9 @@ void AlertsApi::submit(const http::Request& req, Res res, const Caller& who) {
                            {"status", alerts::to_string(a.status)},
                            {"msg_type", alerts::to_string(a.msg_type)},
                            {"test", a.status == alerts::Status::Test || a.status == alerts::Status::Exercise}};
+    if (r->state == alerts::state::kRecorded)
+      body["note"] =
+          "CAP System, Ack and Error messages are stored for the record and never sent to citizens";
     if (!r->created) body["duplicate"] = true;
     if (!a.normalisations.empty()) body["normalisations"] = a.normalisations;
     res->send_json(r->created ? 202 : 200, dump(body));
@@ -339,9 +339,20 @@ void AlertsApi::cancel(const http::Request& req, Res res, const Caller& who, con
     auto xml = std::make_shared<std::string>(alerts::write_cancel(spec));
     auto parsed = alerts::parse_cap_xml(*xml);
     if (!parsed) {
+      // The stop must hold all the same, here and for every other daemon and restart.
       metrics_.unexpected("generated_cancel_invalid").Increment();
-      return res->send_error(make_error(500, "internal_error", "generated Cancel failed validation: " +
-                                                                   parsed.error().message));
+      log::error("cancel_without_cap", {{"tenant", tenant}, {"id", id}, {"error", parsed.error().message}});
+      store_.cancel(
+          tenant, id, "cancel:" + key, key, remote, now,
+          [res, id, why = parsed.error().message](Result<std::string> c) {
+            if (!c) return res->send_error(c.error());
+            res->send_json(
+                200, dump({{"id", id},
+                           {"state", *c},
+                           {"warning",
+                            "the alert is cancelled, but no CAP Cancel could be issued for it: " + why}}));
+          });
+      return;
     }
     auto alert = std::make_shared<alerts::Alert>(std::move(parsed).value());
     alerts::NewAlert n{tenant, alert.get(), *xml, "application/cap+xml", key, remote, alerts::state::kAccepted, now, 0};
@@ -361,33 +372,23 @@ namespace sirena::api {
 void AlertsApi::start_dispatch(const std::string& tenant, const std::string& id,
                                std::shared_ptr<const alerts::Alert> alert,
                                std::shared_ptr<const directory::Resolution> resolution) {
+  // Defence in depth: intake stores System, Ack and Error messages as `recorded`, so none
+  // should get here; if one does, it is not sent.
+  if (!alerts::reaches_citizens(alert->status, alert->msg_type)) {
+    metrics_.unexpected("dispatch_not_for_citizens").Increment();
+    log::error("dispatch_refused", {{"tenant", tenant},
+                                    {"id", id},
+                                    {"status", alerts::to_string(alert->status)},
+                                    {"msg_type", alerts::to_string(alert->msg_type)}});
+    return;
+  }
   dispatcher_.plan(tenant, id, *alert, resolution, [this, tenant, id, alert](sirena::Status s) {
     if (!s) {
-      // The alert is durable; resume_unplanned() plans it after the next start-up.
+      // The alert is durable and in its tenant's `unplanned` set: the Replanner plans it.
       metrics_.unexpected("dispatch_plan_failed").Increment();
       log::error("dispatch_plan_failed", {{"tenant", tenant}, {"id", id}, {"error", s.error().message}});
     }
   });
-}
-
-void AlertsApi::resume_unplanned(const std::vector<std::string>& tenants) {
-  for (const auto& tenant : tenants) {
-    store_.list(tenant, "", 500, [this, tenant](Result<alerts::Page> page) {
-      if (!page) return;
-      for (const auto& s : page->items) {
-        if (s.state != alerts::state::kAccepted || s.msg_type == "Cancel") continue;
-        store_.get(tenant, s.id, [this, tenant](Result<std::optional<alerts::StoredAlert>> full) {
-          if (!full || !*full) return;
-          auto parsed = alerts::alert_from_json(nlohmann::json::parse((*full)->parsed, nullptr, false));
-          if (!parsed) return;
-          auto alert = std::make_shared<const alerts::Alert>(std::move(parsed).value());
-          log::warn("dispatch_resumed", {{"tenant", tenant}, {"id", (*full)->id}});
-          start_dispatch(tenant, (*full)->id, alert,
-                         std::make_shared<const directory::Resolution>(directory_.resolve(tenant, *alert)));
-        });
-      }
-    });
-  }
 }
 
 namespace {
@@ -461,7 +462,7 @@ struct EventStream {
 
 bool is_final(const std::string& state) {
   return state == "completed" || state == "cancelled" || state == "expired" || state == "superseded" ||
-         state == "draft";
+         state == "draft" || state == "recorded";
 }
 
 }  // namespace

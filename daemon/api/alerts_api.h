@@ -23,16 +23,15 @@ namespace sirena::api {
 
 struct AlertsApiOptions {
   size_t max_body_bytes = 1 << 20;
+  // Past this many Redis commands waiting (AlertStore::backlog()), intake answers 503 with
+  // Retry-After: it sheds load before Redis or the daemon collapse (redis.intake_max_pending).
+  size_t intake_max_pending = 10000;
 };
 
 class AlertsApi {
  public:
   AlertsApi(alerts::AlertStore& store, directory::Directory& directory, dispatch::Dispatcher& dispatcher,
             const Clock& clock, metrics::Metrics& metrics, AlertsApiOptions options);
-
-  // Plans every accepted alert that has no plan yet (after a crash between the 202 and
-  // the plan). Called once the directory is loaded.
-  void resume_unplanned(const std::vector<std::string>& tenants);
 
   void register_routes(Router& router);
 

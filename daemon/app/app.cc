@@ -9,18 +9,19 @@
 #include "daemon/api/alerts_api.h"
 #include "daemon/api/directory_api.h"
 #include "daemon/api/dlr_api.h"
-#include "daemon/directory/directory.h"
-#include "daemon/dispatch/dispatcher.h"
-#include "gateways/apns/apns.h"
-#include "gateways/fcm/fcm.h"
-#include "gateways/sms/sms_gateway.h"
 #include "daemon/api/router.h"
 #include "daemon/core/log.h"
+#include "daemon/directory/directory.h"
+#include "daemon/dispatch/dispatcher.h"
+#include "daemon/dispatch/replanner.h"
 #include "daemon/http/server.h"
 #include "daemon/metrics/metrics.h"
 #include "daemon/store/managed_redis.h"
 #include "daemon/store/redis.h"
 #include "daemon/tenants/tenants.h"
+#include "gateways/apns/apns.h"
+#include "gateways/fcm/fcm.h"
+#include "gateways/sms/sms_gateway.h"
 
 namespace sirena::app {
 namespace {
@@ -70,6 +71,7 @@ struct App::Impl {
   std::unique_ptr<alerts::AlertStore> alert_store;
   std::unique_ptr<directory::Directory> directory;
   std::unique_ptr<dispatch::Dispatcher> dispatcher;
+  std::unique_ptr<dispatch::Replanner> replanner;
   bool directory_loading = false;
   std::shared_ptr<const tenants::Tenants> tenants;
   std::unique_ptr<api::Router> router;
@@ -110,11 +112,13 @@ Status App::start() {
   if (!target) return std::move(target).take_error();
   i.redis = std::make_unique<store::Redis>(i.loop, i.clock, i.metrics, *target);
   i.redis->set_command_timeout(i.cfg.redis.command_timeout_ms);
+  i.redis->set_max_pending(static_cast<size_t>(i.cfg.redis.max_pending));
   i.alert_store = std::make_unique<alerts::AlertStore>(*i.redis);
   std::vector<store::Redis*> writer_ptrs;
   for (int w = 0; w < kIntakeConnections; ++w) {
     i.writers.push_back(std::make_unique<store::Redis>(i.loop, i.clock, i.metrics, *target));
     i.writers.back()->set_command_timeout(i.cfg.redis.command_timeout_ms);
+    i.writers.back()->set_max_pending(static_cast<size_t>(i.cfg.redis.max_pending));
     i.writers.back()->start();
     writer_ptrs.push_back(i.writers.back().get());
   }
@@ -147,6 +151,8 @@ Status App::start() {
   i.dispatcher = std::make_unique<dispatch::Dispatcher>(i.loop, *i.redis, *i.directory, i.clock, i.metrics, dc);
   i.dispatcher->set_policies(dispatch_policies(i.cfg));
   if (auto s = add_gateways(); !s) return s;
+  i.replanner = std::make_unique<dispatch::Replanner>(i.loop, *i.redis, *i.alert_store, *i.directory,
+                                                      *i.dispatcher, i.clock, i.metrics);
 
   api::RateLimits limits;
   limits.per_key = {i.cfg.http.key_rate, i.cfg.http.key_burst};
@@ -154,6 +160,7 @@ Status App::start() {
   i.router = std::make_unique<api::Router>([this] { return impl_->tenants; }, i.clock, i.metrics, limits);
   api::AlertsApiOptions opts;
   opts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
+  opts.intake_max_pending = static_cast<size_t>(i.cfg.redis.intake_max_pending);
   i.alerts_api =
       std::make_unique<api::AlertsApi>(*i.alert_store, *i.directory, *i.dispatcher, i.clock, i.metrics, opts);
   i.alerts_api->register_routes(*i.router);
@@ -307,7 +314,7 @@ void App::load_directory() {
     m.dispatcher->start();
     std::vector<std::string> ids;
     for (const auto& [id, _] : m.cfg.tenants) ids.push_back(id);
-    m.alerts_api->resume_unplanned(ids);
+    m.replanner->start(std::move(ids));
   });
 }
 
@@ -328,6 +335,9 @@ void App::reload() {
   i.cfg.tenants = fresh->tenants;
   i.cfg.gateways = fresh->gateways;
   i.dispatcher->set_policies(dispatch_policies(*fresh));
+  std::vector<std::string> ids;
+  for (const auto& [id, _] : fresh->tenants) ids.push_back(id);
+  i.replanner->set_tenants(std::move(ids));
   i.tenants = std::make_shared<tenants::Tenants>(fresh->tenants);
   warn_about_open_senders(*fresh);
   log::info("config_reloaded", {{"config", i.cfg.path}, {"tenants", fresh->tenants.size()}});
@@ -356,6 +366,7 @@ void App::shutdown() {
     for (uv_signal_t* s : {me.sig_term, me.sig_int, me.sig_hup}) close_and_delete(s);
     close_and_delete(me.lag_timer);
     close_and_delete(me.load_retry_timer);
+    me.replanner->stop();
     // Dispatch stops claiming; what is in flight finishes or stays pending for the restart.
     me.dispatcher->stop([app] {
       Impl& me2 = *app->impl_;

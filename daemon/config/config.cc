@@ -19,7 +19,7 @@ log: {level: info}
 http: {listen: "127.0.0.1:8080", max_body_bytes: 1048576, tls: {cert: "", key: ""},
        limits: {key_rate: 1000, key_burst: 2000, address_rate: 2000, address_burst: 4000, max_concurrent_streams: 100,
                 max_resets_per_connection: 1000}}
-redis: {url: managed, command_timeout_ms: 10000, managed: {binary: redis-server, dir: var/redis, appendfsync: always}}
+redis: {url: managed, command_timeout_ms: 10000, max_pending: 100000, intake_max_pending: 10000, managed: {binary: redis-server, dir: var/redis, appendfsync: always}}
 directory: {zones_dir: zones, import_max_bytes: 67108864, max_zone_points: 10000}
 dispatch: {consumer: "", batch_size: 1000, max_batches: 64, max_attempts: 8, max_unconfirmed: 10000}
 )";
@@ -246,11 +246,20 @@ Result<Tenant> decode_tenant(const Ctx& ctx, const std::string& id, const YAML::
   if (n["approval"]) {
     const auto& a = n["approval"];
     TRY(check_keys(ctx, a, p + ".approval", {"statuses", "min_recipients"}));
-    TRY_ASSIGN(t.approval.statuses, get_string_list(ctx, a["statuses"], p + ".approval.statuses"));
-    for (const auto& s : t.approval.statuses) {
-      static const std::set<std::string> kStatuses{"Actual", "Exercise", "System", "Test", "Draft"};
-      if (!kStatuses.count(s))
-        return config_error(ctx, a["statuses"], p + ".approval.statuses", "unknown CAP status \"" + s + "\"");
+    if (a["statuses"]) {
+      TRY_ASSIGN(t.approval.statuses, get_string_list(ctx, a["statuses"], p + ".approval.statuses"));
+      for (const auto& s : t.approval.statuses) {
+        // System and Draft messages never reach citizens, so they have nothing to approve.
+        static const std::set<std::string> kStatuses{"Actual", "Exercise", "Test"};
+        if (!kStatuses.count(s))
+          return config_error(ctx, a["statuses"], p + ".approval.statuses",
+                              "\"" + s + "\" is not a status sent to citizens (Actual, Exercise, Test)");
+      }
+      if (std::find(t.approval.statuses.begin(), t.approval.statuses.end(), "Actual") ==
+          t.approval.statuses.end())
+        return config_error(ctx, a["statuses"], p + ".approval.statuses",
+                            "Actual alerts always fall under the approval policy: list Actual (raise "
+                            "min_recipients to let smaller alerts go without a second person)");
     }
     if (a["min_recipients"])
       TRY_ASSIGN(t.approval.min_recipients,
@@ -339,7 +348,11 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
                      1'000'000'000));
 
   const auto redis = root["redis"];
-  TRY(check_keys(ctx, redis, "redis", {"url", "command_timeout_ms", "managed"}));
+  TRY(check_keys(ctx, redis, "redis",
+                 {"url", "command_timeout_ms", "max_pending", "intake_max_pending", "managed"}));
+  TRY_ASSIGN(c.redis.max_pending, get_int(ctx, redis["max_pending"], "redis.max_pending", 1000, 100'000'000));
+  TRY_ASSIGN(c.redis.intake_max_pending,
+             get_int(ctx, redis["intake_max_pending"], "redis.intake_max_pending", 100, c.redis.max_pending));
   TRY_ASSIGN(c.redis.command_timeout_ms,
              get_int(ctx, redis["command_timeout_ms"], "redis.command_timeout_ms", 100, 600000));
   TRY_ASSIGN(c.redis.url, get_string(ctx, redis["url"], "redis.url"));

@@ -27,8 +27,10 @@ struct ApiKey {
 
 struct ApprovalPolicy {
   // Alerts whose CAP status is listed need a second person (an approver key other
-  // than the submitter's) when they reach at least `min_recipients` citizens.
-  std::vector<std::string> statuses;
+  // than the submitter's) when they reach at least `min_recipients` citizens. Fails
+  // closed: without an `approval` block every Actual alert needs one, and a list
+  // without Actual is refused.
+  std::vector<std::string> statuses{"Actual"};
   int64_t min_recipients = 0;
 };
 
@@ -80,6 +82,8 @@ struct RedisConfig {
   std::string managed_binary = "redis-server";
   std::string managed_dir = "var/redis";
   int64_t command_timeout_ms = 10000;  // a command unanswered this long drops the connection
+  int64_t max_pending = 100000;  // commands waiting for replies, per connection (Redis::set_max_pending)
+  int64_t intake_max_pending = 10000;  // alert intake answers 503 + Retry-After past this many
   std::string managed_appendfsync = "always";
 };
 

@@ -12,6 +12,7 @@
 #include <unordered_set>
 
 #include "daemon/alerts/alert_json.h"
+#include "daemon/core/ids.h"
 #include "daemon/core/log.h"
 #include "daemon/core/turn_hook.h"
 #include "daemon/dispatch/flow.h"
@@ -27,6 +28,9 @@ constexpr const char* kGroup = "sirenad";
 // Batches written by one plan call after the second: a 1M-recipient plan is 17 calls, with
 // the fan-out's own loads and write-backs served in between.
 constexpr size_t kPlanChunk = 64;
+// How often the state of the alerts with batches here is read (the backstop for stops
+// made through another daemon).
+constexpr int64_t kStateCheckMs = 250;
 // The call right after the first batch writes fewer: its texts are printed in the loop
 // turn that handles the first batch's replies, ahead of its loading and first requests.
 constexpr size_t kPlanSecondChunk = 4;
@@ -133,9 +137,14 @@ local base = 0
 if first == 0 then
   if redis.call('EXISTS', plan) == 1 then
     local w = redis.call('HMGET', plan, 'writing', 'writing_ms', 'next')
-    if not w[1] then return {-1} end
+    if not w[1] then
+      redis.call('ZREM', p .. 'unplanned', id)
+      return {-1}
+    end
     if w[1] ~= consumer and tonumber(ARGV[9]) - tonumber(w[2]) < 60000 then return {-1} end
-    base = tonumber(w[3])
+    -- No `next`: the call that began it failed before queueing any batch (a Lua error
+    -- keeps the writes made before it), so nothing was sent and it starts again at 0.
+    base = tonumber(w[3] or '0')
     local acc, deliv = p .. 'acc:' .. id, p .. 'deliv:' .. id
     local recs = redis.call('HGETALL', acc)
     for k = 1, #recs, 2 do
@@ -172,6 +181,7 @@ end
 redis.call('HSET', plan, 'next', b)
 if ARGV[11] == '1' then
   redis.call('HDEL', plan, 'writing', 'writing_ms', 'base')
+  redis.call('ZREM', p .. 'unplanned', id)
   local k = p .. 'alert:' .. id
   if redis.call('HGET', k, 'state') == 'accepted' then
     redis.call('HSET', k, 'state', base + n == 0 and 'completed' or 'dispatching')
@@ -202,15 +212,17 @@ end
 return {text, out}
 )LUA";
 
-// KEYS[1] alert tenant prefix. ARGV: 1 alert id, 2 now_ms, then counted lists: delivery
+// KEYS[1] alert tenant prefix. ARGV: 1 alert id, 2 now_ms, 3 the call's token, then counted lists: delivery
 // field/value pairs, batch/first-attempt record pairs (appended to the batch's record),
 // progress field/increment pairs, stream/entry pairs of finished batches, and SMS deliv
 // fields just accepted. One script, so outcomes, counters and acknowledgements land together
 // (a batch is never acknowledged without its outcomes, nor counted twice: XACK answers 1
-// only for an entry still pending).
+// only for an entry still pending). A call whose reply was lost is sent again as it was:
+// its token (kept 10 minutes) makes the second one a no-op, so no progress counts twice.
 constexpr const char* kFlushScript = R"LUA(
 local p, id = KEYS[1], ARGV[1]
-local i = 3
+if not redis.call('SET', p .. 'flush:' .. ARGV[3], '1', 'NX', 'EX', 600) then return 0 end
+local i = 4
 local nd = tonumber(ARGV[i]); i = i + 1
 local deliv = p .. 'deliv:' .. id
 for s = i, i + nd - 1, 2000 do
@@ -406,6 +418,7 @@ struct Dispatcher::Impl {
     int64_t received_ms = 0;
     int64_t expires_ms = 0;
     bool cancelled = false;
+    bool state_check_pending = false;  // at most one state read in flight per alert
     bool first_accepted = false;
     int64_t last_used_ms = 0;
     // What its messages say, per recipient language: built for the first message.
@@ -461,6 +474,12 @@ struct Dispatcher::Impl {
     uint32_t pos = 0;
     Channel channel;
     std::string_view state;  // a literal
+  };
+  struct FlushCall {  // one alert's write-back (kFlushScript), kept until Redis took it
+    std::string prefix;
+    std::vector<std::string> args;
+    size_t n = 0;                      // outcomes
+    std::vector<std::string> entries;  // the stream entries it acknowledges
   };
   struct Claimed {  // a stream entry of this consumer, waiting to be loaded
     std::string entry, tenant, alert, batch;
@@ -524,12 +543,17 @@ struct Dispatcher::Impl {
   uv_timer_t* retry_timer = nullptr;
   uv_timer_t* pump_timer = nullptr;
   uv_idle_t* pump_idle = nullptr;  // the rest of a burst, on the next loop turn
-  size_t unconfirmed = 0;  // outcomes sent to Redis, reply not yet seen
+  size_t unconfirmed = 0;          // outcomes sent to Redis, reply not yet seen (or failed, to be sent again)
+  std::vector<std::shared_ptr<FlushCall>> failed_flushes;
+  std::unordered_set<std::string> acks_unconfirmed;       // entries of the calls not yet taken
+  uint64_t flushes = 0;                                   // write-back calls made (their tokens)
+  const std::string boot_id = make_ulid(clock.now_ms());  // tokens of this process's calls
   bool claiming = false;
   bool claim_again = false;  // asked for while claiming: another pass follows
   bool started = false;
   bool stopping = false;
   int64_t last_reclaim_ms = 0;
+  int64_t last_state_check_ms = 0;
   // Delivery reports waiting for their kDlrScript call: the next one starts at the end of
   // the loop turn when none is under way, else when the one under way is answered (or at
   // kMaxReports). Each report is answered from its call's reply, so after the fsync.
@@ -674,7 +698,9 @@ struct Dispatcher::Impl {
     for (const auto& q : claimed)
       for (const auto& c : q)
         if (c.entry == entry) return true;
-    return false;
+    // Done here, its acknowledgement not yet confirmed by Redis (a write-back under way or
+    // to be sent again): read again, it would send what only that write-back records.
+    return acks_unconfirmed.count(entry) > 0;
   }
 
   // Starts loading claimed batches, most urgent first, up to kMaxLoading at once.
@@ -1120,6 +1146,9 @@ struct Dispatcher::Impl {
     // written at the end of the loop turn, so the first requests need not wait for the
     // whole burst to be rendered.
     size_t budget = g.in_flight == 0 ? kFirstBurst : kBurst;
+    // A gateway that groups messages into requests gets whole batches per turn: a slice
+    // that cut one would make a request of its own.
+    if (size_t batch = g.bucket->batch(); batch > 1) budget = batch * std::max<size_t>(1, kBurst / batch);
     const int64_t now_ms = clock.now_ms();  // a burst takes microseconds
     while (g.gw->capacity() > 0) {
       if (budget-- == 0) {
@@ -1154,9 +1183,10 @@ struct Dispatcher::Impl {
         arm_pump(200);
         break;
       }
-      if (!g.bucket->take()) {
+      // A batching gateway is released a whole batch at once (the rate stays per message).
+      if (!g.bucket->take(g.queued + 1)) {
         push_front(g, m);
-        arm_pump(g.bucket->wait_ms());
+        arm_pump(g.bucket->wait_ms(g.queued));
         break;
       }
       send(g, m);
@@ -1234,6 +1264,10 @@ struct Dispatcher::Impl {
       case Outcome::Permanent:
         g.breaker->on_success();
         finish(m, "failed", r.reason);
+        break;
+      case Outcome::Cancelled:  // dropped by Gateway::cancel() before it was sent (sweep())
+        --m->m.attempt;         // not an attempt: nothing left
+        finish(m, "cancelled", "");
         break;
       case Outcome::Retry:
         g.breaker->on_failure();
@@ -1424,13 +1458,41 @@ struct Dispatcher::Impl {
                    static_cast<uint64_t>(cfg.flush_ms), 0);
   }
 
+  // One write-back call: its outcomes count in `unconfirmed` until Redis has answered it.
+  // A call that fails is sent again, the same (its token makes a repeat harmless), until
+  // Redis takes it: dropping it would drop its outcomes and free its share of the budget,
+  // so that a Redis restart or stall let sending run on with nothing recorded, and every
+  // such message went again after the batches were re-read.
+  void send_flush(std::shared_ptr<FlushCall> call) {
+    std::vector<std::string_view> argv(call->args.begin(), call->args.end());
+    std::string_view pfx = call->prefix;
+    redis.eval(script(kFlushScript), {pfx}, argv, [this, call](const redisReply* r, const Error* e) {
+      if (e || (r && r->type == REDIS_REPLY_ERROR)) {
+        metrics.unexpected("dispatch_flush_failed").Increment();
+        if (stopping) return;  // its batches stay pending: re-read at the restart
+        failed_flushes.push_back(call);
+        uv_timer_start(
+            flush_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); }, 100, 0);
+        return;
+      }
+      unconfirmed -= call->n;
+      for (const auto& entry : call->entries) acks_unconfirmed.erase(entry);
+      pump_all();
+    });
+  }
+
+  std::string flush_token() { return boot_id + ":" + std::to_string(++flushes); }
+
   // Writes outcomes and acknowledges the batches they completed, one script per alert.
   void flush() {
     if (!redis.connected()) {
       // Keep everything; try again shortly. Nothing is acked meanwhile.
-      uv_timer_start(flush_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); }, 100, 0);
+      if (!stopping)
+        uv_timer_start(
+            flush_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); }, 100, 0);
       return;
     }
+    for (auto& call : std::exchange(failed_flushes, {})) send_flush(std::move(call));
     struct Work {
       std::vector<std::string> deliv;
       std::map<int64_t, std::vector<std::pair<Channel, uint32_t>>> accepted;  // by batch
@@ -1465,7 +1527,11 @@ struct Dispatcher::Impl {
     }
     std::string now = std::to_string(clock.now_ms());
     for (auto& [a, w] : by_alert) {
-      std::vector<std::string> args{a->id, now, std::to_string(w.deliv.size())};
+      auto call = std::make_shared<FlushCall>();
+      call->prefix = prefix(a->tenant);
+      call->n = w.n;
+      std::vector<std::string>& args = call->args;
+      args = {a->id, now, flush_token(), std::to_string(w.deliv.size())};
       args.reserve(w.deliv.size() + w.acks.size() + w.sms_accepted.size() + 32);
       args.insert(args.end(), std::make_move_iterator(w.deliv.begin()), std::make_move_iterator(w.deliv.end()));
       args.push_back(std::to_string(w.accepted.size() * 2));
@@ -1480,18 +1546,14 @@ struct Dispatcher::Impl {
       }
       args.push_back(std::to_string(w.acks.size()));
       args.insert(args.end(), w.acks.begin(), w.acks.end());
+      for (size_t k = 1; k < w.acks.size(); k += 2) {
+        call->entries.push_back(w.acks[k]);
+        acks_unconfirmed.insert(w.acks[k]);
+      }
       args.push_back(std::to_string(w.sms_accepted.size()));
       args.insert(args.end(), w.sms_accepted.begin(), w.sms_accepted.end());
-      std::vector<std::string_view> argv(args.begin(), args.end());
-      // On failure the outcomes are lost and the batches stay pending: they are re-read
-      // (after a restart or a reclaim) and only messages without a final outcome resent.
-      size_t n = w.n;
-      unconfirmed += n;
-      redis.eval(script(kFlushScript), {prefix(a->tenant)}, argv, [this, n](const redisReply* r, const Error* e) {
-        if (e || (r && r->type == REDIS_REPLY_ERROR)) metrics.unexpected("dispatch_flush_failed").Increment();
-        unconfirmed -= n;
-        pump_all();
-      });
+      unconfirmed += call->n;
+      send_flush(std::move(call));
     }
     for (auto [b, empty] : done) {
       (void)empty;
@@ -1504,24 +1566,34 @@ struct Dispatcher::Impl {
   void poll() {
     if (stopping) return;
     int64_t now = clock.now_ms();
-    // Refresh the state of alerts in work: another daemon (or a CAP Cancel) may have
-    // stopped them. Forget alerts idle for a minute.
+    // Forget alerts idle for a minute.
     std::erase_if(own_plans, [now](const auto& kv) { return now - kv.second.last_used_ms > 60'000; });
-    for (auto it = alerts.begin(); it != alerts.end();) {
-      auto a = it->second;
-      if (now - a->last_used_ms > 60'000 && a.use_count() == 1) {
-        it = alerts.erase(it);
-        continue;
+    std::erase_if(alerts, [now](const auto& kv) {
+      return now - kv.second->last_used_ms > 60'000 && kv.second.use_count() == 1;
+    });
+    // A cancel or an Update through this daemon stops its sends at once (cancel()); one
+    // through another daemon is seen here, the backstop: the state of each alert that has
+    // batches in work here, read every kStateCheckMs, one read per alert at a time. So the
+    // reads are bounded by the work window (max_batches), not by the alerts seen lately:
+    // polling all of those flooded Redis after a burst of small alerts.
+    if (now - last_state_check_ms >= kStateCheckMs) {
+      last_state_check_ms = now;
+      for (const auto& b : batches) {
+        Active* a = b->alert.get();
+        if (!a || a->cancelled || a->state_check_pending) continue;
+        a->state_check_pending = true;
+        redis.command({"HGET", prefix(a->tenant) + "alert:" + a->id, "state"},
+                      [this, a = b->alert](const redisReply* r, const Error* e) {
+                        a->state_check_pending = false;
+                        if (e) return;
+                        std::string st = store::reply_string(r);
+                        if (!st.empty() && st != "dispatching" && st != "accepted" && st != "completed" &&
+                            !a->cancelled) {
+                          a->cancelled = true;
+                          sweep(a->id);
+                        }
+                      });
       }
-      redis.command({"HGET", prefix(a->tenant) + "alert:" + a->id, "state"}, [this, a](const redisReply* r, const Error* e) {
-        if (e) return;
-        std::string st = store::reply_string(r);
-        if (!st.empty() && st != "dispatching" && st != "accepted" && st != "completed" && !a->cancelled) {
-          a->cancelled = true;
-          sweep(a->id);
-        }
-      });
-      ++it;
     }
     // Take over batches another (dead) consumer left pending for too long.
     if (now - last_reclaim_ms > cfg.reclaim_idle_ms / 2) {
@@ -1574,6 +1646,23 @@ struct Dispatcher::Impl {
       m->held = false;
       finish(m, "cancelled", "");
     }
+    // Retries waiting for their backoff would otherwise stay pending until due.
+    std::vector<Retry> keep;
+    std::vector<Msg*> dropped;
+    for (; !retries.empty(); retries.pop()) {
+      if (retries.top().msg->batch->alert->id == alert_id)
+        dropped.push_back(retries.top().msg);
+      else
+        keep.push_back(retries.top());
+    }
+    retries = decltype(retries)(std::greater<>(), std::move(keep));
+    for (Msg* m : dropped) finish(m, "cancelled", "");
+    metrics.retry_queue_depth().Set(static_cast<double>(retries.size()));
+    // Last, with the alert's queues empty: what the gateways and their HTTP clients hold
+    // and have not started (answered Outcome::Cancelled through send()'s callback, which
+    // pumps other alerts' messages into the room made).
+    for (auto& g : gateways)
+      if (g.gw) g.gw->cancel(alert_id);
   }
 
   // ---- listing deliveries ------------------------------------------------------------
@@ -1682,6 +1771,7 @@ void Dispatcher::add_gateway(std::unique_ptr<Gateway> gateway, double rate_per_s
   slot.breaker = std::make_unique<CircuitBreaker>(impl_->clock);
   // A one-second burst: smooth enough to stay under a per-minute quota without 429 storms.
   slot.bucket = std::make_unique<TokenBucket>(impl_->clock, rate_per_s, std::max(1.0, rate_per_s));
+  slot.bucket->set_batch(gateway->batch_size());
   slot.queue_depth = &impl_->metrics.gateway_queue_depth(gateway->name());
   slot.bucket_tokens = &impl_->metrics.gateway_bucket_tokens(gateway->name());
   slot.circuit = &impl_->metrics.circuit_state(gateway->name());

@@ -1,6 +1,7 @@
 #include "daemon/dispatch/flow.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace sirena::dispatch {
 
@@ -22,19 +23,32 @@ void TokenBucket::refill() const {
   last_ns_ = now;
 }
 
-bool TokenBucket::take() {
+double TokenBucket::need(size_t waiting) const {
+  size_t n = std::min(batch_, std::max<size_t>(waiting, 1));
+  // A batch bigger than the burst would never be whole: the burst is the most at once.
+  return std::max(1.0, std::min(static_cast<double>(n), std::floor(burst_)));
+}
+
+bool TokenBucket::take(size_t waiting) {
   if (rate_ <= 0) return true;  // unlimited
+  if (credit_ > 0) {
+    --credit_;
+    return true;
+  }
   refill();
-  if (tokens_ < 1) return false;
-  tokens_ -= 1;
+  double n = need(waiting);
+  if (tokens_ < n) return false;
+  tokens_ -= n;
+  credit_ = static_cast<size_t>(n) - 1;
   return true;
 }
 
-int64_t TokenBucket::wait_ms() const {
-  if (rate_ <= 0) return 0;
+int64_t TokenBucket::wait_ms(size_t waiting) const {
+  if (rate_ <= 0 || credit_ > 0) return 0;
   refill();
-  if (tokens_ >= 1) return 0;
-  return std::max<int64_t>(1, static_cast<int64_t>((1 - tokens_) * 1000 / rate_) + 1);
+  double n = need(waiting);
+  if (tokens_ >= n) return 0;
+  return std::max<int64_t>(1, static_cast<int64_t>((n - tokens_) * 1000 / rate_) + 1);
 }
 
 double TokenBucket::fill() const {

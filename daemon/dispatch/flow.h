@@ -2,6 +2,7 @@
 // retry backoff, a token bucket rate limit, a circuit breaker and a fair queue.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -26,22 +27,36 @@ class Backoff {
   std::mt19937_64 rng_;
 };
 
-// A token bucket: `rate` tokens per second, at most `burst` saved up.
+// A token bucket: `rate` tokens per second, at most `burst` saved up. A token is one message.
+//
+// Batches: a gateway that sends up to `batch` messages in one request (SMS: the numbers of
+// one Kannel sendsms) needs them handed over together, or a bucket refilled every few
+// milliseconds releases one or two at a time, a request each. With set_batch(n > 1) the
+// bucket releases whole batches: take(waiting) succeeds only once it holds tokens for
+// min(batch, waiting, burst) messages, takes them all, and the next messages of that batch
+// spend the credit left. The rate stays per message.
 class TokenBucket {
  public:
   TokenBucket(const Clock& clock, double rate_per_s, double burst);
-  // Takes one token if available.
-  bool take();
-  // Milliseconds until a token is available (0 if one is).
-  int64_t wait_ms() const;
-  double fill() const;  // tokens available now
+  // Takes the token of one message, if available. `waiting`: the messages ready to go,
+  // this one included (a batch is never waited for beyond them).
+  bool take(size_t waiting = 1);
+  // Milliseconds until take(waiting) can succeed (0 if it can now).
+  int64_t wait_ms(size_t waiting = 1) const;
+  double fill() const;  // tokens available now (not counting a batch's credit)
   void set_rate(double rate_per_s, double burst);
+  void set_batch(size_t batch) { batch_ = batch == 0 ? 1 : batch; }
+  size_t batch() const { return batch_; }
 
  private:
   void refill() const;
+  // Tokens the next take(waiting) needs at once.
+  double need(size_t waiting) const;
   const Clock& clock_;
   double rate_;
   double burst_;
+  size_t batch_ = 1;
+  size_t credit_ = 0;  // tokens taken for the rest of the batch under way
   mutable double tokens_;
   mutable int64_t last_ns_;
 };

@@ -41,10 +41,11 @@ struct Message {
 };
 
 enum class Outcome {
-  Accepted,   // the gateway took it
-  Retry,      // transient: try again (after retry_after_ms if set)
-  Permanent,  // will never succeed (bad token, bad number): do not retry
+  Accepted,      // the gateway took it
+  Retry,         // transient: try again (after retry_after_ms if set)
+  Permanent,     // will never succeed (bad token, bad number): do not retry
   Unregistered,  // the token/number is gone: prune it and do not retry
+  Cancelled,     // dropped by cancel() before its request started: nothing was sent
 };
 
 struct SendResult {
@@ -63,6 +64,15 @@ class Gateway {
   virtual void send(const Message& m, std::function<void(const SendResult&)> done) = 0;
   // Messages the gateway can take now without queueing (for flow control).
   virtual size_t capacity() const = 0;
+  // The alert is cancelled: drops its messages whose request has not started yet (waiting
+  // in the gateway or in its HTTP client's queue). Each one's `done` runs with
+  // Outcome::Cancelled, possibly before cancel() returns; requests on the wire finish as
+  // they would have.
+  virtual void cancel(const std::string& /*alert_id*/) {}
+  // Messages it sends in one request when they go together (SMS: numbers sharing a text in
+  // one sendsms). A rate limit then releases this many at once, not a trickle that would
+  // make a request of each.
+  virtual size_t batch_size() const { return 1; }
   // > 0: an acceptance is only final once the provider reports the message (an SMS
   // delivery report, via Dispatcher::delivery_report); without a report within this many
   // milliseconds it is sent again. A Kannel bearerbox that crashes loses what it queued.

@@ -289,12 +289,23 @@ void Redis::finish_stop() {
   });
 }
 
-void Redis::command(const std::vector<std::string_view>& argv, Callback cb) {
+bool Redis::refuse(const Callback& cb) {
   if (state_ != State::Connected || !ctx_) {
     Error e = unavailable("not connected");
     cb(nullptr, &e);
-    return;
+    return true;
   }
+  if (max_pending_ && inflight_.size() >= max_pending_) {
+    metrics_.unexpected("redis_pending_limit").Increment();
+    Error e = unavailable(std::to_string(inflight_.size()) + " commands wait for Redis");
+    cb(nullptr, &e);
+    return true;
+  }
+  return false;
+}
+
+void Redis::command(const std::vector<std::string_view>& argv, Callback cb) {
+  if (refuse(cb)) return;
   send(argv, new Pending{this, std::move(cb), clock_.mono_ns()});
 }
 
@@ -318,11 +329,7 @@ void Redis::send(const std::vector<std::string_view>& argv, Pending* p) {
 }
 
 void Redis::send_formatted(std::string_view cmd, Callback cb) {
-  if (state_ != State::Connected || !ctx_) {
-    Error e = unavailable("not connected");
-    cb(nullptr, &e);
-    return;
-  }
+  if (refuse(cb)) return;
   auto* p = new Pending{this, std::move(cb), clock_.mono_ns()};
   if (redisAsyncFormattedCommand(ctx_, &Redis::on_reply, p, cmd.data(), cmd.size()) != REDIS_OK) {
     Error e = unavailable("command not sent");

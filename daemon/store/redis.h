@@ -58,6 +58,12 @@ class Redis {
   Redis& operator=(const Redis&) = delete;
 
   void set_command_timeout(int64_t ms) { timeout_ms_ = ms; }  // before start()
+  // At most `n` commands wait for their replies (0: no bound). Past it a command fails at
+  // once with the same 503-class error as on a lost connection, so a Redis that falls
+  // behind costs bounded memory and callers answer "retry later" instead of piling up.
+  void set_max_pending(size_t n) { max_pending_ = n; }
+  // Commands sent and not yet answered.
+  size_t pending() const { return inflight_.size(); }
   void start();
   void stop(std::function<void()> done);
   bool connected() const { return state_ == State::Connected; }
@@ -79,6 +85,7 @@ class Redis {
   void schedule_reconnect();
   void finish_stop();
   void set_state(State s);
+  bool refuse(const Callback& cb);  // not connected, or too much pending: fails `cb`
   void send(const std::vector<std::string_view>& argv, Pending* p);
   void send_formatted(std::string_view cmd, Callback cb);  // a command already in RESP form
   static void on_connect(const redisAsyncContext* ac, int status);
@@ -97,6 +104,7 @@ class Redis {
   uv_timer_t* timer_ = nullptr;     // reconnects; freed in its close callback
   uv_timer_t* watchdog_ = nullptr;  // command timeouts; freed in its close callback
   int64_t timeout_ms_ = 10000;
+  size_t max_pending_ = 0;
   std::deque<Pending*> inflight_;   // sent, in order (replies come in order)
   int64_t backoff_ms_ = 0;
   std::function<void(bool)> on_state_;

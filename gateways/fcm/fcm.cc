@@ -164,6 +164,19 @@ bool FcmGateway::ready(const dispatch::Message& m, Done& done) {
   return false;
 }
 
+std::vector<push::PushGateway::Done> FcmGateway::drop_held(const std::string& alert_id) {
+  std::vector<Done> out;
+  std::deque<std::pair<dispatch::Message, Done>> keep;
+  for (auto& [m, done] : waiting_) {
+    if (m.content->alert_id == alert_id)
+      out.push_back(std::move(done));
+    else
+      keep.emplace_back(std::move(m), std::move(done));
+  }
+  waiting_.swap(keep);
+  return out;
+}
+
 http2::Request FcmGateway::build(const dispatch::Message& m) {
   const dispatch::Content& c = *m.content;
   int64_t ttl = fcm_ttl_s(c, clock_.now_ms());

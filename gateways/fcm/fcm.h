@@ -46,6 +46,8 @@ class FcmGateway : public push::PushGateway {
 
  protected:
   bool ready(const dispatch::Message& m, Done& done) override;
+  size_t held() const override { return waiting_.size(); }
+  std::vector<Done> drop_held(const std::string& alert_id) override;
   http2::Request build(const dispatch::Message& m) override;
   dispatch::SendResult classify(const http2::Response& r) override;
 

@@ -36,6 +36,8 @@ const char* to_string(Failure f) {
       return "connect";
     case Failure::Closed:
       return "closed";
+    case Failure::Cancelled:
+      return "cancelled";
   }
   return "?";
 }
@@ -177,6 +179,23 @@ struct Pool::Impl final : ConnectionOwner {
     }
     queue_.push_back(Pending{std::move(request), std::move(callback), now});
     if (queue_.size() == 1) rearm();
+  }
+
+  size_t cancel(std::string_view tag) {
+    std::vector<Pending> dropped;
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      if (it->request.tag == tag) {
+        dropped.push_back(std::move(*it));
+        it = queue_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (dropped.empty()) return 0;
+    rearm();  // the head of the queue may have changed
+    // Answered once the queue is consistent again: a callback may submit or cancel more.
+    for (Pending& p : dropped) p.callback(nullptr, Failure::Cancelled, "cancelled before it started");
+    return dropped.size();
   }
 
   PoolStats stats() const {
@@ -533,6 +552,9 @@ Status Pool::start() {
 }
 void Pool::submit(Request request, Callback callback) {
   impl_->submit(std::move(request), std::move(callback));
+}
+size_t Pool::cancel(std::string_view tag) {
+  return impl_->cancel(tag);
 }
 PoolStats Pool::stats() const {
   return impl_->stats();

@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "daemon/core/clock.h"
@@ -50,6 +51,7 @@ struct Request {
   std::string body;
   std::shared_ptr<const SharedPart> shared;  // its headers follow `headers`; its body is sent when `body` is empty
   std::chrono::milliseconds timeout{10000};
+  std::string tag;  // the owner's label (an alert id): Pool::cancel() drops queued requests by it
 
   const std::string& payload() const { return body.empty() && shared ? shared->body : body; }
 };
@@ -68,6 +70,7 @@ enum class Failure {
   Timeout,  // no response within Request::timeout
   Connect,  // could not connect / TLS handshake failed (the pool keeps retrying)
   Closed,   // the pool was closed
+  Cancelled,  // dropped by Pool::cancel() before it started: nothing was sent
 };
 const char* to_string(Failure f);
 
@@ -102,6 +105,10 @@ class Pool {
   // Checks the URL and starts connecting. 
   Status start();
   void submit(Request request, Callback callback);
+  // Drops the queued requests (not yet started on a connection) whose tag is `tag`: each
+  // callback runs with Failure::Cancelled before cancel() returns. Started streams run to
+  // their end. Returns how many were dropped.
+  size_t cancel(std::string_view tag);
   PoolStats stats() const;
   void close(std::function<void()> done);
 

@@ -20,13 +20,18 @@ Status PushGateway::start() { return pool_->start(); }
 void PushGateway::send(const dispatch::Message& m, Done done) {
   if (!ready(m, done)) return;
   ++in_flight_;
-  pool_->submit(build(m), [this, done = std::move(done)](const http2::Response* resp, http2::Failure f,
-                                                         const std::string& detail) {
+  http2::Request req = build(m);
+  req.tag = m.content->alert_id;  // for cancel()
+  pool_->submit(std::move(req), [this, done = std::move(done)](const http2::Response* resp, http2::Failure f,
+                                                               const std::string& detail) {
     --in_flight_;
     dispatch::SendResult r;
     if (resp) {
       r = classify(*resp);
       r.http_status = resp->status;
+    } else if (f == http2::Failure::Cancelled) {
+      r.outcome = dispatch::Outcome::Cancelled;  // never left: not a failure of the gateway
+      r.reason = "alert cancelled";
     } else {
       // Refused (GOAWAY above last_stream_id, REFUSED_STREAM) was never processed:
       // resend at once. Others may or may not have been; resend after backoff.
@@ -39,9 +44,22 @@ void PushGateway::send(const dispatch::Message& m, Done done) {
 }
 
 size_t PushGateway::capacity() const {
-  if (in_flight_ >= max_in_flight_) return 0;
-  size_t queued = pool_->stats().queued;
-  return queued >= kPoolQueue ? 0 : std::min(kPoolQueue - queued, max_in_flight_ - in_flight_);
+  size_t held_now = held();
+  if (in_flight_ + held_now >= max_in_flight_) return 0;
+  size_t queued = pool_->stats().queued + held_now;
+  return queued >= kPoolQueue ? 0 : std::min(kPoolQueue - queued, max_in_flight_ - in_flight_ - held_now);
+}
+
+void PushGateway::cancel(const std::string& alert_id) {
+  // The held ones first: answered, they may make room that the dispatcher fills at once,
+  // but never with this alert's messages (its queues are swept before).
+  for (Done& done : drop_held(alert_id)) {
+    dispatch::SendResult r;
+    r.outcome = dispatch::Outcome::Cancelled;
+    r.reason = "alert cancelled";
+    done(r);
+  }
+  pool_->cancel(alert_id);
 }
 
 void PushGateway::close(std::function<void()> done) { pool_->close(std::move(done)); }

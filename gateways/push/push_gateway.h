@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "daemon/core/clock.h"
 #include "daemon/dispatch/gateway.h"
@@ -27,6 +28,9 @@ class PushGateway : public dispatch::Gateway {
   // Only what the connections can start now, plus a short queue: a longer one would sit
   // in the pool, out of reach of a cancel (dispatch's own queue honours cancels).
   size_t capacity() const override;
+  // Drops the alert's messages not yet on a stream: those the profile holds (FCM waiting
+  // for its access token) and those queued in the pool. Each answered Outcome::Cancelled.
+  void cancel(const std::string& alert_id) override;
   void send(const dispatch::Message& m, std::function<void(const dispatch::SendResult&)> done) override;
   void close(std::function<void()> done) override;
 
@@ -41,6 +45,11 @@ class PushGateway : public dispatch::Gateway {
   // Whether requests can be built now. When not (FCM waiting for its OAuth token) the
   // profile keeps the message and its `done`, and later sends it again or answers it.
   virtual bool ready(const dispatch::Message& /*m*/, Done& /*done*/) { return true; }
+  // Messages the profile holds (kept by ready()): they count as queued, so that capacity()
+  // bounds them too.
+  virtual size_t held() const { return 0; }
+  // Removes the held messages of the alert and returns their `done`s (cancel() answers them).
+  virtual std::vector<Done> drop_held(const std::string& /*alert_id*/) { return {}; }
   // The request for a message (called only when ready).
   virtual http2::Request build(const dispatch::Message& m) = 0;
   // Reads a response (any status) into an outcome.

@@ -119,6 +119,24 @@ struct CurlEngine::Impl {
     start_queued();
   }
 
+  size_t cancel(std::string_view tag) {
+    std::vector<std::unique_ptr<Transfer>> dropped;
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      if ((*it)->request.tag == tag) {
+        dropped.push_back(std::move(*it));
+        it = queue_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    // Answered after the queue is consistent again: a callback may submit or cancel more.
+    for (auto& t : dropped) {
+      t->reply.cancelled = true;
+      fail(std::move(t), "cancelled before it started");
+    }
+    return dropped.size();
+  }
+
   void start_queued() {
     while (state_ == State::Open && active_.size() < options_.max_in_flight && !queue_.empty()) {
       auto t = std::move(queue_.front());
@@ -502,6 +520,9 @@ size_t CurlEngine::in_flight() const {
 }
 size_t CurlEngine::queued() const {
   return impl_->queue_.size();
+}
+size_t CurlEngine::cancel(std::string_view tag) {
+  return impl_->cancel(tag);
 }
 void CurlEngine::close(std::function<void()> done) {
   impl_->close(std::move(done));

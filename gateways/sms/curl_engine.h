@@ -43,6 +43,7 @@ struct HttpRequest {
   std::vector<std::string> headers;  // "Name: value"
   std::string body;
   int64_t timeout_ms = 0;  // total time; 0 = the engine's default
+  std::string tag;         // the owner's label (an alert id): cancel() drops queued requests by it
 };
 
 struct HttpReply {
@@ -52,6 +53,7 @@ struct HttpReply {
   std::string error;                                         // libcurl's error text when status == 0
   double seconds = 0;                                        // total time of the transfer
   long connects = 0;  // new connections this request opened (0 = reused one)
+  bool cancelled = false;  // dropped by cancel() before it started: nothing was sent
 
   const std::string* header(std::string_view name) const;  // `name` in lower case
 };
@@ -77,6 +79,10 @@ class CurlEngine {
   void submit(HttpRequest request, ReplyCallback done);
   size_t in_flight() const;  // requests handed to libcurl
   size_t queued() const;     // requests waiting for a free slot
+  // Drops the queued requests (not yet handed to libcurl) whose tag is `tag`: each is
+  // answered, before cancel() returns, with status 0 and `cancelled` set. Requests already
+  // started run to their end. Returns how many were dropped.
+  size_t cancel(std::string_view tag);
   // Answers every outstanding request with an error reply, closes every handle, then
   // runs `done` (on the loop; never before close() returns).
   void close(std::function<void()> done);

@@ -478,10 +478,39 @@ void SmsGateway::submit(std::shared_ptr<Pending> p) {
   ++stats_.requests;
   stats_.messages += p->batch.numbers.size();
   stats_.segments += dispatch::count_sms(p->batch.text).segments * p->batch.numbers.size();
-  engine_->submit(profile_->request(p->batch), [this, p](const HttpReply& reply) { on_reply(*p, reply); });
+  HttpRequest req = profile_->request(p->batch);
+  req.tag = p->batch.alert_id;  // for cancel()
+  engine_->submit(std::move(req), [this, p](const HttpReply& reply) { on_reply(*p, reply); });
+}
+
+void SmsGateway::cancel(const std::string& alert_id) {
+  std::vector<std::shared_ptr<Pending>> dropped;
+  for (auto it = open_.begin(); it != open_.end();) {
+    if ((*it)->batch.alert_id == alert_id) {
+      dropped.push_back(std::move(*it));
+      it = open_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  std::erase_if(open_by_key_, [&](const auto& kv) { return kv.second->batch.alert_id == alert_id; });
+  // Answered once this gateway is consistent again: a `done` may send more.
+  for (auto& p : dropped) {
+    outstanding_ -= p->done.size();
+    for (auto& d : p->done) d(outcome(Outcome::Cancelled, "alert cancelled"));
+  }
+  engine_->cancel(alert_id);  // on_reply() answers those (reply.cancelled)
 }
 
 void SmsGateway::on_reply(Pending& p, const HttpReply& reply) {
+  if (reply.cancelled) {  // never sent
+    --stats_.requests;
+    stats_.messages -= p.batch.numbers.size();
+    stats_.segments -= dispatch::count_sms(p.batch.text).segments * p.batch.numbers.size();
+    outstanding_ -= p.done.size();
+    for (auto& d : p.done) d(outcome(Outcome::Cancelled, "alert cancelled"));
+    return;
+  }
   auto results = profile_->outcomes(p.batch, reply);
   ++stats_.replies[static_cast<int>(reply.status)];
   if (observe_reply_) observe_reply_(static_cast<int>(reply.status));

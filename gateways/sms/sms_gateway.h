@@ -112,6 +112,9 @@ class SmsGateway final : public dispatch::Gateway {
   // counting those waiting in unflushed batches and queued requests; 0 while the engine's
   // queue holds max_in_flight requests already (many different texts) or when closing.
   size_t capacity() const override;
+  // Drops the alert's numbers in batches not yet flushed and its requests queued in the
+  // engine (not yet handed to libcurl): each answered Outcome::Cancelled.
+  void cancel(const std::string& alert_id) override;
   // Unflushed messages are answered Retry at once, requests in flight Retry by the engine;
   // `done` runs once every handle is closed. One close per gateway.
   void close(std::function<void()> done) override;
@@ -120,7 +123,7 @@ class SmsGateway final : public dispatch::Gateway {
   const SmsStats& stats() const { return stats_; }
   // Called with each reply's HTTP status (0: no answer), for the owner's metrics.
   void set_reply_observer(std::function<void(int status)> observer) { observe_reply_ = std::move(observer); }
-  size_t batch_size() const { return batch_size_; }
+  size_t batch_size() const override { return batch_size_; }
 
   // The protocol without sockets (tests drive it directly): the request for a batch, and
   // the outcome of each of its messages, in order, for a reply.

@@ -45,6 +45,65 @@ TEST(TokenBucket, LimitsTheRateOnTheInjectedClock) {
   for (int i = 0; i < 1000; ++i) ASSERT_TRUE(unlimited.take());
 }
 
+// What the dispatcher's pump does with a rate-limited gateway that groups the messages
+// of one loop turn into requests of up to `batch` (SMS): each turn hands over what the
+// bucket releases, then waits wait_ms(). Returns {requests, ms taken}.
+std::pair<int, int64_t> pump_through(TokenBucket& bucket, ManualClock& clock, size_t messages, size_t batch) {
+  int requests = 0;
+  int64_t start = clock.mono_ns();
+  size_t waiting = messages;
+  while (waiting > 0) {
+    size_t turn = 0;
+    while (waiting > 0 && bucket.take(waiting)) {
+      --waiting;
+      ++turn;
+    }
+    requests += static_cast<int>((turn + batch - 1) / batch);
+    if (waiting > 0) clock.advance_ms(bucket.wait_ms(waiting));
+  }
+  return {requests, (clock.mono_ns() - start) / 1'000'000};
+}
+
+TEST(TokenBucket, ReleasesWholeBatchesAtTheSameRatePerMessage) {
+  // Issue 14 finding 13: 500/s, batches of 100. One token at a time made a request of
+  // nearly every message once the burst was spent.
+  ManualClock clock;
+  TokenBucket bucket(clock, 500, 500);
+  bucket.set_batch(100);
+  auto [requests, ms] = pump_through(bucket, clock, 4506, 100);
+  EXPECT_LE(requests, 46 * 12 / 10) << "close to ceil(4506 / 100) requests";
+  // The rate holds per message: the burst, then 4006 more at 500/s.
+  EXPECT_GE(ms, 4006 * 1000 / 500 - 10);
+  EXPECT_LE(ms, 4006 * 1000 / 500 + 200);
+
+  // Fewer waiting than a batch: they go once their own tokens are there.
+  ManualClock c2;
+  TokenBucket small(c2, 500, 500);
+  small.set_batch(100);
+  for (int i = 0; i < 500; ++i) ASSERT_TRUE(small.take(500 - i));
+  EXPECT_FALSE(small.take(30));
+  EXPECT_EQ(small.wait_ms(30), 61);  // 30 tokens at 500/s
+  c2.advance_ms(61);
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(small.take(30 - i)) << i;
+  // A batch bigger than the burst goes a burst at a time.
+  TokenBucket slow(c2, 50, 50);
+  slow.set_batch(100);
+  int taken = 0;
+  while (slow.take(1000)) ++taken;
+  EXPECT_EQ(taken, 50);
+  c2.advance_ms(999);
+  EXPECT_FALSE(slow.take(1000));
+  c2.advance_ms(2);
+  EXPECT_TRUE(slow.take(1000));
+
+  // Without batches (push), one token per message, as before.
+  ManualClock c3;
+  TokenBucket single(c3, 500, 500);
+  auto [single_requests, single_ms] = pump_through(single, c3, 1500, 1);
+  EXPECT_EQ(single_requests, 1500);
+  EXPECT_GE(single_ms, 1000 * 1000 / 500 - 10);
+}
+
 TEST(FairQueue, ServesTenantsRoundRobinSoOneBigAlertCannotStarveAnother) {
   FairQueue<int> q;
   for (int i = 0; i < 1000; ++i) q.push_back("soliera", i);  // a big alert queued first

@@ -191,5 +191,46 @@ TEST(PushProfiles, FcmWithoutAnAccessTokenRetries) {
   close(loop, gw);
 }
 
+// Issue 14 finding 7: a cancel drops the alert's messages that have not started: those
+// waiting for FCM's access token, then those queued in the HTTP/2 pool behind its streams,
+// as Cancelled; what is on a stream finishes, and other alerts go on.
+TEST(PushProfiles, FcmCancelDropsWhatWaitsForTheTokenAndThePoolQueue) {
+  TempDir dir;
+  Simulator sim("fcm", dir.path(), {"--latency-ms", "50,80", "--max-streams", "5"});
+  sim.start();
+  Loop loop;
+  SystemClock clock;
+  auto cfg = fcm_config(sim, "/token");
+  cfg.connections = 1;
+  auto f = fcm::FcmGateway::create(loop.get(), clock, "fcm", cfg);
+  ASSERT_TRUE(f) << f.error().message;
+  auto gw = std::move(f).value();
+  auto flood = content("flood-1", "it", "Secchia in piena", "Salite ai piani alti");
+  auto fire = content("fire-2", "it", "Incendio a Limidi", "Chiudete le finestre");
+  Outcomes waited, other;
+  for (int i = 0; i < 20; ++i) gw->send(message(flood, Channel::Fcm, fcm_token(i)), waited.slot());
+  gw->send(message(fire, Channel::Fcm, fcm_token(100)), other.slot());
+  EXPECT_EQ(gw->capacity(), 64u - 21u) << "messages waiting for the token count as queued";
+  gw->cancel("flood-1");
+  EXPECT_EQ(waited.count(Outcome::Cancelled), 20u) << "answered at once";
+  EXPECT_TRUE(waited.all());
+  ASSERT_TRUE(loop.run_until([&] { return other.all(); }, milliseconds(10000)));
+  EXPECT_EQ(other.count(Outcome::Accepted), 1u);
+
+  // With the token: 5 streams, the rest queued in the pool.
+  Outcomes queued;
+  for (int i = 0; i < 30; ++i) gw->send(message(flood, Channel::Fcm, fcm_token(200 + i)), queued.slot());
+  gw->cancel("flood-1");
+  EXPECT_EQ(queued.count(Outcome::Cancelled), 25u);
+  ASSERT_TRUE(loop.run_until([&] { return queued.all(); }, milliseconds(10000)));
+  EXPECT_EQ(queued.count(Outcome::Accepted), 5u);
+  EXPECT_TRUE(waited.each_once());
+  EXPECT_TRUE(queued.each_once());
+  auto s = nlohmann::json::parse(sim.stats());
+  EXPECT_EQ(s["requests"], 6) << s.dump();
+  EXPECT_EQ(s["accepted"], 6);
+  close(loop, gw);
+}
+
 }  // namespace
 }  // namespace sirena::push

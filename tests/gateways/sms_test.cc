@@ -804,6 +804,36 @@ TEST_F(SmsKannel, CloseAnswersUnflushedAndInFlightMessagesOnce) {
   EXPECT_TRUE(out.each_once());
 }
 
+// Issue 14 finding 7: a cancel drops the alert's numbers that have not left (a batch not
+// yet flushed, a request queued in the engine) as Cancelled; the request on the wire
+// finishes, and other alerts are untouched.
+TEST_F(SmsKannel, CancelDropsTheAlertsUnsentNumbersOnly) {
+  start({"--latency-ms", "50,80"});
+  auto cfg = kannel_config(url());
+  cfg.max_in_flight = 1;
+  auto g = make_gateway(loop, cfg);
+  ASSERT_TRUE(g);
+  Outcomes out, other;
+  // Two full batches (the first starts, the second waits in the engine) and 50 unflushed.
+  for (int i = 0; i < 250; ++i) g->send(sms(number(i), "a-1"), out.slot());
+  for (int i = 0; i < 10; ++i) g->send(sms(number(1000 + i), "a-2"), other.slot());
+  g->cancel("a-1");
+  EXPECT_EQ(out.count(Outcome::Cancelled), 150u) << "the queued batch and the unflushed one, at once";
+  ASSERT_TRUE(settle(out));
+  ASSERT_TRUE(settle(other));
+  EXPECT_EQ(out.count(Outcome::Accepted), 100u);
+  EXPECT_EQ(other.count(Outcome::Accepted), 10u);
+  EXPECT_EQ(g->stats().requests, 2u) << "the cancelled ones are not counted as sent";
+  EXPECT_EQ(g->stats().messages, 110u);
+  EXPECT_EQ(g->capacity(), 100u) << "nothing outstanding: max_in_flight x batch_size";
+  json s = stats();
+  EXPECT_EQ(s["requests"], 2);
+  EXPECT_EQ(s["accepted"], 110);
+  close_gateway(loop, *g);
+  EXPECT_TRUE(out.each_once());
+  EXPECT_TRUE(other.each_once());
+}
+
 // ---- generic_json against sirena-sim --------------------------------------------------
 
 TEST_F(SmsGenericJson, OneNumberPerRequest) {

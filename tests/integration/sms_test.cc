@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -328,6 +329,58 @@ TEST_F(SmsTest, ConcurrentDeliveryReportsAreEachAnsweredForThemselves) {
   auto m = daemon_->get("/metrics", "").body;
   EXPECT_NE(m.find("sirena_sms_dlr_total{gateway=\"sms\",result=\"unknown\",type=\"delivered\"} 75"),
             std::string::npos);
+}
+
+// Issue 14 finding 13: under a rate limit the token bucket releases whole batches, so
+// the provider sees full sendsms requests (a numbers each was the trickle of a bucket
+// refilled every few milliseconds: 3,651 requests for 4,506 numbers), at the same rate.
+TEST_F(SmsTest, ARateLimitStillSendsFullBatchesAtTheRate) {
+  const int n = 1500, batch = 100, rate = 500;
+  start("/cgi-bin/sendsms", {},
+        {{"SIRENA_GATEWAYS_SMS_RATE", std::to_string(rate)},
+         {"SIRENA_GATEWAYS_SMS_BATCH_SIZE", std::to_string(batch)}});
+  import(n, [](int) { return false;
+});
+auto t0 = std::chrono::steady_clock::now();
+std::string id = submit(flood("sms-rate"));
+ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(60))) << alert(id).dump();
+auto elapsed = std::chrono::steady_clock::now() - t0;
+auto s = sms_stats();
+EXPECT_EQ(s["unique_recipients"], n);
+EXPECT_EQ(sms(id)["accepted"], n);
+const int full = (n + batch - 1) / batch;
+EXPECT_GE(s["requests"].get<int>(), full);
+EXPECT_LE(s["requests"].get<int>(), full * 12 / 10)
+    << "sendsms requests for " << n << " numbers: " << s.dump();
+// The rate still holds: a second's burst, then the rest at `rate` a second.
+EXPECT_GE(elapsed, std::chrono::milliseconds((n - rate) * 1000 / rate * 9 / 10));
+}
+
+// Issue 14 finding 7 for SMS: after the cancel's answer no sendsms request starts beyond
+// those in flight (max_in_flight); the batches not yet flushed and the requests queued in
+// the curl engine are dropped and counted as cancelled.
+TEST_F(SmsTest, CancelStopsNewSendsmsRequestsAtOnce) {
+  const int in_flight = 4;
+  start("/cgi-bin/sendsms", {"--latency-ms", "30,100"},
+        {{"SIRENA_GATEWAYS_SMS_BATCH_SIZE", "10"},
+         {"SIRENA_GATEWAYS_SMS_MAX_IN_FLIGHT", std::to_string(in_flight)},
+         {"SIRENA_GATEWAYS_SMS_RATE", "500"}});
+  import(3000, [](int) { return false;
+});
+std::string id = submit(flood("sms-cancel"));
+ASSERT_TRUE(wait_until([&] { return sms_stats()["requests"].get<int>() > 20; }, std::chrono::seconds(60)));
+auto r = daemon_->post("/v1/alerts/" + id + "/cancel", kOp, "", "");
+ASSERT_EQ(r.status, 200) << r.body;
+int at_cancel = sms_stats()["requests"];
+ASSERT_TRUE(wait_until([&] { return sms(id)["pending"] == 0; }, std::chrono::seconds(30)))
+    << alert(id).dump();
+auto s = sms_stats();
+EXPECT_LE(s["requests"].get<int>() - at_cancel, in_flight) << "requests started after the cancel's answer";
+auto p = sms(id);
+EXPECT_EQ(alert(id)["state"], "cancelled");
+EXPECT_EQ(p["accepted"], s["accepted"]) << p.dump() << s.dump();
+EXPECT_GT(p["cancelled"].get<int>(), 0);
+EXPECT_EQ(p["accepted"].get<int>() + p["cancelled"].get<int>(), 3000) << p.dump();
 }
 
 TEST_F(SmsTest, PushFirstSendsSmsOnlyWhereNoPushWasAccepted) {

@@ -96,6 +96,33 @@ TEST(Config, RejectsUnknownKeysWrongRolesAndPlainKeys) {
   EXPECT_NE(plain.error().message.find("64 lower-case hex"), std::string::npos);
 }
 
+TEST(Config, ApprovalFailsClosed) {
+  // Without an approval block every Actual alert needs a second person.
+  auto c = load_from_string(kMinimal, "t.yaml", env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->tenants.at("soliera").approval.statuses, std::vector<std::string>{"Actual"});
+  EXPECT_EQ(c->tenants.at("soliera").approval.min_recipients, 0);
+  // A list without Actual, or with a status never sent to citizens, is refused with its line.
+  auto no_actual =
+      load_from_string(std::string(kMinimal) + "    approval: {statuses: [Test]}\n", "t.yaml", env_of({}));
+  ASSERT_FALSE(no_actual);
+  EXPECT_NE(
+      no_actual.error().message.find("t.yaml:6: tenants.soliera.approval.statuses: Actual alerts always"),
+      std::string::npos)
+      << no_actual.error().message;
+  auto system = load_from_string(std::string(kMinimal) + "    approval: {statuses: [Actual, System]}\n",
+                                 "t.yaml", env_of({}));
+  ASSERT_FALSE(system);
+  EXPECT_NE(system.error().message.find("not a status sent to citizens"), std::string::npos)
+      << system.error().message;
+  // A threshold alone keeps Actual.
+  auto threshold =
+      load_from_string(std::string(kMinimal) + "    approval: {min_recipients: 50}\n", "t.yaml", env_of({}));
+  ASSERT_TRUE(threshold) << threshold.error().message;
+  EXPECT_EQ(threshold->tenants.at("soliera").approval.statuses, std::vector<std::string>{"Actual"});
+  EXPECT_EQ(threshold->tenants.at("soliera").approval.min_recipients, 50);
+}
+
 TEST(Config, GrantsMustNameKnownTenants) {
   auto c = load_from_string(std::string(kMinimal) + "    grants: [{to: nowhere, zones: [z]}]\n", "t.yaml",
                             env_of({}));
