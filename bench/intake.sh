@@ -64,6 +64,9 @@ PORT=${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.
   echo $((20000 + RANDOM % 20000)))}
 URL=http://127.0.0.1:$PORT
 [[ $SIRENAD == /* ]] || SIRENAD=$PWD/$SIRENAD
+# It measures intake capacity, not the rate-limit policy: lift http.limits (README) for it.
+export SIRENA_HTTP_LIMITS_KEY_RATE=${SIRENA_HTTP_LIMITS_KEY_RATE:-0}
+export SIRENA_HTTP_LIMITS_ADDRESS_RATE=${SIRENA_HTTP_LIMITS_ADDRESS_RATE:-0}
 # From the repository root, as the demo config names some files relative to it (config/zones).
 (cd "$ROOT" && SIRENA_HTTP_LISTEN=127.0.0.1:$PORT SIRENA_REDIS_URL=managed SIRENA_REDIS_MANAGED_DIR=$WORK/redis \
   SIRENA_REDIS_MANAGED_APPENDFSYNC=${APPENDFSYNC:-always} exec "$SIRENAD" --config config/demo.yaml) \

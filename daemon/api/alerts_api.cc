@@ -1,7 +1,9 @@
 #include "daemon/api/alerts_api.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 
 #include "daemon/alerts/alert_json.h"
@@ -87,29 +89,40 @@ nlohmann::json reach_warnings(const directory::Directory::Footprint& f, const st
 
 }  // namespace
 
-AlertsApi::AlertsApi(alerts::AlertStore& store, directory::Directory& directory, dispatch::Dispatcher& dispatcher,
-                     const Clock& clock, metrics::Metrics& metrics, TenantsSnapshot tenants,
+AlertsApi::AlertsApi(alerts::AlertStore& store, directory::Directory& directory,
+                     dispatch::Dispatcher& dispatcher, const Clock& clock, metrics::Metrics& metrics,
                      AlertsApiOptions options)
     : store_(store),
       directory_(directory),
       dispatcher_(dispatcher),
       clock_(clock),
       metrics_(metrics),
-      tenants_(std::move(tenants)),
       options_(options) {}
 
 void AlertsApi::register_routes(Router& router) {
-  router.add("POST", "/v1/alerts", [this](auto& req, auto res, auto&) { submit(req, std::move(res)); });
-  router.add("POST", "/v1/alerts/preview", [this](auto& req, auto res, auto&) { preview(req, std::move(res)); });
-  router.add("GET", "/v1/alerts", [this](auto& req, auto res, auto&) { list(req, std::move(res)); });
-  router.add("GET", "/v1/alerts/{id}", [this](auto& req, auto res, auto& p) { get(req, std::move(res), p[0]); });
-  router.add("POST", "/v1/alerts/{id}/approve",
-             [this](auto& req, auto res, auto& p) { approve(req, std::move(res), p[0]); });
-  router.add("GET", "/v1/alerts/{id}/deliveries",
-             [this](auto& req, auto res, auto& p) { deliveries(req, std::move(res), p[0]); });
-  router.add("GET", "/v1/alerts/{id}/events", [this](auto& req, auto res, auto& p) { events(req, std::move(res), p[0]); });
-  router.add("POST", "/v1/alerts/{id}/cancel",
-             [this](auto& req, auto res, auto& p) { cancel(req, std::move(res), p[0]); });
+  using tenants::Action;
+  router.add("POST", "/v1/alerts", Access::key(Action::SubmitAlert),
+             [this](auto& req, auto res, const Call& c) { submit(req, std::move(res), *c.caller); });
+  router.add("POST", "/v1/alerts/preview", Access::key(Action::PreviewAlert),
+             [this](auto& req, auto res, const Call& c) { preview(req, std::move(res), *c.caller); });
+  router.add("GET", "/v1/alerts", Access::key(Action::ReadAlerts),
+             [this](auto& req, auto res, const Call& c) { list(req, std::move(res), *c.caller); });
+  router.add(
+      "GET", "/v1/alerts/{id}", Access::key(Action::ReadAlerts),
+      [this](auto& req, auto res, const Call& c) { get(req, std::move(res), *c.caller, c.params[0]); });
+  router.add(
+      "POST", "/v1/alerts/{id}/approve", Access::key(Action::ApproveAlert),
+      [this](auto& req, auto res, const Call& c) { approve(req, std::move(res), *c.caller, c.params[0]); });
+  router.add("GET", "/v1/alerts/{id}/deliveries", Access::key(Action::ReadAlerts),
+             [this](auto& req, auto res, const Call& c) {
+               deliveries(req, std::move(res), *c.caller, c.params[0]);
+             });
+  router.add(
+      "GET", "/v1/alerts/{id}/events", Access::key(Action::ReadAlerts),
+      [this](auto& req, auto res, const Call& c) { events(req, std::move(res), *c.caller, c.params[0]); });
+  router.add(
+      "POST", "/v1/alerts/{id}/cancel", Access::key(Action::CancelAlert),
+      [this](auto& req, auto res, const Call& c) { cancel(req, std::move(res), *c.caller, c.params[0]); });
 }
 
 std::optional<Error> AlertsApi::storage_busy() const {
@@ -158,18 +171,15 @@ void AlertsApi::read_alert(const http::Request& req, const tenants::Principal& w
                             });
 }
 
-void AlertsApi::preview(const http::Request& req, Res res) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::PreviewAlert, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void AlertsApi::preview(const http::Request& req, Res res, const Caller& who) {
   if (!directory_.loaded()) return res->send_error(directory_loading());
-  read_alert(req, *who, [this, res, snapshot, who = *who](Result<alerts::Alert>&& parsed, bool) {
-    if (res->alive()) preview_parsed(res, &who, std::move(parsed));
+  read_alert(req, *who, [this, res, who](Result<alerts::Alert>&& parsed, bool) {
+    if (res->alive()) preview_parsed(res, who, std::move(parsed));
   });
 }
 
 // The second half of preview, on the loop once the pool has parsed the body.
-void AlertsApi::preview_parsed(Res res, const tenants::Principal* who, Result<alerts::Alert>&& parsed) {
+void AlertsApi::preview_parsed(Res res, const Caller& who, Result<alerts::Alert>&& parsed) {
   if (!parsed) return res->send_error(parsed.error());
   const alerts::Alert& alert = *parsed;
   auto r = directory_.resolve(who->tenant->id, alert);
@@ -219,28 +229,23 @@ void AlertsApi::audit_grants(const std::string& tenant, const std::string& alert
   }
 }
 
-void AlertsApi::submit(const http::Request& req, Res res) {
+void AlertsApi::submit(const http::Request& req, Res res, const Caller& who) {
   // Received now, before parsing and resolution: latencies (time to first message,
   // delivery) count from the POST.
   const int64_t received_ms = clock_.now_ms();
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::SubmitAlert, tenants_, snapshot);
-  if (!who) return reject(res, who.error());
   if (!directory_.loaded()) return reject(res, directory_loading());
   if (auto busy = storage_busy()) return reject(res, *busy);
   // `req` stays valid while the responder is alive: h2o keeps the request until it
   // is answered or the client has gone.
-  read_alert(req, *who,
-             [this, req, res, snapshot, who = *who, received_ms](Result<alerts::Alert>&& parsed, bool is_xml) {
-               if (res->alive())
-                 submit_parsed(req, res, snapshot, &who, received_ms, std::move(parsed), is_xml);
-             });
+  // `who` is copied with its tenants snapshot, which keeps the principal valid.
+  read_alert(req, *who, [this, req, res, who, received_ms](Result<alerts::Alert>&& parsed, bool is_xml) {
+    if (res->alive()) submit_parsed(req, res, who, received_ms, std::move(parsed), is_xml);
+  });
 }
 
 // The second half of submit, on the loop once the pool has parsed the body.
-void AlertsApi::submit_parsed(const http::Request& req, Res res,
-                              std::shared_ptr<const tenants::Tenants> snapshot, const tenants::Principal* who,
-                              int64_t received_ms, Result<alerts::Alert>&& parsed, bool is_xml) {
+void AlertsApi::submit_parsed(const http::Request& req, Res res, const Caller& who, int64_t received_ms,
+                              Result<alerts::Alert>&& parsed, bool is_xml) {
   if (!parsed) return reject(res, parsed.error());
   // Again after the parse: a burst passes the first check together, before any of it
   // has reached Redis.
@@ -265,8 +270,9 @@ void AlertsApi::submit_parsed(const http::Request& req, Res res,
                      initial,
                      received_ms,
                      recipients};
-  store_.create(n, [this, res, owned, snapshot, resolution, tenant_id = tenant.id, key_id = who->key->id,
-                    remote = req.remote, received_ms](Result<alerts::Created> r) mutable {
+  store_.create(n, [this, res, owned, snapshot = who.snapshot, resolution, tenant_id = tenant.id,
+                    key_id = who->key->id, remote = req.remote,
+                    received_ms](Result<alerts::Created> r) mutable {
     if (!r) return reject(res, r.error());
     const alerts::Alert& a = *owned;
     if (r->created) {
@@ -306,10 +312,7 @@ void AlertsApi::submit_parsed(const http::Request& req, Res res,
   });
 }
 
-void AlertsApi::get(const http::Request& req, Res res, const std::string& id) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::ReadAlerts, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void AlertsApi::get(const http::Request& req, Res res, const Caller& who, const std::string& id) {
   auto accept = req.header("accept");
   bool want_cap = accept && accept->find("application/cap+xml") != std::string_view::npos;
   store_.get(who->tenant->id, id, [this, res, want_cap](Result<std::optional<alerts::StoredAlert>> r) {
@@ -332,10 +335,7 @@ void AlertsApi::get(const http::Request& req, Res res, const std::string& id) {
   });
 }
 
-void AlertsApi::list(const http::Request& req, Res res) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::ReadAlerts, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void AlertsApi::list(const http::Request& req, Res res, const Caller& who) {
   int limit = 50;
   if (auto l = req.query_param("limit")) {
     char* end = nullptr;
@@ -357,10 +357,7 @@ void AlertsApi::list(const http::Request& req, Res res) {
   });
 }
 
-void AlertsApi::approve(const http::Request& req, Res res, const std::string& id) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::ApproveAlert, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void AlertsApi::approve(const http::Request& req, Res res, const Caller& who, const std::string& id) {
   std::string tenant = who->tenant->id, key = who->key->id;
   store_.approve(tenant, id, key, req.remote, clock_.now_ms(), [this, res, id, tenant, key](Result<std::string> r) {
     if (!r) return res->send_error(r.error());
@@ -381,10 +378,7 @@ void AlertsApi::approve(const http::Request& req, Res res, const std::string& id
   });
 }
 
-void AlertsApi::cancel(const http::Request& req, Res res, const std::string& id) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::CancelAlert, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void AlertsApi::cancel(const http::Request& req, Res res, const Caller& who, const std::string& id) {
   std::string tenant = who->tenant->id, key = who->key->id, remote = req.remote;
   store_.get(tenant, id, [this, res, id, tenant, key, remote](Result<std::optional<alerts::StoredAlert>> r) {
     if (!r) return res->send_error(r.error());
@@ -458,18 +452,50 @@ void AlertsApi::start_dispatch(const std::string& tenant, const std::string& id,
   });
 }
 
-void AlertsApi::deliveries(const http::Request& req, Res res, const std::string& id) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::ReadAlerts, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+namespace {
+
+// A decimal number that fits 63 bits (`max` lower), digits only: no sign, space or prefix.
+bool decimal_at_most(std::string_view d, uint64_t max) {
+  if (d.empty() || d.size() > 20) return false;
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(d.data(), d.data() + d.size(), v);
+  return ec == std::errc() && end == d.data() + d.size() && v <= max;
+}
+
+// The deliveries listing's cursor is what Dispatcher::deliveries put in "next": an HSCAN
+// cursor (Redis's cursors are unsigned 64-bit decimals; anything else is "ERR invalid
+// cursor", which used to surface as a 500), or "a<batch>.<skip>" in the listing's second
+// phase. Empty: the first page.
+bool valid_deliveries_cursor(std::string_view c) {
+  if (c.empty()) return true;
+  if (c.front() != 'a') return decimal_at_most(c, UINT64_MAX);
+  size_t dot = c.find('.');
+  if (dot == std::string_view::npos) return false;
+  return decimal_at_most(c.substr(1, dot - 1), INT64_MAX) && decimal_at_most(c.substr(dot + 1), INT64_MAX);
+}
+
+}  // namespace
+
+void AlertsApi::deliveries(const http::Request& req, Res res, const Caller& who, const std::string& id) {
   std::string state = req.query_param("state").value_or("");
   static const char* kStates[] = {"", "accepted", "delivered", "failed", "expired", "cancelled"};
   if (std::none_of(std::begin(kStates), std::end(kStates), [&](const char* s) { return state == s; }))
     return res->send_error(make_error(400, "invalid_parameter",
                                       "state must be accepted, delivered, failed, expired or cancelled", "state"));
   std::string cursor = req.query_param("cursor").value_or("");
+  if (!valid_deliveries_cursor(cursor))
+    return res->send_error(make_error(400, "invalid_parameter",
+                                      "cursor must be the \"next\" of a previous page of this listing",
+                                      "cursor"));
   int limit = 100;
-  if (auto l = req.query_param("limit")) limit = std::clamp(std::atoi(l->c_str()), 1, 1000);
+  if (auto l = req.query_param("limit")) {
+    char* end = nullptr;
+    long v = std::strtol(l->c_str(), &end, 10);
+    if (l->empty() || *end || v < 1 || v > 1000)
+      return res->send_error(
+          make_error(400, "invalid_parameter", "limit must be between 1 and 1000", "limit"));
+    limit = static_cast<int>(v);
+  }
   std::string tenant = who->tenant->id;
   // 404 for an alert the tenant does not have, before looking at its deliveries.
   store_.get(tenant, id, [this, res, tenant, id, state, cursor, limit](Result<std::optional<alerts::StoredAlert>> r) {
@@ -502,10 +528,7 @@ bool is_final(const std::string& state) {
 
 }  // namespace
 
-void AlertsApi::events(const http::Request& req, Res res, const std::string& id) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::ReadAlerts, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void AlertsApi::events(const http::Request& /*req*/, Res res, const Caller& who, const std::string& id) {
   std::string tenant = who->tenant->id;
   store_.get(tenant, id, [this, res, tenant, id](Result<std::optional<alerts::StoredAlert>> r) {
     if (!r) return res->send_error(r.error());

@@ -1,7 +1,7 @@
 // The /v1/alerts routes: intake (CAP XML or JSON), read, list, approve, cancel.
 //
-// Owns nothing but references: the store, metrics and clock outlive it, and the
-// tenant snapshot is fetched per request (SIGHUP swaps it).
+// Owns nothing but references: the store, metrics and clock outlive it. The router
+// admits each request (key, role, rate) before a handler here runs.
 #pragma once
 
 #include <functional>
@@ -31,18 +31,18 @@ struct AlertsApiOptions {
 
 class AlertsApi {
  public:
-
   AlertsApi(alerts::AlertStore& store, directory::Directory& directory, dispatch::Dispatcher& dispatcher,
-            const Clock& clock, metrics::Metrics& metrics, TenantsSnapshot tenants, AlertsApiOptions options);
+            const Clock& clock, metrics::Metrics& metrics, AlertsApiOptions options);
 
   void register_routes(Router& router);
 
  private:
   using Res = std::shared_ptr<http::Responder>;
-  void submit(const http::Request& req, Res res);
-  void preview(const http::Request& req, Res res);
-  void deliveries(const http::Request& req, Res res, const std::string& id);
-  void events(const http::Request& req, Res res, const std::string& id);
+  // Each route's handler; the router has admitted `who` (router.h).
+  void submit(const http::Request& req, Res res, const Caller& who);
+  void preview(const http::Request& req, Res res, const Caller& who);
+  void deliveries(const http::Request& req, Res res, const Caller& who, const std::string& id);
+  void events(const http::Request& req, Res res, const Caller& who, const std::string& id);
   // Resolves and plans a stored, accepted alert.
   void start_dispatch(const std::string& tenant, const std::string& id, std::shared_ptr<const alerts::Alert> alert,
                       std::shared_ptr<const directory::Resolution> resolution);
@@ -52,14 +52,13 @@ class AlertsApi {
   // the body was CAP XML.
   using ReadDone = std::function<void(Result<alerts::Alert>&&, bool is_xml)>;
   void read_alert(const http::Request& req, const tenants::Principal& who, ReadDone done);
-  void submit_parsed(const http::Request& req, Res res, std::shared_ptr<const tenants::Tenants> snapshot,
-                     const tenants::Principal* who, int64_t received_ms, Result<alerts::Alert>&& parsed,
-                     bool is_xml);
-  void preview_parsed(Res res, const tenants::Principal* who, Result<alerts::Alert>&& parsed);
-  void get(const http::Request& req, Res res, const std::string& id);
-  void list(const http::Request& req, Res res);
-  void approve(const http::Request& req, Res res, const std::string& id);
-  void cancel(const http::Request& req, Res res, const std::string& id);
+  void submit_parsed(const http::Request& req, Res res, const Caller& who, int64_t received_ms,
+                     Result<alerts::Alert>&& parsed, bool is_xml);
+  void preview_parsed(Res res, const Caller& who, Result<alerts::Alert>&& parsed);
+  void get(const http::Request& req, Res res, const Caller& who, const std::string& id);
+  void list(const http::Request& req, Res res, const Caller& who);
+  void approve(const http::Request& req, Res res, const Caller& who, const std::string& id);
+  void cancel(const http::Request& req, Res res, const Caller& who, const std::string& id);
 
   void reject(Res& res, const Error& e);
   // 503 storage_busy while more Redis commands wait than intake_max_pending.
@@ -70,7 +69,6 @@ class AlertsApi {
   dispatch::Dispatcher& dispatcher_;
   const Clock& clock_;
   metrics::Metrics& metrics_;
-  TenantsSnapshot tenants_;
   AlertsApiOptions options_;
 };
 

@@ -1,4 +1,4 @@
-// Helpers every API module uses: authentication + authorisation, and JSON output.
+// Helpers every API module uses: the tenants snapshot, common errors and JSON output.
 #pragma once
 
 #include <functional>
@@ -12,19 +12,6 @@
 namespace sirena::api {
 
 using TenantsSnapshot = std::function<std::shared_ptr<const tenants::Tenants>()>;
-
-// Authenticates the request's key and checks its role may do `action` (401/403).
-// `snapshot` receives the tenant data the principal points into; keep it alive while
-// the principal is used (a SIGHUP may swap the current one meanwhile).
-inline Result<tenants::Principal> admit(const http::Request& req, tenants::Action action,
-                                        const TenantsSnapshot& tenants,
-                                        std::shared_ptr<const tenants::Tenants>& snapshot) {
-  snapshot = tenants();
-  auto who = snapshot->authenticate(req.header("authorization"));
-  if (!who) return who;
-  if (auto ok = tenants::Tenants::authorize(*who, action); !ok) return std::move(ok).take_error();
-  return who;
-}
 
 // While the directory index is being rebuilt at start-up, anything that reads or
 // changes it answers 503 (with Retry-After) rather than a wrong count.

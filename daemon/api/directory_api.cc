@@ -66,26 +66,32 @@ struct ImportJob {
 constexpr size_t kSliceBytes = 256 << 10;
 constexpr size_t kSlicesInPool = 2;
 
-DirectoryApi::DirectoryApi(uv_loop_t* loop, directory::Directory& dir, TenantsSnapshot tenants,
-                           DirectoryApiOptions options)
-    : loop_(loop), dir_(dir), tenants_(std::move(tenants)), options_(options) {}
+DirectoryApi::DirectoryApi(uv_loop_t* loop, directory::Directory& dir, DirectoryApiOptions options)
+    : loop_(loop), dir_(dir), options_(options) {}
 
 void DirectoryApi::register_routes(Router& router) {
-  router.add("POST", "/v1/recipients/import", [this](auto& req, auto res, auto&) { import(req, std::move(res)); });
-  router.add("PUT", "/v1/recipients/{id}", [this](auto& req, auto res, auto& p) { put_recipient(req, res, p[0]); });
-  router.add("GET", "/v1/recipients/{id}", [this](auto& req, auto res, auto& p) { get_recipient(req, res, p[0]); });
-  router.add("DELETE", "/v1/recipients/{id}",
-             [this](auto& req, auto res, auto& p) { delete_recipient(req, res, p[0]); });
-  router.add("GET", "/v1/zones", [this](auto& req, auto res, auto&) { list_zones(req, std::move(res)); });
-  router.add("PUT", "/v1/zones/{name}", [this](auto& req, auto res, auto& p) { put_zone(req, res, p[0]); });
-  router.add("GET", "/v1/zones/{name}", [this](auto& req, auto res, auto& p) { get_zone(req, res, p[0]); });
-  router.add("DELETE", "/v1/zones/{name}", [this](auto& req, auto res, auto& p) { delete_zone(req, res, p[0]); });
+  using tenants::Action;
+  router.add("POST", "/v1/recipients/import", Access::key(Action::WriteRecipients),
+             [this](auto& req, auto res, const Call& c) { import(req, std::move(res), *c.caller); });
+  router.add("PUT", "/v1/recipients/{id}", Access::key(Action::WriteRecipients),
+             [this](auto& req, auto res, const Call& c) { put_recipient(req, res, *c.caller, c.params[0]); });
+  router.add("GET", "/v1/recipients/{id}", Access::key(Action::ReadRecipients),
+             [this](auto& req, auto res, const Call& c) { get_recipient(req, res, *c.caller, c.params[0]); });
+  router.add(
+      "DELETE", "/v1/recipients/{id}", Access::key(Action::WriteRecipients),
+      [this](auto& req, auto res, const Call& c) { delete_recipient(req, res, *c.caller, c.params[0]); });
+  router.add("GET", "/v1/zones", Access::key(Action::ReadZones),
+             [this](auto& req, auto res, const Call& c) { list_zones(req, std::move(res), *c.caller); });
+  router.add("PUT", "/v1/zones/{name}", Access::key(Action::WriteZones),
+             [this](auto& req, auto res, const Call& c) { put_zone(req, res, *c.caller, c.params[0]); });
+  router.add("GET", "/v1/zones/{name}", Access::key(Action::ReadZones),
+             [this](auto& req, auto res, const Call& c) { get_zone(req, res, *c.caller, c.params[0]); });
+  router.add("DELETE", "/v1/zones/{name}", Access::key(Action::WriteZones),
+             [this](auto& req, auto res, const Call& c) { delete_zone(req, res, *c.caller, c.params[0]); });
 }
 
-void DirectoryApi::put_recipient(const http::Request& req, Res res, const std::string& id) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::WriteRecipients, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void DirectoryApi::put_recipient(const http::Request& req, Res res, const Caller& who,
+                                 const std::string& id) {
   if (!dir_.loaded()) return res->send_error(directory_loading());
   if (req.body.size() > options_.max_body_bytes)
     return res->send_error(too_large(req.body.size(), options_.max_body_bytes, "http.max_body_bytes"));
@@ -98,10 +104,8 @@ void DirectoryApi::put_recipient(const http::Request& req, Res res, const std::s
   });
 }
 
-void DirectoryApi::get_recipient(const http::Request& req, Res res, const std::string& id) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::ReadRecipients, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void DirectoryApi::get_recipient(const http::Request& /*req*/, Res res, const Caller& who,
+                                 const std::string& id) {
   if (!dir_.loaded()) return res->send_error(directory_loading());
   dir_.get(who->tenant->id, id, [res](Result<std::optional<std::string>> doc) {
     if (!doc) return res->send_error(doc.error());
@@ -111,10 +115,8 @@ void DirectoryApi::get_recipient(const http::Request& req, Res res, const std::s
   });
 }
 
-void DirectoryApi::delete_recipient(const http::Request& req, Res res, const std::string& id) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::WriteRecipients, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void DirectoryApi::delete_recipient(const http::Request& /*req*/, Res res, const Caller& who,
+                                    const std::string& id) {
   if (!dir_.loaded()) return res->send_error(directory_loading());
   dir_.remove(who->tenant->id, id, [res](Result<bool> existed) {
     if (!existed) return res->send_error(existed.error());
@@ -123,10 +125,7 @@ void DirectoryApi::delete_recipient(const http::Request& req, Res res, const std
   });
 }
 
-void DirectoryApi::import(const http::Request& req, Res res) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::WriteRecipients, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void DirectoryApi::import(const http::Request& req, Res res, const Caller& who) {
   if (!dir_.loaded()) return res->send_error(directory_loading());
   // Over the limit: refused whole, before anything is parsed or stored.
   if (req.body.size() > options_.import_max_bytes)
@@ -240,10 +239,7 @@ void DirectoryApi::write_slice(ImportJob* job, ImportSlice& slice) {
   });
 }
 
-void DirectoryApi::put_zone(const http::Request& req, Res res, const std::string& name) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::WriteZones, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void DirectoryApi::put_zone(const http::Request& req, Res res, const Caller& who, const std::string& name) {
   if (!dir_.loaded()) return res->send_error(directory_loading());
   if (!valid_zone_name(name))
     return res->send_error(make_error(422, "invalid_zone_name", "zone names use a-z, 0-9 and '-', at most 64", "name"));
@@ -268,20 +264,16 @@ void DirectoryApi::put_zone(const http::Request& req, Res res, const std::string
   });
 }
 
-void DirectoryApi::get_zone(const http::Request& req, Res res, const std::string& name) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::ReadZones, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void DirectoryApi::get_zone(const http::Request& /*req*/, Res res, const Caller& who,
+                            const std::string& name) {
   if (!dir_.loaded()) return res->send_error(directory_loading());
   auto geo = dir_.zone_geojson(who->tenant->id, name);
   if (!geo) return res->send_error(make_error(404, "not_found", "no such zone"));
   res->send(200, "application/geo+json", *geo);
 }
 
-void DirectoryApi::delete_zone(const http::Request& req, Res res, const std::string& name) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::WriteZones, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void DirectoryApi::delete_zone(const http::Request& /*req*/, Res res, const Caller& who,
+                               const std::string& name) {
   if (!dir_.loaded()) return res->send_error(directory_loading());
   dir_.delete_zone(who->tenant->id, name, [res](Result<bool> existed) {
     if (!existed) return res->send_error(existed.error());
@@ -291,10 +283,7 @@ void DirectoryApi::delete_zone(const http::Request& req, Res res, const std::str
   });
 }
 
-void DirectoryApi::list_zones(const http::Request& req, Res res) {
-  std::shared_ptr<const tenants::Tenants> snapshot;
-  auto who = admit(req, tenants::Action::ReadZones, tenants_, snapshot);
-  if (!who) return res->send_error(who.error());
+void DirectoryApi::list_zones(const http::Request& /*req*/, Res res, const Caller& who) {
   if (!dir_.loaded()) return res->send_error(directory_loading());
   res->send_json(200, dump({{"items", dir_.zone_names(who->tenant->id)}}));
 }

@@ -24,26 +24,26 @@ struct DirectoryApiOptions {
 
 class DirectoryApi {
  public:
-  DirectoryApi(uv_loop_t* loop, directory::Directory& dir, TenantsSnapshot tenants, DirectoryApiOptions options);
+  DirectoryApi(uv_loop_t* loop, directory::Directory& dir, DirectoryApiOptions options);
   void register_routes(Router& router);
 
  private:
   using Res = std::shared_ptr<http::Responder>;
-  void put_recipient(const http::Request& req, Res res, const std::string& id);
-  void get_recipient(const http::Request& req, Res res, const std::string& id);
-  void delete_recipient(const http::Request& req, Res res, const std::string& id);
-  void import(const http::Request& req, Res res);
+  // Each route's handler; the router has admitted `who` (router.h).
+  void put_recipient(const http::Request& req, Res res, const Caller& who, const std::string& id);
+  void get_recipient(const http::Request& req, Res res, const Caller& who, const std::string& id);
+  void delete_recipient(const http::Request& req, Res res, const Caller& who, const std::string& id);
+  void import(const http::Request& req, Res res, const Caller& who);
   void pump(ImportJob* job);
   void queue_slice(ImportSlice& slice);
   void write_slice(ImportJob* job, ImportSlice& slice);
-  void put_zone(const http::Request& req, Res res, const std::string& name);
-  void get_zone(const http::Request& req, Res res, const std::string& name);
-  void delete_zone(const http::Request& req, Res res, const std::string& name);
-  void list_zones(const http::Request& req, Res res);
+  void put_zone(const http::Request& req, Res res, const Caller& who, const std::string& name);
+  void get_zone(const http::Request& req, Res res, const Caller& who, const std::string& name);
+  void delete_zone(const http::Request& req, Res res, const Caller& who, const std::string& name);
+  void list_zones(const http::Request& req, Res res, const Caller& who);
 
   uv_loop_t* loop_;
   directory::Directory& dir_;
-  TenantsSnapshot tenants_;
   DirectoryApiOptions options_;
 };
 

@@ -29,9 +29,10 @@ const char* type_name(int type) {
 
 void DlrApi::register_routes(Router& router) {
   for (const char* method : {"GET", "POST"})
-    router.add(method, "/v1/dlr/{gateway}", [this](const http::Request& req, auto res, const Params& p) {
-      report(req, std::move(res), p[0]);
-    });
+    router.add(method, "/v1/dlr/{gateway}", Access::open("dlr_secret"),
+               [this](const http::Request& req, auto res, const Call& c) {
+                 report(req, std::move(res), c.params[0]);
+               });
 }
 
 void DlrApi::report(const http::Request& req, std::shared_ptr<http::Responder> res, const std::string& gateway) {

@@ -74,7 +74,7 @@ struct App::Impl {
   std::unique_ptr<dispatch::Replanner> replanner;
   bool directory_loading = false;
   std::shared_ptr<const tenants::Tenants> tenants;
-  api::Router router;
+  std::unique_ptr<api::Router> router;
   std::unique_ptr<api::AlertsApi> alerts_api;
   std::unique_ptr<api::DirectoryApi> directory_api;
   std::unique_ptr<api::DlrApi> dlr_api;
@@ -154,19 +154,23 @@ Status App::start() {
   i.replanner = std::make_unique<dispatch::Replanner>(i.loop, *i.redis, *i.alert_store, *i.directory,
                                                       *i.dispatcher, i.clock, i.metrics);
 
+  api::RateLimits limits;
+  limits.per_key = {i.cfg.http.key_rate, i.cfg.http.key_burst};
+  limits.per_address = {i.cfg.http.address_rate, i.cfg.http.address_burst};
+  i.router = std::make_unique<api::Router>([this] { return impl_->tenants; }, i.clock, i.metrics, limits);
   api::AlertsApiOptions opts;
   opts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
   opts.intake_max_pending = static_cast<size_t>(i.cfg.redis.intake_max_pending);
   opts.loop = i.loop;
-  i.alerts_api = std::make_unique<api::AlertsApi>(*i.alert_store, *i.directory, *i.dispatcher, i.clock, i.metrics,
-                                                  [this] { return impl_->tenants; }, opts);
-  i.alerts_api->register_routes(i.router);
+  i.alerts_api =
+      std::make_unique<api::AlertsApi>(*i.alert_store, *i.directory, *i.dispatcher, i.clock, i.metrics, opts);
+  i.alerts_api->register_routes(*i.router);
   api::DirectoryApiOptions dopts;
   dopts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
   dopts.import_max_bytes = static_cast<size_t>(i.cfg.directory.import_max_bytes);
   dopts.max_zones_per_tenant = static_cast<size_t>(i.cfg.directory.max_zones_per_tenant);
-  i.directory_api = std::make_unique<api::DirectoryApi>(i.loop, *i.directory, [this] { return impl_->tenants; }, dopts);
-  i.directory_api->register_routes(i.router);
+  i.directory_api = std::make_unique<api::DirectoryApi>(i.loop, *i.directory, dopts);
+  i.directory_api->register_routes(*i.router);
   i.dlr_api = std::make_unique<api::DlrApi>(*i.dispatcher, i.metrics, [this](const std::string& gateway) {
     auto it = impl_->cfg.gateways.find(gateway);
     if (it == impl_->cfg.gateways.end()) return std::optional<std::string>();
@@ -176,9 +180,10 @@ Status App::start() {
     auto secret = it->second.find("dlr_secret");
     return std::optional<std::string>(secret == it->second.end() ? "" : secret->second);
   });
-  i.dlr_api->register_routes(i.router);
-  i.router.add("GET", "/healthz", [](auto&, auto res, auto&) { res->send_json(200, R"({"status":"ok"})"); });
-  i.router.add("GET", "/readyz", [this](auto&, auto res, auto&) {
+  i.dlr_api->register_routes(*i.router);
+  i.router->add("GET", "/healthz", api::Access::open("public"),
+                [](auto&, auto res, auto&) { res->send_json(200, R"({"status":"ok"})"); });
+  i.router->add("GET", "/readyz", api::Access::open("public"), [this](auto&, auto res, auto&) {
     bool redis_ok = impl_->redis->connected();
     bool directory_ok = impl_->directory->loaded();
     nlohmann::json body = {{"ready", redis_ok && directory_ok && !impl_->shutting_down},
@@ -188,14 +193,17 @@ Status App::start() {
                            {"shutting_down", impl_->shutting_down}};
     res->send_json(body["ready"].get<bool>() ? 200 : 503, body.dump());
   });
-  i.router.add("GET", "/metrics", [this](auto&, auto res, auto&) {
+  i.router->add("GET", "/metrics", api::Access::open("public"), [this](auto&, auto res, auto&) {
     res->send(200, "text/plain; version=0.0.4; charset=utf-8", impl_->metrics.serialize());
   });
 
-  i.server = std::make_unique<http::Server>(i.loop, i.cfg.http, i.clock, i.metrics,
-                                            [this](const http::Request& req, std::shared_ptr<http::Responder> res) {
-                                              impl_->router.dispatch(req, std::move(res));
-                                            });
+  // Who may call what, once at start-up (README "HTTP API" says the same for people).
+  log::info("http_routes", {{"routes", i.router->describe()}});
+  i.server =
+      std::make_unique<http::Server>(i.loop, i.cfg.http, i.clock, i.metrics,
+                                     [this](const http::Request& req, std::shared_ptr<http::Responder> res) {
+                                       impl_->router->dispatch(req, std::move(res));
+                                     });
   // h2o answers bodies over its own limit with a plain 413 before any route runs; the
   // margin lets slightly-too-large bodies reach the routes, which answer in JSON.
   size_t largest = static_cast<size_t>(std::max(i.cfg.http.max_body_bytes, i.cfg.directory.import_max_bytes));

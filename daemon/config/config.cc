@@ -16,7 +16,9 @@ namespace {
 // Keys that exist even when the file leaves them out, so that SIRENA_* can set them.
 constexpr const char* kDefaults = R"(
 log: {level: info}
-http: {listen: "127.0.0.1:8080", max_body_bytes: 1048576, tls: {cert: "", key: ""}}
+http: {listen: "127.0.0.1:8080", max_body_bytes: 1048576, tls: {cert: "", key: ""},
+       limits: {key_rate: 1000, key_burst: 2000, address_rate: 2000, address_burst: 4000, max_concurrent_streams: 100,
+                max_resets_per_connection: 1000}}
 redis: {url: managed, command_timeout_ms: 10000, max_pending: 100000, intake_max_pending: 10000, managed: {binary: redis-server, dir: var/redis, appendfsync: always}}
 directory: {zones_dir: zones, import_max_bytes: 67108864, max_zone_points: 10000, max_zones_per_tenant: 1000}
 dispatch: {consumer: "", batch_size: 1000, max_batches: 64, max_attempts: 8, max_unconfirmed: 10000}
@@ -317,7 +319,7 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
     return config_error(ctx, root["log"]["level"], "log.level", "expected debug, info, warn or error");
 
   const auto http = root["http"];
-  TRY(check_keys(ctx, http, "http", {"listen", "max_body_bytes", "tls"}));
+  TRY(check_keys(ctx, http, "http", {"listen", "max_body_bytes", "tls", "limits"}));
   TRY_ASSIGN(c.http.listen, get_string(ctx, http["listen"], "http.listen"));
   if (c.http.listen.rfind(':') == std::string::npos)
     return config_error(ctx, http["listen"], "http.listen", "expected HOST:PORT, e.g. 127.0.0.1:8080");
@@ -328,6 +330,22 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
   TRY_ASSIGN(c.http.tls_key, get_string(ctx, http["tls"]["key"], "http.tls.key"));
   if (c.http.tls_cert.empty() != c.http.tls_key.empty())
     return config_error(ctx, http["tls"], "http.tls", "set both cert and key, or neither");
+  const auto limits = http["limits"];
+  TRY(check_keys(ctx, limits, "http.limits",
+                 {"key_rate", "key_burst", "address_rate", "address_burst", "max_concurrent_streams",
+                  "max_resets_per_connection"}));
+  for (auto [name, slot] :
+       {std::pair{"key_rate", &c.http.key_rate}, std::pair{"key_burst", &c.http.key_burst},
+        std::pair{"address_rate", &c.http.address_rate}, std::pair{"address_burst", &c.http.address_burst}}) {
+    int64_t v = 0;
+    TRY_ASSIGN(v, get_int(ctx, limits[name], std::string("http.limits.") + name, 0, 1'000'000'000));
+    *slot = static_cast<double>(v);
+  }
+  TRY_ASSIGN(c.http.max_concurrent_streams,
+             get_int(ctx, limits["max_concurrent_streams"], "http.limits.max_concurrent_streams", 1, 256));
+  TRY_ASSIGN(c.http.max_resets_per_connection,
+             get_int(ctx, limits["max_resets_per_connection"], "http.limits.max_resets_per_connection", 1,
+                     1'000'000'000));
 
   const auto redis = root["redis"];
   TRY(check_keys(ctx, redis, "redis",

@@ -95,6 +95,13 @@ struct HttpConfig {
   int64_t max_body_bytes = 1 << 20;  // alert bodies (CAP or JSON)
   std::string tls_cert;              // TLS (ALPN h2, http/1.1) when both are set
   std::string tls_key;
+  // http.limits: requests a second (and burst) per API key and per client address on
+  // keyed routes (0 = no limit); HTTP/2 requests run at once per connection; requests a
+  // connection may abandon (RST_STREAM before the answer) per 10 s before it is closed.
+  double key_rate = 1000, key_burst = 2000;
+  double address_rate = 2000, address_burst = 4000;
+  int64_t max_concurrent_streams = 100;
+  int64_t max_resets_per_connection = 1000;
 };
 
 struct DispatchSettings {

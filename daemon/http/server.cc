@@ -6,9 +6,14 @@
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <prometheus/counter.h>
+#include <sys/socket.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <unordered_map>
 
 #include "daemon/core/log.h"
 #include "daemon/metrics/metrics.h"
@@ -75,6 +80,42 @@ const char* reason_phrase(int status) {
   }
 }
 
+bool lower_equals(std::string_view a, std::string_view lower) {
+  return a.size() == lower.size() && std::equal(a.begin(), a.end(), lower.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == y;
+         });
+}
+
+// How many times the HTTP/1 request head in `head` (which starts with the request line)
+// carries Content-Length and Transfer-Encoding. h2o 2.2.5 keeps neither among
+// req->headers (it consumes them to frame the body), so they are counted here from the
+// bytes h2o parsed. nullopt when `head` does not start with `method` + ' ' (then h2o's
+// buffer is not laid out as expected, and nothing is judged).
+struct FramingFields {
+  int content_length = 0;
+  int transfer_encoding = 0;
+};
+std::optional<FramingFields> count_framing_fields(std::string_view head, std::string_view method) {
+  if (head.size() <= method.size() || head.compare(0, method.size(), method) != 0 ||
+      head[method.size()] != ' ')
+    return std::nullopt;
+  FramingFields f;
+  size_t pos = head.find('\n');
+  while (pos != std::string_view::npos && pos + 1 < head.size()) {
+    size_t start = pos + 1;
+    size_t end = head.find('\n', start);
+    std::string_view line =
+        head.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) return f;  // end of the head
+    std::string_view name = line.substr(0, line.find(':'));
+    if (lower_equals(name, "content-length")) ++f.content_length;
+    if (lower_equals(name, "transfer-encoding")) ++f.transfer_encoding;
+    pos = end;
+  }
+  return std::nullopt;  // no end of head in the buffer
+}
+
 }  // namespace
 
 std::optional<std::string_view> Request::header(std::string_view name) const {
@@ -105,10 +146,12 @@ Responder::Responder(st_h2o_req_t* req, const Clock& clock, metrics::Metrics& me
     : req_(req), clock_(clock), metrics_(metrics), started_ns_(clock.mono_ns()) {
   guard_ = static_cast<RequestGuard*>(h2o_mem_alloc_shared(&req->pool, sizeof(RequestGuard), [](void* p) {
     auto* g = static_cast<RequestGuard*>(p);
-    if (g->responder) {
-      g->responder->req_ = nullptr;
-      g->responder->guard_ = nullptr;
-      g->responder->stream_ = nullptr;
+    if (Responder* r = g->responder) {
+      r->req_ = nullptr;
+      r->guard_ = nullptr;
+      r->stream_ = nullptr;
+      // Gone before an answer: the client reset the stream or closed the connection.
+      if (!r->sent_ && r->on_abandoned_) r->on_abandoned_();
     }
   }));
   guard_->responder = this;
@@ -229,6 +272,24 @@ struct Server::Impl {
     Server::Impl* impl;
   };
 
+  // One accepted connection: its libuv handle (h2o owns its `data`) and how many of its
+  // requests were abandoned in the current 10 s window. Freed in the handle's close callback.
+  struct ConnSlot {
+    uv_tcp_t tcp;
+    Impl* impl;
+    int fd = -1;
+    int64_t window_start_ms = 0;
+    int64_t abandoned = 0;
+    bool shut = false;
+  };
+  static constexpr int64_t kResetWindowMs = 10'000;
+
+  // A request h2o handed over, waiting for the check phase (see server.h).
+  struct Pending {
+    Request request;
+    std::shared_ptr<Responder> responder;
+  };
+
   uv_loop_t* loop;
   config::HttpConfig cfg;
   const Clock& clock;
@@ -241,9 +302,106 @@ struct Server::Impl {
   SSL_CTX* ssl_ctx = nullptr;
   uv_tcp_t* listener = nullptr;
   bool context_ready = false;
+  std::unordered_map<int, ConnSlot*> conns;  // by file descriptor
+  std::vector<Pending> pending;
+  uv_check_t* check = nullptr;
+  uv_idle_t* idle = nullptr;  // active while `pending` is not empty: the poll must not block
+  prometheus::Counter* abandoned_queued;
+  prometheus::Counter* abandoned_running;
+  prometheus::Counter* closed_for_resets;
+  prometheus::Counter* refused_duplicate_length;
+  prometheus::Counter* refused_length_and_chunked;
+  prometheus::Counter* refused_duplicate_authorization;
 
   Impl(uv_loop_t* l, const config::HttpConfig& c, const Clock& ck, metrics::Metrics& m, Handler h, Server* o)
-      : loop(l), cfg(c), clock(ck), metrics(m), handler(std::move(h)), owner(o) {}
+      : loop(l), cfg(c), clock(ck), metrics(m), handler(std::move(h)), owner(o) {
+    // The server owns its counters; the registry only collects them.
+    auto& abandoned = prometheus::BuildCounter()
+                          .Name("sirena_http_abandoned_total")
+                          .Help(
+                              "Requests the client reset or dropped before the answer; stage=queued: before "
+                              "any handler ran (no work done), running: while it worked")
+                          .Register(m.registry());
+    abandoned_queued = &abandoned.Add({{"stage", "queued"}});
+    abandoned_running = &abandoned.Add({{"stage", "running"}});
+    closed_for_resets = &prometheus::BuildCounter()
+                             .Name("sirena_http_connections_closed_total")
+                             .Help(
+                                 "Connections the server closed: reason=resets (more abandoned requests than "
+                                 "http.limits.max_resets_per_connection in 10 s)")
+                             .Register(m.registry())
+                             .Add({{"reason", "resets"}});
+    auto& refused = prometheus::BuildCounter()
+                        .Name("sirena_http_ambiguous_requests_total")
+                        .Help("Requests refused with 400 for ambiguous framing or credentials")
+                        .Register(m.registry());
+    refused_duplicate_length = &refused.Add({{"reason", "duplicate_content_length"}});
+    refused_length_and_chunked = &refused.Add({{"reason", "content_length_and_transfer_encoding"}});
+    refused_duplicate_authorization = &refused.Add({{"reason", "duplicate_authorization"}});
+  }
+
+  ConnSlot* slot_of(h2o_req_t* req) {
+    if (!req->conn->callbacks->get_socket) return nullptr;
+    h2o_socket_t* sock = req->conn->callbacks->get_socket(req->conn);
+    if (!sock) return nullptr;
+    auto it = conns.find(h2o_socket_get_fd(sock));
+    return it == conns.end() ? nullptr : it->second;
+  }
+
+  // Counts an abandoned request against its connection; past the limit the connection is
+  // shut down (h2o then reads EOF and closes it, disposing of what it still holds).
+  void abandoned(ConnSlot* slot, bool handled) {
+    (handled ? abandoned_running : abandoned_queued)->Increment();
+    if (!slot || slot->shut) return;
+    int64_t now = clock.now_ms();
+    if (now - slot->window_start_ms > kResetWindowMs) {
+      slot->window_start_ms = now;
+      slot->abandoned = 0;
+    }
+    if (++slot->abandoned <= cfg.max_resets_per_connection) return;
+    slot->shut = true;
+    closed_for_resets->Increment();
+    log::warn(
+        "http_connection_closed",
+        {{"reason", "resets"}, {"abandoned", slot->abandoned}, {"limit", cfg.max_resets_per_connection}});
+    shutdown(slot->fd, SHUT_RDWR);
+  }
+
+  // Ambiguous requests (server.h): nullopt when the request may go on.
+  std::optional<Error> ambiguity(h2o_req_t* req, std::string_view method) {
+    int authorization = 0;
+    for (size_t i = 0; i < req->headers.size; ++i)
+      if (req->headers.entries[i].name == &H2O_TOKEN_AUTHORIZATION->buf) ++authorization;
+    if (authorization > 1) {
+      refused_duplicate_authorization->Increment();
+      return make_error(400, "duplicate_header",
+                        "send one Authorization header, not " + std::to_string(authorization),
+                        "authorization");
+    }
+    if (req->version >= 0x200) return std::nullopt;  // HTTP/2 frames bodies itself (RFC 9113 §8.1.1)
+    h2o_socket_t* sock =
+        req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : nullptr;
+    if (!sock || !sock->input) return std::nullopt;
+    // h2o 2.2.5 keeps the request being served at the start of the socket's input buffer
+    // (it consumes it only once the response is done); the head is checked from there.
+    auto fields = count_framing_fields(std::string_view(sock->input->bytes, sock->input->size), method);
+    if (!fields) {
+      metrics.unexpected("http1_head_not_found").Increment();
+      return std::nullopt;
+    }
+    if (fields->content_length > 1) {
+      refused_duplicate_length->Increment();
+      return make_error(400, "ambiguous_framing", "send one Content-Length header (RFC 9112 §6.3)",
+                        "content-length");
+    }
+    if (fields->content_length > 0 && fields->transfer_encoding > 0) {
+      refused_length_and_chunked->Increment();
+      return make_error(400, "ambiguous_framing",
+                        "send Content-Length or Transfer-Encoding, not both (RFC 9112 §6.1)",
+                        "transfer-encoding");
+    }
+    return std::nullopt;
+  }
 
   static int on_req(h2o_handler_t* self, h2o_req_t* req) {
     auto* impl = reinterpret_cast<RouteHandler*>(self)->impl;
@@ -275,8 +433,31 @@ struct Server::Impl {
       delete p;
       --owner->in_flight_;
     });
-    impl->handler(r, std::move(responder));
+    if (auto bad = impl->ambiguity(req, r.method)) {
+      // What follows this head on the connection cannot be trusted: close it after the answer.
+      req->http1_is_persistent = 0;
+      responder->send_error(*bad);
+      return 0;
+    }
+    Responder* raw = responder.get();
+    ConnSlot* slot = impl->slot_of(req);
+    raw->on_abandoned([impl, slot, raw] { impl->abandoned(slot, raw->handled()); });
+    if (impl->pending.empty()) uv_idle_start(impl->idle, [](uv_idle_t*) {});
+    impl->pending.push_back(Pending{std::move(r), std::move(responder)});
     return 0;
+  }
+
+  // The check phase: runs the requests h2o handed over in this loop turn, except those
+  // whose client has reset them meanwhile.
+  void run_pending() {
+    std::vector<Pending> batch;
+    batch.swap(pending);
+    for (auto& p : batch) {
+      if (!p.responder->alive()) continue;  // counted as abandoned (queued) when h2o disposed of it
+      p.responder->set_handled();
+      handler(p.request, std::move(p.responder));
+    }
+    if (pending.empty()) uv_idle_stop(idle);
   }
 
   static void on_connection(uv_stream_t* listener, int status) {
@@ -285,15 +466,28 @@ struct Server::Impl {
       impl->metrics.unexpected("http_accept_error").Increment();
       return;
     }
-    auto* conn = static_cast<uv_tcp_t*>(malloc(sizeof(uv_tcp_t)));
-    uv_tcp_init(impl->loop, conn);
-    if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(conn)) != 0) {
-      uv_close(reinterpret_cast<uv_handle_t*>(conn), [](uv_handle_t* h) { free(h); });
+    auto* slot = new ConnSlot;
+    slot->impl = impl;
+    uv_tcp_init(impl->loop, &slot->tcp);
+    auto close_slot = [](uv_handle_t* h) {
+      auto* s = reinterpret_cast<ConnSlot*>(h);
+      if (s->fd >= 0) {
+        auto it = s->impl->conns.find(s->fd);
+        if (it != s->impl->conns.end() && it->second == s) s->impl->conns.erase(it);
+      }
+      delete s;
+    };
+    if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&slot->tcp)) != 0) {
+      uv_close(reinterpret_cast<uv_handle_t*>(&slot->tcp), close_slot);
       return;
     }
-    uv_tcp_nodelay(conn, 1);
-    h2o_socket_t* sock =
-        h2o_uv_socket_create(reinterpret_cast<uv_stream_t*>(conn), [](uv_handle_t* h) { free(h); });
+    uv_os_fd_t fd;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&slot->tcp), &fd) == 0) {
+      slot->fd = fd;
+      impl->conns[fd] = slot;
+    }
+    uv_tcp_nodelay(&slot->tcp, 1);
+    h2o_socket_t* sock = h2o_uv_socket_create(reinterpret_cast<uv_stream_t*>(&slot->tcp), close_slot);
     h2o_accept(&impl->accept_ctx, sock);
   }
 };
@@ -310,6 +504,10 @@ Status Server::start(size_t max_body_bytes) {
   Impl& i = *impl_;
   h2o_config_init(&i.globalconf);
   i.globalconf.max_request_entity_size = max_body_bytes;
+  // Requests run at once per HTTP/2 connection; h2o keeps the others waiting (and refuses
+  // streams beyond its advertised SETTINGS_MAX_CONCURRENT_STREAMS of 100).
+  i.globalconf.http2.max_concurrent_requests_per_connection =
+      static_cast<size_t>(i.cfg.max_concurrent_streams);
   h2o_hostconf_t* host = h2o_config_register_host(&i.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
   h2o_pathconf_t* path = h2o_config_register_path(host, "/", 0);
   auto* rh = reinterpret_cast<Impl::RouteHandler*>(h2o_create_handler(path, sizeof(Impl::RouteHandler)));
@@ -317,6 +515,13 @@ Status Server::start(size_t max_body_bytes) {
   rh->impl = &i;
   h2o_context_init(&i.ctx, i.loop, &i.globalconf);
   i.context_ready = true;
+  i.check = new uv_check_t;
+  uv_check_init(i.loop, i.check);
+  i.check->data = &i;
+  uv_check_start(i.check, [](uv_check_t* h) { static_cast<Impl*>(h->data)->run_pending(); });
+  uv_unref(reinterpret_cast<uv_handle_t*>(i.check));  // runs every turn; never keeps the loop alive alone
+  i.idle = new uv_idle_t;
+  uv_idle_init(i.loop, i.idle);
   i.accept_ctx.ctx = &i.ctx;
   i.accept_ctx.hosts = i.globalconf.hosts;
 

@@ -48,6 +48,12 @@ class Responder {
   Responder(const Responder&) = delete;
   Responder& operator=(const Responder&) = delete;
 
+  // Called when h2o disposes of the request before it was answered: the client reset
+  // the stream or closed the connection (set by the server).
+  void on_abandoned(std::function<void()> f) { on_abandoned_ = std::move(f); }
+  // Whether the handler has been called (the server queues requests first; server.h).
+  bool handled() const { return handled_; }
+  void set_handled() { handled_ = true; }
   // The route label for metrics ("/v1/alerts/{id}"); set by the router.
   void set_route(std::string route) { route_ = std::move(route); }
   bool alive() const { return req_ != nullptr; }
@@ -81,10 +87,22 @@ class Responder {
   int64_t started_ns_;
   std::string route_ = "unmatched";
   bool sent_ = false;
+  std::function<void()> on_abandoned_;
+  bool handled_ = false;
 };
 
 using Handler = std::function<void(const Request&, std::shared_ptr<Responder>)>;
 
+// A request is not handed to the handler from inside h2o's read callback: it is queued
+// and run from a uv_check callback, after every socket of this loop turn has been read.
+// A stream the client reset in the same burst (HTTP/2 "rapid reset", CVE-2023-44487) is
+// gone by then and costs no handler and no Redis work. A connection that abandons more
+// than http.limits.max_resets_per_connection requests in 10 s is closed.
+//
+// HTTP/1.1 framing that a proxy in front could read differently (request smuggling) is
+// refused with 400 and the connection closed: two Content-Length fields, or
+// Content-Length with Transfer-Encoding (h2o 2.2.5 silently uses the first length, or the
+// chunking). Two Authorization fields are refused with 400 on every protocol.
 class Server {
  public:
   Server(uv_loop_t* loop, const config::HttpConfig& cfg, const Clock& clock, metrics::Metrics& metrics,

@@ -3,6 +3,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <cassert>
 
 namespace sirena::tenants {
 
@@ -28,35 +29,59 @@ Result<Principal> Tenants::authenticate(std::optional<std::string_view> authoriz
   return it->second;
 }
 
-Status Tenants::authorize(const Principal& p, Action action) {
-  using config::Role;
-  // The citizen app registers its users (recipients) and reads zones; nothing else.
-  static constexpr struct {
-    Action action;
-    bool operator_, approver, citizen_app;
-    const char* name;
-  } kRules[] = {
-      {Action::SubmitAlert, true, false, false, "submit alerts"},
-      {Action::ApproveAlert, false, true, false, "approve alerts"},
-      {Action::CancelAlert, true, true, false, "cancel alerts"},
-      {Action::ReadAlerts, true, true, false, "read alerts"},
-      {Action::PreviewAlert, true, true, false, "preview alerts"},
-      {Action::WriteRecipients, true, false, true, "write recipients"},
-      {Action::ReadRecipients, true, false, true, "read recipients"},
-      {Action::WriteZones, true, false, false, "write zones"},
-      {Action::ReadZones, true, true, true, "read zones"},
-  };
+namespace {
+
+// What each role may do: the single table every route's authorisation reads (router.h).
+// `citizen-app` keys ship inside the public app, so anyone can extract them: they may
+// use Open311 only (DESIGN.md), which no /v1 route serves yet, so no action here.
+constexpr struct Rule {
+  Action action;
+  bool operator_, approver, citizen_app;
+  const char* name;  // for 403 messages and the route listing
+} kRules[] = {
+    {Action::SubmitAlert, true, false, false, "submit alerts"},
+    {Action::ApproveAlert, false, true, false, "approve alerts"},
+    {Action::CancelAlert, true, true, false, "cancel alerts"},
+    {Action::ReadAlerts, true, true, false, "read alerts"},
+    {Action::PreviewAlert, true, true, false, "preview alerts"},
+    {Action::WriteRecipients, true, false, false, "write recipients"},
+    {Action::ReadRecipients, true, false, false, "read recipients"},
+    {Action::WriteZones, true, false, false, "write zones"},
+    {Action::ReadZones, true, true, false, "read zones"},
+};
+
+const Rule& rule_of(Action action) {
   const auto& rule = kRules[static_cast<int>(action)];
-  bool allowed = false;
-  switch (p.key->role) {
-    case Role::Admin: allowed = true; break;
-    case Role::Operator: allowed = rule.operator_; break;
-    case Role::Approver: allowed = rule.approver; break;
-    case Role::CitizenApp: allowed = rule.citizen_app; break;
+  assert(rule.action == action && "kRules is in Action's order");
+  return rule;
+}
+
+}  // namespace
+
+bool Tenants::allows(config::Role role, Action action) {
+  const Rule& rule = rule_of(action);
+  switch (role) {
+    case config::Role::Admin:
+      return true;
+    case config::Role::Operator:
+      return rule.operator_;
+    case config::Role::Approver:
+      return rule.approver;
+    case config::Role::CitizenApp:
+      return rule.citizen_app;
   }
-  if (allowed) return Ok{};
-  return make_error(403, "forbidden_role",
-                    std::string("a key with role ") + config::to_string(p.key->role) + " may not " + rule.name);
+  return false;
+}
+
+const char* to_string(Action action) {
+  return rule_of(action).name;
+}
+
+Status Tenants::authorize(const Principal& p, Action action) {
+  if (allows(p.key->role, action)) return Ok{};
+  return make_error(
+      403, "forbidden_role",
+      std::string("a key with role ") + config::to_string(p.key->role) + " may not " + rule_of(action).name);
 }
 
 Status Tenants::check_sender(const Principal& p, std::string_view sender) {

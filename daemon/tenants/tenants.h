@@ -28,6 +28,9 @@ enum class Action {
   ReadZones,
 };
 
+// "submit alerts", "read zones", ...: for messages and the route listing.
+const char* to_string(Action action);
+
 struct Principal {
   const config::Tenant* tenant;
   const config::ApiKey* key;
@@ -41,6 +44,8 @@ class Tenants {
   Result<Principal> authenticate(std::optional<std::string_view> authorization) const;
   // 403 `forbidden_role` when the key's role may not do `action`.
   static Status authorize(const Principal& p, Action action);
+  // The per-role table (tenants.cc): may a key with `role` do `action`?
+  static bool allows(config::Role role, Action action);
   // 403 `sender_not_allowed` unless `sender` matches one of the tenant's CAP senders
   // (exact, or a shell-style pattern such as "*@comune.soliera.mo.it").
   static Status check_sender(const Principal& p, std::string_view sender);

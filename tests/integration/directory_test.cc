@@ -111,9 +111,13 @@ class DirectoryTest : public ::testing::Test {
 };
 
 TEST_F(DirectoryTest, RecipientCrudIsTenantScopedAndNormalised) {
-  auto created = put("/v1/recipients/r-1", kApp, recipient("r-1", 44.7376, 10.9245, {"Met"}).dump());
+  auto created = put("/v1/recipients/r-1", kOp, recipient("r-1", 44.7376, 10.9245, {"Met"}).dump());
   ASSERT_EQ(created.status, 201) << created.body;
-  EXPECT_EQ(put("/v1/recipients/r-1", kApp, recipient("r-1", 44.7376, 10.9245, {"Geo"}).dump()).status, 200);
+  EXPECT_EQ(put("/v1/recipients/r-1", kOp, recipient("r-1", 44.7376, 10.9245, {"Geo"}).dump()).status, 200);
+  // The key shipped inside the public app reads and changes nobody (issue 14 finding 4).
+  EXPECT_EQ(put("/v1/recipients/r-1", kApp, recipient("r-1", 44.7376, 10.9245, {"Met"}).dump()).status, 403);
+  EXPECT_EQ(daemon_->get("/v1/recipients/r-1", kApp).status, 403);
+  EXPECT_EQ(del("/v1/recipients/r-1", kApp).status, 403);
   auto got = daemon_->get("/v1/recipients/r-1", kOp);
   ASSERT_EQ(got.status, 200);
   json doc = json::parse(got.body);
@@ -130,9 +134,9 @@ TEST_F(DirectoryTest, RecipientCrudIsTenantScopedAndNormalised) {
 // client does not see): EVALSHA answers NOSCRIPT, and the daemon sends the script itself
 // with the same arguments, so the write still lands.
 TEST_F(DirectoryTest, ScriptsFlushedUnderTheDaemonAreSentAgain) {
-  ASSERT_EQ(put("/v1/recipients/r-1", kApp, recipient("r-1", 44.7376, 10.9245, {"Met"}).dump()).status, 201);
+  ASSERT_EQ(put("/v1/recipients/r-1", kOp, recipient("r-1", 44.7376, 10.9245, {"Met"}).dump()).status, 201);
   ASSERT_EQ(redis_->cli({"SCRIPT", "FLUSH"}), "OK\n");
-  auto r = put("/v1/recipients/r-1", kApp, recipient("r-1", 44.7376, 10.9245, {"Geo"}).dump());
+  auto r = put("/v1/recipients/r-1", kOp, recipient("r-1", 44.7376, 10.9245, {"Geo"}).dump());
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(json::parse(daemon_->get("/v1/recipients/r-1", kOp).body)["topics"], json({"Geo"}));
   ASSERT_EQ(redis_->cli({"SCRIPT", "FLUSH"}), "OK\n");

@@ -42,14 +42,7 @@ std::vector<std::string> corpus_files() {
 }
 
 std::string hash(const std::string& key) {
-  // Same as `sirenad --hash-key`; computed by the daemon binary so the test does not re-implement it.
-  std::string cmd = bin_dir() + "/sirenad --hash-key '" + key + "'";
-  std::unique_ptr<FILE, int (*)(FILE*)> p(popen(cmd.c_str(), "r"), pclose);
-  char buf[128] = {0};
-  size_t n = fread(buf, 1, sizeof buf - 1, p.get());
-  std::string s(buf, n);
-  while (!s.empty() && s.back() == '\n') s.pop_back();
-  return s;
+  return hash_key(key);
 }
 
 std::string key_line(const std::string& id, const std::string& role, const std::string& key) {

@@ -336,6 +336,16 @@ std::string Simulator::stats() const {
   return http_get("http://127.0.0.1:" + std::to_string(admin_port_) + "/stats").body;
 }
 
+std::string hash_key(const std::string& key) {
+  std::string cmd = bin_dir() + "/sirenad --hash-key '" + key + "'";
+  std::unique_ptr<FILE, int (*)(FILE*)> p(popen(cmd.c_str(), "r"), pclose);
+  char buf[128] = {0};
+  size_t n = p ? fread(buf, 1, sizeof buf - 1, p.get()) : 0;
+  std::string s(buf, n);
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  return s;
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;

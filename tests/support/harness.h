@@ -153,6 +153,10 @@ class Simulator {
   std::unique_ptr<Process> proc_;
 };
 
+// The SHA-256 a config stores for API key `key`, from `sirenad --hash-key` (so tests do
+// not re-implement it).
+std::string hash_key(const std::string& key);
+
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
 

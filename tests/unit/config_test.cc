@@ -41,6 +41,29 @@ TEST(Config, EnvironmentOverridesAnyScalarKey) {
   EXPECT_EQ(c->http.max_body_bytes, 2048);
 }
 
+TEST(Config, HttpLimitsHaveDefaultsOverridesAndBounds) {
+  auto c = load_from_string(kMinimal, "t.yaml", env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->http.key_rate, 1000);
+  EXPECT_EQ(c->http.address_burst, 4000);
+  EXPECT_EQ(c->http.max_concurrent_streams, 100);
+  EXPECT_EQ(c->http.max_resets_per_connection, 1000);
+  c = load_from_string(std::string(kMinimal) + "http: {limits: {key_rate: 0, max_concurrent_streams: 16}}\n",
+                       "t.yaml", env_of({{"SIRENA_HTTP_LIMITS_ADDRESS_RATE", "50"}}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->http.key_rate, 0) << "0: no limit";
+  EXPECT_EQ(c->http.key_burst, 2000) << "the default stays";
+  EXPECT_EQ(c->http.address_rate, 50);
+  EXPECT_EQ(c->http.max_concurrent_streams, 16);
+  for (const char* bad :
+       {"http: {limits: {key_rate: -1}}\n", "http: {limits: {max_concurrent_streams: 300}}\n",
+        "http: {limits: {max_resets_per_connection: 0}}\n", "http: {limits: {per_key: 5}}\n"}) {
+    auto e = load_from_string(std::string(kMinimal) + bad, "t.yaml", env_of({}));
+    ASSERT_FALSE(e) << bad;
+    EXPECT_NE(e.error().message.find("http.limits"), std::string::npos) << e.error().message;
+  }
+}
+
 TEST(Config, ErrorsNameFileLineAndKey) {
   std::string text = std::string(kMinimal) + "http:\n  max_body_bytes: lots\n";
   auto c = load_from_string(text, "conf/x.yaml", env_of({}));

@@ -42,6 +42,22 @@ TEST(Tenants, RolesAllowOnlyTheirActions) {
   EXPECT_EQ(Tenants::authorize(app, Action::ReadAlerts).error().status, 403);
 }
 
+// The citizen-app key ships inside the public app: it may read or change nobody's data
+// (issue 14 finding 4). Open311, its only use, has no /v1 route yet.
+TEST(Tenants, CitizenAppKeyMayDoNoApiAction) {
+  auto t = make();
+  auto app = *t.authenticate("Bearer k-app");
+  for (int a = 0; a <= static_cast<int>(Action::ReadZones); ++a) {
+    auto action = static_cast<Action>(a);
+    EXPECT_FALSE(Tenants::allows(config::Role::CitizenApp, action)) << to_string(action);
+    auto e = Tenants::authorize(app, action);
+    ASSERT_FALSE(e) << to_string(action);
+    EXPECT_EQ(e.error().status, 403);
+    EXPECT_EQ(e.error().code, "forbidden_role");
+    EXPECT_TRUE(Tenants::allows(config::Role::Admin, action)) << to_string(action);
+  }
+}
+
 TEST(Tenants, SenderMustBeAllowed) {
   auto t = make();
   auto op = *t.authenticate("Bearer k-op");
