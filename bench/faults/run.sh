@@ -30,9 +30,11 @@
 # Exit status: 1 if any verdict is FAIL (or the set-up fails), else 0.
 #
 # Usage: bench/faults/run.sh [--short] [N]   N push recipients, default 100000; --short: N=5000,
-#   a 3 s burst, smaller windows, the push gateways paced to ~PACE_S (3) s an alert (for CI)
+#   a 3 s burst, smaller windows, dispatch batches of 100 with 4 in work, the push gateways
+#   paced to ~PACE_S (3) s an alert (for CI)
 # Environment: NSMS (phone-only recipients, default 5000; --short 1500), APNS_IN_FLIGHT,
-#   FCM_IN_FLIGHT (2000; --short 256), MAX_UNCONFIRMED (10000; --short 1000), STOP_S (5),
+#   FCM_IN_FLIGHT (2000; --short 256), MAX_UNCONFIRMED (10000; --short 1000), DISPATCH_BATCH
+#   (1000; --short 100), MAX_BATCHES (64; --short 4), STOP_S (5),
 #   BURST_S (10; --short 3), BURST_FIRST_BOUND_MS (2000), RECOVER_BOUND_S (30),
 #   FINAL_TIMEOUT_S (180; --short 60), SCENARIOS (the names above, space-separated: a subset),
 #   SIRENAD, SIM (binaries, default build/bin), KEEP=1 (keep the work directory and its logs).
@@ -42,7 +44,7 @@ FAULTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$FAULTS/../.." && pwd)
 SHORT=0
 [[ ${1:-} == --short ]] && { SHORT=1; shift; }
-usage() { sed -n '2,40s/^# \{0,1\}//p' "$0"; exit 2; }
+usage() { sed -n '2,43s/^# \{0,1\}//p' "$0"; exit 2; }
 if ((SHORT)); then N=${1:-5000}; else N=${1:-100000}; fi
 [[ $N =~ ^[0-9]+$ ]] && ((N >= 1000)) || usage
 # The SMS gateway's rate (500/s) lets its first second go at once: the cancel needs more.
@@ -50,7 +52,11 @@ if ((SHORT)); then NSMS=${NSMS:-1500}; else NSMS=${NSMS:-5000}; fi
 if ((SHORT)); then
   APNS_IN_FLIGHT=${APNS_IN_FLIGHT:-256} FCM_IN_FLIGHT=${FCM_IN_FLIGHT:-256} MAX_UNCONFIRMED=${MAX_UNCONFIRMED:-1000}
   BURST_S=${BURST_S:-3} FINAL_TIMEOUT_S=${FINAL_TIMEOUT_S:-60} PACE_S=${PACE_S:-3}
+  # Batches claimed all through the fan-out, as with 100 batches of 1000 against 64 in work at
+  # N = 100000; 5 batches of 1000 would all be claimed before any fault.
+  DISPATCH_BATCH=${DISPATCH_BATCH:-100} MAX_BATCHES=${MAX_BATCHES:-4}
 else
+  DISPATCH_BATCH=${DISPATCH_BATCH:-1000} MAX_BATCHES=${MAX_BATCHES:-64}
   APNS_IN_FLIGHT=${APNS_IN_FLIGHT:-2000} FCM_IN_FLIGHT=${FCM_IN_FLIGHT:-2000} MAX_UNCONFIRMED=${MAX_UNCONFIRMED:-10000}
   BURST_S=${BURST_S:-10} FINAL_TIMEOUT_S=${FINAL_TIMEOUT_S:-180} PACE_S=${PACE_S:-0}
 fi
@@ -85,6 +91,7 @@ else
   APNS_RATE=0 FCM_RATE=${FCM_RATE:-1000000}  # no limit (the simulators have no quota)
 fi
 export SIRENA_REDIS_COMMAND_TIMEOUT_MS=$COMMAND_TIMEOUT_MS SIRENA_DISPATCH_MAX_UNCONFIRMED=$MAX_UNCONFIRMED \
+  SIRENA_DISPATCH_BATCH_SIZE=$DISPATCH_BATCH SIRENA_DISPATCH_MAX_BATCHES=$MAX_BATCHES \
   SIRENA_GATEWAYS_APNS_MAX_IN_FLIGHT=$APNS_IN_FLIGHT SIRENA_GATEWAYS_FCM_MAX_IN_FLIGHT=$FCM_IN_FLIGHT \
   SIRENA_GATEWAYS_APNS_RATE=$APNS_RATE \
   SIRENA_GATEWAYS_SMS_PROFILE=kannel SIRENA_GATEWAYS_SMS_BATCH_SIZE=$SMS_BATCH \
@@ -389,7 +396,7 @@ cat <<TABLE
 
 \`bench/faults/run.sh$( ((SHORT)) && echo " --short") $N\` on $(nproc) cores, loopback, $(date -u '+%Y-%m-%d %H:%M UTC'); load average before: $LOAD_BEFORE; campaign $((SECONDS - T_START)) s.
 sirenad built $BUILT; config/demo.yaml with Redis on a unix socket (AOF, appendfsync always),
-redis.command_timeout_ms $COMMAND_TIMEOUT_MS, dispatch.max_unconfirmed $MAX_UNCONFIRMED, max_in_flight APNs $APNS_IN_FLIGHT and FCM $FCM_IN_FLIGHT
+redis.command_timeout_ms $COMMAND_TIMEOUT_MS, dispatch.max_unconfirmed $MAX_UNCONFIRMED (batch_size $DISPATCH_BATCH, max_batches $MAX_BATCHES), max_in_flight APNs $APNS_IN_FLIGHT and FCM $FCM_IN_FLIGHT
 (rate APNs $APNS_RATE, FCM $FCM_RATE a second; 0 = none), SMS kannel profile to \`sirena-sim sms\` (batch $SMS_BATCH, $SMS_IN_FLIGHT in flight, $SMS_RATE/s).
 Duplicates bound per crash: $APNS_IN_FLIGHT + $FCM_IN_FLIGHT + $MAX_UNCONFIRMED + $WRITE_BACK_BATCH = $CRASH_BOUND. Time to recover: from the fault's end
 (restart issued, SIGCONT) to the simulators' next accepted message (or the alert's final state if none was left), then to the
