@@ -141,8 +141,21 @@ grep -q "$POLY_SMS" "$WORK/sms.cap.xml" && grep -q "$POLY_EMPTY" "$WORK/burst.ca
 
 say "starting sirenad; importing the recipients"
 start_sirenad "$SIRENAD"
-import_recipients
 API=http://127.0.0.1:$PORT
+# As setup.sh's import_recipients, but a 503 (sirenad shedding load while Redis is behind, or
+# its AOF rewrite) is retried for up to a minute, and any other failure shows sirenad's answer.
+import_file() {
+  local code
+  code=$(curl -s -o "$WORK/import.json" -w '%{http_code}' -X POST -H 'Authorization: Bearer demo-soliera-operator' \
+    -H 'Content-Type: application/x-ndjson' --data-binary "@$1" "$API/v1/recipients/import") || code=000
+  IMPORT_CODE=$code
+  [[ $code == 200 ]]
+}
+for f in "$WORK"/recipients/*.ndjson; do
+  for _ in $(seq 60); do import_file "$f" && break; [[ $IMPORT_CODE == 503 || $IMPORT_CODE == 000 ]] || break; sleep 1; done
+  [[ $IMPORT_CODE == 200 ]] || die "import of $f answered $IMPORT_CODE: $(head -c 500 "$WORK/import.json" 2>/dev/null)"
+  [[ $(jq '.rejected | length' "$WORK/import.json") == 0 ]] || die "import of $f rejected lines: $(head -c 500 "$WORK/import.json")"
+done
 AUTH=(-H 'Authorization: Bearer demo-soliera-operator')
 
 # --- helpers ------------------------------------------------------------------------------------
