@@ -46,7 +46,7 @@ SHORT=0
 [[ ${1:-} == --short ]] && { SHORT=1; shift; }
 usage() { sed -n '2,43s/^# \{0,1\}//p' "$0"; exit 2; }
 if ((SHORT)); then N=${1:-5000}; else N=${1:-100000}; fi
-[[ $N =~ ^[0-9]+$ ]] && ((N >= 1000)) || usage
+if ! [[ $N =~ ^[0-9]+$ ]] || ((N < 1000)); then usage; fi
 # The SMS gateway's rate (500/s) lets its first second go at once: the cancel needs more.
 if ((SHORT)); then NSMS=${NSMS:-1500}; else NSMS=${NSMS:-5000}; fi
 if ((SHORT)); then
@@ -234,9 +234,11 @@ check_alert() {
   PROG="${PROG:-nothing sent}; pending $pend"
   LOST=$((PLANNED - UNIQUE))
 }
-log_lines() {  # sirenad's last warnings and errors, and this alert's lines
-  { grep -E '"level":"(warn|error)"' "$WORK/sirenad.log" | tail -n 8; grep -F "\"$ID\"" "$WORK/sirenad.log" | tail -n 5; } |
-    cut -c1-400 >&2 || true
+log_lines() {  # sirenad's warnings and errors since this alert's POST (the last 8), and its own lines
+  local since; since=$(date -u -d "@${T_POST%.*}" +%Y-%m-%dT%H:%M:%S)
+  { awk -v s="$since" 'match($0, /"ts":"[^"]*"/) && substr($0, RSTART + 6, RLENGTH - 7) >= s' "$WORK/sirenad.log" |
+      grep -E '"level":"(warn|error)"' | tail -n 8
+    grep -F "\"$ID\"" "$WORK/sirenad.log" | tail -n 5; } | cut -c1-400 >&2 || true
 }
 
 join() { local out="" x; for x in "$@"; do out+="${out:+; }$x"; done; echo "$out"; }
