@@ -16,6 +16,7 @@ packages=(
   redis-server redis-tools wrk nghttp2-client nghttp2-server curl jq python3 openssl
   kannel kannel-extras   # bearerbox, smsbox and /usr/lib/kannel/test/fakesmsc for the SMS tests
   prometheus             # prometheus and promtool for tests/ops (dashboards/); the tests start their own
+  nodejs                 # bench/fanout's generator and watchers; bench/faults/run.sh --short (ctest faults.short) uses the generator
 )
 
 missing=()
