@@ -547,10 +547,15 @@ struct Dispatcher::Impl {
   size_t unconfirmed = 0;          // outcomes sent to Redis, reply not yet seen (or failed, to be sent again)
   std::vector<std::shared_ptr<FlushCall>> failed_flushes;
   std::unordered_set<std::string> acks_unconfirmed;       // entries of the calls not yet taken
+  std::unordered_set<std::string> entries_loading;        // claimed entries whose batch is being read
   uint64_t flushes = 0;                                   // write-back calls made (their tokens)
   const std::string boot_id = make_ulid(clock.now_ms());  // tokens of this process's calls
   bool claiming = false;
   bool claim_again = false;  // asked for while claiming: another pass follows
+  // A batch load or a claim failed (Redis lost or stalled): its entries stay pending on this
+  // consumer, so the next claim reads them back at once rather than a reclaim 30 s later.
+  bool reread_own = false;
+  bool alert_read_failed = false;  // set while with_alert() calls back after a Redis error
   bool started = false;
   bool stopping = false;
   int64_t last_reclaim_ms = 0;
@@ -633,28 +638,36 @@ struct Dispatcher::Impl {
 
   // One pass over the streams, most urgent first, for up to capacity() batches. A claim
   // asked for during a pass (a new plan) runs another pass after it, so none is lost.
+  // `own_pending`: this consumer's own pending entries first (after a restart, or after
+  // a load or a claim failed: see reread_own).
   void claim(bool own_pending = false) {
     if (claiming) {
       claim_again = true;
+      reread_own |= own_pending;
       return;
     }
     claiming = true;
     claim_again = false;
-    claim_stream(0, own_pending);
+    claim_stream(0, own_pending || std::exchange(reread_own, false));
   }
 
   void claim_stream(int priority, bool own_pending) {
     size_t want = capacity();
     if (stopping || !started || !redis.connected() || want == 0 || priority >= kPriorities) {
+      if (own_pending && priority < kPriorities) reread_own = true;  // not read yet: the next claim does
       claiming = false;
       if (claim_again) claim();
       return;
     }
-    std::string stream = stream_key(priority), count = std::to_string(want);
-    // ">" = new entries; "0" = this consumer's own pending entries (after a restart).
-    redis.command({"XREADGROUP", "GROUP", kGroup, cfg.consumer, "COUNT", count, "STREAMS", stream,
+    // Own entries still in work here come back too (and are skipped): ask for enough.
+    size_t count = own_pending ? want + batches.size() + claimed_count + acks_unconfirmed.size() : want;
+    std::string stream = stream_key(priority), count_text = std::to_string(count);
+    // ">" = new entries; "0" = this consumer's own pending entries.
+    redis.command({"XREADGROUP", "GROUP", kGroup, cfg.consumer, "COUNT", count_text, "STREAMS", stream,
                    own_pending ? "0" : ">"},
                   [this, priority, own_pending](const redisReply* r, const Error* e) {
+                    // Lost with the connection, a claim's entries may be ours all the same.
+                    if (e) reread_own = true;
                     if (!e && r->type == REDIS_REPLY_ARRAY) take_entries(r, priority, !own_pending);
                     if (r && r->type == REDIS_REPLY_ERROR) ensure_groups();
                     claim_stream(priority + 1, own_pending);
@@ -701,7 +714,7 @@ struct Dispatcher::Impl {
         if (c.entry == entry) return true;
     // Done here, its acknowledgement not yet confirmed by Redis (a write-back under way or
     // to be sent again): read again, it would send what only that write-back records.
-    return acks_unconfirmed.count(entry) > 0;
+    return acks_unconfirmed.count(entry) > 0 || entries_loading.count(entry) > 0;
   }
 
   // Starts loading claimed batches, most urgent first, up to kMaxLoading at once.
@@ -712,12 +725,14 @@ struct Dispatcher::Impl {
         Claimed c = std::move(q.front());
         q.pop_front();
         --claimed_count;
+        entries_loading.insert(c.entry);
         load_batch(static_cast<int>(&q - claimed), c.entry, c.tenant, c.alert, c.batch, c.fresh);
       }
     }
   }
 
-  void loaded() {
+  void loaded(const Batch& b) {
+    entries_loading.erase(b.stream_entry);
     --batches_loading;
     load_next();
   }
@@ -730,6 +745,8 @@ struct Dispatcher::Impl {
   // ---- loading a batch -------------------------------------------------------------
 
   // The alert in work, read once however many of its batches are loading.
+  // `fn` gets null when the alert is gone or unreadable, and also when Redis could not be
+  // asked (`alert_read_failed` then tells the two apart).
   void with_alert(const std::string& tenant, const std::string& id, std::function<void(std::shared_ptr<Active>)> fn) {
     if (auto it = alerts.find(id); it != alerts.end()) return fn(it->second);
     auto& waiting = alerts_loading[id];
@@ -742,7 +759,9 @@ struct Dispatcher::Impl {
                     if (a) a = alerts.emplace(id, a).first->second;
                     auto fns = std::move(alerts_loading[id]);
                     alerts_loading.erase(id);
+                    alert_read_failed = e != nullptr;
                     for (auto& fn : fns) fn(a);
+                    alert_read_failed = false;
                   });
   }
 
@@ -777,10 +796,16 @@ struct Dispatcher::Impl {
       b->fresh = fresh;
       b->alert = a;
       std::from_chars(batch_no.data(), batch_no.data() + batch_no.size(), b->number);
+      if (!a && alert_read_failed) {
+        // Redis was not reachable: the entry stays pending and is read again.
+        loaded(*b);
+        reread_own = true;
+        return;
+      }
       if (!a) {
         // The alert is gone (or unreadable): nothing can be sent for it.
         metrics.unexpected("dispatch_alert_missing").Increment();
-        loaded();
+        loaded(*b);
         redis.command({"XACK", stream_key(priority), kGroup, entry}, [](auto*, auto*) {});
         return;
       }
@@ -848,8 +873,9 @@ struct Dispatcher::Impl {
     redis.command(argv, [this, raw, plan = std::move(plan), slots](const redisReply* r, const Error* e) {
       std::unique_ptr<Batch> b(raw);
       if (e || r->type != REDIS_REPLY_ARRAY) {
-        loaded();
-        return;  // left pending: re-read after a restart or by the next reclaim
+        loaded(*b);
+        reread_own = true;
+        return;  // left pending: re-read by the next claim (reread_own)
       }
       add_messages(std::move(b), slots, r);  // `plan` keeps the slots alive
     });
@@ -870,14 +896,15 @@ struct Dispatcher::Impl {
 
   void on_load(std::unique_ptr<Batch> b, const redisReply* r, const Error* e) {
     if (e || r->type != REDIS_REPLY_ARRAY) {
-      loaded();
-      return;  // left pending: re-read after a restart or by the next reclaim
+      loaded(*b);
+      reread_own = true;
+      return;  // left pending: re-read by the next claim (reread_own)
     }
     std::string_view text = r->elements == 2 ? std::string_view(r->element[0]->str, r->element[0]->len) : "";
     auto nl = text.find('\n');
     if (nl == std::string::npos) {
       metrics.unexpected("dispatch_batch_missing").Increment();
-      loaded();
+      loaded(*b);
       return finish_empty(std::move(b));
     }
     b->rtenant = text.substr(0, nl);
@@ -916,7 +943,7 @@ struct Dispatcher::Impl {
   // the slots' packed contacts, in order); then prepare().
   void add_messages(std::unique_ptr<Batch> b, std::span<const uint32_t> slots, const redisReply* r) {
     if (r->type != REDIS_REPLY_ARRAY || r->elements != slots.size()) {
-      loaded();
+      loaded(*b);
       return;
     }
     Active& a = *b->alert;
@@ -986,7 +1013,7 @@ struct Dispatcher::Impl {
   // push messages is queued at once.
   void prepare(std::unique_ptr<Batch> b) {
     if (b->msgs.empty()) {
-      loaded();
+      loaded(*b);
       return finish_empty(std::move(b));
     }
     const Active& a = *b->alert;
@@ -998,7 +1025,7 @@ struct Dispatcher::Impl {
       }
     bool sms = map.size() > 2;
     if (b->fresh && !sms) {
-      loaded();
+      loaded(*b);
       return queue(std::move(b), nullptr);
     }
     std::vector<std::string> read;
@@ -1017,8 +1044,11 @@ struct Dispatcher::Impl {
     Batch* raw = b.release();
     store::Redis::Callback next = [this, raw](const redisReply* r, const Error* e) {
       std::unique_ptr<Batch> b(raw);
-      loaded();
-      if (e) return;  // left pending: re-read after a restart or by the next reclaim
+      loaded(*b);
+      if (e) {
+        reread_own = true;
+        return;  // left pending: re-read by the next claim (reread_own)
+      }
       if (b->fresh) {
         if (r->type == REDIS_REPLY_ERROR) metrics.unexpected("dispatch_smsto_failed").Increment();
         return queue(std::move(b), nullptr);
