@@ -26,6 +26,7 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <string_view>
 
 #include "tests/support/cap_fixture.h"
 #include "tests/support/harness.h"
@@ -277,8 +278,9 @@ TEST_F(AccessTest, RouteRoleTenantMatrix) {
       auto mine = call(method, pattern, kAdmin), theirs = call(method, pattern, kBastigliaAdmin);
       ASSERT_EQ(theirs.status, 200) << theirs.body;
       auto items = json::parse(theirs.body)["items"];
-      ASSERT_GT(json::parse(mine.body)["items"].size(), 0u);
-      for (const auto& item : json::parse(mine.body)["items"])
+      auto mine_items = json::parse(mine.body)["items"];  // a copy: a temporary's member dies with it
+      ASSERT_GT(mine_items.size(), 0u);
+      for (const auto& item : mine_items)
         for (const auto& other : items) EXPECT_NE(other["id"], item["id"]);
     }
   }
@@ -455,7 +457,8 @@ class H2Client {
   }
 
  private:
-  static nghttp2_nv nv_of(const char* name, const std::string& value) {
+  // `value` must outlive the submit: a literal, or a string of the caller's.
+  static nghttp2_nv nv_of(const char* name, std::string_view value) {
     return {reinterpret_cast<uint8_t*>(const_cast<char*>(name)),
             reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), strlen(name), value.size(),
             NGHTTP2_NV_FLAG_NONE};
