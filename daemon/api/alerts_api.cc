@@ -10,8 +10,8 @@
 #include "daemon/alerts/cap_parser.h"
 #include "daemon/alerts/cap_writer.h"
 #include "daemon/alerts/lifecycle.h"
-#include "daemon/api/common.h"
 #include "daemon/alerts/parse_async.h"
+#include "daemon/api/common.h"
 #include "daemon/core/ids.h"
 #include "daemon/core/log.h"
 #include "daemon/dispatch/render.h"
@@ -128,8 +128,9 @@ void AlertsApi::register_routes(Router& router) {
 std::optional<Error> AlertsApi::storage_busy() const {
   size_t backlog = store_.backlog();
   if (backlog <= options_.intake_max_pending) return std::nullopt;
-  return make_error(503, "storage_busy",
-                    "storage is falling behind (" + std::to_string(backlog) + " commands waiting); retry shortly");
+  return make_error(
+      503, "storage_busy",
+      "storage is falling behind (" + std::to_string(backlog) + " commands waiting); retry shortly");
 }
 
 void AlertsApi::reject(Res& res, const Error& e) {

@@ -284,7 +284,8 @@ TEST(MarkupLimits, ParsesOnSeveralThreadsAtOnce) {
         Result<Alert> schema = parse_cap_xml(bad);
         Result<Alert> attrs = parse_cap_xml(many_attributes(40));
         if (!good || good->identifier != "SOL-2024-001") ++wrong;
-        if (schema || schema.error().code != "schema_violation" || schema.error().where != "/alert/info/urgency")
+        if (schema || schema.error().code != "schema_violation" ||
+            schema.error().where != "/alert/info/urgency")
           ++wrong;
         if (attrs || attrs.error().code != "too_many_attributes") ++wrong;
       }
