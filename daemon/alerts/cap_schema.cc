@@ -1,12 +1,16 @@
 #include "daemon/alerts/cap_schema.h"
 
 #include <libxml/xmlschemas.h>
+#include <libxml/xmlschemastypes.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <string_view>
+#include <vector>
 
 #include "daemon/alerts/validate.h"
 
@@ -170,9 +174,23 @@ struct Schemas {
   }
 };
 
+// Each thread's copy is made once and kept for the process's life: the loop and the
+// thread pool's threads live as long as the process. They stay reachable from here, so
+// a thread that ends (a test's) leaves no leak behind for LeakSanitizer to report.
 xmlSchemaPtr schema_for(CapVersion v) {
-  thread_local Schemas schemas;
-  return v == CapVersion::k12 ? schemas.cap12 : schemas.cap11;
+  static std::mutex mutex;
+  static std::vector<std::unique_ptr<Schemas>>* all = new std::vector<std::unique_ptr<Schemas>>;
+  // libxml2 builds its table of XSD built-in types on first use, unguarded: threads that
+  // compile their first schema at once race on it (and leak what the loser built).
+  static std::once_flag types_once;
+  std::call_once(types_once, [] { xmlSchemaInitTypes(); });
+  thread_local Schemas* schemas = [] {
+    auto made = std::make_unique<Schemas>();
+    std::lock_guard<std::mutex> lock(mutex);
+    all->push_back(std::move(made));
+    return all->back().get();
+  }();
+  return v == CapVersion::k12 ? schemas->cap12 : schemas->cap11;
 }
 
 struct FirstError {
