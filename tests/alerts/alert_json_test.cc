@@ -13,18 +13,8 @@ namespace {
 
 using nlohmann::json;
 
-// The example in docs/alert-json.md, so the documentation cannot drift.
-std::string documented_example() {
-  const std::string md =
-      test::read_file(std::filesystem::path(SIRENA_TEST_DATA) / "../../docs/alert-json.md");
-  const size_t start = md.find("```json\n");
-  const size_t end = md.find("```", start + 8);
-  EXPECT_NE(start, std::string::npos);
-  return md.substr(start + 8, end - start - 8);
-}
-
 json example() {
-  return json::parse(documented_example());
+  return json::parse(test::documented_json_example());
 }
 
 Error rejected(const json& j) {
@@ -41,7 +31,7 @@ void expect_error(const json& j, const std::string& code, const std::string& whe
 }
 
 TEST(AlertJson, DocumentedExampleParses) {
-  const Result<Alert> r = parse_alert_json(documented_example());
+  const Result<Alert> r = parse_alert_json(test::documented_json_example());
   ASSERT_TRUE(r.ok()) << r.error().code << ": " << r.error().message << " at " << r.error().where;
   EXPECT_EQ(r->identifier, "SOL-2024-0516-001");
   EXPECT_EQ(r->msg_type, MsgType::Alert);
@@ -59,7 +49,7 @@ TEST(AlertJson, DocumentedExampleParses) {
 }
 
 TEST(AlertJson, RoundTripKeepsEverything) {
-  const Result<Alert> a = parse_alert_json(documented_example());
+  const Result<Alert> a = parse_alert_json(test::documented_json_example());
   ASSERT_TRUE(a.ok());
   const json out = alert_to_json(*a);
   json in = example();
@@ -81,7 +71,7 @@ TEST(AlertJson, MalformedJsonGivesTheByteOffset) {
 }
 
 TEST(AlertJson, InvalidUtf8) {
-  std::string doc = documented_example();
+  std::string doc = test::documented_json_example();
   const size_t at = doc.find("Soliera");
   doc[at] = '\xC0';
   const Error e = parse_alert_json(doc).error();
@@ -93,13 +83,13 @@ TEST(AlertJson, InvalidUtf8) {
 TEST(AlertJson, SizeAndDepthLimits) {
   ParseLimits limits;
   limits.max_bytes = 10;
-  EXPECT_EQ(parse_alert_json(documented_example(), limits).error().code, "body_too_large");
-  EXPECT_EQ(parse_alert_json(documented_example(), limits).error().status, 413);
+  EXPECT_EQ(parse_alert_json(test::documented_json_example(), limits).error().code, "body_too_large");
+  EXPECT_EQ(parse_alert_json(test::documented_json_example(), limits).error().status, 413);
   std::string deep = R"({"identifier": )" + std::string(100000, '[') + std::string(100000, ']') + "}";
   EXPECT_EQ(parse_alert_json(deep).error().code, "too_deep");
   limits = {};
   limits.max_depth = 5;  // the example nests points at depth 8
-  EXPECT_EQ(parse_alert_json(documented_example(), limits).error().code, "too_deep");
+  EXPECT_EQ(parse_alert_json(test::documented_json_example(), limits).error().code, "too_deep");
 }
 
 TEST(AlertJson, MissingFields) {
@@ -263,7 +253,7 @@ TEST(AlertJson, CancelWithoutInfos) {
 TEST(AlertJson, CountLimits) {
   ParseLimits limits;
   limits.max_polygon_points = 4;
-  EXPECT_EQ(parse_alert_json(documented_example(), limits).error().code, "too_many_points");
+  EXPECT_EQ(parse_alert_json(test::documented_json_example(), limits).error().code, "too_many_points");
 }
 
 }  // namespace

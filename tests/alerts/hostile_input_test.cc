@@ -20,16 +20,8 @@ namespace {
 
 using nlohmann::json;
 
-std::string documented_example() {
-  const std::string md =
-      test::read_file(std::filesystem::path(SIRENA_TEST_DATA) / "../../docs/alert-json.md");
-  const size_t start = md.find("```json\n");
-  const size_t end = md.find("```", start + 8);
-  return md.substr(start + 8, end - start - 8);
-}
-
 json example() {
-  return json::parse(documented_example());
+  return json::parse(test::documented_json_example());
 }
 
 const std::string kCap = R"(<?xml version="1.0" encoding="UTF-8"?>
@@ -140,20 +132,20 @@ TEST(XmlChars, CapXmlRefusesThemToo) {
 // ---- Finding 10 and 11: duplicate keys, numbers out of range -----------------------
 
 TEST(StrictJson, DuplicateKeysAreRefusedAtAnyDepth) {
-  std::string doc = documented_example();
+  std::string doc = test::documented_json_example();
   doc.insert(doc.find("\"status\": \"Actual\""), "\"status\": \"Test\", ");
   Error e = json_error(doc);
   EXPECT_EQ(e.status, 422);
   EXPECT_EQ(e.code, "duplicate_key");
   EXPECT_EQ(e.where, "/status");
 
-  doc = documented_example();
+  doc = test::documented_json_example();
   doc.insert(doc.find("\"radius_km\""), "\"lat\": 1, ");
   e = json_error(doc);
   EXPECT_EQ(e.code, "duplicate_key");
   EXPECT_EQ(e.where, "/infos/0/areas/1/circles/0/lat");
 
-  doc = documented_example();
+  doc = test::documented_json_example();
   doc.insert(doc.find("\"value\": \"036044\""), "\"value\": \"1\", ");
   e = json_error(doc);
   EXPECT_EQ(e.where, "/infos/0/areas/0/geocodes/0/value");
@@ -162,7 +154,7 @@ TEST(StrictJson, DuplicateKeysAreRefusedAtAnyDepth) {
 TEST(StrictJson, NumbersOutOfRangeAre422WithTheirPointer) {
   const std::string huge(5000, '9');
   for (const std::string& n : {std::string("1e999"), std::string("-1e999"), huge, "-" + huge, huge + ".5"}) {
-    std::string doc = documented_example();
+    std::string doc = test::documented_json_example();
     const std::string from = "\"radius_km\": 1.5";
     doc.replace(doc.find(from), from.size(), "\"radius_km\": " + n);
     Error e = json_error(doc);
@@ -170,16 +162,16 @@ TEST(StrictJson, NumbersOutOfRangeAre422WithTheirPointer) {
     EXPECT_EQ(e.code, "number_out_of_range");
     EXPECT_EQ(e.where, "/infos/0/areas/1/circles/0/radius_km");
 
-    doc = documented_example();
+    doc = test::documented_json_example();
     doc.replace(doc.find("\"altitude\": 0"), 13, "\"altitude\": " + n);
     EXPECT_EQ(json_error(doc).where, "/infos/0/areas/1/altitude");
 
-    doc = documented_example();
+    doc = test::documented_json_example();
     doc.replace(doc.find("\"size\": 183204"), 14, "\"size\": " + n);
     EXPECT_EQ(json_error(doc).status, 422);
   }
   // Inside an array of points.
-  std::string doc = documented_example();
+  std::string doc = test::documented_json_example();
   doc.replace(doc.find("[44.7668, 10.9521]"), 18, "[44.7668, 1e400]");
   EXPECT_EQ(json_error(doc).where, "/infos/0/areas/0/polygons/0/1/1");
 }
@@ -301,7 +293,7 @@ TEST(SmallerLimits, NegativeResourceSize) {
   Error e = xml_error(with("<size>10</size>", "<size>-1</size>"));
   EXPECT_EQ(e.status, 422);
   EXPECT_EQ(e.where, "/infos/0/resources/0/size");
-  std::string doc = documented_example();
+  std::string doc = test::documented_json_example();
   doc.replace(doc.find("\"size\": 183204"), 14, "\"size\": -5");
   e = json_error(doc);
   EXPECT_EQ(e.status, 422);

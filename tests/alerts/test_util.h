@@ -1,6 +1,8 @@
 // Helpers shared by the alerts tests: reading corpus files.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -40,6 +42,15 @@ inline std::string erase_spans(std::string s, const std::string& open, const std
     s.erase(p, q + close.size() - p);
   }
   return s;
+}
+
+// The JSON example in docs/alert-json.md, so the documentation cannot drift.
+inline std::string documented_json_example() {
+  const std::string md = read_file(std::filesystem::path(SIRENA_TEST_DATA) / "../../docs/alert-json.md");
+  const size_t start = md.find("```json\n");
+  const size_t end = md.find("```", start + 8);
+  EXPECT_NE(start, std::string::npos);
+  return md.substr(start + 8, end - start - 8);
 }
 
 }  // namespace sirena::alerts::test
