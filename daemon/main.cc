@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  sirena::log::buffer_output(std::chrono::seconds(1));
   // Writes to a closed socket must fail with EPIPE, not kill the daemon.
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t* loop = uv_default_loop();
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
     app->abort_start();
     return started.error().status == 2 ? 2 : 1;
   }
+  sirena::log::flush();  // the start-up lines at once (scripts read the managed Redis's pid)
   uv_run(loop, UV_RUN_DEFAULT);
   return app->exit_code();
 }

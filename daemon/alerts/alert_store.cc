@@ -197,6 +197,10 @@ Error script_error(const redisReply* r) {
 
 }  // namespace
 
+std::string stored_json(const Alert& a) {
+  return alert_to_json(a).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string AlertStore::idem_key(const Alert& a) {
   return a.sender + "," + a.identifier + "," + a.sent.text;
 }
@@ -214,7 +218,7 @@ void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> 
   std::string idem = idem_key(a);
   std::string now = std::to_string(n.now_ms);
   std::string refs = refs_text(a);
-  std::string parsed = alert_to_json(a).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string parsed = n.stored_json.empty() ? stored_json(a) : n.stored_json;
   std::string recipients = std::to_string(n.recipients);
   auto expiry = latest_expiry_ms(a);
   std::string expires = expiry ? std::to_string(*expiry) : std::string();

@@ -61,7 +61,13 @@ struct NewAlert {
   std::string initial_state;  // pending_approval, accepted or draft
   int64_t now_ms;
   int64_t recipients = 0;  // resolved at intake
+  // AlertStore::stored_json(*alert), when the caller made it already (off the loop);
+  // empty: create() makes it.
+  std::string stored_json;
 };
+
+// The parsed alert as the store keeps it (field `parsed`): its JSON form.
+std::string stored_json(const Alert& a);
 
 struct Created {
   bool created;  // false: the same (sender, identifier, sent) was already stored

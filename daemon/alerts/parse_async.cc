@@ -15,15 +15,16 @@ struct ParseJob {
   std::shared_ptr<const std::string> body;
   ParseLimits limits;
   ParseDone done;
+  AfterParse after;
   std::optional<Result<Alert>> result;  // written by the worker, read after it
 };
 
 }  // namespace
 
 void parse_alert_async(uv_loop_t* loop, AlertFormat format, std::shared_ptr<const std::string> body,
-                       const ParseLimits& limits, ParseDone done) {
+                       const ParseLimits& limits, ParseDone done, AfterParse after) {
   harden_libxml2();  // xmlInitParser on the loop's (main) thread, before any worker parses
-  auto* job = new ParseJob{{}, format, std::move(body), limits, std::move(done), std::nullopt};
+  auto* job = new ParseJob{{}, format, std::move(body), limits, std::move(done), std::move(after), std::nullopt};
   job->work.data = job;
   const int rc = uv_queue_work(
       loop, &job->work,
@@ -31,6 +32,7 @@ void parse_alert_async(uv_loop_t* loop, AlertFormat format, std::shared_ptr<cons
         auto* j = static_cast<ParseJob*>(w->data);
         j->result = j->format == AlertFormat::CapXml ? parse_cap_xml(*j->body, j->limits)
                                                      : parse_alert_json(*j->body, j->limits);
+        if (j->after && *j->result) j->after(**j->result);
       },
       [](uv_work_t* w, int status) {
         std::unique_ptr<ParseJob> j(static_cast<ParseJob*>(w->data));

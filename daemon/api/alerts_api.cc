@@ -142,48 +142,52 @@ void AlertsApi::read_alert(const http::Request& req, const tenants::Principal& w
   auto content_type = req.header("content-type");
   BodyKind kind = classify(content_type);
   if (kind == BodyKind::Unsupported)
-    return done(
-        make_error(415, "unsupported_media_type",
-                   "send CAP as application/cap+xml (or application/xml, text/xml) or the JSON form as "
-                   "application/json; got " +
-                       std::string(content_type ? *content_type : "no Content-Type"),
-                   "content-type"),
-        false);
+    return done(make_error(415, "unsupported_media_type",
+                           "send CAP as application/cap+xml (or application/xml, text/xml) or the JSON form as "
+                           "application/json; got " +
+                               std::string(content_type ? *content_type : "no Content-Type"),
+                           "content-type"));
   if (req.body.size() > options_.max_body_bytes)
     return done(make_error(413, "body_too_large",
                            "the body has " + std::to_string(req.body.size()) + " bytes; the limit is " +
-                               std::to_string(options_.max_body_bytes) + " (http.max_body_bytes)"),
-                false);
+                               std::to_string(options_.max_body_bytes) + " (http.max_body_bytes)"));
   alerts::ParseLimits limits;
   limits.max_bytes = options_.max_body_bytes;
   const bool is_xml = kind == BodyKind::CapXml;
   // The parse runs on libuv's thread pool: a hostile body costs a pool thread, never
   // the loop. The worker gets its own copy of the body, since h2o frees the request's
-  // memory if the client goes away meanwhile.
-  alerts::parse_alert_async(options_.loop ? options_.loop : uv_default_loop(),
-                            is_xml ? alerts::AlertFormat::CapXml : alerts::AlertFormat::Json,
-                            std::make_shared<const std::string>(req.body), limits,
-                            [who, is_xml, done = std::move(done)](Result<alerts::Alert>&& parsed) {
-                              if (parsed) {
-                                if (auto ok = tenants::Tenants::check_sender(who, parsed->sender); !ok)
-                                  return done(std::move(ok).take_error(), is_xml);
-                              }
-                              done(std::move(parsed), is_xml);
-                            });
+  // memory if the client goes away meanwhile. The area and the stored JSON form are
+  // made there too, into `made`, which the loop reads only once the work is done.
+  auto made = std::make_shared<Parsed>();
+  alerts::parse_alert_async(
+      options_.loop ? options_.loop : uv_default_loop(),
+      is_xml ? alerts::AlertFormat::CapXml : alerts::AlertFormat::Json,
+      std::make_shared<const std::string>(req.body), limits,
+      [who, is_xml, made, done = std::move(done)](Result<alerts::Alert>&& parsed) {
+        if (!parsed) return done(std::move(parsed).take_error());
+        if (auto ok = tenants::Tenants::check_sender(who, parsed->sender); !ok) return done(std::move(ok).take_error());
+        made->alert = std::move(parsed).value();
+        made->is_xml = is_xml;
+        done(std::move(*made));
+      },
+      [made](const alerts::Alert& a) {
+        made->drawn = directory::Area::from_alert(a);
+        made->stored_json = alerts::stored_json(a);
+      });
 }
 
 void AlertsApi::preview(const http::Request& req, Res res, const Caller& who) {
   if (!directory_.loaded()) return res->send_error(directory_loading());
-  read_alert(req, *who, [this, res, who](Result<alerts::Alert>&& parsed, bool) {
+  read_alert(req, *who, [this, res, who](Result<Parsed>&& parsed) {
     if (res->alive()) preview_parsed(res, who, std::move(parsed));
   });
 }
 
 // The second half of preview, on the loop once the pool has parsed the body.
-void AlertsApi::preview_parsed(Res res, const Caller& who, Result<alerts::Alert>&& parsed) {
+void AlertsApi::preview_parsed(Res res, const Caller& who, Result<Parsed>&& parsed) {
   if (!parsed) return res->send_error(parsed.error());
-  const alerts::Alert& alert = *parsed;
-  auto r = directory_.resolve(who->tenant->id, alert);
+  const alerts::Alert& alert = parsed->alert;
+  auto r = directory_.resolve(who->tenant->id, alert, parsed->drawn);
   nlohmann::json by_channel = {{"sms", 0}, {"apns", 0}, {"fcm", 0}};
   for (const auto& [ch, n] : r.by_channel) by_channel[ch] = n;
   dispatch::SmsPolicy policy;
@@ -210,7 +214,7 @@ void AlertsApi::preview_parsed(Res res, const Caller& who, Result<alerts::Alert>
                          {"unreachable", r.unreachable},
                          {"status", alerts::to_string(alert.status)},
                          {"test", alert.status == alerts::Status::Test || alert.status == alerts::Status::Exercise}};
-  body["warnings"] = reach_warnings(directory_.footprint(who->tenant->id, alert), who->tenant->id);
+  body["warnings"] = reach_warnings(directory_.footprint(who->tenant->id, parsed->drawn), who->tenant->id);
   res->send_json(200, dump(body));
 }
 
@@ -239,29 +243,30 @@ void AlertsApi::submit(const http::Request& req, Res res, const Caller& who) {
   // `req` stays valid while the responder is alive: h2o keeps the request until it
   // is answered or the client has gone.
   // `who` is copied with its tenants snapshot, which keeps the principal valid.
-  read_alert(req, *who, [this, req, res, who, received_ms](Result<alerts::Alert>&& parsed, bool is_xml) {
-    if (res->alive()) submit_parsed(req, res, who, received_ms, std::move(parsed), is_xml);
+  read_alert(req, *who, [this, req, res, who, received_ms](Result<Parsed>&& parsed) {
+    if (res->alive()) submit_parsed(req, res, who, received_ms, std::move(parsed));
   });
 }
 
 // The second half of submit, on the loop once the pool has parsed the body.
 void AlertsApi::submit_parsed(const http::Request& req, Res res, const Caller& who, int64_t received_ms,
-                              Result<alerts::Alert>&& parsed, bool is_xml) {
+                              Result<Parsed>&& parsed) {
   if (!parsed) return reject(res, parsed.error());
   // Again after the parse: a burst passes the first check together, before any of it
   // has reached Redis.
   if (auto busy = storage_busy()) return reject(res, *busy);
 
   const config::Tenant& tenant = *who->tenant;
-  const alerts::Alert& alert = *parsed;
+  const alerts::Alert& alert = parsed->alert;
+  const bool is_xml = parsed->is_xml;
   // Resolution at intake: the recipient count drives the approval policy, and a
   // neighbour's grant use is audited in the neighbour's stream.
-  auto resolution = std::make_shared<directory::Resolution>(directory_.resolve(tenant.id, alert));
+  auto resolution = std::make_shared<directory::Resolution>(directory_.resolve(tenant.id, alert, parsed->drawn));
   int64_t recipients = static_cast<int64_t>(resolution->recipients);
   std::string initial =
       alerts::initial_state(alert, tenant.approval.statuses, tenant.approval.min_recipients, recipients);
 
-  auto owned = std::make_shared<alerts::Alert>(std::move(parsed).value());
+  auto owned = std::make_shared<alerts::Alert>(std::move(parsed->alert));
   alerts::NewAlert n{tenant.id,
                      owned.get(),
                      req.body,
@@ -270,7 +275,8 @@ void AlertsApi::submit_parsed(const http::Request& req, Res res, const Caller& w
                      req.remote,
                      initial,
                      received_ms,
-                     recipients};
+                     recipients,
+                     std::move(parsed->stored_json)};
   store_.create(n, [this, res, owned, snapshot = who.snapshot, resolution, tenant_id = tenant.id,
                     key_id = who->key->id, remote = req.remote,
                     received_ms](Result<alerts::Created> r) mutable {
@@ -283,7 +289,7 @@ void AlertsApi::submit_parsed(const http::Request& req, Res res, const Caller& w
         // An Update or Cancel stops what it replaces at once (DESIGN.md invariant 4).
         if (a.msg_type == alerts::MsgType::Update || a.msg_type == alerts::MsgType::Cancel)
           dispatcher_.cancel_references(tenant_id, a.references);
-        if (a.msg_type != alerts::MsgType::Cancel) start_dispatch(tenant_id, r->id, owned, resolution);
+        if (a.msg_type != alerts::MsgType::Cancel) start_dispatch(tenant_id, r->id, owned, received_ms, resolution);
       }
     }
     log::info(r->created ? "alert_accepted" : "alert_duplicate",
@@ -373,7 +379,7 @@ void AlertsApi::approve(const http::Request& req, Res res, const Caller& who, co
       if (alert->msg_type == alerts::MsgType::Update || alert->msg_type == alerts::MsgType::Cancel)
         dispatcher_.cancel_references(tenant, alert->references);
       if (alert->msg_type == alerts::MsgType::Cancel) return;
-      start_dispatch(tenant, id, alert,
+      start_dispatch(tenant, id, alert, (*s)->received_ms,
                      std::make_shared<const directory::Resolution>(directory_.resolve(tenant, *alert)));
     });
   });
@@ -417,7 +423,7 @@ void AlertsApi::cancel(const http::Request& req, Res res, const Caller& who, con
       return;
     }
     auto alert = std::make_shared<alerts::Alert>(std::move(parsed).value());
-    alerts::NewAlert n{tenant, alert.get(), *xml, "application/cap+xml", key, remote, alerts::state::kAccepted, now, 0};
+    alerts::NewAlert n{tenant, alert.get(), *xml, "application/cap+xml", key, remote, alerts::state::kAccepted, now, 0, {}};
     store_.create(n, [this, res, id, xml, alert, tenant, key](Result<alerts::Created> c) {
       if (!c) return res->send_error(c.error());
       metrics_.alert_received(tenant, alerts::to_string(alert->status), "Cancel").Increment();
@@ -432,7 +438,7 @@ void AlertsApi::cancel(const http::Request& req, Res res, const Caller& who, con
 namespace sirena::api {
 
 void AlertsApi::start_dispatch(const std::string& tenant, const std::string& id,
-                               std::shared_ptr<const alerts::Alert> alert,
+                               std::shared_ptr<const alerts::Alert> alert, int64_t received_ms,
                                std::shared_ptr<const directory::Resolution> resolution) {
   // Defence in depth: intake stores System, Ack and Error messages as `recorded`, so none
   // should get here; if one does, it is not sent.
@@ -444,7 +450,7 @@ void AlertsApi::start_dispatch(const std::string& tenant, const std::string& id,
                                     {"msg_type", alerts::to_string(alert->msg_type)}});
     return;
   }
-  dispatcher_.plan(tenant, id, *alert, resolution, [this, tenant, id, alert](sirena::Status s) {
+  dispatcher_.plan(tenant, id, *alert, received_ms, resolution, [this, tenant, id, alert](sirena::Status s) {
     if (!s) {
       // The alert is durable and in its tenant's `unplanned` set: the Replanner plans it.
       metrics_.unexpected("dispatch_plan_failed").Increment();

@@ -45,16 +45,23 @@ class AlertsApi {
   void events(const http::Request& req, Res res, const Caller& who, const std::string& id);
   // Resolves and plans a stored, accepted alert.
   void start_dispatch(const std::string& tenant, const std::string& id, std::shared_ptr<const alerts::Alert> alert,
-                      std::shared_ptr<const directory::Resolution> resolution);
+                      int64_t received_ms, std::shared_ptr<const directory::Resolution> resolution);
   void audit_grants(const std::string& tenant, const std::string& alert_id, const directory::Resolution& r);
   // The shared first half of submit and preview: content type, size, parse (on the
-  // thread pool), sender. `done` runs on the loop, later, with the alert and whether
-  // the body was CAP XML.
-  using ReadDone = std::function<void(Result<alerts::Alert>&&, bool is_xml)>;
+  // thread pool), sender. `done` runs on the loop, later, with the alert, what it draws
+  // (built on the pool with the parse: S2 polygons cost more than the parse) and
+  // whether the body was CAP XML.
+  struct Parsed {
+    alerts::Alert alert;
+    directory::Area drawn;
+    std::string stored_json;  // alerts::stored_json(alert), made on the pool too
+    bool is_xml = false;
+  };
+  using ReadDone = std::function<void(Result<Parsed>&&)>;
   void read_alert(const http::Request& req, const tenants::Principal& who, ReadDone done);
   void submit_parsed(const http::Request& req, Res res, const Caller& who, int64_t received_ms,
-                     Result<alerts::Alert>&& parsed, bool is_xml);
-  void preview_parsed(Res res, const Caller& who, Result<alerts::Alert>&& parsed);
+                     Result<Parsed>&& parsed);
+  void preview_parsed(Res res, const Caller& who, Result<Parsed>&& parsed);
   void get(const http::Request& req, Res res, const Caller& who, const std::string& id);
   void list(const http::Request& req, Res res, const Caller& who);
   void approve(const http::Request& req, Res res, const Caller& who, const std::string& id);

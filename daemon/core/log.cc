@@ -4,8 +4,9 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <mutex>
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
 namespace sirena::log {
@@ -13,10 +14,22 @@ namespace {
 
 std::atomic<int> g_level{static_cast<int>(Level::Info)};
 
+// stderr through stdio, flushed when spdlog says so (spdlog's own stderr sink flushes
+// every line, which buffer_output() must avoid).
+class StderrSink final : public spdlog::sinks::base_sink<std::mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    std::fwrite(line.data(), 1, line.size(), stderr);
+  }
+  void flush_() override { std::fflush(stderr); }
+};
+
 // spdlog owns the sink (locking, flushing); the line itself is already JSON.
 spdlog::logger& sink() {
   static std::shared_ptr<spdlog::logger> logger = [] {
-    auto l = std::make_shared<spdlog::logger>("sirena", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    auto l = std::make_shared<spdlog::logger>("sirena", std::make_shared<StderrSink>());
     l->set_pattern("%v");
     l->set_level(spdlog::level::trace);
     l->flush_on(spdlog::level::trace);
@@ -111,6 +124,19 @@ void write(Level level, std::string_view event, const nlohmann::json& fields) {
   std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   sink().info("{}", text);
 }
+
+void buffer_output(std::chrono::seconds every) {
+  static char buffer[1 << 16];
+  std::setvbuf(stderr, buffer, _IOFBF, sizeof buffer);
+  spdlog::logger& l = sink();
+  l.flush_on(spdlog::level::warn);
+  // spdlog's periodic flush thread flushes the loggers of its registry.
+  static std::shared_ptr<spdlog::logger> registered(&l, [](spdlog::logger*) {});
+  if (!spdlog::get(l.name())) spdlog::register_logger(registered);
+  spdlog::flush_every(every);
+}
+
+void flush() { sink().flush(); }
 
 void debug(std::string_view event, const nlohmann::json& fields) { write(Level::Debug, event, fields); }
 void info(std::string_view event, const nlohmann::json& fields) { write(Level::Info, event, fields); }

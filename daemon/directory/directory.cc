@@ -707,12 +707,10 @@ std::vector<std::string> Directory::zone_names(const std::string& tenant) const 
   return std::vector<std::string>(t->rules->zones.begin(), t->rules->zones.end());
 }
 
-Directory::Footprint Directory::footprint(const std::string& tenant, const alerts::Alert& alert) const {
+Directory::Footprint Directory::footprint(const std::string& tenant, const Area& area) const {
   Footprint f;
   const TenantState* t = state(tenant);
   if (!t) return f;
-  Area area;
-  for (const auto& info : alert.infos) area.add(Area::from_cap(info.areas));
   if (area.empty()) return f;
   f.alert_km2 = area.area_km2();
   for (const auto& zone : t->zone_areas) {
@@ -729,7 +727,7 @@ size_t Directory::size(const std::string& tenant) const {
   return t ? t->index.size() : 0;
 }
 
-Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& alert) const {
+Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& alert, const Area& drawn) const {
   Resolution res;
   TenantState* own = state(tenant);
   if (!own) return res;
@@ -737,7 +735,7 @@ Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& al
   // Interests: CAP categories, plus topics the tenant maps from <event>.
   std::vector<std::string> topics;
   bool everyone = false;
-  Area area;
+  Area area = drawn;
   std::vector<std::string> named_zones;
   for (const auto& info : alert.infos) {
     topics.insert(topics.end(), info.categories.begin(), info.categories.end());
@@ -746,7 +744,6 @@ Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& al
       if (event.find(lower(needle)) != std::string::npos) topics.insert(topics.end(), mapped.begin(), mapped.end());
     for (const auto& [sev, urg] : own->cfg.directory.everyone_when)
       if (info.severity == sev && info.urgency == urg) everyone = true;
-    area.add(Area::from_cap(info.areas));
     for (const auto& a : info.areas)
       for (const auto& g : a.geocodes) {
         auto vn = own->cfg.directory.geocodes.find(g.name);

@@ -119,11 +119,16 @@ class Directory {
     size_t zones = 0;
     bool meets_a_zone = false;
   };
-  Footprint footprint(const std::string& tenant, const alerts::Alert& alert) const;
+  // `drawn`: Area::from_alert(alert).
+  Footprint footprint(const std::string& tenant, const Area& drawn) const;
 
   // Who `alert` from `tenant` reaches: interests AND area, deduplicated, plus the
   // recipients of neighbours that granted `tenant` zones. No side effects.
-  Resolution resolve(const std::string& tenant, const alerts::Alert& alert) const;
+  // `drawn` is Area::from_alert(alert), when the caller has built it already.
+  Resolution resolve(const std::string& tenant, const alerts::Alert& alert, const Area& drawn) const;
+  Resolution resolve(const std::string& tenant, const alerts::Alert& alert) const {
+    return resolve(tenant, alert, Area::from_alert(alert));
+  }
 
   size_t size(const std::string& tenant) const;
 

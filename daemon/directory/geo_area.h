@@ -26,6 +26,9 @@ class Area {
   // pairs, circle "lat,lon radius_km"). Geocodes are not geometry: the caller maps them
   // to zones and adds those with add().
   static Area from_cap(const std::vector<alerts::Area>& areas);
+  // from_cap() of all of the alert's infos: what it draws. Pure, so it may be built on
+  // another thread (the API does, on the pool with the parse) and then used here.
+  static Area from_alert(const alerts::Alert& alert);
   void add(const Area& other);
 
   bool empty() const;

@@ -136,6 +136,12 @@ local plan = p .. 'plan:' .. id
 local n, first, c = tonumber(ARGV[3]), tonumber(ARGV[10]), tonumber(ARGV[12])
 local base = 0
 if first == 0 then
+  -- Only an accepted alert is planned: one cancelled, superseded or expired meanwhile
+  -- gets no batches (the caller's copy of it may be older than this).
+  if redis.call('HGET', p .. 'alert:' .. id, 'state') ~= 'accepted' then
+    redis.call('ZREM', p .. 'unplanned', id)
+    return {-1}
+  end
   if redis.call('EXISTS', plan) == 1 then
     local w = redis.call('HMGET', plan, 'writing', 'writing_ms', 'next')
     if not w[1] then
@@ -774,18 +780,26 @@ struct Dispatcher::Impl {
     auto json = nlohmann::json::parse(store::reply_string(r->element[0]), nullptr, false);
     auto parsed = alerts::alert_from_json(json);
     if (!parsed) return nullptr;
+    std::string state = store::reply_string(r->element[1]);
+    std::string rec = store::reply_string(r->element[2]);
+    std::string exp = store::reply_string(r->element[3]);
+    auto a = make_active(tenant, id, std::move(parsed).value(), rec.empty() ? clock.now_ms() : std::stoll(rec));
+    a->cancelled = state != "dispatching" && state != "accepted";
+    a->expires_ms = exp.empty() ? 0 : std::stoll(exp);
+    return a;
+  }
+
+  std::shared_ptr<Active> make_active(const std::string& tenant, const std::string& id, alerts::Alert alert,
+                                      int64_t received_ms) {
     auto a = std::make_shared<Active>();
     a->id = id;
     a->tenant = tenant;
-    a->alert = std::move(parsed).value();
+    a->alert = std::move(alert);
     a->priority = priority_of(a->alert);
     a->collapse = collapse_id(a->alert);
-    std::string state = store::reply_string(r->element[1]);
-    a->cancelled = state != "dispatching" && state != "accepted";
-    std::string rec = store::reply_string(r->element[2]);
-    std::string exp = store::reply_string(r->element[3]);
-    a->received_ms = rec.empty() ? clock.now_ms() : std::stoll(rec);
-    a->expires_ms = exp.empty() ? 0 : std::stoll(exp);
+    a->received_ms = received_ms;
+    a->expires_ms = alerts::latest_expiry_ms(a->alert).value_or(0);
+    a->last_used_ms = clock.now_ms();
     return a;
   }
 
@@ -1875,7 +1889,7 @@ void Dispatcher::stop(std::function<void()> done) {
 }
 
 void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, const alerts::Alert& alert,
-                      std::shared_ptr<const directory::Resolution> resolution,
+                      int64_t received_ms, std::shared_ptr<const directory::Resolution> resolution,
                       std::function<void(sirena::Status)> done) {
   Impl& i = *impl_;
   if (!i.planning.insert(alert_id).second) return done(Ok{});  // the call under way plans it
@@ -1971,8 +1985,10 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
     if (split == w->n || w->failed || r->element[0]->integer < 0) return finished(r, e);
     (*next)(split);
   });
-  // Behind the first call on the same connection: the alert, and the first batch.
-  i.with_alert(tenant, alert_id, [](auto) {});
+  // The alert as given (its batches load without reading it back), unless one is
+  // already in work here; and behind the first call on the same connection, the first batch.
+  if (!i.alerts.count(alert_id) && !i.alerts_loading.count(alert_id))
+    i.alerts.emplace(alert_id, i.make_active(tenant, alert_id, alert, received_ms));
   if (claim > 0 && n > 0) i.prefetch(prefix(tenant) + "batch:" + alert_id + ":0");
 }
 

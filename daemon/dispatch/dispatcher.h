@@ -110,7 +110,9 @@ class Dispatcher {
   // Writes the plan of an accepted alert and queues its batches. Idempotent: an alert
   // that already has a complete plan keeps it. Moves the alert to `dispatching` (or
   // `completed` when nobody is reached) with the plan's last batch; `done` runs then.
-  void plan(const std::string& tenant, const std::string& alert_id, const alerts::Alert& alert,
+  // `alert` is the stored alert in state `accepted`, received at `received_ms`: the
+  // dispatcher keeps it rather than read it back from Redis.
+  void plan(const std::string& tenant, const std::string& alert_id, const alerts::Alert& alert, int64_t received_ms,
             std::shared_ptr<const directory::Resolution> resolution, std::function<void(sirena::Status)> done);
 
   // Stops this daemon's sends for the alert at once (queued and retrying messages are

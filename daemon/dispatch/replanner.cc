@@ -105,7 +105,7 @@ void Replanner::take_up(const std::string& tenant, const std::string& id) {
         auto resolution = std::make_shared<const directory::Resolution>(directory_.resolve(tenant, *alert));
         log::warn("dispatch_replanning", {{"tenant", tenant}, {"id", id}, {"attempt", attempt}});
         metrics_.unexpected("dispatch_replanned").Increment();
-        dispatcher_.plan(tenant, id, *alert, resolution, [this, alive, tenant, id, alert, finish](Status st) {
+        dispatcher_.plan(tenant, id, *alert, (*s)->received_ms, resolution, [this, alive, tenant, id, alert, finish](Status st) {
           if (!*alive) return;
           if (!st) {
             metrics_.unexpected("dispatch_plan_failed").Increment();
