@@ -17,6 +17,7 @@
 #include "daemon/core/turn_hook.h"
 #include "daemon/dispatch/flow.h"
 #include "daemon/dispatch/render.h"
+#include "daemon/dispatch/scripts.h"
 #include "daemon/dispatch/sms_text.h"
 #include "daemon/metrics/metrics.h"
 #include "daemon/store/redis.h"
@@ -63,23 +64,6 @@ constexpr size_t kDeliveriesScanBudget = 20000;
 std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
 std::string stream_key(int priority) { return "{dispatch}:p" + std::to_string(priority); }
 
-// Lua shared by the scripts that read batches and first-attempt records (acc:<A>, see
-// dispatcher.h): a batch text's recipient tenant and slots; and each (channel, position)
-// of a record, positions being 0-based indexes into the batch's slots.
-constexpr char kBatchLua[] = R"LUA(
-local function batch_slots(text)
-  local nl = string.find(text, '\n', 1, true)
-  local slots = {}
-  for s in string.gmatch(string.sub(text, nl + 1), '%d+') do slots[#slots + 1] = s end
-  return string.sub(text, 1, nl - 1), slots
-end
-local function each_accepted(record, fn)
-  for ch, a, b in string.gmatch(record, '(%a+):(%d+)%-?(%d*),') do
-    for i = tonumber(a), tonumber(b ~= '' and b or a) do fn(ch, i) end
-  end
-end
-)LUA";
-
 // Push messages accepted at their first attempt (nearly all of them) are recorded per
 // batch, "<channel>:<from>[-<to>]," for each run of positions, instead of one deliv field
 // each: Redis then stores a few bytes per message instead of a hash entry.
@@ -113,262 +97,6 @@ void each_accepted(std::string_view record, F fn) {
     for (uint32_t i = from; i <= to && i - from < (1u << 20); ++i) fn(ch, i);
     record.remove_prefix(comma + 1);
   }
-}
-
-// Writes a plan, in one call or in several (the first batches, then the rest): the first
-// batches can then be sent while the rest is written. KEYS[1] alert tenant prefix. ARGV:
-// 1 alert id, 2 tenant, 3 batches n of the plan, 4 recipients, 5 priority, 6 stream,
-// 7 consumer, 8 entries to claim, 9 now_ms, 10 first (this call's first batch), 11 "1" when
-// this call ends the plan, 12 count c, then c values ("planned:<channel>", count pairs),
-// then this call's batch texts. Returns {n, XREADGROUP's reply (the entries it claimed for
-// the consumer, so the first batches start without another round trip), base (the plan's
-// first batch number: 0 unless planned again)}, or {-1} when the alert keeps an earlier plan.
-//
-// Resolution happens once: a complete plan is kept. A plan whose writing stopped (its
-// daemon died between two calls; `writing` names it) is planned again, by that daemon
-// after its restart or by another a minute later; the new batches are numbered after
-// the old ones, which still go, and flagged "r" so that their recipients' final outcomes
-// are read first: the old batches' first-attempt records are turned into deliv fields for
-// them. The old batches' recipients may be sent twice (at most those batches).
-const std::string kPlanScript = std::string(kBatchLua) + R"LUA(
-local p, id, consumer = KEYS[1], ARGV[1], ARGV[7]
-local plan = p .. 'plan:' .. id
-local n, first, c = tonumber(ARGV[3]), tonumber(ARGV[10]), tonumber(ARGV[12])
-local base = 0
-if first == 0 then
-  -- Only an accepted alert is planned: one cancelled, superseded or expired meanwhile
-  -- gets no batches (the caller's copy of it may be older than this).
-  if redis.call('HGET', p .. 'alert:' .. id, 'state') ~= 'accepted' then
-    redis.call('ZREM', p .. 'unplanned', id)
-    return {-1}
-  end
-  if redis.call('EXISTS', plan) == 1 then
-    local w = redis.call('HMGET', plan, 'writing', 'writing_ms', 'next')
-    if not w[1] then
-      redis.call('ZREM', p .. 'unplanned', id)
-      return {-1}
-    end
-    if w[1] ~= consumer and tonumber(ARGV[9]) - tonumber(w[2]) < 60000 then return {-1} end
-    -- No `next`: the call that began it failed before queueing any batch (a Lua error
-    -- keeps the writes made before it), so nothing was sent and it starts again at 0.
-    base = tonumber(w[3] or '0')
-    local acc, deliv = p .. 'acc:' .. id, p .. 'deliv:' .. id
-    local recs = redis.call('HGETALL', acc)
-    for k = 1, #recs, 2 do
-      local text = redis.call('GET', p .. 'batch:' .. id .. ':' .. recs[k])
-      if text then
-        local r, slots = batch_slots(text)
-        local f = {}
-        each_accepted(recs[k + 1], function(ch, i)
-          f[#f + 1] = r .. ':' .. slots[i + 1] .. ':' .. ch
-          f[#f + 1] = 'accepted|1|'
-        end)
-        for s = 1, #f, 2000 do redis.call('HSET', deliv, unpack(f, s, math.min(s + 1999, #f))) end
-      end
-    end
-    redis.call('DEL', acc)
-  end
-  local fields = {'batches', base + n, 'recipients', ARGV[4], 'priority', ARGV[5], 'writing', consumer,
-                  'writing_ms', ARGV[9], 'base', base}
-  for i = 13, 12 + c do fields[#fields + 1] = ARGV[i] end
-  redis.call('HSET', plan, unpack(fields))
-  redis.call('HSETNX', plan, 'done', 0)
-else
-  local w = redis.call('HMGET', plan, 'writing', 'base')
-  if w[1] ~= consumer then return {-1} end
-  base = tonumber(w[2])
-end
-local b = base + first
-for i = 13 + c, #ARGV do
-  redis.call('SET', p .. 'batch:' .. id .. ':' .. b, ARGV[i])
-  if base == 0 then redis.call('XADD', ARGV[6], '*', 'a', id, 't', ARGV[2], 'b', tostring(b))
-  else redis.call('XADD', ARGV[6], '*', 'a', id, 't', ARGV[2], 'b', tostring(b), 'r', '1') end
-  b = b + 1
-end
-redis.call('HSET', plan, 'next', b)
-if ARGV[11] == '1' then
-  redis.call('HDEL', plan, 'writing', 'writing_ms', 'base')
-  redis.call('ZREM', p .. 'unplanned', id)
-  local k = p .. 'alert:' .. id
-  if redis.call('HGET', k, 'state') == 'accepted' then
-    redis.call('HSET', k, 'state', base + n == 0 and 'completed' or 'dispatching')
-  end
-end
-local claimed = false
-if b > base + first and tonumber(ARGV[8]) > 0 then
-  -- No group yet (before start()): the entries wait for the first claim.
-  local r = redis.pcall('XREADGROUP', 'GROUP', 'sirenad', consumer, 'COUNT', ARGV[8], 'STREAMS', ARGV[6], '>')
-  if type(r) == 'table' and not r.err then claimed = r end
-end
-return {n, claimed, base}
-)LUA";
-
-// KEYS[1] batch key. Returns {batch text, the contacts of its slots in order (from the
-// recipient tenant's contacts hash, named as prefix() does)}, or {} when the batch is gone.
-// One round trip per batch: reads wait behind the write-backs' fsyncs.
-const std::string kLoadScript = std::string(kBatchLua) + R"LUA(
-local text = redis.call('GET', KEYS[1])
-if not text then return {} end
-local rtenant, slots = batch_slots(text)
-local contacts = '{t:' .. rtenant .. '}:contacts'
-local out = {}
-for i = 1, #slots, 1000 do
-  local r = redis.call('HMGET', contacts, unpack(slots, i, math.min(i + 999, #slots)))
-  for k = 1, #r do out[#out + 1] = r[k] end
-end
-return {text, out}
-)LUA";
-
-// KEYS[1] alert tenant prefix. ARGV: 1 alert id, 2 now_ms, 3 the call's token, then counted lists: delivery
-// field/value pairs, batch/first-attempt record pairs (appended to the batch's record),
-// progress field/increment pairs, stream/entry pairs of finished batches, and SMS deliv
-// fields just accepted. One script, so outcomes, counters and acknowledgements land together
-// (a batch is never acknowledged without its outcomes, nor counted twice: XACK answers 1
-// only for an entry still pending). A call whose reply was lost is sent again as it was:
-// its token (kept 10 minutes) makes the second one a no-op, so no progress counts twice.
-constexpr const char* kFlushScript = R"LUA(
-local p, id = KEYS[1], ARGV[1]
-if not redis.call('SET', p .. 'flush:' .. ARGV[3], '1', 'NX', 'EX', 600) then return 0 end
-local i = 4
-local nd = tonumber(ARGV[i]); i = i + 1
-local deliv = p .. 'deliv:' .. id
-for s = i, i + nd - 1, 2000 do
-  local args = {}
-  for k = s, math.min(s + 1999, i + nd - 1) do args[#args + 1] = ARGV[k] end
-  redis.call('HSET', deliv, unpack(args))
-end
-i = i + nd
-local na = tonumber(ARGV[i]); i = i + 1
-local acc = p .. 'acc:' .. id
-for k = i, i + na - 1, 2 do
-  redis.call('HSET', acc, ARGV[k], (redis.call('HGET', acc, ARGV[k]) or '') .. ARGV[k + 1])
-end
-i = i + na
-local np = tonumber(ARGV[i]); i = i + 1
-for k = i, i + np - 1, 2 do redis.call('HINCRBY', p .. 'progress:' .. id, ARGV[k], ARGV[k + 1]) end
-i = i + np
-local nb = tonumber(ARGV[i]); i = i + 1
-local plan = p .. 'plan:' .. id
-for k = i, i + nb - 1, 2 do
-  if redis.call('XACK', ARGV[k], 'sirenad', ARGV[k + 1]) == 1 then redis.call('HINCRBY', plan, 'done', 1) end
-end
-i = i + nb
--- SMS acceptances whose delivery report came first: the report wins.
-local ns = tonumber(ARGV[i]); i = i + 1
-local dlr = p .. 'dlr:' .. id
-for k = i, i + ns - 1 do
-  local d = redis.call('HGET', dlr, ARGV[k])
-  if d then
-    local bar = string.find(d, '|', 1, true)
-    local state = string.sub(d, 1, bar - 1)
-    local v = redis.call('HGET', deliv, ARGV[k])
-    local attempts = string.match(v or '', '^[^|]*|([^|]*)') or '1'
-    redis.call('HSET', deliv, ARGV[k], state .. '|' .. attempts .. '|' .. string.sub(d, bar + 1))
-    redis.call('HINCRBY', p .. 'progress:' .. id, 'sms:accepted', -1)
-    redis.call('HINCRBY', p .. 'progress:' .. id, 'sms:' .. state, 1)
-  end
-end
-if nb > 0 then
-  local total = tonumber(redis.call('HGET', plan, 'batches') or '0')
-  local done = tonumber(redis.call('HGET', plan, 'done') or '0')
-  if done >= total then
-    local k = p .. 'alert:' .. id
-    if redis.call('HGET', k, 'state') == 'dispatching' then redis.call('HSET', k, 'state', 'completed') end
-    redis.call('HSET', plan, 'completed_ms', ARGV[2])
-  end
-end
-return 1
-)LUA";
-
-// A page of first-attempt records, as deliv fields. KEYS[1] alert tenant prefix. ARGV:
-// 1 alert id, 2 batch, 3 skip (the messages of that batch already listed), 4 limit.
-// Returns {next batch, next skip, fields...}: up to `limit` messages from that point, in
-// batch order; next batch -1 at the end.
-const std::string kAcceptedPageScript = std::string(kBatchLua) + R"LUA(
-local p, id = KEYS[1], ARGV[1]
-local b, skip, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local last = tonumber(redis.call('HGET', p .. 'plan:' .. id, 'next') or '0')
-local acc = p .. 'acc:' .. id
-local out = {-1, 0}
-while b < last do
-  local record = redis.call('HGET', acc, b)
-  local text = record and redis.call('GET', p .. 'batch:' .. id .. ':' .. b)
-  if text then
-    local r, slots = batch_slots(text)
-    local k, full = 0, false
-    each_accepted(record, function(ch, i)
-      if full then return end
-      if k >= skip then
-        if #out - 2 == limit then full = true; return end
-        out[#out + 1] = r .. ':' .. slots[i + 1] .. ':' .. ch
-      end
-      k = k + 1
-    end)
-    if full then out[1], out[2] = b, k; return out end
-  end
-  b, skip = b + 1, 0
-end
-return out
-)LUA";
-
-// Delivery reports, those gathered while the previous call was under way (up to kMaxReports),
-// in one call.
-// Report k: KEYS[k] its alert tenant's prefix; ARGV[4k-3..4k] alert id, "<R>|<number>",
-// final state ("delivered", "failed") or "" for an intermediate report, reason. Returns one
-// answer per report, in order: "unknown", "noted", "duplicate", "early" or the state. As if
-// the reports came one by one in that order: the first final report of a delivery wins
-// (HSETNX, so a second one in the same call is a duplicate); one that comes before the
-// acceptance is written waits in dlr:<A> for the flush script. The deliveries and
-// counters it moves are written together at the end, one HSET and a HINCRBY per counter an
-// alert (a delivery moves at most once per call: no report reads what an earlier one of
-// the same call moved).
-constexpr const char* kDlrScript = R"LUA(
-local out, moved, order = {}, {}, {}
-for k = 1, #KEYS do
-  local p, a = KEYS[k], 4 * k - 4
-  local id, state, reason = ARGV[a + 1], ARGV[a + 3], ARGV[a + 4]
-  local field = redis.call('HGET', p .. 'smsto:' .. id, ARGV[a + 2])
-  if not field then
-    out[k] = 'unknown'
-  elseif state == '' then
-    out[k] = 'noted'
-  elseif redis.call('HSETNX', p .. 'dlr:' .. id, field, state .. '|' .. reason) == 0 then
-    out[k] = 'duplicate'
-  else
-    local deliv = p .. 'deliv:' .. id
-    local v = redis.call('HGET', deliv, field)
-    if not v or string.sub(v, 1, 9) ~= 'accepted|' then
-      out[k] = 'early'
-    else
-      local m = moved[deliv]
-      if not m then
-        m = {progress = p .. 'progress:' .. id, fields = {}, counts = {}}
-        moved[deliv] = m
-        order[#order + 1] = deliv
-      end
-      local attempts = string.match(v, '^[^|]*|([^|]*)') or '1'
-      m.fields[#m.fields + 1] = field
-      m.fields[#m.fields + 1] = state .. '|' .. attempts .. '|' .. reason
-      m.counts[state] = (m.counts[state] or 0) + 1
-      out[k] = state
-    end
-  end
-end
-for _, deliv in ipairs(order) do
-  local m = moved[deliv]
-  redis.call('HSET', deliv, unpack(m.fields))
-  local n = #m.fields / 2
-  redis.call('HINCRBY', m.progress, 'sms:accepted', -n)
-  for state, c in pairs(m.counts) do redis.call('HINCRBY', m.progress, 'sms:' .. state, c) end
-end
-return out
-)LUA";
-
-const std::string& script(const char* text) {
-  static std::unordered_map<const char*, std::string> cache;
-  auto& s = cache[text];
-  if (s.empty()) s = text;
-  return s;
 }
 
 bool is_final_state(std::string_view s) {
@@ -482,7 +210,7 @@ struct Dispatcher::Impl {
     Channel channel;
     std::string_view state;  // a literal
   };
-  struct FlushCall {  // one alert's write-back (kFlushScript), kept until Redis took it
+  struct FlushCall {  // one alert's write-back (lua/flush.lua), kept until Redis took it
     std::string prefix;
     std::vector<std::string> args;
     size_t n = 0;                      // outcomes
@@ -567,7 +295,7 @@ struct Dispatcher::Impl {
   int64_t last_reclaim_ms = 0;
   int64_t last_state_check_ms = 0;
   int64_t last_forget_ms = 0;
-  // Delivery reports waiting for their kDlrScript call: the next one starts at the end of
+  // Delivery reports waiting for their lua/dlr.lua call: the next one starts at the end of
   // the loop turn when none is under way, else when the one under way is answered (or at
   // kMaxReports). Each report is answered from its call's reply, so after the fsync.
   struct Report {
@@ -581,7 +309,7 @@ struct Dispatcher::Impl {
   // The gateways' gauges (queue depth, in flight, circuit, bucket) are set once a loop
   // turn, after what moved them: per message they were 2% of the daemon's CPU.
   std::unique_ptr<TurnHook> gauge_hook;
-  int report_calls = 0;                   // kDlrScript calls under way
+  int report_calls = 0;                   // lua/dlr.lua calls under way
 
   Impl(uv_loop_t* l, store::Redis& r, directory::Directory& d, const Clock& c, metrics::Metrics& m,
        DispatchConfig conf)
@@ -835,7 +563,7 @@ struct Dispatcher::Impl {
       }
       if (plan) return load_own(std::move(b), std::move(plan));
       Batch* raw = b.release();
-      redis.eval(kLoadScript, {key}, {}, [this, raw](const redisReply* r, const Error* e) {
+      redis.eval(scripts::load(), {key}, {}, [this, raw](const redisReply* r, const Error* e) {
         on_load(std::unique_ptr<Batch>(raw), r, e);
       });
     });
@@ -903,7 +631,7 @@ struct Dispatcher::Impl {
   // it; unclaimed (another alert's batches came first), it is dropped.
   void prefetch(const std::string& key) {
     prefetching.emplace(key, nullptr);
-    redis.eval(kLoadScript, {key}, {}, [this, key](const redisReply* r, const Error* e) {
+    redis.eval(scripts::load(), {key}, {}, [this, key](const redisReply* r, const Error* e) {
       auto it = prefetching.find(key);
       Batch* raw = it->second;
       prefetching.erase(it);
@@ -1394,7 +1122,7 @@ struct Dispatcher::Impl {
       argv.insert(argv.end(), {r.alert_id, r.recipient, r.state, r.reason});
     }
     ++report_calls;
-    redis.eval(script(kDlrScript), keys, argv, [this, batch](const redisReply* r, const Error* e) {
+    redis.eval(scripts::dlr(), keys, argv, [this, batch](const redisReply* r, const Error* e) {
       // The reports that came meanwhile go at the end of this loop turn, with any it brings.
       if (--report_calls == 0 && !reports.empty()) schedule_reports();
       std::optional<Error> failed;
@@ -1517,7 +1245,7 @@ struct Dispatcher::Impl {
   void send_flush(std::shared_ptr<FlushCall> call) {
     std::vector<std::string_view> argv(call->args.begin(), call->args.end());
     std::string_view pfx = call->prefix;
-    redis.eval(script(kFlushScript), {pfx}, argv, [this, call](const redisReply* r, const Error* e) {
+    redis.eval(scripts::flush(), {pfx}, argv, [this, call](const redisReply* r, const Error* e) {
       if (e || (r && r->type == REDIS_REPLY_ERROR)) {
         metrics.unexpected("dispatch_flush_failed").Increment();
         if (stopping) return;  // its batches stay pending: re-read at the restart
@@ -1761,7 +1489,7 @@ struct Dispatcher::Impl {
                      size_t limit, std::vector<std::pair<std::string, std::string>> pairs,
                      std::function<void(Result<nlohmann::json>)> done) {
     std::string args[] = {alert_id, std::to_string(batch), std::to_string(skip), std::to_string(limit)};
-    redis.eval(kAcceptedPageScript, {prefix(tenant)}, {args[0], args[1], args[2], args[3]},
+    redis.eval(scripts::accepted_page(), {prefix(tenant)}, {args[0], args[1], args[2], args[3]},
                [this, pairs = std::move(pairs), done = std::move(done)](const redisReply* r, const Error* e) mutable {
                  if (e) return done(*e);
                  if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
@@ -1905,7 +1633,8 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   // after another.
   struct Write {
     std::shared_ptr<PlanText> plan = std::make_shared<PlanText>();
-    std::vector<std::string> head, texts;  // texts: of the call under way
+    scripts::PlanArgs args;
+    std::vector<std::string> texts;  // of the call under way
     size_t n = 0;
     int64_t started_ns = 0;
     std::optional<Error> failed;  // what went wrong in the first call, if anything: the last one reports it
@@ -1918,18 +1647,26 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
     for (size_t start = 0; start < part.slots.size(); start += pt.batch_size) pt.batches.emplace_back(&part, start);
   w->n = pt.batches.size();
   w->started_ns = i.clock.mono_ns();
-  w->head = {alert_id, tenant, std::to_string(w->n), std::to_string(pt.resolution->recipients), std::to_string(prio),
-             stream_key(prio), i.cfg.consumer, "", std::to_string(i.clock.now_ms()), "", "", std::to_string(counts.size())};
-  w->head.insert(w->head.end(), counts.begin(), counts.end());
+  scripts::PlanArgs& a = w->args;
+  a.id = alert_id;
+  a.tenant = tenant;
+  a.batches = w->n;
+  a.recipients = pt.resolution->recipients;
+  a.priority = prio;
+  a.stream = stream_key(prio);
+  a.consumer = i.cfg.consumer;
+  a.now_ms = i.clock.now_ms();
+  a.planned = std::move(counts);
   auto call = [this, w, alert_id](size_t from, size_t to, size_t claim, store::Redis::Callback cb) {
-    w->head[7] = std::to_string(claim);
-    w->head[9] = std::to_string(from);
-    w->head[10] = to == w->n ? "1" : "0";
+    w->args.claim = claim;
+    w->args.first = from;
+    w->args.last = to == w->n;
     w->texts.clear();
     for (size_t k = from; k < to; ++k) w->texts.push_back(w->plan->text(k));
-    std::vector<std::string_view> argv(w->head.begin(), w->head.end());
+    const std::vector<std::string> head = w->args.head();
+    std::vector<std::string_view> argv(head.begin(), head.end());
     argv.insert(argv.end(), w->texts.begin(), w->texts.end());
-    impl_->redis.eval(kPlanScript, {prefix(w->head[1])}, argv,
+    impl_->redis.eval(scripts::plan(), {prefix(w->args.tenant)}, argv,
                       [this, w, alert_id, to, cb = std::move(cb)](const redisReply* r, const Error* e) {
                         impl_->note_written(alert_id, w->plan, to, r, e);
                         cb(r, e);
