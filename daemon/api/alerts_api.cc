@@ -21,6 +21,31 @@
 namespace sirena::api {
 namespace {
 
+// The dispatcher's read models as the API shows them (docs/api.md).
+nlohmann::json to_json(const Result<dispatch::Progress>& p) {
+  nlohmann::json out = nlohmann::json::object();
+  if (!p) return out;
+  for (const auto& [ch, c] : *p)
+    out[ch] = {{"planned", c.planned},     {"accepted", c.accepted}, {"delivered", c.delivered},
+               {"failed", c.failed},       {"expired", c.expired},   {"cancelled", c.cancelled},
+               {"skipped", c.skipped},     {"pending", c.pending}};
+  return out;
+}
+
+nlohmann::json to_json(const dispatch::DeliveryPage& page) {
+  nlohmann::json items = nlohmann::json::array();
+  for (const auto& d : page.items) {
+    nlohmann::json item = {{"tenant", d.tenant},
+                           {"channel", d.channel},
+                           {"state", d.state},
+                           {"attempts", d.attempts},
+                           {"error", d.error}};
+    if (d.recipient) item["recipient"] = *d.recipient;
+    items.push_back(std::move(item));
+  }
+  return {{"items", std::move(items)}, {"next", page.next ? nlohmann::json(*page.next) : nlohmann::json()}};
+}
+
 enum class BodyKind { CapXml, Json, Unsupported };
 
 BodyKind classify(std::optional<std::string_view> content_type) {
@@ -335,8 +360,8 @@ void AlertsApi::get(const http::Request& req, Res res, const Caller& who, const 
     }
     auto j = std::make_shared<nlohmann::json>(summary_json(s, clock_.now_ms()));
     (*j)["alert"] = nlohmann::json::parse(s.parsed, nullptr, false);
-    dispatcher_.progress(s.tenant, s.id, [res, j](Result<nlohmann::json> p) {
-      (*j)["progress"] = p ? *p : nlohmann::json::object();
+    dispatcher_.progress(s.tenant, s.id, [res, j](Result<dispatch::Progress> p) {
+      (*j)["progress"] = to_json(p);
       res->send_json(200, dump(*j));
     });
   });
@@ -508,9 +533,9 @@ void AlertsApi::deliveries(const http::Request& req, Res res, const Caller& who,
   store_.get(tenant, id, [this, res, tenant, id, state, cursor, limit](Result<std::optional<alerts::StoredAlert>> r) {
     if (!r) return res->send_error(r.error());
     if (!*r) return res->send_error(make_error(404, "not_found", "no such alert"));
-    dispatcher_.deliveries(tenant, id, state, cursor, static_cast<size_t>(limit), [res](Result<nlohmann::json> d) {
+    dispatcher_.deliveries(tenant, id, state, cursor, static_cast<size_t>(limit), [res](Result<dispatch::DeliveryPage> d) {
       if (!d) return res->send_error(d.error());
-      res->send_json(200, dump(*d));
+      res->send_json(200, dump(to_json(*d)));
     });
   });
 }
@@ -568,9 +593,9 @@ void AlertsApi::events(const http::Request& /*req*/, Res res, const Caller& who,
           return;
         }
         std::string state = summary_json(**a, clock_.now_ms())["state"];
-        dispatcher_.progress(tenant, id, [s, state, id, finish](Result<nlohmann::json> p) {
+        dispatcher_.progress(tenant, id, [s, state, id, finish](Result<dispatch::Progress> p) {
           s->busy = false;
-          nlohmann::json ev = {{"id", id}, {"state", state}, {"progress", p ? *p : nlohmann::json::object()}};
+          nlohmann::json ev = {{"id", id}, {"state", state}, {"progress", to_json(p)}};
           std::string text = ev.dump();
           if (text != s->last) {
             s->res->write("event: progress\ndata: " + text + "\n\n");

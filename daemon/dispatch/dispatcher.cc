@@ -58,8 +58,6 @@ constexpr size_t kFirstBurst = 8;
 // call at a time, the reports that arrive meanwhile go together in the next (a second
 // call starts early only when this many wait).
 constexpr size_t kMaxReports = 256;
-// Delivery fields a deliveries page reads at most while looking for the state asked for.
-constexpr size_t kDeliveriesScanBudget = 20000;
 
 std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
 std::string stream_key(int priority) { return "{dispatch}:p" + std::to_string(priority); }
@@ -231,6 +229,7 @@ struct Dispatcher::Impl {
   directory::Directory& directory;
   const Clock& clock;
   metrics::Metrics& metrics;
+  ProgressReader reader{redis};
   DispatchConfig cfg;
   Backoff backoff;
   GatewaySlot gateways[3];
@@ -1447,100 +1446,6 @@ struct Dispatcher::Impl {
     for (auto& g : gateways)
       if (g.gw) g.gw->cancel(alert_id);
   }
-
-  // ---- listing deliveries ------------------------------------------------------------
-
-  // A step of the deliveries listing's first phase: HSCAN of deliv:<A> from `cursor`,
-  // gathering the deliveries in `state` (all when empty) until `limit` are found, the hash
-  // ends (then the first-attempt records follow, when `state` allows accepted ones), or
-  // kScanBudget fields were read for this page (it may then hold fewer than `limit`).
-  void scan_deliveries(const std::string& tenant, const std::string& alert_id, const std::string& state,
-                       const std::string& cursor, size_t limit, std::vector<std::pair<std::string, std::string>> pairs,
-                       size_t scanned, std::function<void(Result<nlohmann::json>)> done) {
-    std::string count = std::to_string(limit);
-    redis.command({"HSCAN", prefix(tenant) + "deliv:" + alert_id, cursor, "COUNT", count},
-                  [this, tenant, alert_id, state, limit, scanned, pairs = std::move(pairs),
-                   done = std::move(done)](const redisReply* r, const Error* e) mutable {
-                    if (e) return done(*e);
-                    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
-                      return done(make_error(500, "storage_error", "unexpected HSCAN reply"));
-                    std::string next = store::reply_string(r->element[0]);
-                    for (auto& p : store::reply_pairs(r->element[1])) {
-                      ++scanned;
-                      if (state.empty() || p.second.compare(0, state.size() + 1, state + "|") == 0)
-                        pairs.push_back(std::move(p));
-                    }
-                    bool with_accepted = state.empty() || state == "accepted";
-                    if (next == "0" && with_accepted && pairs.size() < limit)
-                      return accepted_page(tenant, alert_id, 0, 0, limit - pairs.size(), std::move(pairs),
-                                           std::move(done));
-                    if (next == "0")
-                      return delivery_page(std::move(pairs), with_accepted ? nlohmann::json("a0.0") : nlohmann::json(),
-                                           std::move(done));
-                    if (pairs.size() >= limit || scanned >= std::max<size_t>(kDeliveriesScanBudget, 10 * limit))
-                      return delivery_page(std::move(pairs), next, std::move(done));
-                    scan_deliveries(tenant, alert_id, state, next, limit, std::move(pairs), scanned, std::move(done));
-                  });
-  }
-
-  // Up to `limit` messages of the first-attempt records from batch `batch` (its first
-  // `skip` messages already listed), after `pairs`; then delivery_page().
-  void accepted_page(const std::string& tenant, const std::string& alert_id, int64_t batch, int64_t skip,
-                     size_t limit, std::vector<std::pair<std::string, std::string>> pairs,
-                     std::function<void(Result<nlohmann::json>)> done) {
-    std::string args[] = {alert_id, std::to_string(batch), std::to_string(skip), std::to_string(limit)};
-    redis.eval(scripts::accepted_page(), {prefix(tenant)}, {args[0], args[1], args[2], args[3]},
-               [this, pairs = std::move(pairs), done = std::move(done)](const redisReply* r, const Error* e) mutable {
-                 if (e) return done(*e);
-                 if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
-                   return done(make_error(500, "storage_error", "unexpected reply listing deliveries"));
-                 for (size_t k = 2; k < r->elements; ++k)
-                   pairs.emplace_back(store::reply_string(r->element[k]), "accepted|1|");
-                 nlohmann::json next;
-                 if (r->element[0]->integer >= 0)
-                   next = "a" + std::to_string(r->element[0]->integer) + "." + std::to_string(r->element[1]->integer);
-                 delivery_page(std::move(pairs), std::move(next), std::move(done));
-               });
-  }
-
-  // A page of deliveries: (deliv field, value) pairs, with their recipients' ids from the
-  // contacts records (the slot is internal).
-  void delivery_page(std::vector<std::pair<std::string, std::string>> pairs, nlohmann::json next,
-                     std::function<void(Result<nlohmann::json>)> done) {
-    auto items = std::make_shared<nlohmann::json>(nlohmann::json::array());
-    std::map<std::string, std::vector<std::pair<uint32_t, size_t>>> by_tenant;  // tenant -> (slot, item)
-    for (const auto& [field, value] : pairs) {
-      auto p1 = field.find(':'), p2 = field.rfind(':');
-      std::string st = value.substr(0, value.find('|'));
-      auto rest = value.substr(value.find('|') + 1);
-      nlohmann::json item = {{"tenant", field.substr(0, p1)},
-                             {"channel", field.substr(p2 + 1)},
-                             {"state", st},
-                             {"attempts", std::stoi(rest.substr(0, rest.find('|')))},
-                             {"error", rest.substr(rest.find('|') + 1)}};
-      uint32_t slot = static_cast<uint32_t>(std::stoul(field.substr(p1 + 1, p2 - p1 - 1)));
-      by_tenant[field.substr(0, p1)].emplace_back(slot, items->size());
-      items->push_back(std::move(item));
-    }
-    if (by_tenant.empty()) return done(nlohmann::json{{"items", *items}, {"next", next}});
-    auto remaining = std::make_shared<size_t>(by_tenant.size());
-    auto shared_done = std::make_shared<std::function<void(Result<nlohmann::json>)>>(std::move(done));
-    for (auto& [t, list] : by_tenant) {
-      std::vector<std::string> keys{"HMGET", prefix(t) + "contacts"};
-      for (auto& [slot, _] : list) keys.push_back(std::to_string(slot));
-      std::vector<std::string_view> argv(keys.begin(), keys.end());
-      redis.command(argv, [items, list, remaining, shared_done, next](const redisReply* r, const Error* e) {
-        if (!e && r->type == REDIS_REPLY_ARRAY)
-          for (size_t k = 0; k < list.size() && k < r->elements; ++k) {
-            directory::Contacts c;
-            if (r->element[k]->type == REDIS_REPLY_STRING &&
-                directory::unpack_contacts(std::string_view(r->element[k]->str, r->element[k]->len), &c))
-              (*items)[list[k].second]["recipient"] = c.id;
-          }
-        if (--*remaining == 0) (*shared_done)(nlohmann::json{{"items", *items}, {"next", next}});
-      });
-    }
-  }
 };
 
 Dispatcher::Dispatcher(uv_loop_t* loop, store::Redis& redis, directory::Directory& directory, const Clock& clock,
@@ -1750,36 +1655,11 @@ void Dispatcher::cancel_references(const std::string& tenant, const std::vector<
 }
 
 void Dispatcher::progress(const std::string& tenant, const std::string& alert_id,
-                          std::function<void(Result<nlohmann::json>)> done) {
-  Impl& i = *impl_;
-  auto plan = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
-  i.redis.command({"HGETALL", prefix(tenant) + "plan:" + alert_id}, [plan](const redisReply* r, const Error* e) {
-    if (!e) *plan = store::reply_pairs(r);
-  });
-  i.redis.command({"HGETALL", prefix(tenant) + "progress:" + alert_id},
-                  [this, plan, done = std::move(done)](const redisReply* r, const Error* e) {
-                    if (e) return done(*e);
-                    nlohmann::json out = nlohmann::json::object();
-                    for (Channel ch : {Channel::Sms, Channel::Apns, Channel::Fcm}) {
-                      if (!has_channel(ch)) continue;
-                      out[to_string(ch)] = {{"planned", 0},  {"accepted", 0}, {"delivered", 0}, {"failed", 0},
-                                            {"expired", 0},  {"cancelled", 0}, {"skipped", 0}, {"pending", 0}};
-                    }
-                    for (const auto& [k, v] : *plan)
-                      if (k.rfind("planned:", 0) == 0 && out.contains(k.substr(8))) out[k.substr(8)]["planned"] = std::stoll(v);
-                    for (const auto& [k, v] : store::reply_pairs(r)) {
-                      auto colon = k.find(':');
-                      std::string ch = k.substr(0, colon), st = k.substr(colon + 1);
-                      if (out.contains(ch)) out[ch][st] = out[ch].value(st, int64_t{0}) + std::stoll(v);
-                    }
-                    for (auto& [ch, c] : out.items()) {
-                      int64_t final = c["accepted"].get<int64_t>() + c["delivered"].get<int64_t>() +
-                                      c["failed"].get<int64_t>() + c["expired"].get<int64_t>() +
-                                      c["cancelled"].get<int64_t>() + c["skipped"].get<int64_t>();
-                      c["pending"] = std::max<int64_t>(0, c["planned"].get<int64_t>() - final);
-                    }
-                    done(out);
-                  });
+                          std::function<void(Result<Progress>)> done) {
+  std::vector<Channel> channels;
+  for (Channel ch : {Channel::Sms, Channel::Apns, Channel::Fcm})
+    if (has_channel(ch)) channels.push_back(ch);
+  impl_->reader.progress(tenant, alert_id, std::move(channels), std::move(done));
 }
 
 void Dispatcher::delivery_report(const std::string& alert_tenant, const std::string& alert_id,
@@ -1801,26 +1681,9 @@ void Dispatcher::delivery_report(const std::string& alert_tenant, const std::str
   impl_->add_report({prefix(alert_tenant), alert_id, recipient_tenant + "|" + number, state, reason, std::move(done)});
 }
 
-// Two phases: the deliv hash (cursor "" or HSCAN's), then, for state "" or "accepted",
-// the first-attempt records batch by batch (cursor "a<batch>.<skip>"); the page that ends
-// the first phase is filled up from the second.
 void Dispatcher::deliveries(const std::string& tenant, const std::string& alert_id, const std::string& state,
-                            const std::string& cursor, size_t limit, std::function<void(Result<nlohmann::json>)> done) {
-  Impl& i = *impl_;
-  bool with_accepted = state.empty() || state == "accepted";
-  if (cursor.rfind("a", 0) == 0) {
-    int64_t batch = 0, skip = 0;
-    auto dot = cursor.find('.');
-    const char* end = cursor.data() + cursor.size();
-    if (!with_accepted || dot == std::string::npos ||
-        std::from_chars(cursor.data() + 1, cursor.data() + dot, batch).ec != std::errc() ||
-        std::from_chars(cursor.data() + dot + 1, end, skip).ec != std::errc() || batch < 0 || skip < 0)
-      return done(make_error(400, "invalid_parameter", "cursor is not one this listing gave", "cursor"));
-    return i.accepted_page(tenant, alert_id, batch, skip, limit, {}, std::move(done));
-  }
-  if (!std::all_of(cursor.begin(), cursor.end(), [](char c) { return c >= '0' && c <= '9'; }))
-    return done(make_error(400, "invalid_parameter", "cursor is not one this listing gave", "cursor"));
-  i.scan_deliveries(tenant, alert_id, state, cursor.empty() ? "0" : cursor, limit, {}, 0, std::move(done));
+                            const std::string& cursor, size_t limit, std::function<void(Result<DeliveryPage>)> done) {
+  impl_->reader.deliveries(tenant, alert_id, state, cursor, limit, std::move(done));
 }
 
 }  // namespace sirena::dispatch

@@ -40,6 +40,7 @@
 #include "daemon/core/clock.h"
 #include "daemon/core/result.h"
 #include "daemon/dispatch/gateway.h"
+#include "daemon/dispatch/progress.h"
 #include "daemon/dispatch/sms_text.h"
 #include "daemon/directory/directory.h"
 
@@ -121,9 +122,8 @@ class Dispatcher {
   // The same for the alerts an Update or Cancel of `tenant` references (CAP triples).
   void cancel_references(const std::string& tenant, const std::vector<alerts::Reference>& refs);
 
-  // {"<channel>": {"accepted", "delivered", "failed", "pending", ...}} and totals.
-  void progress(const std::string& tenant, const std::string& alert_id,
-                std::function<void(Result<nlohmann::json>)> done);
+  // Counts per channel this daemon sends on (progress.h).
+  void progress(const std::string& tenant, const std::string& alert_id, std::function<void(Result<Progress>)> done);
   // An SMS delivery report for the alert of `alert_tenant`, sent to `number` of a
   // recipient of `recipient_tenant`. Answers what it did: "delivered" or "failed" (the
   // delivery moved), "noted" (an intermediate state), "duplicate" (a final report was seen
@@ -134,9 +134,9 @@ class Dispatcher {
                        const std::string& recipient_tenant, const std::string& number, int type,
                        std::function<void(Result<std::string>)> done);
 
-  // One page of per-recipient outcomes, optionally filtered by state.
+  // One page of per-recipient outcomes, optionally filtered by state (progress.h).
   void deliveries(const std::string& tenant, const std::string& alert_id, const std::string& state,
-                  const std::string& cursor, size_t limit, std::function<void(Result<nlohmann::json>)> done);
+                  const std::string& cursor, size_t limit, std::function<void(Result<DeliveryPage>)> done);
 
  private:
   struct Impl;
