@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "daemon/alerts/alert_json.h"
+#include "daemon/alerts/lifecycle.h"
 #include "daemon/core/ids.h"
 #include "daemon/store/redis.h"
 
@@ -13,7 +14,7 @@ namespace {
 // Shared by the scripts below. `apply` is the effect of an Update (superseded) or a
 // Cancel (cancelled) on the alert it references. It only crosses alerts of the same
 // CAP status: a Test or Exercise message must never cancel or replace an Actual one.
-constexpr const char* kLuaCommon = R"LUA(
+const std::string kLuaCommon = state_names_lua() + R"LUA(
 local p = KEYS[1]
 -- An alert to be sent waits in `unplanned` (score: when a replanner may take it up) until
 -- its plan is complete; the intake or approval that made it sendable plans it at once.
@@ -37,11 +38,11 @@ local function apply(target, effect, by, by_status, now)
     audit('reference_ignored', target, '', '', now, {'by', by, 'reason', 'status ' .. by_status .. ' cannot change a ' .. status .. ' alert'})
     return
   end
-  if effect == 'cancelled' and st ~= 'cancelled' then
-    redis.call('HSET', k, 'state', 'cancelled', 'cancelled_by', by)
+  if effect == S.cancelled and st ~= S.cancelled then
+    redis.call('HSET', k, 'state', S.cancelled, 'cancelled_by', by)
     audit('cancelled', target, '', '', now, {'by', by})
-  elseif effect == 'superseded' and st ~= 'cancelled' and st ~= 'superseded' then
-    redis.call('HSET', k, 'state', 'superseded', 'superseded_by', by)
+  elseif effect == S.superseded and st ~= S.cancelled and st ~= S.superseded then
+    redis.call('HSET', k, 'state', S.superseded, 'superseded_by', by)
     audit('superseded', target, '', '', now, {'by', by})
   end
 end
@@ -81,9 +82,9 @@ for _, entry in ipairs(redis.call('LRANGE', pk, 0, -1)) do
   apply(id, effect, by, by_status, now)
 end
 redis.call('DEL', pk)
-if state == 'accepted' then apply_refs(id, ARGV[6], ARGV[5], status, now) end
+if state == S.accepted then apply_refs(id, ARGV[6], ARGV[5], status, now) end
 local final = redis.call('HGET', k, 'state')
-if final == 'accepted' then to_plan(id, now) end
+if final == S.accepted then to_plan(id, now) end
 return {1, id, final}
 )LUA";
 
@@ -93,13 +94,13 @@ local id, key, now = ARGV[1], ARGV[2], ARGV[4]
 local k = p .. 'alert:' .. id
 local st, by, refs, effect, status = unpack(redis.call('HMGET', k, 'state', 'submitted_by', 'refs', 'effect', 'status'))
 if not st then return {'err', 'not_found', ''} end
-if st ~= 'pending_approval' then return {'err', 'not_pending_approval', st} end
+if st ~= S.pending_approval then return {'err', 'not_pending_approval', st} end
 if by == key then return {'err', 'same_key_cannot_approve', st} end
-redis.call('HSET', k, 'state', 'accepted', 'approved_by', key, 'approved_ms', now)
+redis.call('HSET', k, 'state', S.accepted, 'approved_by', key, 'approved_ms', now)
 to_plan(id, now)
 audit('approve', id, key, ARGV[3], now, nil)
 apply_refs(id, refs or '', effect or '', status or '', now)
-return {'ok', 'accepted', ''}
+return {'ok', S.accepted, ''}
 )LUA";
 
 // KEYS[1] prefix. ARGV: 1 id, 2 by (what cancelled it), 3 key id, 4 remote, 5 now_ms. The
@@ -110,7 +111,7 @@ local id, now = ARGV[1], ARGV[5]
 local k = p .. 'alert:' .. id
 local status = redis.call('HGET', k, 'status')
 if not status then return '' end
-apply(id, 'cancelled', ARGV[2], status, now)
+apply(id, S.cancelled, ARGV[2], status, now)
 audit('cancel_without_cap', id, ARGV[3], ARGV[4], now, nil)
 return redis.call('HGET', k, 'state')
 )LUA";

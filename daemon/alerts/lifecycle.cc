@@ -4,6 +4,41 @@
 
 namespace sirena::alerts {
 
+std::optional<AlertState> parse_state(std::string_view s) {
+  for (AlertState st : kAlertStates)
+    if (s == to_string(st)) return st;
+  return std::nullopt;
+}
+
+bool is_sending(AlertState s) { return s == AlertState::Accepted || s == AlertState::Dispatching; }
+
+bool is_final(AlertState s) {
+  switch (s) {
+    case AlertState::PendingApproval:
+    case AlertState::Accepted:
+    case AlertState::Dispatching: return false;
+    default: return true;
+  }
+}
+
+bool can_transition(AlertState from, AlertState to) {
+  using S = AlertState;
+  const bool stops = to == S::Cancelled || to == S::Superseded;
+  switch (from) {
+    case S::PendingApproval: return to == S::Accepted || stops;
+    case S::Accepted: return to == S::Dispatching || to == S::Completed || to == S::Expired || stops;
+    case S::Dispatching: return to == S::Completed || to == S::Expired || stops;
+    default: return false;
+  }
+}
+
+std::string state_names_lua() {
+  std::string out = "local S = {";
+  for (AlertState st : kAlertStates) out.append(to_string(st)).append(" = '").append(to_string(st)).append("', ");
+  out += "}\n";
+  return out;
+}
+
 bool reaches_citizens(Status status, MsgType msg_type) {
   bool status_sent = status == Status::Actual || status == Status::Exercise || status == Status::Test;
   bool type_sent = msg_type == MsgType::Alert || msg_type == MsgType::Update;

@@ -9,22 +9,78 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "daemon/alerts/alert.h"
 
 namespace sirena::alerts {
 
-// Alert states (DESIGN.md "Data model"). `accepted` means durable and ready to be sent.
+// An alert's state (DESIGN.md "Data model"), as stored in its hash's `state` field.
+//
+//   pending_approval --approve--> accepted --plan--> dispatching --last batch--> completed
+//                                 accepted --plan, nobody reached--> completed
+//   pending_approval, accepted, dispatching --Cancel / Update--> cancelled / superseded
+//   accepted, dispatching: shown as expired once past its expiry (never stored)
+//   draft and recorded are stored so and never change.
+//
+// The dispatcher's and the store's Lua scripts get these names from state_names_lua().
+enum class AlertState : uint8_t {
+  PendingApproval,
+  Accepted,     // durable and ready to be sent; planned by the dispatcher
+  Dispatching,  // its plan is written: batches are going out
+  Completed,    // every batch was done
+  Draft,
+  Recorded,  // System, Ack, Error: stored, never sent
+  Superseded,
+  Cancelled,
+  Expired,
+};
+inline constexpr AlertState kAlertStates[] = {
+    AlertState::PendingApproval, AlertState::Accepted,   AlertState::Dispatching,
+    AlertState::Completed,       AlertState::Draft,      AlertState::Recorded,
+    AlertState::Superseded,      AlertState::Cancelled,  AlertState::Expired};
+
+constexpr const char* to_string(AlertState s) {
+  switch (s) {
+    case AlertState::PendingApproval: return "pending_approval";
+    case AlertState::Accepted: return "accepted";
+    case AlertState::Dispatching: return "dispatching";
+    case AlertState::Completed: return "completed";
+    case AlertState::Draft: return "draft";
+    case AlertState::Recorded: return "recorded";
+    case AlertState::Superseded: return "superseded";
+    case AlertState::Cancelled: return "cancelled";
+    case AlertState::Expired: return "expired";
+  }
+  return "?";
+}
+std::optional<AlertState> parse_state(std::string_view s);
+
+// Messages may go out: accepted or dispatching. Any other state stops its sends.
+bool is_sending(AlertState s);
+// No transition leaves it: completed, cancelled, superseded, expired, draft, recorded.
+bool is_final(AlertState s);
+// The transitions of the diagram above.
+bool can_transition(AlertState from, AlertState to);
+
+// A Lua table of the state names, `local S = {pending_approval = 'pending_approval', ...}`,
+// that the scripts which read or write `state` begin with (S.accepted, S.dispatching, ...).
+std::string state_names_lua();
+
+// The names, for code that compares strings read back from Redis.
 namespace state {
-inline constexpr const char* kPendingApproval = "pending_approval";
-inline constexpr const char* kAccepted = "accepted";
-inline constexpr const char* kDraft = "draft";
-inline constexpr const char* kRecorded = "recorded";  // System, Ack, Error: stored, never sent
-inline constexpr const char* kSuperseded = "superseded";
-inline constexpr const char* kCancelled = "cancelled";
-inline constexpr const char* kExpired = "expired";
+inline constexpr const char* kPendingApproval = to_string(AlertState::PendingApproval);
+inline constexpr const char* kAccepted = to_string(AlertState::Accepted);
+inline constexpr const char* kDispatching = to_string(AlertState::Dispatching);
+inline constexpr const char* kCompleted = to_string(AlertState::Completed);
+inline constexpr const char* kDraft = to_string(AlertState::Draft);
+inline constexpr const char* kRecorded = to_string(AlertState::Recorded);
+inline constexpr const char* kSuperseded = to_string(AlertState::Superseded);
+inline constexpr const char* kCancelled = to_string(AlertState::Cancelled);
+inline constexpr const char* kExpired = to_string(AlertState::Expired);
 }  // namespace state
 
 // True for the messages that are sent to citizens: Alert and Update of status Actual,

@@ -554,8 +554,8 @@ struct EventStream {
 };
 
 bool is_final(const std::string& state) {
-  return state == "completed" || state == "cancelled" || state == "expired" || state == "superseded" ||
-         state == "draft" || state == "recorded";
+  auto st = alerts::parse_state(state);
+  return st && alerts::is_final(*st);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <unordered_set>
 
 #include "daemon/alerts/alert_json.h"
+#include "daemon/alerts/lifecycle.h"
 #include "daemon/core/ids.h"
 #include "daemon/core/log.h"
 #include "daemon/core/turn_hook.h"
@@ -511,7 +512,8 @@ struct Dispatcher::Impl {
     std::string rec = store::reply_string(r->element[2]);
     std::string exp = store::reply_string(r->element[3]);
     auto a = make_active(tenant, id, std::move(parsed).value(), rec.empty() ? clock.now_ms() : std::stoll(rec));
-    a->cancelled = state != "dispatching" && state != "accepted";
+    auto st = alerts::parse_state(state);
+    a->cancelled = !st || !alerts::is_sending(*st);
     a->expires_ms = exp.empty() ? 0 : std::stoll(exp);
     return a;
   }
@@ -1368,8 +1370,10 @@ struct Dispatcher::Impl {
                       [this, a = b->alert](const redisReply* r, const Error* e) {
                         a->state_check_pending = false;
                         if (e) return;
-                        std::string st = store::reply_string(r);
-                        if (!st.empty() && st != "dispatching" && st != "accepted" && st != "completed" &&
+                        // Gone (empty) is left to the batch; completed has nothing to stop.
+                        std::string text = store::reply_string(r);
+                        auto st = alerts::parse_state(text);
+                        if (!text.empty() && !(st && (alerts::is_sending(*st) || *st == alerts::AlertState::Completed)) &&
                             !a->cancelled) {
                           a->cancelled = true;
                           sweep(a->id);

@@ -1,12 +1,13 @@
 #include "daemon/dispatch/scripts.h"
 
+#include "daemon/alerts/lifecycle.h"
 #include "daemon/dispatch/lua_scripts.h"  // generated from lua/*.lua
 
 namespace sirena::dispatch::scripts {
 
 // Built once: the store keys scripts by their text's SHA-1.
 const std::string& plan() {
-  static const std::string s = std::string(lua::batch_lib) + std::string(lua::plan);
+  static const std::string s = alerts::state_names_lua() + std::string(lua::batch_lib) + std::string(lua::plan);
   return s;
 }
 const std::string& load() {
@@ -14,7 +15,7 @@ const std::string& load() {
   return s;
 }
 const std::string& flush() {
-  static const std::string s(lua::flush);
+  static const std::string s = alerts::state_names_lua() + std::string(lua::flush);
   return s;
 }
 const std::string& accepted_page() {

@@ -1,6 +1,7 @@
 // The dispatcher's Redis scripts: daemon/dispatch/lua/*.lua, embedded at build time.
 // Each file's header says what it takes and returns; the scripts that read batches
-// begin with lua/batch_lib.lua.
+// begin with lua/batch_lib.lua, and those that read or write an alert's state with the
+// table S of its names (alerts::state_names_lua()).
 #pragma once
 
 #include <cstddef>

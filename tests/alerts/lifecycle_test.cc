@@ -70,5 +70,53 @@ TEST(Lifecycle, ActualFallsUnderThePolicyEvenWhenTheListForgetsIt) {
             state::kAccepted);
 }
 
+TEST(AlertStates, NamesRoundTripAndUnknownNamesAreNone) {
+  for (AlertState st : kAlertStates) {
+    auto back = parse_state(to_string(st));
+    ASSERT_TRUE(back) << to_string(st);
+    EXPECT_EQ(*back, st);
+  }
+  EXPECT_FALSE(parse_state(""));
+  EXPECT_FALSE(parse_state("Accepted"));
+  EXPECT_STREQ(state::kDispatching, "dispatching");
+}
+
+TEST(AlertStates, OnlyAcceptedAndDispatchingSendAndTheyAreNotFinal) {
+  for (AlertState st : kAlertStates) {
+    bool sending = st == AlertState::Accepted || st == AlertState::Dispatching;
+    EXPECT_EQ(is_sending(st), sending) << to_string(st);
+    EXPECT_EQ(is_final(st), !sending && st != AlertState::PendingApproval) << to_string(st);
+  }
+}
+
+TEST(AlertStates, TransitionsFollowTheDiagramAndNothingLeavesAFinalState) {
+  using S = AlertState;
+  EXPECT_TRUE(can_transition(S::PendingApproval, S::Accepted));
+  EXPECT_FALSE(can_transition(S::PendingApproval, S::Dispatching));  // approval comes first
+  EXPECT_TRUE(can_transition(S::Accepted, S::Dispatching));
+  EXPECT_TRUE(can_transition(S::Accepted, S::Completed));  // nobody reached
+  EXPECT_TRUE(can_transition(S::Dispatching, S::Completed));
+  EXPECT_FALSE(can_transition(S::Dispatching, S::Accepted));
+  for (S from : {S::PendingApproval, S::Accepted, S::Dispatching}) {
+    EXPECT_TRUE(can_transition(from, S::Cancelled)) << to_string(from);
+    EXPECT_TRUE(can_transition(from, S::Superseded)) << to_string(from);
+  }
+  for (S from : kAlertStates) {
+    if (!is_final(from)) continue;
+    for (S to : kAlertStates) {
+      EXPECT_FALSE(can_transition(from, to)) << to_string(from) << " -> " << to_string(to);
+    }
+  }
+}
+
+TEST(AlertStates, TheScriptsTableNamesEveryState) {
+  std::string lua = state_names_lua();
+  EXPECT_EQ(lua.rfind("local S = {", 0), 0u);
+  for (AlertState st : kAlertStates) {
+    std::string entry = std::string(to_string(st)) + " = '" + to_string(st) + "'";
+    EXPECT_NE(lua.find(entry), std::string::npos) << entry;
+  }
+}
+
 }  // namespace
 }  // namespace sirena::alerts

@@ -51,7 +51,7 @@ if nb > 0 then
   local done = tonumber(redis.call('HGET', plan, 'done') or '0')
   if done >= total then
     local k = p .. 'alert:' .. id
-    if redis.call('HGET', k, 'state') == 'dispatching' then redis.call('HSET', k, 'state', 'completed') end
+    if redis.call('HGET', k, 'state') == S.dispatching then redis.call('HSET', k, 'state', S.completed) end
     redis.call('HSET', plan, 'completed_ms', now_ms)
   end
 end

@@ -27,7 +27,7 @@ local base = 0
 if first == 0 then
   -- Only an accepted alert is planned: one cancelled, superseded or expired meanwhile
   -- gets no batches (the caller's copy of it may be older than this).
-  if redis.call('HGET', p .. 'alert:' .. id, 'state') ~= 'accepted' then
+  if redis.call('HGET', p .. 'alert:' .. id, 'state') ~= S.accepted then
     redis.call('ZREM', p .. 'unplanned', id)
     return {-1}
   end
@@ -79,8 +79,8 @@ if last == '1' then
   redis.call('HDEL', plan, 'writing', 'writing_ms', 'base')
   redis.call('ZREM', p .. 'unplanned', id)
   local k = p .. 'alert:' .. id
-  if redis.call('HGET', k, 'state') == 'accepted' then
-    redis.call('HSET', k, 'state', base + n == 0 and 'completed' or 'dispatching')
+  if redis.call('HGET', k, 'state') == S.accepted then
+    redis.call('HSET', k, 'state', base + n == 0 and S.completed or S.dispatching)
   end
 end
 local claimed = false
