@@ -6,6 +6,7 @@
 #include "daemon/alerts/alert_json.h"
 #include "daemon/alerts/lifecycle.h"
 #include "daemon/core/ids.h"
+#include "daemon/store/keys.h"
 #include "daemon/store/redis.h"
 
 namespace sirena::alerts {
@@ -215,7 +216,7 @@ size_t AlertStore::backlog() const {
 void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> done) {
   const Alert& a = *n.alert;
   std::string id = make_ulid(n.now_ms);
-  std::string pfx = prefix(n.tenant);
+  std::string pfx = store::keys::tenant(n.tenant);
   std::string idem = idem_key(a);
   std::string now = std::to_string(n.now_ms);
   std::string refs = refs_text(a);
@@ -273,7 +274,7 @@ void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> 
 
 void AlertStore::get(const std::string& tenant, const std::string& id,
                      std::function<void(Result<std::optional<StoredAlert>>)> done) {
-  std::string key = prefix(tenant) + "alert:" + id;
+  std::string key = store::keys::alert(tenant, id);
   redis_.command({"HGETALL", key}, [tenant, id, done = std::move(done)](const redisReply* r, const Error* e) {
     if (e) return done(*e);
     if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
@@ -284,12 +285,11 @@ void AlertStore::get(const std::string& tenant, const std::string& id,
 
 void AlertStore::list(const std::string& tenant, const std::string& cursor, int limit,
                       std::function<void(Result<Page>)> done) {
-  std::string pfx = prefix(tenant);
   std::string max = cursor.empty() ? "+" : "(" + cursor;
   std::string count = std::to_string(limit + 1);
   redis_.command(
-      {"ZREVRANGEBYLEX", pfx + "alerts", max, "-", "LIMIT", "0", count},
-      [this, tenant, pfx, limit, done = std::move(done)](const redisReply* r, const Error* e) mutable {
+      {"ZREVRANGEBYLEX", store::keys::alerts(tenant), max, "-", "LIMIT", "0", count},
+      [this, tenant, limit, done = std::move(done)](const redisReply* r, const Error* e) mutable {
         if (e) return done(*e);
         if (r->type != REDIS_REPLY_ARRAY) return done(script_error(r));
         std::vector<std::string> ids;
@@ -307,7 +307,7 @@ void AlertStore::list(const std::string& tenant, const std::string& cursor, int 
         auto shared_done = std::make_shared<std::function<void(Result<Page>)>>(std::move(done));
         for (size_t i = 0; i < ids.size(); ++i) {
           std::vector<std::string_view> argv{"HMGET"};
-          std::string key = pfx + "alert:" + ids[i];
+          std::string key = store::keys::alert(tenant, ids[i]);
           argv.push_back(key);
           argv.insert(argv.end(), std::begin(kSummaryFields), std::end(kSummaryFields));
           redis_.command(argv, [=, id = ids[i]](const redisReply* r2, const Error* e2) {
@@ -326,7 +326,7 @@ void AlertStore::cancel(const std::string& tenant, const std::string& id, const 
                         const std::string& key_id, const std::string& remote, int64_t now_ms,
                         std::function<void(Result<std::string>)> done) {
   std::string now = std::to_string(now_ms);
-  redis_.eval(kCancelScript, {prefix(tenant)}, {id, by, key_id, remote, now},
+  redis_.eval(kCancelScript, {store::keys::tenant(tenant)}, {id, by, key_id, remote, now},
               [done = std::move(done)](const redisReply* r, const Error* e) {
                 if (e) return done(*e);
                 if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
@@ -336,7 +336,7 @@ void AlertStore::cancel(const std::string& tenant, const std::string& id, const 
 
 void AlertStore::audit(const std::string& tenant, const std::vector<std::pair<std::string, std::string>>& fields,
                        std::function<void(sirena::Status)> done) {
-  std::string key = prefix(tenant) + "audit";
+  std::string key = store::keys::audit(tenant);
   std::vector<std::string_view> argv{"XADD", key, "MAXLEN", "~", "100000", "*"};
   for (const auto& [k, v] : fields) {
     argv.push_back(k);
@@ -352,7 +352,7 @@ void AlertStore::audit(const std::string& tenant, const std::vector<std::pair<st
 void AlertStore::approve(const std::string& tenant, const std::string& id, const std::string& key_id,
                          const std::string& remote, int64_t now_ms,
                          std::function<void(Result<std::string>)> done) {
-  std::string pfx = prefix(tenant);
+  std::string pfx = store::keys::tenant(tenant);
   std::string now = std::to_string(now_ms);
   redis_.eval(
       kApproveScript, {pfx}, {id, key_id, remote, now},

@@ -112,7 +112,6 @@ class AlertStore {
   void audit(const std::string& tenant, const std::vector<std::pair<std::string, std::string>>& fields,
              std::function<void(sirena::Status)> done);
 
-  static std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
   static std::string idem_key(const Alert& a);
 
  private:

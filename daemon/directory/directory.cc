@@ -9,6 +9,7 @@
 
 #include "daemon/core/log.h"
 #include "daemon/metrics/metrics.h"
+#include "daemon/store/keys.h"
 #include "daemon/store/redis.h"
 
 namespace sirena::directory {
@@ -181,7 +182,7 @@ const std::string& load_script() {
   return s;
 }
 
-std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
+std::string tenant_prefix(std::string_view t) { return store::keys::tenant(t); }
 
 // The packed index record: what rebuilding the index needs, without the JSON.
 //   u8 version=1 | str id | str language | u8 channels | u8 n topics, str each |
@@ -473,7 +474,7 @@ void Directory::load_tenant(std::vector<std::string> ids, size_t next, std::func
   if (next == ids.size()) return done(Ok{});
   std::string tenant = ids[next];
   // API zones first, so that recipients' zone references find their areas.
-  redis_.command({"HGETALL", prefix(tenant) + "zones"}, [this, ids = std::move(ids), next, tenant,
+  redis_.command({"HGETALL", store::keys::zones(tenant)}, [this, ids = std::move(ids), next, tenant,
                                                          done = std::move(done)](const redisReply* r,
                                                                                  const Error* e) mutable {
     if (e) return done(*e);
@@ -502,7 +503,7 @@ void Directory::load_tenant(std::vector<std::string> ids, size_t next, std::func
 void Directory::load_blocks(const std::string& tenant, size_t first, int64_t started_ms,
                             std::function<void(Status)> done) {
   std::string from = std::to_string(first), count = std::to_string(kBlocksPerPart);
-  redis_.eval(load_script(), {prefix(tenant)}, {from, count},
+  redis_.eval(load_script(), {tenant_prefix(tenant)}, {from, count},
               [this, tenant, first, started_ms, done = std::move(done)](const redisReply* r, const Error* e) mutable {
                 if (e) return done(*e);
                 if (r->type == REDIS_REPLY_ERROR)
@@ -577,7 +578,7 @@ void Directory::import(const std::string& tenant, std::shared_ptr<std::vector<Re
   auto remaining = std::make_shared<size_t>(chunks);
   auto failed = std::make_shared<std::optional<Error>>();
   auto shared_done = std::make_shared<std::function<void(Result<ImportOutcome>)>>(std::move(done));
-  std::string pfx = prefix(tenant);
+  std::string pfx = tenant_prefix(tenant);
   for (size_t c = 0; c < chunks; ++c) {
     size_t begin = c * kChunk, end = std::min(batch->size(), begin + kChunk);
     std::vector<std::string> owned;
@@ -631,7 +632,7 @@ void Directory::put(const std::string& tenant, const Recipient& r, std::function
 
 void Directory::get(const std::string& tenant, const std::string& id,
                     std::function<void(Result<std::optional<std::string>>)> done) {
-  redis_.command({"HGET", prefix(tenant) + "recipients", id}, [done = std::move(done)](const redisReply* r,
+  redis_.command({"HGET", store::keys::recipients(tenant), id}, [done = std::move(done)](const redisReply* r,
                                                                                        const Error* e) {
     if (e) return done(*e);
     if (r->type == REDIS_REPLY_NIL) return done(std::optional<std::string>{});
@@ -640,7 +641,7 @@ void Directory::get(const std::string& tenant, const std::string& id,
 }
 
 void Directory::remove(const std::string& tenant, const std::string& id, std::function<void(Result<bool>)> done) {
-  redis_.eval(delete_script(), {prefix(tenant)}, {id},
+  redis_.eval(delete_script(), {tenant_prefix(tenant)}, {id},
               [this, tenant, done = std::move(done)](const redisReply* r, const Error* e) {
                 if (e) return done(*e);
                 if (r->type != REDIS_REPLY_INTEGER) return done(make_error(500, "storage_error", "bad reply"));
@@ -658,7 +659,7 @@ Result<Area> Directory::parse_zone(const std::string& geojson) const {
 
 void Directory::put_zone(const std::string& tenant, const std::string& name, const std::string& geojson, Area area,
                          std::function<void(Result<bool>)> done) {
-  redis_.command({"HSET", prefix(tenant) + "zones", name, geojson},
+  redis_.command({"HSET", store::keys::zones(tenant), name, geojson},
                  [this, tenant, name, geojson, area = std::move(area), done = std::move(done)](const redisReply* r,
                                                                                               const Error* e) {
                    if (e) return done(*e);
@@ -675,7 +676,7 @@ void Directory::put_zone(const std::string& tenant, const std::string& name, con
 
 void Directory::delete_zone(const std::string& tenant, const std::string& name,
                             std::function<void(Result<bool>)> done) {
-  redis_.command({"HDEL", prefix(tenant) + "zones", name},
+  redis_.command({"HDEL", store::keys::zones(tenant), name},
                  [this, tenant, name, done = std::move(done)](const redisReply* r, const Error* e) {
                    if (e) return done(*e);
                    TenantState* t = state(tenant);

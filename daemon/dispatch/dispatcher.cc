@@ -21,6 +21,7 @@
 #include "daemon/dispatch/scripts.h"
 #include "daemon/dispatch/sms_text.h"
 #include "daemon/metrics/metrics.h"
+#include "daemon/store/keys.h"
 #include "daemon/store/redis.h"
 
 namespace sirena::dispatch {
@@ -60,8 +61,7 @@ constexpr size_t kFirstBurst = 8;
 // call starts early only when this many wait).
 constexpr size_t kMaxReports = 256;
 
-std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
-std::string stream_key(int priority) { return "{dispatch}:p" + std::to_string(priority); }
+using store::keys::dispatch_stream;
 
 // Push messages accepted at their first attempt (nearly all of them) are recorded per
 // batch, "<channel>:<from>[-<to>]," for each run of positions, instead of one deliv field
@@ -396,7 +396,7 @@ struct Dispatcher::Impl {
     }
     // Own entries still in work here come back too (and are skipped): ask for enough.
     size_t count = own_pending ? want + batches.size() + claimed_count + acks_unconfirmed.size() : want;
-    std::string stream = stream_key(priority), count_text = std::to_string(count);
+    std::string stream = dispatch_stream(priority), count_text = std::to_string(count);
     // ">" = new entries; "0" = this consumer's own pending entries.
     redis.command({"XREADGROUP", "GROUP", kGroup, cfg.consumer, "COUNT", count_text, "STREAMS", stream,
                    own_pending ? "0" : ">"},
@@ -420,7 +420,7 @@ struct Dispatcher::Impl {
         const redisReply* kv = entry->element[1];
         if (!kv || kv->type != REDIS_REPLY_ARRAY) {
           // Deleted or trimmed entry in our pending list: nothing to do but acknowledge.
-          redis.command({"XACK", stream_key(priority), kGroup, id}, [](auto*, auto*) {});
+          redis.command({"XACK", dispatch_stream(priority), kGroup, id}, [](auto*, auto*) {});
           continue;
         }
         std::string alert, tenant, batch;
@@ -474,7 +474,7 @@ struct Dispatcher::Impl {
 
   void ensure_groups() {
     for (int p = 0; p < kPriorities; ++p)
-      redis.command({"XGROUP", "CREATE", stream_key(p), kGroup, "0", "MKSTREAM"}, [](auto*, auto*) {});
+      redis.command({"XGROUP", "CREATE", dispatch_stream(p), kGroup, "0", "MKSTREAM"}, [](auto*, auto*) {});
   }
 
   // ---- loading a batch -------------------------------------------------------------
@@ -487,7 +487,7 @@ struct Dispatcher::Impl {
     auto& waiting = alerts_loading[id];
     waiting.push_back(std::move(fn));
     if (waiting.size() > 1) return;
-    std::string key = prefix(tenant) + "alert:" + id;
+    std::string key = store::keys::alert(tenant, id);
     redis.command({"HMGET", key, "parsed", "state", "received_ms", "expires_ms"},
                   [this, tenant, id](const redisReply* r, const Error* e) {
                     std::shared_ptr<Active> a = read_alert(tenant, id, e ? nullptr : r);
@@ -552,11 +552,11 @@ struct Dispatcher::Impl {
         // The alert is gone (or unreadable): nothing can be sent for it.
         metrics.unexpected("dispatch_alert_missing").Increment();
         loaded(*b);
-        redis.command({"XACK", stream_key(priority), kGroup, entry}, [](auto*, auto*) {});
+        redis.command({"XACK", dispatch_stream(priority), kGroup, entry}, [](auto*, auto*) {});
         return;
       }
       a->last_used_ms = clock.now_ms();
-      std::string key = prefix(tenant) + "batch:" + alert_id + ":" + batch_no;
+      std::string key = store::keys::batch(tenant, alert_id, batch_no);
       auto plan = own_batch(alert_id, b->number);
       if (auto it = prefetching.find(key); it != prefetching.end()) {
         it->second = b.release();  // its load is on the way
@@ -603,7 +603,7 @@ struct Dispatcher::Impl {
     size_t k = static_cast<size_t>(b->number);
     b->rtenant = plan->batches[k].first->tenant;
     auto slots = plan->slots(k);
-    std::string key = prefix(b->rtenant) + "contacts";
+    std::string key = store::keys::contacts(b->rtenant);
     std::string digits(slots.size() * 10, '\0');  // a 32-bit slot has at most 10 digits
     std::vector<std::string_view> argv;
     argv.reserve(2 + slots.size());
@@ -763,7 +763,7 @@ struct Dispatcher::Impl {
       return finish_empty(std::move(b));
     }
     const Active& a = *b->alert;
-    std::vector<std::string> map{"HSET", prefix(a.tenant) + "smsto:" + a.id};
+    std::vector<std::string> map{"HSET", store::keys::smsto(a.tenant, a.id)};
     for (const auto& m : b->msgs)
       if (m->m.channel == Channel::Sms) {
         map.push_back(b->rtenant + "|" + m->m.address);
@@ -777,13 +777,13 @@ struct Dispatcher::Impl {
     std::vector<std::string> read;
     if (!b->fresh) {
       // Its first-attempt record, then the other outcomes (answered in this order).
-      redis.command({"HGET", prefix(a.tenant) + "acc:" + a.id, std::to_string(b->number)}, [raw = b.get()](const redisReply* r, const Error* e) {
+      redis.command({"HGET", store::keys::acc(a.tenant, a.id), std::to_string(b->number)}, [raw = b.get()](const redisReply* r, const Error* e) {
         if (e || r->type != REDIS_REPLY_STRING) return;
         each_accepted(std::string_view(r->str, r->len),
                       [raw](Channel ch, uint32_t pos) { raw->first_accepted.push_back(accepted_key(ch, pos)); });
         std::sort(raw->first_accepted.begin(), raw->first_accepted.end());
       });
-      read = {"HMGET", prefix(a.tenant) + "deliv:" + a.id};
+      read = {"HMGET", store::keys::deliv(a.tenant, a.id)};
       for (const auto& m : b->msgs) read.push_back(field_of(*m));
     }
     // The reply of the last command sent (HMGET, else HSET) continues.
@@ -1038,7 +1038,7 @@ struct Dispatcher::Impl {
         g.breaker->on_success();  // the gateway works; the token does not
         metrics.tokens_pruned(to_string(m->m.channel)).Increment();
         // Pruned: later alerts skip it (DESIGN.md invariant 5).
-        redis.command({"SADD", prefix(m->m.tenant) + "pruned", m->m.address}, [](auto*, auto*) {});
+        redis.command({"SADD", store::keys::pruned(m->m.tenant), m->m.address}, [](auto*, auto*) {});
         finish(m, "failed", r.reason.empty() ? "unregistered" : r.reason);
         break;
       case Outcome::Permanent:
@@ -1302,13 +1302,13 @@ struct Dispatcher::Impl {
     for (auto [b, empty] : done) {
       (void)empty;
       Work& w = by_alert[b->alert.get()];
-      w.acks.push_back(stream_key(b->priority));
+      w.acks.push_back(dispatch_stream(b->priority));
       w.acks.push_back(b->stream_entry);
     }
     std::string now = std::to_string(clock.now_ms());
     for (auto& [a, w] : by_alert) {
       auto call = std::make_shared<FlushCall>();
-      call->prefix = prefix(a->tenant);
+      call->prefix = store::keys::tenant(a->tenant);
       call->n = w.n;
       std::vector<std::string>& args = call->args;
       args = {a->id, now, flush_token(), std::to_string(w.deliv.size())};
@@ -1366,7 +1366,7 @@ struct Dispatcher::Impl {
         Active* a = b->alert.get();
         if (!a || a->cancelled || a->state_check_pending) continue;
         a->state_check_pending = true;
-        redis.command({"HGET", prefix(a->tenant) + "alert:" + a->id, "state"},
+        redis.command({"HGET", store::keys::alert(a->tenant, a->id), "state"},
                       [this, a = b->alert](const redisReply* r, const Error* e) {
                         a->state_check_pending = false;
                         if (e) return;
@@ -1387,7 +1387,7 @@ struct Dispatcher::Impl {
       for (int p = 0; p < kPriorities; ++p) {
         std::string idle = std::to_string(cfg.reclaim_idle_ms), count = std::to_string(capacity());
         if (capacity() == 0) break;
-        redis.command({"XAUTOCLAIM", stream_key(p), kGroup, cfg.consumer, idle, "0-0", "COUNT", count},
+        redis.command({"XAUTOCLAIM", dispatch_stream(p), kGroup, cfg.consumer, idle, "0-0", "COUNT", count},
                       [this, p](const redisReply* r, const Error* e) {
                         if (e || r->type != REDIS_REPLY_ARRAY || r->elements < 2) return;
                         // Reshape into XREADGROUP's [[stream, entries]] form.
@@ -1562,7 +1562,7 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   a.batches = w->n;
   a.recipients = pt.resolution->recipients;
   a.priority = prio;
-  a.stream = stream_key(prio);
+  a.stream = dispatch_stream(prio);
   a.consumer = i.cfg.consumer;
   a.now_ms = i.clock.now_ms();
   a.planned = std::move(counts);
@@ -1575,7 +1575,7 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
     const std::vector<std::string> head = w->args.head();
     std::vector<std::string_view> argv(head.begin(), head.end());
     argv.insert(argv.end(), w->texts.begin(), w->texts.end());
-    impl_->redis.eval(scripts::plan(), {prefix(w->args.tenant)}, argv,
+    impl_->redis.eval(scripts::plan(), {store::keys::tenant(w->args.tenant)}, argv,
                       [this, w, alert_id, to, cb = std::move(cb)](const redisReply* r, const Error* e) {
                         impl_->note_written(alert_id, w->plan, to, r, e);
                         cb(r, e);
@@ -1635,7 +1635,7 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   // already in work here; and behind the first call on the same connection, the first batch.
   if (!i.alerts.count(alert_id) && !i.alerts_loading.count(alert_id))
     i.alerts.emplace(alert_id, i.make_active(tenant, alert_id, alert, received_ms));
-  if (claim > 0 && n > 0) i.prefetch(prefix(tenant) + "batch:" + alert_id + ":0");
+  if (claim > 0 && n > 0) i.prefetch(store::keys::batch(tenant, alert_id, 0));
 }
 
 void Dispatcher::cancel(const std::string& alert_id) {
@@ -1682,7 +1682,7 @@ void Dispatcher::delivery_report(const std::string& alert_tenant, const std::str
     reason = "rejected by the SMSC (DLR 16)";
   }
   impl_->reported(Impl::report_key(alert_id, recipient_tenant, number));
-  impl_->add_report({prefix(alert_tenant), alert_id, recipient_tenant + "|" + number, state, reason, std::move(done)});
+  impl_->add_report({store::keys::tenant(alert_tenant), alert_id, recipient_tenant + "|" + number, state, reason, std::move(done)});
 }
 
 void Dispatcher::deliveries(const std::string& tenant, const std::string& alert_id, const std::string& state,

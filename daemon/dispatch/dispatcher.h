@@ -4,26 +4,14 @@
 // what can be retried, and record every outcome, so a restarted daemon skips what was
 // done. Channel-agnostic: gateways plug in through dispatch::Gateway.
 //
-// Redis (alert A of tenant T; R = the recipient's tenant, T or a granting neighbour):
-//   {t:T}:plan:<A>         hash   batches, done, recipients, planned:<channel>, priority, next
-//                                 (batch number); while being written also writing
-//                                 (consumer), writing_ms, base
-//   {t:T}:batch:<A>:<n>    string "<R>\n<slot> <slot> ..."
-//   {t:T}:deliv:<A>        hash   "<R>:<slot>:<channel>" -> "<state>|<attempts>|<reason>"
-//   {t:T}:acc:<A>          hash   batch number -> "<channel>:<from>[-<to>],...": its push
-//                                 messages accepted at the first attempt, by position in
-//                                 the batch's slots (instead of a deliv field each)
-//   {t:T}:progress:<A>     hash   "<channel>:<state>" -> count
-//   {t:T}:smsto:<A>        hash   "<R>|<number>" -> deliv field (written before the SMS is sent)
-//   {t:T}:dlr:<A>          hash   deliv field -> "<state>|<reason>" of the first final DLR
-//   {dispatch}:p<0..3>     stream one entry per batch (a: alert, t: tenant, b: batch, r: set when
-//                          re-planned), by priority (0 = most urgent); consumer group "sirenad"
+// Redis: the plan, batch, deliv, acc, progress, smsto and dlr keys of store/keys.h, and the
+// {dispatch}:p<0..3> streams (consumer group "sirenad").
 // Invariants (DESIGN.md "Dispatch invariants"): a batch is acknowledged only after the
 // outcomes of all its messages are written; a message recorded as final is never sent
 // again; duplicates after a crash are bounded by the messages in flight plus the
 // outcomes not yet flushed (flushed every `flush_ms`). A plan is written in two calls,
 // its first batch alone and then the rest, so that the first messages go while the rest
-// is written; one interrupted in between is planned again (see kPlanScript).
+// is written; one interrupted in between is planned again (see lua/plan.lua).
 //
 // All calls on the loop. The app owns the Dispatcher and the gateways it is given.
 #pragma once

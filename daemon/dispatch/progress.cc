@@ -6,6 +6,7 @@
 
 #include "daemon/directory/directory.h"
 #include "daemon/dispatch/scripts.h"
+#include "daemon/store/keys.h"
 #include "daemon/store/redis.h"
 
 namespace sirena::dispatch {
@@ -13,8 +14,6 @@ namespace {
 
 // Delivery fields a deliveries page reads at most while looking for the state asked for.
 constexpr size_t kScanBudget = 20000;
-
-std::string prefix(const std::string& tenant) { return "{t:" + tenant + "}:"; }
 
 // A decimal count as Redis keeps it; anything else (a hand-edited hash) counts 0.
 int64_t count_of(std::string_view v) {
@@ -40,10 +39,10 @@ Error storage_error(const std::string& what) { return make_error(500, "storage_e
 void ProgressReader::progress(const std::string& tenant, const std::string& alert_id, std::vector<Channel> channels,
                               std::function<void(Result<Progress>)> done) {
   auto plan = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
-  redis_.command({"HGETALL", prefix(tenant) + "plan:" + alert_id}, [plan](const redisReply* r, const Error* e) {
+  redis_.command({"HGETALL", store::keys::plan(tenant, alert_id)}, [plan](const redisReply* r, const Error* e) {
     if (!e) *plan = store::reply_pairs(r);
   });
-  redis_.command({"HGETALL", prefix(tenant) + "progress:" + alert_id},
+  redis_.command({"HGETALL", store::keys::progress(tenant, alert_id)},
                  [plan, channels = std::move(channels), done = std::move(done)](const redisReply* r, const Error* e) {
                    if (e) return done(*e);
                    Progress out;
@@ -93,7 +92,7 @@ void ProgressReader::deliveries(const std::string& tenant, const std::string& al
 void ProgressReader::scan(const std::string& tenant, const std::string& alert_id, const std::string& state,
                           const std::string& cursor, size_t limit, Pairs pairs, size_t scanned, PageDone done) {
   std::string count = std::to_string(limit);
-  redis_.command({"HSCAN", prefix(tenant) + "deliv:" + alert_id, cursor, "COUNT", count},
+  redis_.command({"HSCAN", store::keys::deliv(tenant, alert_id), cursor, "COUNT", count},
                  [this, tenant, alert_id, state, limit, scanned, pairs = std::move(pairs),
                   done = std::move(done)](const redisReply* r, const Error* e) mutable {
                    if (e) return done(*e);
@@ -125,7 +124,7 @@ void ProgressReader::scan(const std::string& tenant, const std::string& alert_id
 void ProgressReader::accepted_page(const std::string& tenant, const std::string& alert_id, int64_t batch,
                                    int64_t skip, size_t limit, Pairs pairs, PageDone done) {
   std::string args[] = {alert_id, std::to_string(batch), std::to_string(skip), std::to_string(limit)};
-  redis_.eval(scripts::accepted_page(), {prefix(tenant)}, {args[0], args[1], args[2], args[3]},
+  redis_.eval(scripts::accepted_page(), {store::keys::tenant(tenant)}, {args[0], args[1], args[2], args[3]},
               [this, pairs = std::move(pairs), done = std::move(done)](const redisReply* r, const Error* e) mutable {
                 if (e) return done(*e);
                 if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
@@ -165,7 +164,7 @@ void ProgressReader::page(Pairs pairs, std::optional<std::string> next, PageDone
   auto remaining = std::make_shared<size_t>(by_tenant.size());
   auto shared_done = std::make_shared<PageDone>(std::move(done));
   for (auto& [t, list] : by_tenant) {
-    std::vector<std::string> keys{"HMGET", prefix(t) + "contacts"};
+    std::vector<std::string> keys{"HMGET", store::keys::contacts(t)};
     for (auto& [slot, _] : list) keys.push_back(std::to_string(slot));
     std::vector<std::string_view> argv(keys.begin(), keys.end());
     redis_.command(argv, [out, list, remaining, shared_done](const redisReply* r, const Error* e) {

@@ -9,14 +9,13 @@
 #include "daemon/directory/directory.h"
 #include "daemon/dispatch/dispatcher.h"
 #include "daemon/metrics/metrics.h"
+#include "daemon/store/keys.h"
 #include "daemon/store/redis.h"
 
 namespace sirena::dispatch {
 namespace {
 
-std::string unplanned_key(const std::string& tenant) {
-  return alerts::AlertStore::prefix(tenant) + "unplanned";
-}
+std::string unplanned_key(const std::string& tenant) { return store::keys::unplanned(tenant); }
 
 }  // namespace
 
