@@ -115,11 +115,12 @@ nlohmann::json reach_warnings(const directory::Directory::Footprint& f, const st
 }  // namespace
 
 AlertsApi::AlertsApi(alerts::AlertStore& store, directory::Directory& directory,
-                     dispatch::Dispatcher& dispatcher, const Clock& clock, metrics::Metrics& metrics,
-                     AlertsApiOptions options)
+                     dispatch::Dispatcher& dispatcher, dispatch::Lifecycle& lifecycle, const Clock& clock,
+                     metrics::Metrics& metrics, AlertsApiOptions options)
     : store_(store),
       directory_(directory),
       dispatcher_(dispatcher),
+      lifecycle_(lifecycle),
       clock_(clock),
       metrics_(metrics),
       options_(options) {}
@@ -243,22 +244,6 @@ void AlertsApi::preview_parsed(Res res, const Caller& who, Result<Parsed>&& pars
   res->send_json(200, dump(body));
 }
 
-void AlertsApi::audit_grants(const std::string& tenant, const std::string& alert_id,
-                             const directory::Resolution& r) {
-  for (const auto& part : r.parts) {
-    if (!part.via_grant) continue;
-    store_.audit(part.tenant,
-                 {{"action", "grant_used"},
-                  {"alert", alert_id},
-                  {"by_tenant", tenant},
-                  {"recipients", std::to_string(part.slots.size())},
-                  {"time_ms", std::to_string(clock_.now_ms())}},
-                 [this](Status s) {
-                   if (!s) metrics_.unexpected("grant_audit_failed").Increment();
-                 });
-  }
-}
-
 void AlertsApi::submit(const http::Request& req, Res res, const Caller& who) {
   // Received now, before parsing and resolution: latencies (time to first message,
   // delivery) count from the POST.
@@ -282,65 +267,48 @@ void AlertsApi::submit_parsed(const http::Request& req, Res res, const Caller& w
   if (auto busy = storage_busy()) return reject(res, *busy);
 
   const config::Tenant& tenant = *who->tenant;
-  const alerts::Alert& alert = parsed->alert;
-  const bool is_xml = parsed->is_xml;
-  // Resolution at intake: the recipient count drives the approval policy, and a
-  // neighbour's grant use is audited in the neighbour's stream.
-  auto resolution = std::make_shared<directory::Resolution>(directory_.resolve(tenant.id, alert, parsed->drawn));
-  int64_t recipients = static_cast<int64_t>(resolution->recipients);
-  std::string initial =
-      alerts::initial_state(alert, tenant.approval.statuses, tenant.approval.min_recipients, recipients);
-
-  auto owned = std::make_shared<alerts::Alert>(std::move(parsed->alert));
-  alerts::NewAlert n{tenant.id,
-                     owned.get(),
-                     req.body,
-                     is_xml ? "application/cap+xml" : "application/json",
-                     who->key->id,
-                     req.remote,
-                     initial,
-                     received_ms,
-                     recipients,
-                     std::move(parsed->stored_json)};
-  store_.create(n, [this, res, owned, snapshot = who.snapshot, resolution, tenant_id = tenant.id,
-                    key_id = who->key->id, remote = req.remote,
-                    received_ms](Result<alerts::Created> r) mutable {
+  dispatch::Submission sub;
+  sub.tenant = tenant.id;
+  sub.approval_statuses = tenant.approval.statuses;
+  sub.min_recipients = tenant.approval.min_recipients;
+  sub.alert = std::move(parsed->alert);
+  sub.drawn = std::move(parsed->drawn);
+  sub.stored_json = std::move(parsed->stored_json);
+  sub.raw = req.body;
+  sub.content_type = parsed->is_xml ? "application/cap+xml" : "application/json";
+  sub.key_id = who->key->id;
+  sub.remote = req.remote;
+  sub.received_ms = received_ms;
+  lifecycle_.submit(std::move(sub), [this, res, tenant_id = tenant.id, key_id = who->key->id, remote = req.remote,
+                                     received_ms](Result<dispatch::Submitted> r) mutable {
     if (!r) return reject(res, r.error());
-    const alerts::Alert& a = *owned;
-    if (r->created) {
-      metrics_.alert_received(tenant_id, alerts::to_string(a.status), alerts::to_string(a.msg_type)).Increment();
-      audit_grants(tenant_id, r->id, *resolution);
-      if (r->state == alerts::state::kAccepted) {
-        // An Update or Cancel stops what it replaces at once (DESIGN.md invariant 4).
-        if (a.msg_type == alerts::MsgType::Update || a.msg_type == alerts::MsgType::Cancel)
-          dispatcher_.cancel_references(tenant_id, a.references);
-        if (a.msg_type != alerts::MsgType::Cancel) start_dispatch(tenant_id, r->id, owned, received_ms, resolution);
-      }
-    }
-    log::info(r->created ? "alert_accepted" : "alert_duplicate",
+    const alerts::Alert& a = *r->alert;
+    const alerts::Created& c = r->created;
+    const bool test = a.status == alerts::Status::Test || a.status == alerts::Status::Exercise;
+    log::info(c.created ? "alert_accepted" : "alert_duplicate",
               {{"tenant", tenant_id},
-               {"id", r->id},
-               {"state", r->state},
+               {"id", c.id},
+               {"state", c.state},
                {"status", alerts::to_string(a.status)},
                {"msg_type", alerts::to_string(a.msg_type)},
-               {"test", a.status == alerts::Status::Test || a.status == alerts::Status::Exercise},
+               {"test", test},
                {"identifier", a.identifier},
                {"key", key_id},
                {"remote", remote},
                {"normalisations", a.normalisations},
                {"ms_from_post", clock_.now_ms() - received_ms}});
-    nlohmann::json body = {{"id", r->id},
-                           {"state", r->state},
-                           {"recipients", resolution->recipients},
+    nlohmann::json body = {{"id", c.id},
+                           {"state", c.state},
+                           {"recipients", r->recipients},
                            {"status", alerts::to_string(a.status)},
                            {"msg_type", alerts::to_string(a.msg_type)},
-                           {"test", a.status == alerts::Status::Test || a.status == alerts::Status::Exercise}};
-    if (r->state == alerts::state::kRecorded)
+                           {"test", test}};
+    if (c.state == alerts::state::kRecorded)
       body["note"] =
           "CAP System, Ack and Error messages are stored for the record and never sent to citizens";
-    if (!r->created) body["duplicate"] = true;
+    if (!c.created) body["duplicate"] = true;
     if (!a.normalisations.empty()) body["normalisations"] = a.normalisations;
-    res->send_json(r->created ? 202 : 200, dump(body));
+    res->send_json(c.created ? 202 : 200, dump(body));
   });
 }
 
@@ -391,98 +359,28 @@ void AlertsApi::list(const http::Request& req, Res res, const Caller& who) {
 
 void AlertsApi::approve(const http::Request& req, Res res, const Caller& who, const std::string& id) {
   std::string tenant = who->tenant->id, key = who->key->id;
-  store_.approve(tenant, id, key, req.remote, clock_.now_ms(), [this, res, id, tenant, key](Result<std::string> r) {
+  lifecycle_.approve(tenant, id, key, req.remote, [res, id, tenant, key](Result<std::string> r) {
     if (!r) return res->send_error(r.error());
     log::info("alert_approved", {{"tenant", tenant}, {"id", id}, {"key", key}});
     res->send_json(200, dump({{"id", id}, {"state", *r}}));
-    // Resolution again at approval: the directory may have changed while it waited.
-    store_.get(tenant, id, [this, tenant, id](Result<std::optional<alerts::StoredAlert>> s) {
-      if (!s || !*s) return;
-      auto parsed = alerts::alert_from_json(nlohmann::json::parse((*s)->parsed, nullptr, false));
-      if (!parsed) return;
-      auto alert = std::make_shared<const alerts::Alert>(std::move(parsed).value());
-      if (alert->msg_type == alerts::MsgType::Update || alert->msg_type == alerts::MsgType::Cancel)
-        dispatcher_.cancel_references(tenant, alert->references);
-      if (alert->msg_type == alerts::MsgType::Cancel) return;
-      start_dispatch(tenant, id, alert, (*s)->received_ms,
-                     std::make_shared<const directory::Resolution>(directory_.resolve(tenant, *alert)));
-    });
   });
 }
 
 void AlertsApi::cancel(const http::Request& req, Res res, const Caller& who, const std::string& id) {
-  std::string tenant = who->tenant->id, key = who->key->id, remote = req.remote;
-  store_.get(tenant, id, [this, res, id, tenant, key, remote](Result<std::optional<alerts::StoredAlert>> r) {
-    if (!r) return res->send_error(r.error());
-    if (!*r) return res->send_error(make_error(404, "not_found", "no such alert"));
-    const alerts::StoredAlert& target = **r;
-    if (target.state == alerts::state::kCancelled)
-      return res->send_json(200, dump({{"id", id}, {"state", target.state}, {"cancelled_by", target.cancelled_by}}));
-    // Stop sending now; the Cancel below makes it durable and visible to other daemons.
-    dispatcher_.cancel(id);
-    // Issue a real CAP Cancel referencing the alert (CAP 1.2 §3.2.1 msgType "Cancel"),
-    // and take it through the same intake path as a posted one.
-    int64_t now = clock_.now_ms();
-    alerts::CancelSpec spec{target.sender,
-                            "sirena-cancel-" + make_ulid(now),
-                            alerts::cap_datetime(now),
-                            target.status,
-                            target.sender + "," + target.identifier + "," + target.sent,
-                            "Cancelled through Sirena by " + key};
-    auto xml = std::make_shared<std::string>(alerts::write_cancel(spec));
-    auto parsed = alerts::parse_cap_xml(*xml);
-    if (!parsed) {
-      // The stop must hold all the same, here and for every other daemon and restart.
-      metrics_.unexpected("generated_cancel_invalid").Increment();
-      log::error("cancel_without_cap", {{"tenant", tenant}, {"id", id}, {"error", parsed.error().message}});
-      store_.cancel(
-          tenant, id, "cancel:" + key, key, remote, now,
-          [res, id, why = parsed.error().message](Result<std::string> c) {
-            if (!c) return res->send_error(c.error());
-            res->send_json(
-                200, dump({{"id", id},
-                           {"state", *c},
-                           {"warning",
-                            "the alert is cancelled, but no CAP Cancel could be issued for it: " + why}}));
-          });
-      return;
-    }
-    auto alert = std::make_shared<alerts::Alert>(std::move(parsed).value());
-    alerts::NewAlert n{tenant, alert.get(), *xml, "application/cap+xml", key, remote, alerts::state::kAccepted, now, 0, {}};
-    store_.create(n, [this, res, id, xml, alert, tenant, key](Result<alerts::Created> c) {
-      if (!c) return res->send_error(c.error());
-      metrics_.alert_received(tenant, alerts::to_string(alert->status), "Cancel").Increment();
-      log::info("alert_cancelled", {{"tenant", tenant}, {"id", id}, {"cancel_id", c->id}, {"key", key}});
-      res->send_json(200, dump({{"id", id}, {"state", alerts::state::kCancelled}, {"cancelled_by", c->id}}));
-    });
+  std::string tenant = who->tenant->id, key = who->key->id;
+  lifecycle_.cancel(tenant, id, key, req.remote, [res, id, tenant, key](Result<dispatch::Cancelled> c) {
+    if (!c) return res->send_error(c.error());
+    nlohmann::json body = {{"id", id}, {"state", c->state}};
+    if (!c->cancelled_by.empty()) body["cancelled_by"] = c->cancelled_by;
+    if (!c->warning.empty()) body["warning"] = c->warning;
+    else log::info("alert_cancelled", {{"tenant", tenant}, {"id", id}, {"cancel_id", c->cancelled_by}, {"key", key}});
+    res->send_json(200, dump(body));
   });
 }
 
 }  // namespace sirena::api
 
 namespace sirena::api {
-
-void AlertsApi::start_dispatch(const std::string& tenant, const std::string& id,
-                               std::shared_ptr<const alerts::Alert> alert, int64_t received_ms,
-                               std::shared_ptr<const directory::Resolution> resolution) {
-  // Defence in depth: intake stores System, Ack and Error messages as `recorded`, so none
-  // should get here; if one does, it is not sent.
-  if (!alerts::reaches_citizens(alert->status, alert->msg_type)) {
-    metrics_.unexpected("dispatch_not_for_citizens").Increment();
-    log::error("dispatch_refused", {{"tenant", tenant},
-                                    {"id", id},
-                                    {"status", alerts::to_string(alert->status)},
-                                    {"msg_type", alerts::to_string(alert->msg_type)}});
-    return;
-  }
-  dispatcher_.plan(tenant, id, *alert, received_ms, resolution, [this, tenant, id, alert](sirena::Status s) {
-    if (!s) {
-      // The alert is durable and in its tenant's `unplanned` set: the Replanner plans it.
-      metrics_.unexpected("dispatch_plan_failed").Increment();
-      log::error("dispatch_plan_failed", {{"tenant", tenant}, {"id", id}, {"error", s.error().message}});
-    }
-  });
-}
 
 namespace {
 

@@ -1,4 +1,5 @@
-// The /v1/alerts routes: intake (CAP XML or JSON), read, list, approve, cancel.
+// The /v1/alerts routes: intake (CAP XML or JSON), read, list, approve, cancel. Parses,
+// calls dispatch::Lifecycle (what happens to an alert) or the read models, serialises.
 //
 // Owns nothing but references: the store, metrics and clock outlive it. The router
 // admits each request (key, role, rate) before a handler here runs.
@@ -13,6 +14,7 @@
 #include "daemon/core/clock.h"
 #include "daemon/directory/directory.h"
 #include "daemon/dispatch/dispatcher.h"
+#include "daemon/dispatch/lifecycle.h"
 #include "daemon/tenants/tenants.h"
 
 namespace sirena::metrics {
@@ -32,7 +34,7 @@ struct AlertsApiOptions {
 class AlertsApi {
  public:
   AlertsApi(alerts::AlertStore& store, directory::Directory& directory, dispatch::Dispatcher& dispatcher,
-            const Clock& clock, metrics::Metrics& metrics, AlertsApiOptions options);
+            dispatch::Lifecycle& lifecycle, const Clock& clock, metrics::Metrics& metrics, AlertsApiOptions options);
 
   void register_routes(Router& router);
 
@@ -43,10 +45,6 @@ class AlertsApi {
   void preview(const http::Request& req, Res res, const Caller& who);
   void deliveries(const http::Request& req, Res res, const Caller& who, const std::string& id);
   void events(const http::Request& req, Res res, const Caller& who, const std::string& id);
-  // Resolves and plans a stored, accepted alert.
-  void start_dispatch(const std::string& tenant, const std::string& id, std::shared_ptr<const alerts::Alert> alert,
-                      int64_t received_ms, std::shared_ptr<const directory::Resolution> resolution);
-  void audit_grants(const std::string& tenant, const std::string& alert_id, const directory::Resolution& r);
   // The shared first half of submit and preview: content type, size, parse (on the
   // thread pool), sender. `done` runs on the loop, later, with the alert, what it draws
   // (built on the pool with the parse: S2 polygons cost more than the parse) and
@@ -73,7 +71,8 @@ class AlertsApi {
 
   alerts::AlertStore& store_;
   directory::Directory& directory_;
-  dispatch::Dispatcher& dispatcher_;
+  dispatch::Dispatcher& dispatcher_;  // read models: progress, deliveries
+  dispatch::Lifecycle& lifecycle_;    // every change of an alert's state
   const Clock& clock_;
   metrics::Metrics& metrics_;
   AlertsApiOptions options_;

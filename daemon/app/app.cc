@@ -72,6 +72,7 @@ struct App::Impl {
   std::unique_ptr<directory::Directory> directory;
   std::unique_ptr<dispatch::Dispatcher> dispatcher;
   std::unique_ptr<dispatch::Replanner> replanner;
+  std::unique_ptr<dispatch::Lifecycle> lifecycle;
   bool directory_loading = false;
   std::shared_ptr<const tenants::Tenants> tenants;
   std::unique_ptr<api::Router> router;
@@ -153,6 +154,8 @@ Status App::start() {
   if (auto s = add_gateways(); !s) return s;
   i.replanner = std::make_unique<dispatch::Replanner>(i.loop, *i.redis, *i.alert_store, *i.directory,
                                                       *i.dispatcher, i.clock, i.metrics);
+  i.lifecycle =
+      std::make_unique<dispatch::Lifecycle>(*i.alert_store, *i.directory, *i.dispatcher, i.clock, i.metrics);
 
   api::RateLimits limits;
   limits.per_key = {i.cfg.http.key_rate, i.cfg.http.key_burst};
@@ -163,7 +166,7 @@ Status App::start() {
   opts.intake_max_pending = static_cast<size_t>(i.cfg.redis.intake_max_pending);
   opts.loop = i.loop;
   i.alerts_api =
-      std::make_unique<api::AlertsApi>(*i.alert_store, *i.directory, *i.dispatcher, i.clock, i.metrics, opts);
+      std::make_unique<api::AlertsApi>(*i.alert_store, *i.directory, *i.dispatcher, *i.lifecycle, i.clock, i.metrics, opts);
   i.alerts_api->register_routes(*i.router);
   api::DirectoryApiOptions dopts;
   dopts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
