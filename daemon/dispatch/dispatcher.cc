@@ -18,6 +18,7 @@
 #include "daemon/core/turn_hook.h"
 #include "daemon/dispatch/flow.h"
 #include "daemon/dispatch/render.h"
+#include "daemon/dispatch/report_writer.h"
 #include "daemon/dispatch/scripts.h"
 #include "daemon/dispatch/sms_text.h"
 #include "daemon/metrics/metrics.h"
@@ -55,11 +56,6 @@ constexpr size_t kBurst = 128;  // messages submitted to a gateway per loop turn
 // ... and when it has nothing in flight (an alert's first messages): these are written at
 // the end of this turn, and answered while the next turn renders a whole burst.
 constexpr size_t kFirstBurst = 8;
-// Delivery reports written by one script call at most. Each call costs Redis a script run
-// and sirenad a round trip however many it carries, so reports are group-committed: one
-// call at a time, the reports that arrive meanwhile go together in the next (a second
-// call starts early only when this many wait).
-constexpr size_t kMaxReports = 256;
 
 using store::keys::dispatch_stream;
 
@@ -295,21 +291,10 @@ struct Dispatcher::Impl {
   int64_t last_reclaim_ms = 0;
   int64_t last_state_check_ms = 0;
   int64_t last_forget_ms = 0;
-  // Delivery reports waiting for their lua/dlr.lua call: the next one starts at the end of
-  // the loop turn when none is under way, else when the one under way is answered (or at
-  // kMaxReports). Each report is answered from its call's reply, so after the fsync.
-  struct Report {
-    std::string prefix, alert_id, recipient;  // recipient: "<R>|<number>"
-    const char* state;                         // "delivered", "failed" or "" (intermediate)
-    const char* reason;
-    std::function<void(Result<std::string>)> done;
-  };
-  std::vector<Report> reports;
-  std::unique_ptr<TurnHook> report_hook;  // made by the first report; closed by stop()
+  ReportWriter reports{loop, redis};  // SMS delivery reports, group-committed
   // The gateways' gauges (queue depth, in flight, circuit, bucket) are set once a loop
   // turn, after what moved them: per message they were 2% of the daemon's CPU.
   std::unique_ptr<TurnHook> gauge_hook;
-  int report_calls = 0;                   // lua/dlr.lua calls under way
 
   Impl(uv_loop_t* l, store::Redis& r, directory::Directory& d, const Clock& c, metrics::Metrics& m,
        DispatchConfig conf)
@@ -1096,50 +1081,6 @@ struct Dispatcher::Impl {
     finish(m, "accepted", "");
   }
 
-  void add_report(Report r) {
-    reports.push_back(std::move(r));
-    // Stopping: the hook is closed, and nothing waits for another turn.
-    if (reports.size() >= kMaxReports || stopping) return write_reports();
-    if (report_calls == 0) schedule_reports();  // else the answer of the call under way does
-  }
-
-  void schedule_reports() {
-    if (!report_hook)
-      report_hook = std::make_unique<TurnHook>(loop, [this] {
-        if (report_calls == 0) write_reports();  // else its answer schedules again
-      });
-    report_hook->schedule();
-  }
-
-  void write_reports() {
-    if (reports.empty()) return;
-    auto batch = std::make_shared<std::vector<Report>>(std::move(reports));
-    reports.clear();
-    std::vector<std::string_view> keys, argv;
-    keys.reserve(batch->size());
-    argv.reserve(4 * batch->size());
-    for (const Report& r : *batch) {
-      keys.push_back(r.prefix);
-      argv.insert(argv.end(), {r.alert_id, r.recipient, r.state, r.reason});
-    }
-    ++report_calls;
-    redis.eval(scripts::dlr(), keys, argv, [this, batch](const redisReply* r, const Error* e) {
-      // The reports that came meanwhile go at the end of this loop turn, with any it brings.
-      if (--report_calls == 0 && !reports.empty()) schedule_reports();
-      std::optional<Error> failed;
-      if (e) failed = *e;
-      else if (r->type == REDIS_REPLY_ERROR)
-        failed = make_error(500, "storage_error", "dlr script: " + std::string(r->str, r->len));
-      else if (r->type != REDIS_REPLY_ARRAY || r->elements != batch->size())
-        failed = make_error(500, "storage_error", "dlr script: not one answer per report");
-      for (size_t k = 0; k < batch->size(); ++k) {
-        auto& done = (*batch)[k].done;
-        if (failed) done(*failed);
-        else done(store::reply_string(r->element[k]));
-      }
-    });
-  }
-
   // Forgets early reports older than kEarlyReportMs, and at least `count` of the oldest.
   void forget_early_reports(int64_t now, size_t count = 0) {
     while (!early_order.empty() && (count > 0 || now - early_order.front().first > kEarlyReportMs)) {
@@ -1506,9 +1447,7 @@ void Dispatcher::stop(std::function<void()> done) {
       uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
     uv_close(reinterpret_cast<uv_handle_t*>(i.pump_idle), [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
   }
-  // Reports of this turn go now; later ones are written one call each (add_report).
-  i.write_reports();
-  if (i.report_hook) i.report_hook->close(nullptr);
+  i.reports.stop();  // the reports of this turn go now; later ones one call each
   if (i.gauge_hook) {
     i.set_gauges();
     i.gauge_hook->close(nullptr);
@@ -1682,7 +1621,7 @@ void Dispatcher::delivery_report(const std::string& alert_tenant, const std::str
     reason = "rejected by the SMSC (DLR 16)";
   }
   impl_->reported(Impl::report_key(alert_id, recipient_tenant, number));
-  impl_->add_report({store::keys::tenant(alert_tenant), alert_id, recipient_tenant + "|" + number, state, reason, std::move(done)});
+  impl_->reports.add({store::keys::tenant(alert_tenant), alert_id, recipient_tenant + "|" + number, state, reason, std::move(done)});
 }
 
 void Dispatcher::deliveries(const std::string& tenant, const std::string& alert_id, const std::string& state,

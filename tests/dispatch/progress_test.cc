@@ -4,49 +4,24 @@
 #include "daemon/dispatch/progress.h"
 
 #include <gtest/gtest.h>
-#include <uv.h>
 
-#include <chrono>
 #include <optional>
 
-#include "daemon/core/clock.h"
-#include "daemon/metrics/metrics.h"
-#include "daemon/store/redis.h"
-#include "tests/support/harness.h"
+#include "tests/dispatch/redis_loop_fixture.h"
 
 namespace sirena::dispatch {
 namespace {
 
-class ProgressTest : public ::testing::Test {
+class ProgressTest : public RedisLoopTest {
  protected:
   void SetUp() override {
-    server_ = std::make_unique<testing::RedisServer>(dir_.path());
-    server_->start();
-    uv_loop_init(&loop_);
-    store::RedisTarget target;
-    target.host = "127.0.0.1";
-    target.port = server_->port();
-    redis_ = std::make_unique<store::Redis>(&loop_, clock_, metrics_, target);
-    redis_->start();
-    run_until([&] { return redis_->connected(); });
+    RedisLoopTest::SetUp();
     reader_ = std::make_unique<ProgressReader>(*redis_);
   }
   void TearDown() override {
     reader_.reset();
-    bool stopped = false;
-    redis_->stop([&] { stopped = true; });
-    run_until([&] { return stopped; });
-    redis_.reset();
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    uv_loop_close(&loop_);
+    RedisLoopTest::TearDown();
   }
-  // Runs the loop until `done`, for at most 10 s.
-  void run_until(const std::function<bool()>& done) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!done() && std::chrono::steady_clock::now() < deadline) uv_run(&loop_, UV_RUN_NOWAIT);
-    ASSERT_TRUE(done());
-  }
-  void cli(const std::vector<std::string>& args) { server_->cli(args); }
 
   Result<Progress> progress(std::vector<Channel> channels) {
     std::optional<Result<Progress>> out;
@@ -61,12 +36,6 @@ class ProgressTest : public ::testing::Test {
     return std::move(*out);
   }
 
-  testing::TempDir dir_;
-  std::unique_ptr<testing::RedisServer> server_;
-  uv_loop_t loop_{};
-  SystemClock clock_;
-  metrics::Metrics metrics_;
-  std::unique_ptr<store::Redis> redis_;
   std::unique_ptr<ProgressReader> reader_;
 };
 
