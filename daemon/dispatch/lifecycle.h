@@ -55,8 +55,8 @@ struct Cancelled {
 
 class Lifecycle {
  public:
-  Lifecycle(alerts::AlertStore& store, directory::Directory& directory, Dispatcher& dispatcher, const Clock& clock,
-            metrics::Metrics& metrics)
+  Lifecycle(alerts::AlertStore& store, directory::Directory& directory, Dispatcher& dispatcher,
+            const Clock& clock, metrics::Metrics& metrics)
       : store_(store), directory_(directory), dispatcher_(dispatcher), clock_(clock), metrics_(metrics) {}
 
   // Resolves, stores the alert in its initial state (draft, recorded, pending_approval or
@@ -78,8 +78,9 @@ class Lifecycle {
               const std::string& remote, std::function<void(Result<Cancelled>)> done);
 
  private:
-  void start_dispatch(const std::string& tenant, const std::string& id, std::shared_ptr<const alerts::Alert> alert,
-                      int64_t received_ms, std::shared_ptr<const directory::Resolution> resolution);
+  void start_dispatch(const std::string& tenant, const std::string& id,
+                      std::shared_ptr<const alerts::Alert> alert, int64_t received_ms,
+                      std::shared_ptr<const directory::Resolution> resolution);
   void audit_grants(const std::string& tenant, const std::string& alert_id, const directory::Resolution& r);
 
   alerts::AlertStore& store_;

@@ -32,41 +32,46 @@ int64_t* field_of(ChannelProgress& c, std::string_view state) {
   return nullptr;
 }
 
-Error storage_error(const std::string& what) { return make_error(500, "storage_error", what); }
+Error storage_error(const std::string& what) {
+  return make_error(500, "storage_error", what);
+}
 
 }  // namespace
 
-void ProgressReader::progress(const std::string& tenant, const std::string& alert_id, std::vector<Channel> channels,
-                              std::function<void(Result<Progress>)> done) {
+void ProgressReader::progress(const std::string& tenant, const std::string& alert_id,
+                              std::vector<Channel> channels, std::function<void(Result<Progress>)> done) {
   auto plan = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
-  redis_.command({"HGETALL", store::keys::plan(tenant, alert_id)}, [plan](const redisReply* r, const Error* e) {
-    if (!e) *plan = store::reply_pairs(r);
-  });
-  redis_.command({"HGETALL", store::keys::progress(tenant, alert_id)},
-                 [plan, channels = std::move(channels), done = std::move(done)](const redisReply* r, const Error* e) {
-                   if (e) return done(*e);
-                   Progress out;
-                   for (Channel ch : channels) out[to_string(ch)] = {};
-                   for (const auto& [k, v] : *plan)
-                     if (k.rfind("planned:", 0) == 0)
-                       if (auto it = out.find(k.substr(8)); it != out.end()) it->second.planned = count_of(v);
-                   for (const auto& [k, v] : store::reply_pairs(r)) {
-                     auto colon = k.find(':');
-                     if (colon == std::string::npos) continue;
-                     auto it = out.find(k.substr(0, colon));
-                     if (it == out.end()) continue;
-                     if (int64_t* n = field_of(it->second, std::string_view(k).substr(colon + 1))) *n += count_of(v);
-                   }
-                   for (auto& [ch, c] : out) {
-                     int64_t final = c.accepted + c.delivered + c.failed + c.expired + c.cancelled + c.skipped;
-                     c.pending = std::max<int64_t>(0, c.planned - final);
-                   }
-                   done(std::move(out));
+  redis_.command({"HGETALL", store::keys::plan(tenant, alert_id)},
+                 [plan](const redisReply* r, const Error* e) {
+                   if (!e) *plan = store::reply_pairs(r);
                  });
+  redis_.command(
+      {"HGETALL", store::keys::progress(tenant, alert_id)},
+      [plan, channels = std::move(channels), done = std::move(done)](const redisReply* r, const Error* e) {
+        if (e) return done(*e);
+        Progress out;
+        for (Channel ch : channels) out[to_string(ch)] = {};
+        for (const auto& [k, v] : *plan)
+          if (k.rfind("planned:", 0) == 0)
+            if (auto it = out.find(k.substr(8)); it != out.end()) it->second.planned = count_of(v);
+        for (const auto& [k, v] : store::reply_pairs(r)) {
+          auto colon = k.find(':');
+          if (colon == std::string::npos) continue;
+          auto it = out.find(k.substr(0, colon));
+          if (it == out.end()) continue;
+          if (int64_t* n = field_of(it->second, std::string_view(k).substr(colon + 1))) *n += count_of(v);
+        }
+        for (auto& [ch, c] : out) {
+          int64_t final = c.accepted + c.delivered + c.failed + c.expired + c.cancelled + c.skipped;
+          c.pending = std::max<int64_t>(0, c.planned - final);
+        }
+        done(std::move(out));
+      });
 }
 
-void ProgressReader::deliveries(const std::string& tenant, const std::string& alert_id, const std::string& state,
-                                const std::string& cursor, size_t limit, std::function<void(Result<DeliveryPage>)> done) {
+void ProgressReader::deliveries(const std::string& tenant, const std::string& alert_id,
+                                const std::string& state, const std::string& cursor, size_t limit,
+                                std::function<void(Result<DeliveryPage>)> done) {
   bool with_accepted = state.empty() || state == "accepted";
   auto bad_cursor = [&] {
     done(make_error(400, "invalid_parameter", "cursor is not one this listing gave", "cursor"));
@@ -81,7 +86,8 @@ void ProgressReader::deliveries(const std::string& tenant, const std::string& al
       return bad_cursor();
     return accepted_page(tenant, alert_id, batch, skip, limit, {}, std::move(done));
   }
-  if (!std::all_of(cursor.begin(), cursor.end(), [](char c) { return c >= '0' && c <= '9'; })) return bad_cursor();
+  if (!std::all_of(cursor.begin(), cursor.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return bad_cursor();
   scan(tenant, alert_id, state, cursor.empty() ? "0" : cursor, limit, {}, 0, std::move(done));
 }
 
@@ -90,7 +96,8 @@ void ProgressReader::deliveries(const std::string& tenant, const std::string& al
 // follow, when `state` allows accepted ones), or kScanBudget fields were read for this
 // page (it may then hold fewer than `limit`).
 void ProgressReader::scan(const std::string& tenant, const std::string& alert_id, const std::string& state,
-                          const std::string& cursor, size_t limit, Pairs pairs, size_t scanned, PageDone done) {
+                          const std::string& cursor, size_t limit, Pairs pairs, size_t scanned,
+                          PageDone done) {
   std::string count = std::to_string(limit);
   redis_.command({"HSCAN", store::keys::deliv(tenant, alert_id), cursor, "COUNT", count},
                  [this, tenant, alert_id, state, limit, scanned, pairs = std::move(pairs),
@@ -111,7 +118,8 @@ void ProgressReader::scan(const std::string& tenant, const std::string& alert_id
                      return accepted_page(tenant, alert_id, 0, 0, rest, std::move(pairs), std::move(done));
                    }
                    if (next == "0")
-                     return page(std::move(pairs), with_accepted ? std::optional<std::string>("a0.0") : std::nullopt,
+                     return page(std::move(pairs),
+                                 with_accepted ? std::optional<std::string>("a0.0") : std::nullopt,
                                  std::move(done));
                    if (pairs.size() >= limit || scanned >= std::max<size_t>(kScanBudget, 10 * limit))
                      return page(std::move(pairs), next, std::move(done));
@@ -124,18 +132,19 @@ void ProgressReader::scan(const std::string& tenant, const std::string& alert_id
 void ProgressReader::accepted_page(const std::string& tenant, const std::string& alert_id, int64_t batch,
                                    int64_t skip, size_t limit, Pairs pairs, PageDone done) {
   std::string args[] = {alert_id, std::to_string(batch), std::to_string(skip), std::to_string(limit)};
-  redis_.eval(scripts::accepted_page(), {store::keys::tenant(tenant)}, {args[0], args[1], args[2], args[3]},
-              [this, pairs = std::move(pairs), done = std::move(done)](const redisReply* r, const Error* e) mutable {
-                if (e) return done(*e);
-                if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
-                  return done(storage_error("unexpected reply listing deliveries"));
-                for (size_t k = 2; k < r->elements; ++k)
-                  pairs.emplace_back(store::reply_string(r->element[k]), "accepted|1|");
-                std::optional<std::string> next;
-                if (r->element[0]->integer >= 0)
-                  next = "a" + std::to_string(r->element[0]->integer) + "." + std::to_string(r->element[1]->integer);
-                page(std::move(pairs), std::move(next), std::move(done));
-              });
+  redis_.eval(
+      scripts::accepted_page(), {store::keys::tenant(tenant)}, {args[0], args[1], args[2], args[3]},
+      [this, pairs = std::move(pairs), done = std::move(done)](const redisReply* r, const Error* e) mutable {
+        if (e) return done(*e);
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
+          return done(storage_error("unexpected reply listing deliveries"));
+        for (size_t k = 2; k < r->elements; ++k)
+          pairs.emplace_back(store::reply_string(r->element[k]), "accepted|1|");
+        std::optional<std::string> next;
+        if (r->element[0]->integer >= 0)
+          next = "a" + std::to_string(r->element[0]->integer) + "." + std::to_string(r->element[1]->integer);
+        page(std::move(pairs), std::move(next), std::move(done));
+      });
 }
 
 // A page of deliveries: (deliv field "<R>:<slot>:<channel>", value "<state>|<attempts>|<error>")
@@ -148,7 +157,8 @@ void ProgressReader::page(Pairs pairs, std::optional<std::string> next, PageDone
     auto p1 = field.find(':'), p2 = field.rfind(':');
     auto bar1 = value.find('|');
     auto bar2 = bar1 == std::string::npos ? std::string::npos : value.find('|', bar1 + 1);
-    if (p1 == std::string::npos || p2 <= p1 || bar2 == std::string::npos) continue;  // not one the dispatcher wrote
+    if (p1 == std::string::npos || p2 <= p1 || bar2 == std::string::npos)
+      continue;  // not one the dispatcher wrote
     Delivery d;
     d.tenant = field.substr(0, p1);
     d.channel = field.substr(p2 + 1);

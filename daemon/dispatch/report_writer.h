@@ -32,7 +32,7 @@ class ReportWriter {
   static constexpr size_t kMaxReports = 256;  // reports a call carries at most
 
   struct Report {
-    std::string prefix;     // the alert tenant's key prefix (store::keys::tenant)
+    std::string prefix;  // the alert tenant's key prefix (store::keys::tenant)
     std::string alert_id;
     std::string recipient;  // "<R>|<number>"
     const char* state;      // "delivered", "failed" or "" (an intermediate report)

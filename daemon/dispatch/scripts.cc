@@ -7,7 +7,8 @@ namespace sirena::dispatch::scripts {
 
 // Built once: the store keys scripts by their text's SHA-1.
 const std::string& plan() {
-  static const std::string s = alerts::state_names_lua() + std::string(lua::batch_lib) + std::string(lua::plan);
+  static const std::string s =
+      alerts::state_names_lua() + std::string(lua::batch_lib) + std::string(lua::plan);
   return s;
 }
 const std::string& load() {

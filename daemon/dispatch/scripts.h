@@ -27,8 +27,8 @@ struct PlanArgs {
   std::string stream, consumer;
   size_t claim = 0;  // stream entries to claim for `consumer` with this call
   int64_t now_ms = 0;
-  size_t first = 0;  // this call's first batch
-  bool last = false;  // this call ends the plan
+  size_t first = 0;                  // this call's first batch
+  bool last = false;                 // this call ends the plan
   std::vector<std::string> planned;  // "planned:<channel>", count pairs
 
   std::vector<std::string> head() const;

@@ -55,23 +55,53 @@ inline std::string of(std::string_view t, std::string_view name, std::string_vie
 }
 }  // namespace detail
 
-inline std::string alerts(std::string_view t) { return detail::of(t, "alerts"); }
-inline std::string alert(std::string_view t, std::string_view id) { return detail::of(t, "alert", id); }
-inline std::string unplanned(std::string_view t) { return detail::of(t, "unplanned"); }
-inline std::string audit(std::string_view t) { return detail::of(t, "audit"); }
-inline std::string plan(std::string_view t, std::string_view id) { return detail::of(t, "plan", id); }
+inline std::string alerts(std::string_view t) {
+  return detail::of(t, "alerts");
+}
+inline std::string alert(std::string_view t, std::string_view id) {
+  return detail::of(t, "alert", id);
+}
+inline std::string unplanned(std::string_view t) {
+  return detail::of(t, "unplanned");
+}
+inline std::string audit(std::string_view t) {
+  return detail::of(t, "audit");
+}
+inline std::string plan(std::string_view t, std::string_view id) {
+  return detail::of(t, "plan", id);
+}
 inline std::string batch(std::string_view t, std::string_view id, std::string_view n) {
   return detail::of(t, "batch", id).append(":").append(n);
 }
-inline std::string batch(std::string_view t, std::string_view id, int64_t n) { return batch(t, id, std::to_string(n)); }
-inline std::string deliv(std::string_view t, std::string_view id) { return detail::of(t, "deliv", id); }
-inline std::string acc(std::string_view t, std::string_view id) { return detail::of(t, "acc", id); }
-inline std::string progress(std::string_view t, std::string_view id) { return detail::of(t, "progress", id); }
-inline std::string smsto(std::string_view t, std::string_view id) { return detail::of(t, "smsto", id); }
-inline std::string recipients(std::string_view t) { return detail::of(t, "recipients"); }
-inline std::string contacts(std::string_view t) { return detail::of(t, "contacts"); }
-inline std::string zones(std::string_view t) { return detail::of(t, "zones"); }
-inline std::string pruned(std::string_view t) { return detail::of(t, "pruned"); }
-inline std::string dispatch_stream(int priority) { return "{dispatch}:p" + std::to_string(priority); }
+inline std::string batch(std::string_view t, std::string_view id, int64_t n) {
+  return batch(t, id, std::to_string(n));
+}
+inline std::string deliv(std::string_view t, std::string_view id) {
+  return detail::of(t, "deliv", id);
+}
+inline std::string acc(std::string_view t, std::string_view id) {
+  return detail::of(t, "acc", id);
+}
+inline std::string progress(std::string_view t, std::string_view id) {
+  return detail::of(t, "progress", id);
+}
+inline std::string smsto(std::string_view t, std::string_view id) {
+  return detail::of(t, "smsto", id);
+}
+inline std::string recipients(std::string_view t) {
+  return detail::of(t, "recipients");
+}
+inline std::string contacts(std::string_view t) {
+  return detail::of(t, "contacts");
+}
+inline std::string zones(std::string_view t) {
+  return detail::of(t, "zones");
+}
+inline std::string pruned(std::string_view t) {
+  return detail::of(t, "pruned");
+}
+inline std::string dispatch_stream(int priority) {
+  return "{dispatch}:p" + std::to_string(priority);
+}
 
 }  // namespace sirena::store::keys

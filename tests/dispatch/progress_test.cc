@@ -40,9 +40,10 @@ class ProgressTest : public RedisLoopTest {
 };
 
 TEST_F(ProgressTest, CountsPerChannelWithPendingAsPlannedMinusFinal) {
-  cli({"HSET", "{t:t1}:plan:A", "batches", "2", "planned:apns", "10", "planned:sms", "4", "planned:fcm", "1"});
-  cli({"HSET", "{t:t1}:progress:A", "apns:accepted", "6", "apns:failed", "1", "sms:delivered", "3", "sms:accepted",
-       "2", "fcm:accepted", "x"});
+  cli({"HSET", "{t:t1}:plan:A", "batches", "2", "planned:apns", "10", "planned:sms", "4", "planned:fcm",
+       "1"});
+  cli({"HSET", "{t:t1}:progress:A", "apns:accepted", "6", "apns:failed", "1", "sms:delivered", "3",
+       "sms:accepted", "2", "fcm:accepted", "x"});
   auto p = progress({Channel::Sms, Channel::Apns});
   ASSERT_TRUE(p) << p.error().message;
   ASSERT_EQ(p->size(), 2u);  // FCM is not a channel of this daemon: not shown

@@ -26,9 +26,11 @@ class ReportWriterTest : public RedisLoopTest {
     }
     return n;
   }
-  ReportWriter::Report report(const std::string& number, const char* state, std::vector<std::string>* answers) {
-    return {store::keys::tenant("t1"), "A", "t1|" + number, state, "",
-            [answers](Result<std::string> r) { answers->push_back(r ? *r : "error: " + r.error().message); }};
+  ReportWriter::Report report(const std::string& number, const char* state,
+                              std::vector<std::string>* answers) {
+    return {store::keys::tenant("t1"), "A", "t1|" + number, state, "", [answers](Result<std::string> r) {
+              answers->push_back(r ? *r : "error: " + r.error().message);
+            }};
   }
 };
 
