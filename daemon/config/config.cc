@@ -10,6 +10,8 @@
 #include <set>
 #include <sstream>
 
+#include "daemon/core/number.h"
+
 namespace sirena::config {
 namespace {
 
@@ -124,15 +126,12 @@ Result<int64_t> get_int(const Ctx& ctx, const YAML::Node& node, const std::strin
                         int64_t max) {
   if (!node.IsScalar()) return config_error(ctx, node, path, "expected a whole number");
   const std::string& s = node.Scalar();
-  char* end = nullptr;
-  errno = 0;
-  long long v = std::strtoll(s.c_str(), &end, 10);
-  if (s.empty() || *end != '\0' || errno != 0)
-    return config_error(ctx, node, path, "expected a whole number, got \"" + s + "\"");
-  if (v < min || v > max)
+  auto v = parse_number<int64_t>(s);
+  if (!v) return config_error(ctx, node, path, "expected a whole number, got \"" + s + "\"");
+  if (*v < min || *v > max)
     return config_error(ctx, node, path,
                         "must be between " + std::to_string(min) + " and " + std::to_string(max));
-  return static_cast<int64_t>(v);
+  return *v;
 }
 
 Result<std::vector<std::string>> get_string_list(const Ctx& ctx, const YAML::Node& node,

@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "daemon/core/log.h"
+#include "daemon/core/number.h"
 #include "daemon/metrics/metrics.h"
 
 namespace sirena::http {
@@ -542,7 +543,10 @@ Status Server::start(size_t max_body_bytes) {
   auto colon = listen.rfind(':');
   std::string host_part = listen.substr(0, colon);
   if (host_part.size() >= 2 && host_part.front() == '[') host_part = host_part.substr(1, host_part.size() - 2);
-  int port = std::atoi(listen.c_str() + colon + 1);
+  auto parsed_port = parse_number<int>(std::string_view(listen).substr(colon + 1), 0, 65535);
+  if (!parsed_port)
+    return make_error(2, "invalid_config", "http.listen: \"" + listen + "\" is not IP:PORT", "http.listen");
+  int port = *parsed_port;
   sockaddr_storage addr{};
   if (uv_ip4_addr(host_part.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
       uv_ip6_addr(host_part.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0)

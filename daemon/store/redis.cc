@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "daemon/core/log.h"
+#include "daemon/core/number.h"
 #include "daemon/metrics/metrics.h"
 
 namespace sirena::store {
@@ -100,7 +101,9 @@ Result<RedisTarget> parse_redis_url(std::string_view url) {
     std::string_view rest = url.substr(7);
     if (auto q = rest.find("?db="); q != std::string_view::npos) {
       std::string_view db = rest.substr(q + 4);
-      if (std::from_chars(db.data(), db.data() + db.size(), t.db).ec != std::errc()) return bad("bad db number");
+      auto n = parse_number<int>(db, 0);
+      if (!n) return bad("bad db number");
+      t.db = *n;
       rest = rest.substr(0, q);
     }
     if (rest.empty() || rest[0] != '/') return bad("expected unix:///absolute/path");
@@ -117,8 +120,11 @@ Result<RedisTarget> parse_redis_url(std::string_view url) {
   }
   if (auto slash = rest.find('/'); slash != std::string_view::npos) {
     std::string_view db = rest.substr(slash + 1);
-    if (!db.empty() && std::from_chars(db.data(), db.data() + db.size(), t.db).ec != std::errc())
-      return bad("bad db number");
+    if (!db.empty()) {
+      auto n = parse_number<int>(db, 0);
+      if (!n) return bad("bad db number");
+      t.db = *n;
+    }
     rest = rest.substr(0, slash);
   }
   auto colon = rest.rfind(':');
@@ -127,9 +133,9 @@ Result<RedisTarget> parse_redis_url(std::string_view url) {
   } else {
     t.host = std::string(rest.substr(0, colon));
     std::string_view port = rest.substr(colon + 1);
-    if (std::from_chars(port.data(), port.data() + port.size(), t.port).ec != std::errc() || t.port <= 0 ||
-        t.port > 65535)
-      return bad("bad port");
+    auto n = parse_number<int>(port, 1, 65535);
+    if (!n) return bad("bad port");
+    t.port = *n;
   }
   if (t.host.empty()) return bad("missing host");
   return t;

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "daemon/core/log.h"
+#include "daemon/core/number.h"
 #include "gateways/http2/connection.h"
 #include "gateways/http2/tls.h"
 
@@ -97,11 +98,9 @@ Result<Origin> parse_url(const std::string& url) {
   }
   if (o.host.empty()) return make_error(400, "invalid_url", "the URL has no host", url);
   if (port_given) {
-    bool digits = !port.empty() && port.size() <= 5 &&
-                  std::all_of(port.begin(), port.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
-    int p = digits ? std::stoi(std::string(port)) : 0;
-    if (p < 1 || p > 65535) return make_error(400, "invalid_url", "bad port", url);
-    o.port = static_cast<uint16_t>(p);
+    auto p = parse_number<uint16_t>(port, 1, 65535);
+    if (!p) return make_error(400, "invalid_url", "bad port", url);
+    o.port = *p;
   }
   struct sockaddr_in sa4;
   struct sockaddr_in6 sa6;

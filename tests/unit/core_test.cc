@@ -1,5 +1,5 @@
 // Small pieces with no sockets: ids, Redis URLs, the router, the CAP Cancel writer, the
-// loop-turn hook, the libuv handle owner.
+// loop-turn hook, numbers from text, the libuv handle owner.
 #include <gtest/gtest.h>
 #include <uv.h>
 
@@ -14,6 +14,7 @@
 #include "daemon/alerts/cap_writer.h"
 #include "daemon/core/ids.h"
 #include "daemon/core/log.h"
+#include "daemon/core/number.h"
 #include "daemon/core/turn_hook.h"
 #include "daemon/store/redis.h"
 #include "daemon/uv/handle.h"
@@ -96,6 +97,27 @@ TEST(RedisUrl, ParsesTcpUnixDbAndPassword) {
   EXPECT_FALSE(store::parse_redis_url("http://x"));
   EXPECT_FALSE(store::parse_redis_url("redis://host:99999"));
   EXPECT_FALSE(store::parse_redis_url("unix://relative"));
+  for (const char* junk : {"redis://host:6379x", "redis://host:63 79", "redis://host:/0", "redis://host:1/2x",
+                           "unix:///r.sock?db=1x", "redis://host:99999999999999999999"})
+    EXPECT_FALSE(store::parse_redis_url(junk)) << junk;
+}
+
+TEST(ParseNumber, TakesTheWholeTextInRangeOrNothing) {
+  EXPECT_EQ(parse_number<int64_t>("42"), 42);
+  EXPECT_EQ(parse_number<int64_t>("-7"), -7);
+  EXPECT_EQ(parse_number<double>("2.5"), 2.5);
+  EXPECT_EQ(parse_number<double>("1e3"), 1000.0);
+  EXPECT_EQ(parse_number<uint16_t>("65535"), 65535);
+  for (const char* bad : {"", " 1", "1 ", "12abc", "0x10", "+1", "--1", "1.5"})
+    EXPECT_FALSE(parse_number<int64_t>(bad)) << bad;
+  EXPECT_FALSE(parse_number<int64_t>("99999999999999999999")) << "overflow is no number, not an exception";
+  EXPECT_FALSE(parse_number<uint16_t>("65536"));
+  EXPECT_FALSE(parse_number<uint64_t>("-1"));
+  EXPECT_FALSE(parse_number<int>("11", 0, 10));
+  EXPECT_FALSE(parse_number<double>("nan"));
+  EXPECT_FALSE(parse_number<double>("inf"));
+  EXPECT_FALSE(parse_number<double>("1e999"));
+  EXPECT_FALSE(parse_number<double>("fast"));
 }
 
 // A loop that must end with every handle closed and freed: uv_loop_close() fails while any
