@@ -58,6 +58,16 @@ std::map<std::string, dispatch::TenantPolicy> dispatch_policies(const config::Co
   return out;
 }
 
+// GOAWAYs and reconnects of a push gateway's connections, exported per gateway. Asking for
+// the counters here also makes them exist (at 0) from the start.
+void count_pool_events(metrics::Metrics& m, push::PushGateway& g) {
+  prometheus::Counter* goaways = &m.http2_goaways(g.name());
+  prometheus::Counter* reconnects = &m.http2_reconnects(g.name());
+  g.set_pool_observer([goaways, reconnects](http2::PoolEvent e) {
+    (e == http2::PoolEvent::Goaway ? goaways : reconnects)->Increment();
+  });
+}
+
 }  // namespace
 
 struct App::Impl {
@@ -262,6 +272,7 @@ Status App::add_gateways() {
       c.verify_peer = verify;
       auto g = apns::ApnsGateway::create(i.loop, i.clock, name, c);
       if (!g) return std::move(g).take_error();
+      count_pool_events(i.metrics, **g);
       i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "0")));
     } else if (kind == "fcm") {
       fcm::FcmConfig c;
@@ -274,6 +285,7 @@ Status App::add_gateways() {
       c.verify_peer = verify;
       auto g = fcm::FcmGateway::create(i.loop, i.clock, name, c);
       if (!g) return std::move(g).take_error();
+      count_pool_events(i.metrics, **g);
       // FCM's default quota is 600k messages/minute per project.
       i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "9500")));
     } else if (kind == "kannel" || kind == "generic_json") {

@@ -110,6 +110,14 @@ void Metrics::init_dispatch() {
                   .Name("sirena_sms_dlr_total")
                   .Help("SMS delivery reports, by DLR type and result (delivered, failed, noted, duplicate, early, unknown)")
                   .Register(*registry_);
+  http2_goaways_ = &BuildCounter()
+                       .Name("sirena_http2_goaways_total")
+                       .Help("GOAWAY frames a push gateway's connections received (each connection is replaced)")
+                       .Register(*registry_);
+  http2_reconnects_ = &BuildCounter()
+                          .Name("sirena_http2_reconnects_total")
+                          .Help("Connections a push gateway opened again after losing or draining one")
+                          .Register(*registry_);
   retry_depth_ = &BuildGauge()
                       .Name("sirena_retry_queue_depth")
                       .Help("Messages waiting for a retry")
@@ -196,6 +204,18 @@ prometheus::Counter& Metrics::sms_segments(const std::string& gateway) {
 prometheus::Counter& Metrics::sms_dlr(const std::string& gateway, const std::string& type, const std::string& result) {
   auto& slot = counter_cache_["sd\x1f" + gateway + "\x1f" + type + "\x1f" + result];
   if (!slot) slot = &sms_dlrs_->Add({{"gateway", gateway}, {"type", type}, {"result", result}});
+  return *slot;
+}
+
+prometheus::Counter& Metrics::http2_goaways(const std::string& gateway) {
+  auto& slot = counter_cache_["hg\x1f" + gateway];
+  if (!slot) slot = &http2_goaways_->Add({{"gateway", gateway}});
+  return *slot;
+}
+
+prometheus::Counter& Metrics::http2_reconnects(const std::string& gateway) {
+  auto& slot = counter_cache_["hr\x1f" + gateway];
+  if (!slot) slot = &http2_reconnects_->Add({{"gateway", gateway}});
   return *slot;
 }
 

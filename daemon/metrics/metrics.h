@@ -55,6 +55,9 @@ class Metrics {
   prometheus::Counter& sms_request(const std::string& gateway, int code);
   prometheus::Counter& sms_segments(const std::string& gateway);
   prometheus::Counter& sms_dlr(const std::string& gateway, const std::string& type, const std::string& result);
+  // HTTP/2 push gateways (APNs, FCM): GOAWAYs received and connections opened again.
+  prometheus::Counter& http2_goaways(const std::string& gateway);
+  prometheus::Counter& http2_reconnects(const std::string& gateway);
   prometheus::Gauge& retry_queue_depth() { return *retry_depth_; }
   prometheus::Gauge& batches_in_work() { return *batches_in_work_; }
   prometheus::Histogram& time_to_first_message() { return *first_message_; }
@@ -86,6 +89,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* sms_requests_;
   prometheus::Family<prometheus::Counter>* sms_segments_;
   prometheus::Family<prometheus::Counter>* sms_dlrs_;
+  prometheus::Family<prometheus::Counter>* http2_goaways_;
+  prometheus::Family<prometheus::Counter>* http2_reconnects_;
   prometheus::Gauge* retry_depth_;
   prometheus::Gauge* batches_in_work_;
   prometheus::Histogram* first_message_;

@@ -43,6 +43,16 @@ const char* to_string(Failure f) {
   return "?";
 }
 
+const char* to_string(PoolEvent e) {
+  switch (e) {
+    case PoolEvent::Goaway:
+      return "goaway";
+    case PoolEvent::Reconnect:
+      return "reconnect";
+  }
+  return "?";
+}
+
 namespace {
 
 constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
@@ -197,6 +207,8 @@ struct Pool::Impl final : ConnectionOwner {
     return dropped.size();
   }
 
+  void set_observer(PoolObserver observer) { observer_ = std::move(observer); }
+
   PoolStats stats() const {
     PoolStats s;
     for (const Connection* c : connections_) {
@@ -279,7 +291,10 @@ struct Pool::Impl final : ConnectionOwner {
   }
 
   void on_draining(Connection* c, bool goaway, uint32_t error_code) override {
-    if (goaway) ++goaways_;
+    if (goaway) {
+      ++goaways_;
+      if (observer_) observer_(PoolEvent::Goaway);
+    }
     log::info("http2_goaway",
               {{"origin", origin_.authority},
                {"slot", c->slot()},
@@ -322,7 +337,10 @@ struct Pool::Impl final : ConnectionOwner {
 
   void open_slot(size_t i) {
     Slot& s = slots_[i];
-    if (s.opened_before) ++reconnects_;
+    if (s.opened_before) {
+      ++reconnects_;
+      if (observer_) observer_(PoolEvent::Reconnect);
+    }
     s.opened_before = true;
     s.healthy = false;
     s.reconnect_at = -1;
@@ -528,6 +546,7 @@ struct Pool::Impl final : ConnectionOwner {
 
   uint64_t goaways_ = 0;
   uint64_t reconnects_ = 0;
+  PoolObserver observer_;
   std::mt19937_64 rng_;
 
   std::function<void()> close_done_;
@@ -557,6 +576,9 @@ size_t Pool::cancel(std::string_view tag) {
 }
 PoolStats Pool::stats() const {
   return impl_->stats();
+}
+void Pool::set_observer(PoolObserver observer) {
+  impl_->set_observer(std::move(observer));
 }
 void Pool::close(std::function<void()> done) {
   impl_->close(std::move(done));
