@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "daemon/alerts/alert.h"
 #include "daemon/alerts/alert_store.h"
 #include "daemon/api/alerts_api.h"
 #include "daemon/api/directory_api.h"
@@ -68,6 +69,24 @@ void count_pool_events(metrics::Metrics& m, push::PushGateway& g) {
   });
 }
 
+// What sirena_messages_total{result} can say: the final states dispatch counts
+// (dispatcher.cc finish()).
+constexpr const char* kMessageResults[] = {"accepted", "failed", "expired", "cancelled", "skipped"};
+
+metrics::KnownLabels known_labels(const config::Config& cfg, std::vector<metrics::KnownLabels::Gateway> gateways) {
+  metrics::KnownLabels k;
+  for (const auto& [id, _] : cfg.tenants) k.tenants.push_back(id);
+  k.gateways = std::move(gateways);
+  for (auto s : {alerts::Status::Actual, alerts::Status::Exercise, alerts::Status::System, alerts::Status::Test,
+                 alerts::Status::Draft})
+    k.alert_statuses.push_back(alerts::to_string(s));
+  for (auto m : {alerts::MsgType::Alert, alerts::MsgType::Update, alerts::MsgType::Cancel, alerts::MsgType::Ack,
+                 alerts::MsgType::Error})
+    k.alert_msg_types.push_back(alerts::to_string(m));
+  k.message_results.assign(std::begin(kMessageResults), std::end(kMessageResults));
+  return k;
+}
+
 }  // namespace
 
 struct App::Impl {
@@ -89,6 +108,7 @@ struct App::Impl {
   std::unique_ptr<api::DirectoryApi> directory_api;
   std::unique_ptr<api::DlrApi> dlr_api;
   std::unique_ptr<http::Server> server;
+  std::vector<metrics::KnownLabels::Gateway> gateway_labels;  // for KnownLabels after a reload
   uv_signal_t* sig_term = nullptr;
   uv_signal_t* sig_int = nullptr;
   uv_signal_t* sig_hup = nullptr;
@@ -161,6 +181,7 @@ Status App::start() {
   i.dispatcher = std::make_unique<dispatch::Dispatcher>(i.loop, *i.redis, *i.directory, i.clock, i.metrics, dc);
   i.dispatcher->set_policies(dispatch_policies(i.cfg));
   if (auto s = add_gateways(); !s) return s;
+  i.metrics.start_at_zero(known_labels(i.cfg, i.gateway_labels));
   i.replanner = std::make_unique<dispatch::Replanner>(i.loop, *i.redis, *i.alert_store, *i.directory,
                                                       *i.dispatcher, i.clock, i.metrics);
 
@@ -273,6 +294,7 @@ Status App::add_gateways() {
       auto g = apns::ApnsGateway::create(i.loop, i.clock, name, c);
       if (!g) return std::move(g).take_error();
       count_pool_events(i.metrics, **g);
+      i.gateway_labels.push_back({name, "apns", true});
       i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "0")));
     } else if (kind == "fcm") {
       fcm::FcmConfig c;
@@ -286,6 +308,7 @@ Status App::add_gateways() {
       auto g = fcm::FcmGateway::create(i.loop, i.clock, name, c);
       if (!g) return std::move(g).take_error();
       count_pool_events(i.metrics, **g);
+      i.gateway_labels.push_back({name, "fcm", true});
       // FCM's default quota is 600k messages/minute per project.
       i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "9500")));
     } else if (kind == "kannel" || kind == "generic_json") {
@@ -293,6 +316,7 @@ Status App::add_gateways() {
       if (!c) return std::move(c).take_error();
       auto g = sms::SmsGateway::create(i.loop, name, std::move(c).value());
       if (!g) return std::move(g).take_error();
+      i.gateway_labels.push_back({name, "sms", false});
       (*g)->set_reply_observer([this, name](int status) { impl_->metrics.sms_request(name, status).Increment(); });
       // SMSC binds are slow: the provider's messages/s (0 = no limit).
       i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "0")));
@@ -353,6 +377,7 @@ void App::reload() {
   for (const auto& [id, _] : fresh->tenants) ids.push_back(id);
   i.replanner->set_tenants(std::move(ids));
   i.tenants = std::make_shared<tenants::Tenants>(fresh->tenants);
+  i.metrics.start_at_zero(known_labels(*fresh, i.gateway_labels));
   warn_about_open_senders(*fresh);
   log::info("config_reloaded", {{"config", i.cfg.path}, {"tenants", fresh->tenants.size()}});
 }

@@ -136,6 +136,23 @@ void Metrics::init_dispatch() {
                         .Add({}, first);
 }
 
+void Metrics::start_at_zero(const KnownLabels& known) {
+  for (const auto& tenant : known.tenants) {
+    for (const auto& status : known.alert_statuses)
+      for (const auto& msg_type : known.alert_msg_types) alert_received(tenant, status, msg_type);
+    for (const auto& g : known.gateways)
+      for (const auto& result : known.message_results) message(tenant, g.channel, g.name, result);
+  }
+  for (const auto& g : known.gateways) {
+    tokens_pruned(g.channel);
+    if (g.channel == "sms") sms_segments(g.name);
+    if (g.http2) {
+      http2_goaways(g.name);
+      http2_reconnects(g.name);
+    }
+  }
+}
+
 prometheus::Counter& Metrics::message(const std::string& tenant, const std::string& channel,
                                       const std::string& gateway, const std::string& result) {
   std::string key = "m\x1f" + tenant + "\x1f" + channel + "\x1f" + gateway + "\x1f" + result;
