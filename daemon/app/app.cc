@@ -204,12 +204,9 @@ Status App::start() {
   i.directory_api->register_routes(*i.router);
   i.dlr_api = std::make_unique<api::DlrApi>(*i.dispatcher, i.metrics, [this](const std::string& gateway) {
     auto it = impl_->cfg.gateways.find(gateway);
-    if (it == impl_->cfg.gateways.end()) return std::optional<std::string>();
-    auto profile = it->second.find("profile");
-    std::string kind = profile == it->second.end() ? gateway : profile->second;
-    if (kind != "kannel" && kind != "generic_json") return std::optional<std::string>();
-    auto secret = it->second.find("dlr_secret");
-    return std::optional<std::string>(secret == it->second.end() ? "" : secret->second);
+    if (it == impl_->cfg.gateways.end() || !it->second.is_sms()) return std::optional<std::string>();
+    auto secret = it->second.keys.find("dlr_secret");
+    return std::optional<std::string>(secret == it->second.keys.end() ? "" : secret->second);
   });
   i.dlr_api->register_routes(*i.router);
   i.router->add("GET", "/healthz", api::Access::open("public"),
@@ -273,58 +270,45 @@ Status App::start() {
 
 Status App::add_gateways() {
   Impl& i = *impl_;
-  for (const auto& [name, kv] : i.cfg.gateways) {
-    auto get = [&kv](const char* k, const std::string& def = "") {
-      auto it = kv.find(k);
-      return it == kv.end() ? def : it->second;
-    };
-    std::string kind = get("profile", name);
-    bool verify = get("tls_verify", "true") != "false";
-    size_t connections = static_cast<size_t>(std::stoul(get("connections", "2")));
-    if (kind == "apns") {
+  for (const auto& [name, gc] : i.cfg.gateways) {
+    if (gc.profile == config::GatewayProfile::Apns) {
       apns::ApnsConfig c;
-      c.url = get("url");
-      c.team_id = get("team_id");
-      c.key_id = get("key_id");
-      c.key_file = get("key_file");
-      c.critical_alerts = get("critical_alerts", "false") == "true";
-      c.max_in_flight = static_cast<size_t>(std::stoul(get("max_in_flight", "2000")));
-      c.connections = connections;
-      c.verify_peer = verify;
+      c.url = gc.url;
+      c.team_id = gc.team_id;
+      c.key_id = gc.key_id;
+      c.key_file = gc.key_file;
+      c.critical_alerts = gc.critical_alerts;
+      c.max_in_flight = static_cast<size_t>(gc.max_in_flight);
+      c.connections = static_cast<size_t>(gc.connections);
+      c.verify_peer = gc.tls_verify;
       auto g = apns::ApnsGateway::create(i.loop, i.clock, name, c);
-      if (!g) return std::move(g).take_error();
+      if (!g) return gc.locate(std::move(g).take_error());
       count_pool_events(i.metrics, **g);
       i.gateway_labels.push_back({name, "apns", true});
-      i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "0")));
-    } else if (kind == "fcm") {
+      i.dispatcher->add_gateway(std::move(g).value(), gc.rate);
+    } else if (gc.profile == config::GatewayProfile::Fcm) {
       fcm::FcmConfig c;
-      c.url = get("url");
-      c.project_id = get("project_id");
-      c.service_account_file = get("service_account_file");
-      c.token_url = get("token_url");
-      c.max_in_flight = static_cast<size_t>(std::stoul(get("max_in_flight", "2000")));
-      c.connections = connections;
-      c.verify_peer = verify;
+      c.url = gc.url;
+      c.project_id = gc.project_id;
+      c.service_account_file = gc.service_account_file;
+      c.token_url = gc.token_url;
+      c.max_in_flight = static_cast<size_t>(gc.max_in_flight);
+      c.connections = static_cast<size_t>(gc.connections);
+      c.verify_peer = gc.tls_verify;
       auto g = fcm::FcmGateway::create(i.loop, i.clock, name, c);
-      if (!g) return std::move(g).take_error();
+      if (!g) return gc.locate(std::move(g).take_error());
       count_pool_events(i.metrics, **g);
       i.gateway_labels.push_back({name, "fcm", true});
-      // FCM's default quota is 600k messages/minute per project.
-      i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "9500")));
-    } else if (kind == "kannel" || kind == "generic_json") {
-      auto c = sms::SmsConfig::from_keys(name, kv);
-      if (!c) return std::move(c).take_error();
+      i.dispatcher->add_gateway(std::move(g).value(), gc.rate);
+    } else {
+      auto c = sms::SmsConfig::from_keys(name, gc.keys);
+      if (!c) return gc.locate(std::move(c).take_error());
       auto g = sms::SmsGateway::create(i.loop, name, std::move(c).value());
-      if (!g) return std::move(g).take_error();
+      if (!g) return gc.locate(std::move(g).take_error());
       i.gateway_labels.push_back({name, "sms", false});
       (*g)->set_reply_observer([this, name](int status) { impl_->metrics.sms_request(name, status).Increment(); });
       // SMSC binds are slow: the provider's messages/s (0 = no limit).
-      i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "0")));
-    } else {
-      return make_error(2, "invalid_config",
-                        i.cfg.path + ": gateways." + name + ".profile: unknown profile \"" + kind +
-                            "\" (apns, fcm, kannel, generic_json)",
-                        "gateways." + name + ".profile");
+      i.dispatcher->add_gateway(std::move(g).value(), gc.rate);
     }
   }
   return Ok{};
