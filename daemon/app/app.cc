@@ -20,6 +20,7 @@
 #include "daemon/store/managed_redis.h"
 #include "daemon/store/redis.h"
 #include "daemon/tenants/tenants.h"
+#include "daemon/uv/handle.h"
 #include "gateways/apns/apns.h"
 #include "gateways/fcm/fcm.h"
 #include "gateways/sms/sms_gateway.h"
@@ -30,11 +31,6 @@ namespace {
 constexpr uint64_t kLagProbeMs = 250;
 constexpr int64_t kDrainDeadlineMs = 10'000;
 constexpr int kIntakeConnections = 4;
-
-template <typename T>
-void close_and_delete(T* handle) {
-  uv_close(reinterpret_cast<uv_handle_t*>(handle), [](uv_handle_t* h) { delete reinterpret_cast<T*>(h); });
-}
 
 void warn_about_open_senders(const config::Config& cfg) {
   for (const auto& [id, t] : cfg.tenants)
@@ -109,12 +105,8 @@ struct App::Impl {
   std::unique_ptr<api::DlrApi> dlr_api;
   std::unique_ptr<http::Server> server;
   std::vector<metrics::KnownLabels::Gateway> gateway_labels;  // for KnownLabels after a reload
-  uv_signal_t* sig_term = nullptr;
-  uv_signal_t* sig_int = nullptr;
-  uv_signal_t* sig_hup = nullptr;
-  uv_timer_t* lag_timer = nullptr;
-  uv_timer_t* drain_timer = nullptr;
-  uv_timer_t* load_retry_timer = nullptr;
+  uv::Handle<uv_signal_t> sig_term, sig_int, sig_hup;
+  uv::Handle<uv_timer_t> lag_timer, drain_timer, load_retry_timer;
   int64_t lag_expected_ns = 0;
   int64_t drain_started_ms = 0;
   bool shutting_down = false;
@@ -157,9 +149,7 @@ Status App::start() {
   if (auto s = i.directory->configure(i.cfg); !s) return s;
   // The index is rebuilt from Redis once connected, and again a second later after a
   // failed attempt (a Redis still loading its AOF answers LOADING for a while).
-  i.load_retry_timer = new uv_timer_t;
-  uv_timer_init(i.loop, i.load_retry_timer);
-  i.load_retry_timer->data = this;
+  i.load_retry_timer.init(i.loop, this, uv_timer_init);
   i.redis->set_state_listener([this](bool connected) {
     if (connected) load_directory();
   });
@@ -237,22 +227,18 @@ Status App::start() {
   size_t largest = static_cast<size_t>(std::max(i.cfg.http.max_body_bytes, i.cfg.directory.import_max_bytes));
   if (auto s = i.server->start(largest + (1 << 20)); !s) return s;
 
-  auto add_signal = [&](uv_signal_t*& h, int signum, uv_signal_cb cb) {
-    h = new uv_signal_t;
-    uv_signal_init(i.loop, h);
-    h->data = this;
-    uv_signal_start(h, cb, signum);
+  auto add_signal = [&](uv::Handle<uv_signal_t>& h, int signum, uv_signal_cb cb) {
+    h.init(i.loop, this, uv_signal_init);
+    uv_signal_start(h.get(), cb, signum);
   };
   add_signal(i.sig_term, SIGTERM, [](uv_signal_t* h, int) { static_cast<App*>(h->data)->shutdown(); });
   add_signal(i.sig_int, SIGINT, [](uv_signal_t* h, int) { static_cast<App*>(h->data)->shutdown(); });
   add_signal(i.sig_hup, SIGHUP, [](uv_signal_t* h, int) { static_cast<App*>(h->data)->reload(); });
 
   // Event-loop lag: a repeating timer that measures how late it fires.
-  i.lag_timer = new uv_timer_t;
-  uv_timer_init(i.loop, i.lag_timer);
-  i.lag_timer->data = this;
+  i.lag_timer.init(i.loop, this, uv_timer_init);
   i.lag_expected_ns = i.clock.mono_ns() + static_cast<int64_t>(kLagProbeMs) * 1'000'000;
-  uv_timer_start(i.lag_timer, [](uv_timer_t* t) {
+  uv_timer_start(i.lag_timer.get(), [](uv_timer_t* t) {
     Impl& me = *static_cast<App*>(t->data)->impl_;
     int64_t now = me.clock.mono_ns();
     double lag = std::max<int64_t>(0, now - me.lag_expected_ns) / 1e9;
@@ -329,7 +315,10 @@ void App::load_directory() {
     m.directory_loading = false;
     if (!s) {
       log::error("directory_load_failed", {{"error", s.error().message}, {"retry_in_ms", 1000}});
-      uv_timer_start(m.load_retry_timer, [](uv_timer_t* t) { static_cast<App*>(t->data)->load_directory(); }, 1000, 0);
+      // Not after shutdown has closed the timer.
+      if (m.load_retry_timer)
+        uv_timer_start(m.load_retry_timer.get(), [](uv_timer_t* t) { static_cast<App*>(t->data)->load_directory(); },
+                       1000, 0);
       return;
     }
     // Dispatch starts once resolution is possible: first pending work, then new.
@@ -373,22 +362,18 @@ void App::shutdown() {
   log::info("shutdown_started", {{"in_flight", i.server->in_flight()}});
   i.server->stop_accepting();
   i.drain_started_ms = i.clock.now_ms();
-  i.drain_timer = new uv_timer_t;
-  uv_timer_init(i.loop, i.drain_timer);
-  i.drain_timer->data = this;
+  i.drain_timer.init(i.loop, this, uv_timer_init);
   // Poll until in-flight requests have been answered (they may be waiting on Redis).
-  uv_timer_start(i.drain_timer, [](uv_timer_t* t) {
+  uv_timer_start(i.drain_timer.get(), [](uv_timer_t* t) {
     auto* app = static_cast<App*>(t->data);
     Impl& me = *app->impl_;
     bool timed_out = me.clock.now_ms() - me.drain_started_ms > kDrainDeadlineMs;
     if (me.server->in_flight() > 0 && !timed_out) return;
     if (timed_out) log::warn("shutdown_drain_timeout", {{"in_flight", me.server->in_flight()}});
-    uv_timer_stop(t);
-    close_and_delete(t);
-    me.drain_timer = nullptr;
-    for (uv_signal_t* s : {me.sig_term, me.sig_int, me.sig_hup}) close_and_delete(s);
-    close_and_delete(me.lag_timer);
-    close_and_delete(me.load_retry_timer);
+    me.drain_timer.reset();  // `t`: freed in its close callback, after this one returns
+    for (auto* h : {&me.sig_term, &me.sig_int, &me.sig_hup}) h->reset();
+    me.lag_timer.reset();
+    me.load_retry_timer.reset();
     me.replanner->stop();
     // Dispatch stops claiming; what is in flight finishes or stays pending for the restart.
     me.dispatcher->stop([app] {
