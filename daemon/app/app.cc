@@ -69,15 +69,16 @@ void count_pool_events(metrics::Metrics& m, push::PushGateway& g) {
 // (dispatcher.cc finish()).
 constexpr const char* kMessageResults[] = {"accepted", "failed", "expired", "cancelled", "skipped"};
 
-metrics::KnownLabels known_labels(const config::Config& cfg, std::vector<metrics::KnownLabels::Gateway> gateways) {
+metrics::KnownLabels known_labels(const config::Config& cfg,
+                                  std::vector<metrics::KnownLabels::Gateway> gateways) {
   metrics::KnownLabels k;
   for (const auto& [id, _] : cfg.tenants) k.tenants.push_back(id);
   k.gateways = std::move(gateways);
-  for (auto s : {alerts::Status::Actual, alerts::Status::Exercise, alerts::Status::System, alerts::Status::Test,
-                 alerts::Status::Draft})
+  for (auto s : {alerts::Status::Actual, alerts::Status::Exercise, alerts::Status::System,
+                 alerts::Status::Test, alerts::Status::Draft})
     k.alert_statuses.push_back(alerts::to_string(s));
-  for (auto m : {alerts::MsgType::Alert, alerts::MsgType::Update, alerts::MsgType::Cancel, alerts::MsgType::Ack,
-                 alerts::MsgType::Error})
+  for (auto m : {alerts::MsgType::Alert, alerts::MsgType::Update, alerts::MsgType::Cancel,
+                 alerts::MsgType::Ack, alerts::MsgType::Error})
     k.alert_msg_types.push_back(alerts::to_string(m));
   k.message_results.assign(std::begin(kMessageResults), std::end(kMessageResults));
   return k;
@@ -238,14 +239,17 @@ Status App::start() {
   // Event-loop lag: a repeating timer that measures how late it fires.
   i.lag_timer.init(i.loop, this, uv_timer_init);
   i.lag_expected_ns = i.clock.mono_ns() + static_cast<int64_t>(kLagProbeMs) * 1'000'000;
-  uv_timer_start(i.lag_timer.get(), [](uv_timer_t* t) {
-    Impl& me = *static_cast<App*>(t->data)->impl_;
-    int64_t now = me.clock.mono_ns();
-    double lag = std::max<int64_t>(0, now - me.lag_expected_ns) / 1e9;
-    me.metrics.loop_lag().Observe(lag);
-    me.metrics.loop_lag_last().Set(lag);
-    me.lag_expected_ns = now + static_cast<int64_t>(kLagProbeMs) * 1'000'000;
-  }, kLagProbeMs, kLagProbeMs);
+  uv_timer_start(
+      i.lag_timer.get(),
+      [](uv_timer_t* t) {
+        Impl& me = *static_cast<App*>(t->data)->impl_;
+        int64_t now = me.clock.mono_ns();
+        double lag = std::max<int64_t>(0, now - me.lag_expected_ns) / 1e9;
+        me.metrics.loop_lag().Observe(lag);
+        me.metrics.loop_lag_last().Set(lag);
+        me.lag_expected_ns = now + static_cast<int64_t>(kLagProbeMs) * 1'000'000;
+      },
+      kLagProbeMs, kLagProbeMs);
 
   log::info("sirenad_started", {{"config", i.cfg.path},
                                 {"tenants", i.cfg.tenants.size()},
@@ -317,8 +321,9 @@ void App::load_directory() {
       log::error("directory_load_failed", {{"error", s.error().message}, {"retry_in_ms", 1000}});
       // Not after shutdown has closed the timer.
       if (m.load_retry_timer)
-        uv_timer_start(m.load_retry_timer.get(), [](uv_timer_t* t) { static_cast<App*>(t->data)->load_directory(); },
-                       1000, 0);
+        uv_timer_start(
+            m.load_retry_timer.get(), [](uv_timer_t* t) { static_cast<App*>(t->data)->load_directory(); },
+            1000, 0);
       return;
     }
     // Dispatch starts once resolution is possible: first pending work, then new.
@@ -364,32 +369,37 @@ void App::shutdown() {
   i.drain_started_ms = i.clock.now_ms();
   i.drain_timer.init(i.loop, this, uv_timer_init);
   // Poll until in-flight requests have been answered (they may be waiting on Redis).
-  uv_timer_start(i.drain_timer.get(), [](uv_timer_t* t) {
-    auto* app = static_cast<App*>(t->data);
-    Impl& me = *app->impl_;
-    bool timed_out = me.clock.now_ms() - me.drain_started_ms > kDrainDeadlineMs;
-    if (me.server->in_flight() > 0 && !timed_out) return;
-    if (timed_out) log::warn("shutdown_drain_timeout", {{"in_flight", me.server->in_flight()}});
-    me.drain_timer.reset();  // `t`: freed in its close callback, after this one returns
-    for (auto* h : {&me.sig_term, &me.sig_int, &me.sig_hup}) h->reset();
-    me.lag_timer.reset();
-    me.load_retry_timer.reset();
-    me.replanner->stop();
-    // Dispatch stops claiming; what is in flight finishes or stays pending for the restart.
-    me.dispatcher->stop([app] {
-      Impl& me2 = *app->impl_;
-      for (auto& w : me2.writers) w->stop([] {});
-      me2.redis->stop([app] {
-      Impl& m = *app->impl_;
-      auto finish = [app] {
-        log::info("shutdown_complete", {});
-        uv_stop(app->impl_->loop);
-      };
-      if (m.managed) m.managed->stop(finish);
-      else finish();
-      });
-    });
-  }, 0, 10);
+  uv_timer_start(
+      i.drain_timer.get(),
+      [](uv_timer_t* t) {
+        auto* app = static_cast<App*>(t->data);
+        Impl& me = *app->impl_;
+        bool timed_out = me.clock.now_ms() - me.drain_started_ms > kDrainDeadlineMs;
+        if (me.server->in_flight() > 0 && !timed_out) return;
+        if (timed_out) log::warn("shutdown_drain_timeout", {{"in_flight", me.server->in_flight()}});
+        me.drain_timer.reset();  // `t`: freed in its close callback, after this one returns
+        for (auto* h : {&me.sig_term, &me.sig_int, &me.sig_hup}) h->reset();
+        me.lag_timer.reset();
+        me.load_retry_timer.reset();
+        me.replanner->stop();
+        // Dispatch stops claiming; what is in flight finishes or stays pending for the restart.
+        me.dispatcher->stop([app] {
+          Impl& me2 = *app->impl_;
+          for (auto& w : me2.writers) w->stop([] {});
+          me2.redis->stop([app] {
+            Impl& m = *app->impl_;
+            auto finish = [app] {
+              log::info("shutdown_complete", {});
+              uv_stop(app->impl_->loop);
+            };
+            if (m.managed)
+              m.managed->stop(finish);
+            else
+              finish();
+          });
+        });
+      },
+      0, 10);
 }
 
 }  // namespace sirena::app

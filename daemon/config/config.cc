@@ -80,11 +80,21 @@ void apply_env(Ctx& ctx, YAML::Node node, const std::string& path) {
 }
 
 // Every key a gateway profile knows (apns.h, fcm.h, sms_gateway.h say what they mean).
-constexpr const char* kGatewayKeys[] = {
-    "profile", "url", "rate", "connections", "max_in_flight", "tls_verify", "timeout_ms", "connect_timeout_ms",
-    "team_id", "key_id", "key_file", "critical_alerts", "project_id", "service_account_file", "token_url",
-    "username", "password", "from", "dlr_url", "dlr_secret", "dlr_mask", "method", "auth_header", "body_template",
-    "accept_status", "retry_status", "rejected_field", "batch_size", "dlr_timeout_ms"};
+constexpr const char* kGatewayKeys[] = {"profile",        "url",
+                                        "rate",           "connections",
+                                        "max_in_flight",  "tls_verify",
+                                        "timeout_ms",     "connect_timeout_ms",
+                                        "team_id",        "key_id",
+                                        "key_file",       "critical_alerts",
+                                        "project_id",     "service_account_file",
+                                        "token_url",      "username",
+                                        "password",       "from",
+                                        "dlr_url",        "dlr_secret",
+                                        "dlr_mask",       "method",
+                                        "auth_header",    "body_template",
+                                        "accept_status",  "retry_status",
+                                        "rejected_field", "batch_size",
+                                        "dlr_timeout_ms"};
 
 // A gateway's keys depend on its profile, so the file names only some of them: any key a
 // profile knows can also come from the environment (SIRENA_GATEWAYS_SMS_AUTH_HEADER).
@@ -322,7 +332,8 @@ Result<Tenant> decode_tenant(const Ctx& ctx, const std::string& id, const YAML::
 Result<bool> get_bool(const Ctx& ctx, const YAML::Node& node, const std::string& path) {
   std::string v;
   TRY_ASSIGN(v, get_string(ctx, node, path));
-  if (v != "true" && v != "false") return config_error(ctx, node, path, "expected true or false, got \"" + v + "\"");
+  if (v != "true" && v != "false")
+    return config_error(ctx, node, path, "expected true or false, got \"" + v + "\"");
   return v == "true";
 }
 
@@ -335,7 +346,8 @@ Result<GatewayConfig> decode_gateway(const Ctx& ctx, const std::string& name, co
   g.name = name;
   for (auto kv = n.begin(); kv != n.end(); ++kv) {
     std::string key = kv->first.as<std::string>(), kp = p + "." + key;
-    if (std::none_of(std::begin(kGatewayKeys), std::end(kGatewayKeys), [&](const char* k) { return key == k; })) {
+    if (std::none_of(std::begin(kGatewayKeys), std::end(kGatewayKeys),
+                     [&](const char* k) { return key == k; })) {
       std::string known;
       for (const char* k : kGatewayKeys) known += std::string(known.empty() ? "" : ", ") + k;
       return config_error(ctx, kv->first, kp, "unknown key (known here: " + known + ")");
@@ -346,10 +358,14 @@ Result<GatewayConfig> decode_gateway(const Ctx& ctx, const std::string& name, co
   }
   std::string profile = name;
   if (n["profile"]) TRY_ASSIGN(profile, get_string(ctx, n["profile"], p + ".profile"));
-  if (profile == "apns") g.profile = GatewayProfile::Apns;
-  else if (profile == "fcm") g.profile = GatewayProfile::Fcm;
-  else if (profile == "kannel") g.profile = GatewayProfile::Kannel;
-  else if (profile == "generic_json") g.profile = GatewayProfile::GenericJson;
+  if (profile == "apns")
+    g.profile = GatewayProfile::Apns;
+  else if (profile == "fcm")
+    g.profile = GatewayProfile::Fcm;
+  else if (profile == "kannel")
+    g.profile = GatewayProfile::Kannel;
+  else if (profile == "generic_json")
+    g.profile = GatewayProfile::GenericJson;
   else
     return config_error(ctx, n["profile"] ? n["profile"] : n, p + ".profile",
                         "unknown profile \"" + profile + "\" (apns, fcm, kannel, generic_json)");
@@ -357,11 +373,13 @@ Result<GatewayConfig> decode_gateway(const Ctx& ctx, const std::string& name, co
   g.url = g.keys["url"];
   if (g.profile == GatewayProfile::Fcm) g.rate = 9500;  // FCM's default quota: 600k messages/minute
   if (n["rate"]) TRY_ASSIGN(g.rate, get_double(ctx, n["rate"], p + ".rate", 0, 1e9));
-  if (n["connections"]) TRY_ASSIGN(g.connections, get_int(ctx, n["connections"], p + ".connections", 1, 10000));
+  if (n["connections"])
+    TRY_ASSIGN(g.connections, get_int(ctx, n["connections"], p + ".connections", 1, 10000));
   if (n["max_in_flight"])
     TRY_ASSIGN(g.max_in_flight, get_int(ctx, n["max_in_flight"], p + ".max_in_flight", 1, 1'000'000));
   if (n["tls_verify"]) TRY_ASSIGN(g.tls_verify, get_bool(ctx, n["tls_verify"], p + ".tls_verify"));
-  if (n["critical_alerts"]) TRY_ASSIGN(g.critical_alerts, get_bool(ctx, n["critical_alerts"], p + ".critical_alerts"));
+  if (n["critical_alerts"])
+    TRY_ASSIGN(g.critical_alerts, get_bool(ctx, n["critical_alerts"], p + ".critical_alerts"));
   auto text = [&g](const char* key) {
     auto it = g.keys.find(key);
     return it == g.keys.end() ? std::string() : it->second;
@@ -508,10 +526,14 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
 
 const char* to_string(GatewayProfile p) {
   switch (p) {
-    case GatewayProfile::Apns: return "apns";
-    case GatewayProfile::Fcm: return "fcm";
-    case GatewayProfile::Kannel: return "kannel";
-    case GatewayProfile::GenericJson: return "generic_json";
+    case GatewayProfile::Apns:
+      return "apns";
+    case GatewayProfile::Fcm:
+      return "fcm";
+    case GatewayProfile::Kannel:
+      return "kannel";
+    case GatewayProfile::GenericJson:
+      return "generic_json";
   }
   return "apns";
 }

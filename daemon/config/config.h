@@ -123,9 +123,9 @@ struct GatewayConfig {
   std::string name;
   GatewayProfile profile = GatewayProfile::Apns;  // `profile`; default: the gateway's name
   std::string url;
-  double rate = 0;              // messages/s, 0 = no limit; fcm's default 9500 is its project quota
-  int64_t connections = 2;      // HTTP/2 connections (APNs, FCM)
-  int64_t max_in_flight = 2000; // requests on the wire (APNs, FCM)
+  double rate = 0;               // messages/s, 0 = no limit; fcm's default 9500 is its project quota
+  int64_t connections = 2;       // HTTP/2 connections (APNs, FCM)
+  int64_t max_in_flight = 2000;  // requests on the wire (APNs, FCM)
   bool tls_verify = true;
   // apns
   std::string team_id, key_id, key_file;  // key_file relative to the config file's folder

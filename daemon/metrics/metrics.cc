@@ -110,14 +110,15 @@ void Metrics::init_dispatch() {
                   .Name("sirena_sms_dlr_total")
                   .Help("SMS delivery reports, by DLR type and result (delivered, failed, noted, duplicate, early, unknown)")
                   .Register(*registry_);
-  http2_goaways_ = &BuildCounter()
-                       .Name("sirena_http2_goaways_total")
-                       .Help("GOAWAY frames a push gateway's connections received (each connection is replaced)")
-                       .Register(*registry_);
+  http2_goaways_ =
+      &BuildCounter()
+           .Name("sirena_http2_goaways_total")
+           .Help("GOAWAY frames a push gateway's connections received (each connection is replaced)")
+           .Register(*registry_);
   http2_reconnects_ = &BuildCounter()
-                          .Name("sirena_http2_reconnects_total")
-                          .Help("Connections a push gateway opened again after losing or draining one")
-                          .Register(*registry_);
+                           .Name("sirena_http2_reconnects_total")
+                           .Help("Connections a push gateway opened again after losing or draining one")
+                           .Register(*registry_);
   retry_depth_ = &BuildGauge()
                       .Name("sirena_retry_queue_depth")
                       .Help("Messages waiting for a retry")

@@ -83,10 +83,14 @@ void ManagedRedis::on_exit(uv_process_t* p, int64_t status, int term_signal) {
   int64_t delay = std::min<int64_t>(100LL << std::min(self->restarts_, 5), 3000);
   ++self->restarts_;
   log::error("managed_redis_exited", {{"status", status}, {"signal", term_signal}, {"restart_in_ms", delay}});
-  uv_timer_start(self->restart_timer_.get(), [](uv_timer_t* t) {
-    auto* me = static_cast<ManagedRedis*>(t->data);
-    if (auto s = me->spawn(); !s) log::error("managed_redis_restart_failed", {{"error", s.error().message}});
-  }, static_cast<uint64_t>(delay), 0);
+  uv_timer_start(
+      self->restart_timer_.get(),
+      [](uv_timer_t* t) {
+        auto* me = static_cast<ManagedRedis*>(t->data);
+        if (auto s = me->spawn(); !s)
+          log::error("managed_redis_restart_failed", {{"error", s.error().message}});
+      },
+      static_cast<uint64_t>(delay), 0);
 }
 
 void ManagedRedis::stop(std::function<void()> done) {

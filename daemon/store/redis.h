@@ -19,9 +19,9 @@
 
 #include <deque>
 #include <functional>
-#include <unordered_map>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "daemon/core/clock.h"

@@ -149,7 +149,8 @@ void FcmGateway::fetch_token() {
              "&assertion=" + form_escape(assertion ? *assertion : "");
   token_pool_->submit(std::move(req), [this](const http2::Response* r, http2::Failure f, const std::string& detail) {
     fetching_ = false;
-    auto reply = r ? parse_token_reply(r->status, r->body) : Result<AccessToken>(make_error(502, "no_reply", detail));
+    auto reply =
+        r ? parse_token_reply(r->status, r->body) : Result<AccessToken>(make_error(502, "no_reply", detail));
     if (reply) {
       access_token_ = std::move(reply->token);
       rendered_.clear();  // their authorization header carries the old token

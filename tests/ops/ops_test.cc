@@ -8,13 +8,13 @@
 #include <sys/wait.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <optional>
 #include <nlohmann/json.hpp>
-#include <algorithm>
-#include <cctype>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -468,8 +468,8 @@ class DaemonMetrics : public ::testing::Test {
     apns_->start();
     fcm_ = std::make_unique<Simulator>("fcm", dir_.path());
     fcm_->start();
-    sms_ = std::make_unique<Simulator>("sms", dir_.path(),
-                                       std::vector<std::string>{"--username", "sirena", "--password", "demo"});
+    sms_ = std::make_unique<Simulator>(
+        "sms", dir_.path(), std::vector<std::string>{"--username", "sirena", "--password", "demo"});
     sms_->start();
     std::string config = dir_.path() + "/sirena.yaml";
     write_file(config, read_file(source_dir() + "/config/demo.yaml"));
@@ -543,7 +543,8 @@ TEST_F(DaemonMetrics, Http2GoawaysAndReconnectsAreExportedPerGateway) {
   ASSERT_EQ(sub.status, 202) << sub.body;
   const std::string goaways = R"(sirena_http2_goaways_total{gateway="apns"})";
   const std::string reconnects = R"(sirena_http2_reconnects_total{gateway="apns"})";
-  const std::string accepted = R"(sirena_messages_total{channel="apns",gateway="apns",result="accepted",tenant="soliera"})";
+  const std::string accepted =
+      R"(sirena_messages_total{channel="apns",gateway="apns",result="accepted",tenant="soliera"})";
   ASSERT_TRUE(wait_until([&] { return sample(metrics(), accepted).value_or(0) >= 40; }, 60s)) << metrics();
   // The simulator sent a GOAWAY on each connection that took 5 streams; every one the
   // daemon received is counted and its connection opened again.
@@ -551,7 +552,8 @@ TEST_F(DaemonMetrics, Http2GoawaysAndReconnectsAreExportedPerGateway) {
   EXPECT_GE(sample(m, goaways).value_or(0), 1) << m;
   EXPECT_GE(sample(m, reconnects).value_or(0), sample(m, goaways).value_or(0)) << m;
   EXPECT_EQ(sample(m, R"(sirena_http2_goaways_total{gateway="fcm"})"), 0.0);
-  EXPECT_LE(sample(m, goaways).value_or(0), json::parse(apns_->stats()).value("goaways", 0)) << apns_->stats();
+  EXPECT_LE(sample(m, goaways).value_or(0), json::parse(apns_->stats()).value("goaways", 0))
+      << apns_->stats();
 }
 
 // What is wrong with one expression as Prometheus sees it: a parse error, a metric sirenad

@@ -149,13 +149,16 @@ TEST_F(UvHandleTest, FreesInTheCloseCallbackNotBefore) {
     bool* closed;
   } ctx{&t, &fired, &closed};
   t->data = &ctx;
-  uv_timer_start(t.get(), [](uv_timer_t* h) {
-    auto* c = static_cast<Ctx*>(h->data);
-    ++*c->fired;
-    c->owner->reset([closed = c->closed] { *closed = true; });
-    EXPECT_FALSE(*c->owner);
-    EXPECT_FALSE(*c->closed) << "freed only in the close callback";
-  }, 1, 1);
+  uv_timer_start(
+      t.get(),
+      [](uv_timer_t* h) {
+        auto* c = static_cast<Ctx*>(h->data);
+        ++*c->fired;
+        c->owner->reset([closed = c->closed] { *closed = true; });
+        EXPECT_FALSE(*c->owner);
+        EXPECT_FALSE(*c->closed) << "freed only in the close callback";
+      },
+      1, 1);
   uv_run(&loop_, UV_RUN_DEFAULT);
   EXPECT_EQ(fired, 1) << "no timer callback after reset()";
   EXPECT_TRUE(closed);
