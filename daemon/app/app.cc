@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "daemon/alerts/alert.h"
 #include "daemon/alerts/alert_store.h"
 #include "daemon/api/alerts_api.h"
 #include "daemon/api/directory_api.h"
@@ -19,6 +20,7 @@
 #include "daemon/store/managed_redis.h"
 #include "daemon/store/redis.h"
 #include "daemon/tenants/tenants.h"
+#include "daemon/uv/handle.h"
 #include "gateways/apns/apns.h"
 #include "gateways/fcm/fcm.h"
 #include "gateways/sms/sms_gateway.h"
@@ -29,11 +31,6 @@ namespace {
 constexpr uint64_t kLagProbeMs = 250;
 constexpr int64_t kDrainDeadlineMs = 10'000;
 constexpr int kIntakeConnections = 4;
-
-template <typename T>
-void close_and_delete(T* handle) {
-  uv_close(reinterpret_cast<uv_handle_t*>(handle), [](uv_handle_t* h) { delete reinterpret_cast<T*>(h); });
-}
 
 void warn_about_open_senders(const config::Config& cfg) {
   for (const auto& [id, t] : cfg.tenants)
@@ -58,6 +55,35 @@ std::map<std::string, dispatch::TenantPolicy> dispatch_policies(const config::Co
   return out;
 }
 
+// GOAWAYs and reconnects of a push gateway's connections, exported per gateway. Asking for
+// the counters here also makes them exist (at 0) from the start.
+void count_pool_events(metrics::Metrics& m, push::PushGateway& g) {
+  prometheus::Counter* goaways = &m.http2_goaways(g.name());
+  prometheus::Counter* reconnects = &m.http2_reconnects(g.name());
+  g.set_pool_observer([goaways, reconnects](http2::PoolEvent e) {
+    (e == http2::PoolEvent::Goaway ? goaways : reconnects)->Increment();
+  });
+}
+
+// What sirena_messages_total{result} can say: the final states dispatch counts
+// (dispatcher.cc finish()).
+constexpr const char* kMessageResults[] = {"accepted", "failed", "expired", "cancelled", "skipped"};
+
+metrics::KnownLabels known_labels(const config::Config& cfg,
+                                  std::vector<metrics::KnownLabels::Gateway> gateways) {
+  metrics::KnownLabels k;
+  for (const auto& [id, _] : cfg.tenants) k.tenants.push_back(id);
+  k.gateways = std::move(gateways);
+  for (auto s : {alerts::Status::Actual, alerts::Status::Exercise, alerts::Status::System,
+                 alerts::Status::Test, alerts::Status::Draft})
+    k.alert_statuses.push_back(alerts::to_string(s));
+  for (auto m : {alerts::MsgType::Alert, alerts::MsgType::Update, alerts::MsgType::Cancel,
+                 alerts::MsgType::Ack, alerts::MsgType::Error})
+    k.alert_msg_types.push_back(alerts::to_string(m));
+  k.message_results.assign(std::begin(kMessageResults), std::end(kMessageResults));
+  return k;
+}
+
 }  // namespace
 
 struct App::Impl {
@@ -80,12 +106,9 @@ struct App::Impl {
   std::unique_ptr<api::DirectoryApi> directory_api;
   std::unique_ptr<api::DlrApi> dlr_api;
   std::unique_ptr<http::Server> server;
-  uv_signal_t* sig_term = nullptr;
-  uv_signal_t* sig_int = nullptr;
-  uv_signal_t* sig_hup = nullptr;
-  uv_timer_t* lag_timer = nullptr;
-  uv_timer_t* drain_timer = nullptr;
-  uv_timer_t* load_retry_timer = nullptr;
+  std::vector<metrics::KnownLabels::Gateway> gateway_labels;  // for KnownLabels after a reload
+  uv::Handle<uv_signal_t> sig_term, sig_int, sig_hup;
+  uv::Handle<uv_timer_t> lag_timer, drain_timer, load_retry_timer;
   int64_t lag_expected_ns = 0;
   int64_t drain_started_ms = 0;
   bool shutting_down = false;
@@ -128,9 +151,7 @@ Status App::start() {
   if (auto s = i.directory->configure(i.cfg); !s) return s;
   // The index is rebuilt from Redis once connected, and again a second later after a
   // failed attempt (a Redis still loading its AOF answers LOADING for a while).
-  i.load_retry_timer = new uv_timer_t;
-  uv_timer_init(i.loop, i.load_retry_timer);
-  i.load_retry_timer->data = this;
+  i.load_retry_timer.init(i.loop, this, uv_timer_init);
   i.redis->set_state_listener([this](bool connected) {
     if (connected) load_directory();
   });
@@ -152,6 +173,7 @@ Status App::start() {
   i.dispatcher = std::make_unique<dispatch::Dispatcher>(i.loop, *i.redis, *i.directory, i.clock, i.metrics, dc);
   i.dispatcher->set_policies(dispatch_policies(i.cfg));
   if (auto s = add_gateways(); !s) return s;
+  i.metrics.start_at_zero(known_labels(i.cfg, i.gateway_labels));
   i.replanner = std::make_unique<dispatch::Replanner>(i.loop, *i.redis, *i.alert_store, *i.directory,
                                                       *i.dispatcher, i.clock, i.metrics);
   i.lifecycle =
@@ -176,12 +198,9 @@ Status App::start() {
   i.directory_api->register_routes(*i.router);
   i.dlr_api = std::make_unique<api::DlrApi>(*i.dispatcher, i.metrics, [this](const std::string& gateway) {
     auto it = impl_->cfg.gateways.find(gateway);
-    if (it == impl_->cfg.gateways.end()) return std::optional<std::string>();
-    auto profile = it->second.find("profile");
-    std::string kind = profile == it->second.end() ? gateway : profile->second;
-    if (kind != "kannel" && kind != "generic_json") return std::optional<std::string>();
-    auto secret = it->second.find("dlr_secret");
-    return std::optional<std::string>(secret == it->second.end() ? "" : secret->second);
+    if (it == impl_->cfg.gateways.end() || !it->second.is_sms()) return std::optional<std::string>();
+    auto secret = it->second.keys.find("dlr_secret");
+    return std::optional<std::string>(secret == it->second.keys.end() ? "" : secret->second);
   });
   i.dlr_api->register_routes(*i.router);
   i.router->add("GET", "/healthz", api::Access::open("public"),
@@ -212,29 +231,28 @@ Status App::start() {
   size_t largest = static_cast<size_t>(std::max(i.cfg.http.max_body_bytes, i.cfg.directory.import_max_bytes));
   if (auto s = i.server->start(largest + (1 << 20)); !s) return s;
 
-  auto add_signal = [&](uv_signal_t*& h, int signum, uv_signal_cb cb) {
-    h = new uv_signal_t;
-    uv_signal_init(i.loop, h);
-    h->data = this;
-    uv_signal_start(h, cb, signum);
+  auto add_signal = [&](uv::Handle<uv_signal_t>& h, int signum, uv_signal_cb cb) {
+    h.init(i.loop, this, uv_signal_init);
+    uv_signal_start(h.get(), cb, signum);
   };
   add_signal(i.sig_term, SIGTERM, [](uv_signal_t* h, int) { static_cast<App*>(h->data)->shutdown(); });
   add_signal(i.sig_int, SIGINT, [](uv_signal_t* h, int) { static_cast<App*>(h->data)->shutdown(); });
   add_signal(i.sig_hup, SIGHUP, [](uv_signal_t* h, int) { static_cast<App*>(h->data)->reload(); });
 
   // Event-loop lag: a repeating timer that measures how late it fires.
-  i.lag_timer = new uv_timer_t;
-  uv_timer_init(i.loop, i.lag_timer);
-  i.lag_timer->data = this;
+  i.lag_timer.init(i.loop, this, uv_timer_init);
   i.lag_expected_ns = i.clock.mono_ns() + static_cast<int64_t>(kLagProbeMs) * 1'000'000;
-  uv_timer_start(i.lag_timer, [](uv_timer_t* t) {
-    Impl& me = *static_cast<App*>(t->data)->impl_;
-    int64_t now = me.clock.mono_ns();
-    double lag = std::max<int64_t>(0, now - me.lag_expected_ns) / 1e9;
-    me.metrics.loop_lag().Observe(lag);
-    me.metrics.loop_lag_last().Set(lag);
-    me.lag_expected_ns = now + static_cast<int64_t>(kLagProbeMs) * 1'000'000;
-  }, kLagProbeMs, kLagProbeMs);
+  uv_timer_start(
+      i.lag_timer.get(),
+      [](uv_timer_t* t) {
+        Impl& me = *static_cast<App*>(t->data)->impl_;
+        int64_t now = me.clock.mono_ns();
+        double lag = std::max<int64_t>(0, now - me.lag_expected_ns) / 1e9;
+        me.metrics.loop_lag().Observe(lag);
+        me.metrics.loop_lag_last().Set(lag);
+        me.lag_expected_ns = now + static_cast<int64_t>(kLagProbeMs) * 1'000'000;
+      },
+      kLagProbeMs, kLagProbeMs);
 
   log::info("sirenad_started", {{"config", i.cfg.path},
                                 {"tenants", i.cfg.tenants.size()},
@@ -245,53 +263,45 @@ Status App::start() {
 
 Status App::add_gateways() {
   Impl& i = *impl_;
-  for (const auto& [name, kv] : i.cfg.gateways) {
-    auto get = [&kv](const char* k, const std::string& def = "") {
-      auto it = kv.find(k);
-      return it == kv.end() ? def : it->second;
-    };
-    std::string kind = get("profile", name);
-    bool verify = get("tls_verify", "true") != "false";
-    size_t connections = static_cast<size_t>(std::stoul(get("connections", "2")));
-    if (kind == "apns") {
+  for (const auto& [name, gc] : i.cfg.gateways) {
+    if (gc.profile == config::GatewayProfile::Apns) {
       apns::ApnsConfig c;
-      c.url = get("url");
-      c.team_id = get("team_id");
-      c.key_id = get("key_id");
-      c.key_file = get("key_file");
-      c.critical_alerts = get("critical_alerts", "false") == "true";
-      c.max_in_flight = static_cast<size_t>(std::stoul(get("max_in_flight", "2000")));
-      c.connections = connections;
-      c.verify_peer = verify;
+      c.url = gc.url;
+      c.team_id = gc.team_id;
+      c.key_id = gc.key_id;
+      c.key_file = gc.key_file;
+      c.critical_alerts = gc.critical_alerts;
+      c.max_in_flight = static_cast<size_t>(gc.max_in_flight);
+      c.connections = static_cast<size_t>(gc.connections);
+      c.verify_peer = gc.tls_verify;
       auto g = apns::ApnsGateway::create(i.loop, i.clock, name, c);
-      if (!g) return std::move(g).take_error();
-      i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "0")));
-    } else if (kind == "fcm") {
+      if (!g) return gc.locate(std::move(g).take_error());
+      count_pool_events(i.metrics, **g);
+      i.gateway_labels.push_back({name, "apns", true});
+      i.dispatcher->add_gateway(std::move(g).value(), gc.rate);
+    } else if (gc.profile == config::GatewayProfile::Fcm) {
       fcm::FcmConfig c;
-      c.url = get("url");
-      c.project_id = get("project_id");
-      c.service_account_file = get("service_account_file");
-      c.token_url = get("token_url");
-      c.max_in_flight = static_cast<size_t>(std::stoul(get("max_in_flight", "2000")));
-      c.connections = connections;
-      c.verify_peer = verify;
+      c.url = gc.url;
+      c.project_id = gc.project_id;
+      c.service_account_file = gc.service_account_file;
+      c.token_url = gc.token_url;
+      c.max_in_flight = static_cast<size_t>(gc.max_in_flight);
+      c.connections = static_cast<size_t>(gc.connections);
+      c.verify_peer = gc.tls_verify;
       auto g = fcm::FcmGateway::create(i.loop, i.clock, name, c);
-      if (!g) return std::move(g).take_error();
-      // FCM's default quota is 600k messages/minute per project.
-      i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "9500")));
-    } else if (kind == "kannel" || kind == "generic_json") {
-      auto c = sms::SmsConfig::from_keys(name, kv);
-      if (!c) return std::move(c).take_error();
+      if (!g) return gc.locate(std::move(g).take_error());
+      count_pool_events(i.metrics, **g);
+      i.gateway_labels.push_back({name, "fcm", true});
+      i.dispatcher->add_gateway(std::move(g).value(), gc.rate);
+    } else {
+      auto c = sms::SmsConfig::from_keys(name, gc.keys);
+      if (!c) return gc.locate(std::move(c).take_error());
       auto g = sms::SmsGateway::create(i.loop, name, std::move(c).value());
-      if (!g) return std::move(g).take_error();
+      if (!g) return gc.locate(std::move(g).take_error());
+      i.gateway_labels.push_back({name, "sms", false});
       (*g)->set_reply_observer([this, name](int status) { impl_->metrics.sms_request(name, status).Increment(); });
       // SMSC binds are slow: the provider's messages/s (0 = no limit).
-      i.dispatcher->add_gateway(std::move(g).value(), std::stod(get("rate", "0")));
-    } else {
-      return make_error(2, "invalid_config",
-                        i.cfg.path + ": gateways." + name + ".profile: unknown profile \"" + kind +
-                            "\" (apns, fcm, kannel, generic_json)",
-                        "gateways." + name + ".profile");
+      i.dispatcher->add_gateway(std::move(g).value(), gc.rate);
     }
   }
   return Ok{};
@@ -312,7 +322,11 @@ void App::load_directory() {
     m.directory_loading = false;
     if (!s) {
       log::error("directory_load_failed", {{"error", s.error().message}, {"retry_in_ms", 1000}});
-      uv_timer_start(m.load_retry_timer, [](uv_timer_t* t) { static_cast<App*>(t->data)->load_directory(); }, 1000, 0);
+      // Not after shutdown has closed the timer.
+      if (m.load_retry_timer)
+        uv_timer_start(
+            m.load_retry_timer.get(), [](uv_timer_t* t) { static_cast<App*>(t->data)->load_directory(); },
+            1000, 0);
       return;
     }
     // Dispatch starts once resolution is possible: first pending work, then new.
@@ -344,6 +358,7 @@ void App::reload() {
   for (const auto& [id, _] : fresh->tenants) ids.push_back(id);
   i.replanner->set_tenants(std::move(ids));
   i.tenants = std::make_shared<tenants::Tenants>(fresh->tenants);
+  i.metrics.start_at_zero(known_labels(*fresh, i.gateway_labels));
   warn_about_open_senders(*fresh);
   log::info("config_reloaded", {{"config", i.cfg.path}, {"tenants", fresh->tenants.size()}});
 }
@@ -355,38 +370,39 @@ void App::shutdown() {
   log::info("shutdown_started", {{"in_flight", i.server->in_flight()}});
   i.server->stop_accepting();
   i.drain_started_ms = i.clock.now_ms();
-  i.drain_timer = new uv_timer_t;
-  uv_timer_init(i.loop, i.drain_timer);
-  i.drain_timer->data = this;
+  i.drain_timer.init(i.loop, this, uv_timer_init);
   // Poll until in-flight requests have been answered (they may be waiting on Redis).
-  uv_timer_start(i.drain_timer, [](uv_timer_t* t) {
-    auto* app = static_cast<App*>(t->data);
-    Impl& me = *app->impl_;
-    bool timed_out = me.clock.now_ms() - me.drain_started_ms > kDrainDeadlineMs;
-    if (me.server->in_flight() > 0 && !timed_out) return;
-    if (timed_out) log::warn("shutdown_drain_timeout", {{"in_flight", me.server->in_flight()}});
-    uv_timer_stop(t);
-    close_and_delete(t);
-    me.drain_timer = nullptr;
-    for (uv_signal_t* s : {me.sig_term, me.sig_int, me.sig_hup}) close_and_delete(s);
-    close_and_delete(me.lag_timer);
-    close_and_delete(me.load_retry_timer);
-    me.replanner->stop();
-    // Dispatch stops claiming; what is in flight finishes or stays pending for the restart.
-    me.dispatcher->stop([app] {
-      Impl& me2 = *app->impl_;
-      for (auto& w : me2.writers) w->stop([] {});
-      me2.redis->stop([app] {
-      Impl& m = *app->impl_;
-      auto finish = [app] {
-        log::info("shutdown_complete", {});
-        uv_stop(app->impl_->loop);
-      };
-      if (m.managed) m.managed->stop(finish);
-      else finish();
-      });
-    });
-  }, 0, 10);
+  uv_timer_start(
+      i.drain_timer.get(),
+      [](uv_timer_t* t) {
+        auto* app = static_cast<App*>(t->data);
+        Impl& me = *app->impl_;
+        bool timed_out = me.clock.now_ms() - me.drain_started_ms > kDrainDeadlineMs;
+        if (me.server->in_flight() > 0 && !timed_out) return;
+        if (timed_out) log::warn("shutdown_drain_timeout", {{"in_flight", me.server->in_flight()}});
+        me.drain_timer.reset();  // `t`: freed in its close callback, after this one returns
+        for (auto* h : {&me.sig_term, &me.sig_int, &me.sig_hup}) h->reset();
+        me.lag_timer.reset();
+        me.load_retry_timer.reset();
+        me.replanner->stop();
+        // Dispatch stops claiming; what is in flight finishes or stays pending for the restart.
+        me.dispatcher->stop([app] {
+          Impl& me2 = *app->impl_;
+          for (auto& w : me2.writers) w->stop([] {});
+          me2.redis->stop([app] {
+            Impl& m = *app->impl_;
+            auto finish = [app] {
+              log::info("shutdown_complete", {});
+              uv_stop(app->impl_->loop);
+            };
+            if (m.managed)
+              m.managed->stop(finish);
+            else
+              finish();
+          });
+        });
+      },
+      0, 10);
 }
 
 }  // namespace sirena::app

@@ -10,6 +10,8 @@
 #include <set>
 #include <sstream>
 
+#include "daemon/core/number.h"
+
 namespace sirena::config {
 namespace {
 
@@ -37,15 +39,15 @@ std::string env_name(const std::string& path) {
   return n;
 }
 
+// Where the value at `path` came from: "file:line", or "environment VAR" for an override.
+std::string place(const Ctx& ctx, const YAML::Node& node, const std::string& path) {
+  if (auto it = ctx.overridden.find(path); it != ctx.overridden.end()) return "environment " + it->second;
+  if (node.IsDefined() && node.Mark().line >= 0) return ctx.file + ":" + std::to_string(node.Mark().line + 1);
+  return ctx.file;
+}
+
 Error config_error(const Ctx& ctx, const YAML::Node& node, const std::string& path, const std::string& msg) {
-  std::string where;
-  if (auto it = ctx.overridden.find(path); it != ctx.overridden.end()) {
-    where = "environment " + it->second;
-  } else if (node.IsDefined() && node.Mark().line >= 0) {
-    where = ctx.file + ":" + std::to_string(node.Mark().line + 1);
-  } else {
-    where = ctx.file;
-  }
+  std::string where = place(ctx, node, path);
   return make_error(2, "invalid_config", where + ": " + path + ": " + msg, where + ": " + path);
 }
 
@@ -77,14 +79,27 @@ void apply_env(Ctx& ctx, YAML::Node node, const std::string& path) {
   }
 }
 
+// Every key a gateway profile knows (apns.h, fcm.h, sms_gateway.h say what they mean).
+constexpr const char* kGatewayKeys[] = {"profile",        "url",
+                                        "rate",           "connections",
+                                        "max_in_flight",  "tls_verify",
+                                        "timeout_ms",     "connect_timeout_ms",
+                                        "team_id",        "key_id",
+                                        "key_file",       "critical_alerts",
+                                        "project_id",     "service_account_file",
+                                        "token_url",      "username",
+                                        "password",       "from",
+                                        "dlr_url",        "dlr_secret",
+                                        "dlr_mask",       "method",
+                                        "auth_header",    "body_template",
+                                        "accept_status",  "retry_status",
+                                        "rejected_field", "batch_size",
+                                        "dlr_timeout_ms"};
+
 // A gateway's keys depend on its profile, so the file names only some of them: any key a
 // profile knows can also come from the environment (SIRENA_GATEWAYS_SMS_AUTH_HEADER).
 void add_gateway_env(Ctx& ctx, YAML::Node gateways) {
-  static const char* const kKeys[] = {
-      "profile", "url", "rate", "connections", "max_in_flight", "tls_verify", "timeout_ms", "connect_timeout_ms",
-      "team_id", "key_id", "key_file", "critical_alerts", "project_id", "service_account_file", "token_url",
-      "username", "password", "from", "dlr_url", "dlr_secret", "dlr_mask", "method", "auth_header", "body_template",
-      "accept_status", "retry_status", "rejected_field", "batch_size", "dlr_timeout_ms"};
+  const auto& kKeys = kGatewayKeys;
   if (!gateways.IsMap()) return;
   for (auto it = gateways.begin(); it != gateways.end(); ++it) {
     if (!it->second.IsMap()) continue;
@@ -124,15 +139,26 @@ Result<int64_t> get_int(const Ctx& ctx, const YAML::Node& node, const std::strin
                         int64_t max) {
   if (!node.IsScalar()) return config_error(ctx, node, path, "expected a whole number");
   const std::string& s = node.Scalar();
-  char* end = nullptr;
-  errno = 0;
-  long long v = std::strtoll(s.c_str(), &end, 10);
-  if (s.empty() || *end != '\0' || errno != 0)
-    return config_error(ctx, node, path, "expected a whole number, got \"" + s + "\"");
-  if (v < min || v > max)
+  auto v = parse_number<int64_t>(s);
+  if (!v) return config_error(ctx, node, path, "expected a whole number, got \"" + s + "\"");
+  if (*v < min || *v > max)
     return config_error(ctx, node, path,
                         "must be between " + std::to_string(min) + " and " + std::to_string(max));
-  return static_cast<int64_t>(v);
+  return *v;
+}
+
+Result<double> get_double(const Ctx& ctx, const YAML::Node& node, const std::string& path, double min,
+                          double max) {
+  if (!node.IsScalar()) return config_error(ctx, node, path, "expected a number");
+  const std::string& s = node.Scalar();
+  auto v = parse_number<double>(s);
+  if (!v) return config_error(ctx, node, path, "expected a number, got \"" + s + "\"");
+  if (*v < min || *v > max) {
+    std::ostringstream range;
+    range << "must be between " << min << " and " << max;
+    return config_error(ctx, node, path, range.str());
+  }
+  return *v;
 }
 
 Result<std::vector<std::string>> get_string_list(const Ctx& ctx, const YAML::Node& node,
@@ -303,6 +329,70 @@ Result<Tenant> decode_tenant(const Ctx& ctx, const std::string& id, const YAML::
   return t;
 }
 
+Result<bool> get_bool(const Ctx& ctx, const YAML::Node& node, const std::string& path) {
+  std::string v;
+  TRY_ASSIGN(v, get_string(ctx, node, path));
+  if (v != "true" && v != "false")
+    return config_error(ctx, node, path, "expected true or false, got \"" + v + "\"");
+  return v == "true";
+}
+
+// `resolve` makes a relative *_file path relative to the config file's folder.
+Result<GatewayConfig> decode_gateway(const Ctx& ctx, const std::string& name, const YAML::Node& n,
+                                     const std::function<void(std::string&)>& resolve) {
+  const std::string p = "gateways." + name;
+  if (!n.IsMap()) return config_error(ctx, n, p, "expected a mapping of settings");
+  GatewayConfig g;
+  g.name = name;
+  for (auto kv = n.begin(); kv != n.end(); ++kv) {
+    std::string key = kv->first.as<std::string>(), kp = p + "." + key;
+    if (std::none_of(std::begin(kGatewayKeys), std::end(kGatewayKeys),
+                     [&](const char* k) { return key == k; })) {
+      std::string known;
+      for (const char* k : kGatewayKeys) known += std::string(known.empty() ? "" : ", ") + k;
+      return config_error(ctx, kv->first, kp, "unknown key (known here: " + known + ")");
+    }
+    TRY_ASSIGN(g.keys[key], get_string(ctx, kv->second, kp));
+    if (key.ends_with("_file")) resolve(g.keys[key]);
+    g.where[key] = place(ctx, kv->second, kp);
+  }
+  std::string profile = name;
+  if (n["profile"]) TRY_ASSIGN(profile, get_string(ctx, n["profile"], p + ".profile"));
+  if (profile == "apns")
+    g.profile = GatewayProfile::Apns;
+  else if (profile == "fcm")
+    g.profile = GatewayProfile::Fcm;
+  else if (profile == "kannel")
+    g.profile = GatewayProfile::Kannel;
+  else if (profile == "generic_json")
+    g.profile = GatewayProfile::GenericJson;
+  else
+    return config_error(ctx, n["profile"] ? n["profile"] : n, p + ".profile",
+                        "unknown profile \"" + profile + "\" (apns, fcm, kannel, generic_json)");
+  if (!n["url"]) return config_error(ctx, n, p + ".url", "missing");
+  g.url = g.keys["url"];
+  if (g.profile == GatewayProfile::Fcm) g.rate = 9500;  // FCM's default quota: 600k messages/minute
+  if (n["rate"]) TRY_ASSIGN(g.rate, get_double(ctx, n["rate"], p + ".rate", 0, 1e9));
+  if (n["connections"])
+    TRY_ASSIGN(g.connections, get_int(ctx, n["connections"], p + ".connections", 1, 10000));
+  if (n["max_in_flight"])
+    TRY_ASSIGN(g.max_in_flight, get_int(ctx, n["max_in_flight"], p + ".max_in_flight", 1, 1'000'000));
+  if (n["tls_verify"]) TRY_ASSIGN(g.tls_verify, get_bool(ctx, n["tls_verify"], p + ".tls_verify"));
+  if (n["critical_alerts"])
+    TRY_ASSIGN(g.critical_alerts, get_bool(ctx, n["critical_alerts"], p + ".critical_alerts"));
+  auto text = [&g](const char* key) {
+    auto it = g.keys.find(key);
+    return it == g.keys.end() ? std::string() : it->second;
+  };
+  g.team_id = text("team_id");
+  g.key_id = text("key_id");
+  g.key_file = text("key_file");
+  g.project_id = text("project_id");
+  g.service_account_file = text("service_account_file");
+  g.token_url = text("token_url");
+  return g;
+}
+
 Result<Config> decode(Ctx& ctx, YAML::Node root) {
   Config c;
   c.path = ctx.file;
@@ -423,17 +513,7 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
     if (!gw.IsMap()) return config_error(ctx, gw, "gateways", "expected a mapping of gateway name to settings");
     for (auto it = gw.begin(); it != gw.end(); ++it) {
       std::string name = it->first.as<std::string>();
-      if (!it->second.IsMap())
-        return config_error(ctx, it->second, "gateways." + name, "expected a mapping of settings");
-      auto& m = c.gateways[name];
-      for (auto kv = it->second.begin(); kv != it->second.end(); ++kv) {
-        std::string key = kv->first.as<std::string>();
-        if (!kv->second.IsScalar())
-          return config_error(ctx, kv->second, "gateways." + name + "." + key, "expected a scalar value");
-        m[key] = kv->second.Scalar();
-        if (key.size() > 5 && key.substr(key.size() - 5) == "_file") resolve(m[key]);
-      }
-      if (!m.count("url")) return config_error(ctx, it->second, "gateways." + name + ".url", "missing");
+      TRY_ASSIGN(c.gateways[name], decode_gateway(ctx, name, it->second, resolve));
     }
   }
   return c;
@@ -443,6 +523,34 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
 #undef TRY_ASSIGN
 
 }  // namespace
+
+const char* to_string(GatewayProfile p) {
+  switch (p) {
+    case GatewayProfile::Apns:
+      return "apns";
+    case GatewayProfile::Fcm:
+      return "fcm";
+    case GatewayProfile::Kannel:
+      return "kannel";
+    case GatewayProfile::GenericJson:
+      return "generic_json";
+  }
+  return "apns";
+}
+
+Error GatewayConfig::locate(Error e) const {
+  // The profiles name a key as "gateways.<name>.<key>" at the start of where or message.
+  std::string prefix = "gateways." + name + ".";
+  const std::string& text = e.where.rfind(prefix, 0) == 0 ? e.where : e.message;
+  if (text.rfind(prefix, 0) != 0) return e;
+  std::string key = text.substr(prefix.size());
+  key = key.substr(0, key.find_first_of(": "));
+  auto it = where.find(key);
+  if (it == where.end()) return e;
+  e.message = it->second + ": " + e.message;
+  e.where = it->second + ": " + prefix + key;
+  return e;
+}
 
 const char* to_string(Role r) {
   switch (r) {

@@ -112,6 +112,38 @@ struct DispatchSettings {
   int64_t max_unconfirmed = 10000;  // accepted messages not yet durable: with gateways' max_in_flight, the crash window
 };
 
+enum class GatewayProfile { Apns, Fcm, Kannel, GenericJson };
+const char* to_string(GatewayProfile p);
+
+// One `gateways.<name>` block, decoded and checked like the rest of the file: a bad value
+// is an error naming the file, the line and the key. Keys any profile knows are accepted in
+// every block (the environment may switch an SMS gateway from kannel to generic_json and
+// leave the other profile's keys in the file); others are refused.
+struct GatewayConfig {
+  std::string name;
+  GatewayProfile profile = GatewayProfile::Apns;  // `profile`; default: the gateway's name
+  std::string url;
+  double rate = 0;               // messages/s, 0 = no limit; fcm's default 9500 is its project quota
+  int64_t connections = 2;       // HTTP/2 connections (APNs, FCM)
+  int64_t max_in_flight = 2000;  // requests on the wire (APNs, FCM)
+  bool tls_verify = true;
+  // apns
+  std::string team_id, key_id, key_file;  // key_file relative to the config file's folder
+  bool critical_alerts = false;
+  // fcm
+  std::string project_id, service_account_file, token_url;
+  // Every key as written, with the environment applied and *_file paths resolved. The SMS
+  // profiles read theirs from here (sms::SmsConfig::from_keys), which checks them.
+  std::map<std::string, std::string> keys;
+  // "file:line" (or "environment VAR") of each key, for errors found after decoding.
+  std::map<std::string, std::string> where;
+
+  bool is_sms() const { return profile == GatewayProfile::Kannel || profile == GatewayProfile::GenericJson; }
+  // An error about one of this gateway's keys ("gateways.<name>.<key>: ...", from a profile's
+  // own checks) with the place of the key put in front, as decode errors have it.
+  Error locate(Error e) const;
+};
+
 struct Config {
   std::string path;  // the file it was read from
   std::string log_level = "info";
@@ -120,8 +152,7 @@ struct Config {
   DirectoryConfig directory;
   DispatchSettings dispatch;
   std::map<std::string, Tenant> tenants;
-  // Gateways are configured for the dispatch issues; kept as key/value per gateway.
-  std::map<std::string, std::map<std::string, std::string>> gateways;
+  std::map<std::string, GatewayConfig> gateways;
 };
 
 // Reads and validates the file. `env` is consulted for overrides (pass environ-backed

@@ -16,7 +16,9 @@
 #include <unordered_map>
 
 #include "daemon/core/log.h"
+#include "daemon/core/number.h"
 #include "daemon/metrics/metrics.h"
+#include "daemon/uv/handle.h"
 
 namespace sirena::http {
 
@@ -300,12 +302,12 @@ struct Server::Impl {
   h2o_context_t ctx{};
   h2o_accept_ctx_t accept_ctx{};
   SSL_CTX* ssl_ctx = nullptr;
-  uv_tcp_t* listener = nullptr;
+  uv::Handle<uv_tcp_t> listener;
   bool context_ready = false;
   std::unordered_map<int, ConnSlot*> conns;  // by file descriptor
   std::vector<Pending> pending;
-  uv_check_t* check = nullptr;
-  uv_idle_t* idle = nullptr;  // active while `pending` is not empty: the poll must not block
+  uv::Handle<uv_check_t> check;
+  uv::Handle<uv_idle_t> idle;  // active while `pending` is not empty: the poll must not block
   prometheus::Counter* abandoned_queued;
   prometheus::Counter* abandoned_running;
   prometheus::Counter* closed_for_resets;
@@ -442,7 +444,7 @@ struct Server::Impl {
     Responder* raw = responder.get();
     ConnSlot* slot = impl->slot_of(req);
     raw->on_abandoned([impl, slot, raw] { impl->abandoned(slot, raw->handled()); });
-    if (impl->pending.empty()) uv_idle_start(impl->idle, [](uv_idle_t*) {});
+    if (impl->pending.empty()) uv_idle_start(impl->idle.get(), [](uv_idle_t*) {});
     impl->pending.push_back(Pending{std::move(r), std::move(responder)});
     return 0;
   }
@@ -457,7 +459,7 @@ struct Server::Impl {
       p.responder->set_handled();
       handler(p.request, std::move(p.responder));
     }
-    if (pending.empty()) uv_idle_stop(idle);
+    if (pending.empty()) uv_idle_stop(idle.get());
   }
 
   static void on_connection(uv_stream_t* listener, int status) {
@@ -515,13 +517,10 @@ Status Server::start(size_t max_body_bytes) {
   rh->impl = &i;
   h2o_context_init(&i.ctx, i.loop, &i.globalconf);
   i.context_ready = true;
-  i.check = new uv_check_t;
-  uv_check_init(i.loop, i.check);
-  i.check->data = &i;
-  uv_check_start(i.check, [](uv_check_t* h) { static_cast<Impl*>(h->data)->run_pending(); });
-  uv_unref(reinterpret_cast<uv_handle_t*>(i.check));  // runs every turn; never keeps the loop alive alone
-  i.idle = new uv_idle_t;
-  uv_idle_init(i.loop, i.idle);
+  i.check.init(i.loop, &i, uv_check_init);
+  uv_check_start(i.check.get(), [](uv_check_t* h) { static_cast<Impl*>(h->data)->run_pending(); });
+  uv_unref(i.check.base());  // runs every turn; never keeps the loop alive alone
+  i.idle.init(i.loop, &i, uv_idle_init);
   i.accept_ctx.ctx = &i.ctx;
   i.accept_ctx.hosts = i.globalconf.hosts;
 
@@ -542,25 +541,25 @@ Status Server::start(size_t max_body_bytes) {
   auto colon = listen.rfind(':');
   std::string host_part = listen.substr(0, colon);
   if (host_part.size() >= 2 && host_part.front() == '[') host_part = host_part.substr(1, host_part.size() - 2);
-  int port = std::atoi(listen.c_str() + colon + 1);
+  auto parsed_port = parse_number<int>(std::string_view(listen).substr(colon + 1), 0, 65535);
+  if (!parsed_port)
+    return make_error(2, "invalid_config", "http.listen: \"" + listen + "\" is not IP:PORT", "http.listen");
+  int port = *parsed_port;
   sockaddr_storage addr{};
   if (uv_ip4_addr(host_part.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
       uv_ip6_addr(host_part.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0)
     return make_error(2, "invalid_config", "http.listen: \"" + listen + "\" is not IP:PORT", "http.listen");
 
-  i.listener = new uv_tcp_t;
-  uv_tcp_init(i.loop, i.listener);
-  i.listener->data = &i;
-  int rc = uv_tcp_bind(i.listener, reinterpret_cast<sockaddr*>(&addr), 0);
-  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(i.listener), 1024, &Impl::on_connection);
+  i.listener.init(i.loop, &i, uv_tcp_init);
+  int rc = uv_tcp_bind(i.listener.get(), reinterpret_cast<sockaddr*>(&addr), 0);
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(i.listener.get()), 1024, &Impl::on_connection);
   if (rc != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(i.listener), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-    i.listener = nullptr;
+    i.listener.reset();
     return make_error(2, "listen_failed", "http.listen " + listen + ": " + uv_strerror(rc), "http.listen");
   }
   sockaddr_storage bound{};
   int namelen = sizeof bound;
-  uv_tcp_getsockname(i.listener, reinterpret_cast<sockaddr*>(&bound), &namelen);
+  uv_tcp_getsockname(i.listener.get(), reinterpret_cast<sockaddr*>(&bound), &namelen);
   port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                             : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   log::info("http_listening", {{"address", host_part}, {"port", port_}, {"tls", i.ssl_ctx != nullptr}});
@@ -569,10 +568,7 @@ Status Server::start(size_t max_body_bytes) {
 
 void Server::stop_accepting() {
   Impl& i = *impl_;
-  if (i.listener) {
-    uv_close(reinterpret_cast<uv_handle_t*>(i.listener), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-    i.listener = nullptr;
-  }
+  i.listener.reset();
   if (i.context_ready) h2o_context_request_shutdown(&i.ctx);
 }
 

@@ -110,6 +110,15 @@ void Metrics::init_dispatch() {
                   .Name("sirena_sms_dlr_total")
                   .Help("SMS delivery reports, by DLR type and result (delivered, failed, noted, duplicate, early, unknown)")
                   .Register(*registry_);
+  http2_goaways_ =
+      &BuildCounter()
+           .Name("sirena_http2_goaways_total")
+           .Help("GOAWAY frames a push gateway's connections received (each connection is replaced)")
+           .Register(*registry_);
+  http2_reconnects_ = &BuildCounter()
+                           .Name("sirena_http2_reconnects_total")
+                           .Help("Connections a push gateway opened again after losing or draining one")
+                           .Register(*registry_);
   retry_depth_ = &BuildGauge()
                       .Name("sirena_retry_queue_depth")
                       .Help("Messages waiting for a retry")
@@ -126,6 +135,23 @@ void Metrics::init_dispatch() {
                         .Help("From the alert's POST to its first gateway acceptance")
                         .Register(*registry_)
                         .Add({}, first);
+}
+
+void Metrics::start_at_zero(const KnownLabels& known) {
+  for (const auto& tenant : known.tenants) {
+    for (const auto& status : known.alert_statuses)
+      for (const auto& msg_type : known.alert_msg_types) alert_received(tenant, status, msg_type);
+    for (const auto& g : known.gateways)
+      for (const auto& result : known.message_results) message(tenant, g.channel, g.name, result);
+  }
+  for (const auto& g : known.gateways) {
+    tokens_pruned(g.channel);
+    if (g.channel == "sms") sms_segments(g.name);
+    if (g.http2) {
+      http2_goaways(g.name);
+      http2_reconnects(g.name);
+    }
+  }
 }
 
 prometheus::Counter& Metrics::message(const std::string& tenant, const std::string& channel,
@@ -196,6 +222,18 @@ prometheus::Counter& Metrics::sms_segments(const std::string& gateway) {
 prometheus::Counter& Metrics::sms_dlr(const std::string& gateway, const std::string& type, const std::string& result) {
   auto& slot = counter_cache_["sd\x1f" + gateway + "\x1f" + type + "\x1f" + result];
   if (!slot) slot = &sms_dlrs_->Add({{"gateway", gateway}, {"type", type}, {"result", result}});
+  return *slot;
+}
+
+prometheus::Counter& Metrics::http2_goaways(const std::string& gateway) {
+  auto& slot = counter_cache_["hg\x1f" + gateway];
+  if (!slot) slot = &http2_goaways_->Add({{"gateway", gateway}});
+  return *slot;
+}
+
+prometheus::Counter& Metrics::http2_reconnects(const std::string& gateway) {
+  auto& slot = counter_cache_["hr\x1f" + gateway];
+  if (!slot) slot = &http2_reconnects_->Add({{"gateway", gateway}});
   return *slot;
 }
 

@@ -14,8 +14,23 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace sirena::metrics {
+
+// Label values known from the configuration and the code, before any event.
+struct KnownLabels {
+  struct Gateway {
+    std::string name;
+    std::string channel;  // apns, fcm, sms
+    bool http2 = false;   // a push gateway on the HTTP/2 pool
+  };
+  std::vector<std::string> tenants;
+  std::vector<Gateway> gateways;
+  std::vector<std::string> alert_statuses;   // CAP status values
+  std::vector<std::string> alert_msg_types;  // CAP msgType values
+  std::vector<std::string> message_results;  // the final states dispatch counts
+};
 
 class Metrics {
  public:
@@ -25,6 +40,11 @@ class Metrics {
   std::string serialize() const;
 
   prometheus::Registry& registry() { return *registry_; }
+
+  // Makes the labelled counters for every combination of known values, at 0: a fresh
+  // daemon exports them and a dashboard shows 0, not "No data", until the first event.
+  // Call again after a reload (new tenants); existing counters keep their values.
+  void start_at_zero(const KnownLabels& known);
 
   // HTTP server.
   prometheus::Counter& http_request(const std::string& route, int code);
@@ -55,6 +75,9 @@ class Metrics {
   prometheus::Counter& sms_request(const std::string& gateway, int code);
   prometheus::Counter& sms_segments(const std::string& gateway);
   prometheus::Counter& sms_dlr(const std::string& gateway, const std::string& type, const std::string& result);
+  // HTTP/2 push gateways (APNs, FCM): GOAWAYs received and connections opened again.
+  prometheus::Counter& http2_goaways(const std::string& gateway);
+  prometheus::Counter& http2_reconnects(const std::string& gateway);
   prometheus::Gauge& retry_queue_depth() { return *retry_depth_; }
   prometheus::Gauge& batches_in_work() { return *batches_in_work_; }
   prometheus::Histogram& time_to_first_message() { return *first_message_; }
@@ -86,6 +109,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* sms_requests_;
   prometheus::Family<prometheus::Counter>* sms_segments_;
   prometheus::Family<prometheus::Counter>* sms_dlrs_;
+  prometheus::Family<prometheus::Counter>* http2_goaways_;
+  prometheus::Family<prometheus::Counter>* http2_reconnects_;
   prometheus::Gauge* retry_depth_;
   prometheus::Gauge* batches_in_work_;
   prometheus::Histogram* first_message_;

@@ -24,9 +24,7 @@ Result<std::string> ManagedRedis::start() {
   // A unix socket path is limited to 107 bytes (sockaddr_un.sun_path).
   if (socket_path_.size() > 100)
     return make_error(2, "invalid_config", "redis.managed.dir: path too long for a unix socket: " + dir_);
-  restart_timer_ = new uv_timer_t;
-  uv_timer_init(loop_, restart_timer_);
-  restart_timer_->data = this;
+  restart_timer_.init(loop_, this, uv_timer_init);
   if (auto s = spawn(); !s) return std::move(s).take_error();
   return "unix://" + socket_path_;
 }
@@ -49,8 +47,6 @@ Status ManagedRedis::spawn() {
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
-  process_ = new uv_process_t;
-  process_->data = this;
   uv_process_options_t opts{};
   opts.file = args[0].c_str();
   opts.args = argv.data();
@@ -62,11 +58,9 @@ Status ManagedRedis::spawn() {
   stdio[2].data.fd = 2;
   opts.stdio = stdio;
   opts.stdio_count = 3;
-  int rc = uv_spawn(loop_, process_, &opts);
+  // uv_spawn initialises the handle even on failure: init() closes it then.
+  int rc = process_.init(loop_, this, uv_spawn, &opts);
   if (rc != 0) {
-    // uv_spawn initialises the handle even on failure; it must still be closed.
-    uv_close(reinterpret_cast<uv_handle_t*>(process_), [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
-    process_ = nullptr;
     return make_error(2, "redis_spawn_failed",
                       "cannot start " + cfg_.managed_binary + ": " + uv_strerror(rc) +
                           " (install redis-server or set redis.managed.binary)");
@@ -78,47 +72,43 @@ Status ManagedRedis::spawn() {
 
 void ManagedRedis::on_exit(uv_process_t* p, int64_t status, int term_signal) {
   auto* self = static_cast<ManagedRedis*>(p->data);
-  uv_close(reinterpret_cast<uv_handle_t*>(p), [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
-  self->process_ = nullptr;
+  self->process_.reset();
   self->pid_ = 0;
   if (self->stopping_) {
     log::info("managed_redis_stopped", {{"status", status}});
-    uv_close(reinterpret_cast<uv_handle_t*>(self->restart_timer_), [](uv_handle_t* h) {
-      auto* me = static_cast<ManagedRedis*>(h->data);
-      delete reinterpret_cast<uv_timer_t*>(h);
-      me->restart_timer_ = nullptr;
-      if (me->on_stopped_) me->on_stopped_();
-    });
+    self->close_timer();
     return;
   }
   // Unexpected exit: restart with capped backoff; the client reconnects by itself.
   int64_t delay = std::min<int64_t>(100LL << std::min(self->restarts_, 5), 3000);
   ++self->restarts_;
   log::error("managed_redis_exited", {{"status", status}, {"signal", term_signal}, {"restart_in_ms", delay}});
-  uv_timer_start(self->restart_timer_, [](uv_timer_t* t) {
-    auto* me = static_cast<ManagedRedis*>(t->data);
-    if (auto s = me->spawn(); !s) log::error("managed_redis_restart_failed", {{"error", s.error().message}});
-  }, static_cast<uint64_t>(delay), 0);
+  uv_timer_start(
+      self->restart_timer_.get(),
+      [](uv_timer_t* t) {
+        auto* me = static_cast<ManagedRedis*>(t->data);
+        if (auto s = me->spawn(); !s)
+          log::error("managed_redis_restart_failed", {{"error", s.error().message}});
+      },
+      static_cast<uint64_t>(delay), 0);
 }
 
 void ManagedRedis::stop(std::function<void()> done) {
   stopping_ = true;
   on_stopped_ = std::move(done);
-  if (restart_timer_) uv_timer_stop(restart_timer_);
+  if (restart_timer_) uv_timer_stop(restart_timer_.get());
   if (process_) {
-    uv_process_kill(process_, SIGTERM);  // Redis fsyncs the AOF and exits
+    uv_process_kill(process_.get(), SIGTERM);  // Redis fsyncs the AOF and exits
     return;
   }
-  if (restart_timer_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(restart_timer_), [](uv_handle_t* h) {
-      auto* me = static_cast<ManagedRedis*>(h->data);
-      delete reinterpret_cast<uv_timer_t*>(h);
-      me->restart_timer_ = nullptr;
-      if (me->on_stopped_) me->on_stopped_();
-    });
-  } else if (on_stopped_) {
-    on_stopped_();
-  }
+  close_timer();
+}
+
+void ManagedRedis::close_timer() {
+  // on_stopped_ once the timer is freed (at once when there is none).
+  restart_timer_.reset([this] {
+    if (on_stopped_) on_stopped_();
+  });
 }
 
 }  // namespace sirena::store

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "daemon/config/config.h"
+#include "daemon/uv/handle.h"
 
 namespace sirena::store {
 
@@ -27,13 +28,14 @@ class ManagedRedis {
  private:
   Status spawn();
   static void on_exit(uv_process_t* p, int64_t status, int term_signal);
+  void close_timer();
 
   uv_loop_t* loop_;
   config::RedisConfig cfg_;
   std::string dir_;  // absolute
   std::string socket_path_;
-  uv_process_t* process_ = nullptr;  // freed in its close callback
-  uv_timer_t* restart_timer_ = nullptr;
+  uv::Handle<uv_process_t> process_;  // while redis-server runs
+  uv::Handle<uv_timer_t> restart_timer_;
   int pid_ = 0;
   bool stopping_ = false;
   int restarts_ = 0;

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "daemon/core/log.h"
+#include "daemon/core/number.h"
 #include "daemon/metrics/metrics.h"
 
 namespace sirena::store {
@@ -100,7 +101,9 @@ Result<RedisTarget> parse_redis_url(std::string_view url) {
     std::string_view rest = url.substr(7);
     if (auto q = rest.find("?db="); q != std::string_view::npos) {
       std::string_view db = rest.substr(q + 4);
-      if (std::from_chars(db.data(), db.data() + db.size(), t.db).ec != std::errc()) return bad("bad db number");
+      auto n = parse_number<int>(db, 0);
+      if (!n) return bad("bad db number");
+      t.db = *n;
       rest = rest.substr(0, q);
     }
     if (rest.empty() || rest[0] != '/') return bad("expected unix:///absolute/path");
@@ -117,8 +120,11 @@ Result<RedisTarget> parse_redis_url(std::string_view url) {
   }
   if (auto slash = rest.find('/'); slash != std::string_view::npos) {
     std::string_view db = rest.substr(slash + 1);
-    if (!db.empty() && std::from_chars(db.data(), db.data() + db.size(), t.db).ec != std::errc())
-      return bad("bad db number");
+    if (!db.empty()) {
+      auto n = parse_number<int>(db, 0);
+      if (!n) return bad("bad db number");
+      t.db = *n;
+    }
     rest = rest.substr(0, slash);
   }
   auto colon = rest.rfind(':');
@@ -127,9 +133,9 @@ Result<RedisTarget> parse_redis_url(std::string_view url) {
   } else {
     t.host = std::string(rest.substr(0, colon));
     std::string_view port = rest.substr(colon + 1);
-    if (std::from_chars(port.data(), port.data() + port.size(), t.port).ec != std::errc() || t.port <= 0 ||
-        t.port > 65535)
-      return bad("bad port");
+    auto n = parse_number<int>(port, 1, 65535);
+    if (!n) return bad("bad port");
+    t.port = *n;
   }
   if (t.host.empty()) return bad("missing host");
   return t;
@@ -144,15 +150,11 @@ Redis::~Redis() {
 }
 
 void Redis::start() {
-  timer_ = new uv_timer_t;
-  uv_timer_init(loop_, timer_);
-  timer_->data = this;
-  watchdog_ = new uv_timer_t;
-  uv_timer_init(loop_, watchdog_);
-  watchdog_->data = this;
+  timer_.init(loop_, this, uv_timer_init);
+  watchdog_.init(loop_, this, uv_timer_init);
   auto period = static_cast<uint64_t>(std::clamp<int64_t>(timeout_ms_ / 4, 10, 1000));
-  uv_timer_start(watchdog_, &Redis::on_watchdog, period, period);
-  uv_unref(reinterpret_cast<uv_handle_t*>(watchdog_));  // never what keeps the loop alive
+  uv_timer_start(watchdog_.get(), &Redis::on_watchdog, period, period);
+  uv_unref(watchdog_.base());  // never what keeps the loop alive
   connect();
 }
 
@@ -215,7 +217,7 @@ void Redis::schedule_reconnect() {
   set_state(State::Idle);
   backoff_ms_ = backoff_ms_ == 0 ? kBackoffMinMs : std::min(backoff_ms_ * 2, kBackoffMaxMs);
   metrics_.redis_reconnects().Increment();
-  uv_timer_start(timer_, &Redis::on_timer, static_cast<uint64_t>(backoff_ms_), 0);
+  uv_timer_start(timer_.get(), &Redis::on_timer, static_cast<uint64_t>(backoff_ms_), 0);
 }
 
 void Redis::on_timer(uv_timer_t* t) {
@@ -264,7 +266,7 @@ void Redis::on_disconnect(const redisAsyncContext* ac, int status) {
 
 void Redis::stop(std::function<void()> done) {
   on_stopped_ = std::move(done);
-  uv_timer_stop(timer_);
+  if (timer_) uv_timer_stop(timer_.get());
   if (ctx_ && (state_ == State::Connected || state_ == State::Connecting)) {
     state_ = State::Stopping;
     redisAsyncDisconnect(ctx_);  // pending replies are delivered first
@@ -276,15 +278,10 @@ void Redis::stop(std::function<void()> done) {
 
 void Redis::finish_stop() {
   set_state(State::Stopped);
-  uv_close(reinterpret_cast<uv_handle_t*>(watchdog_), [](uv_handle_t* h) {
-    auto* me = static_cast<Redis*>(h->data);
-    delete reinterpret_cast<uv_timer_t*>(h);
-    me->watchdog_ = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(me->timer_), [](uv_handle_t* h2) {
-      auto* self = static_cast<Redis*>(h2->data);
-      delete reinterpret_cast<uv_timer_t*>(h2);
-      self->timer_ = nullptr;
-      if (self->on_stopped_) self->on_stopped_();
+  // One after the other, as before: on_stopped_ runs once both are freed.
+  watchdog_.reset([this] {
+    timer_.reset([this] {
+      if (on_stopped_) on_stopped_();
     });
   });
 }

@@ -19,13 +19,14 @@
 
 #include <deque>
 #include <functional>
-#include <unordered_map>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "daemon/core/clock.h"
 #include "daemon/core/result.h"
+#include "daemon/uv/handle.h"
 
 namespace sirena::metrics {
 class Metrics;
@@ -101,8 +102,8 @@ class Redis {
   RedisTarget target_;
   State state_ = State::Idle;
   redisAsyncContext* ctx_ = nullptr;
-  uv_timer_t* timer_ = nullptr;     // reconnects; freed in its close callback
-  uv_timer_t* watchdog_ = nullptr;  // command timeouts; freed in its close callback
+  uv::Handle<uv_timer_t> timer_;     // reconnects
+  uv::Handle<uv_timer_t> watchdog_;  // command timeouts
   int64_t timeout_ms_ = 10000;
   size_t max_pending_ = 0;
   std::deque<Pending*> inflight_;   // sent, in order (replies come in order)

@@ -37,6 +37,25 @@ std::pair<std::string, std::string> split_url(const std::string& url) {
 
 }  // namespace
 
+Result<AccessToken> parse_token_reply(int status, std::string_view body) {
+  auto bad = [](std::string what) { return make_error(502, "bad_token_reply", std::move(what)); };
+  if (status != 200) return bad("HTTP " + std::to_string(status));
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (!j.is_object()) return bad("the reply is not a JSON object");
+  AccessToken out;
+  auto token = j.find("access_token");
+  if (token == j.end() || !token->is_string() || token->get_ref<const std::string&>().empty())
+    return bad("access_token is missing or not a non-empty string");
+  out.token = token->get<std::string>();
+  if (auto exp = j.find("expires_in"); exp != j.end()) {
+    // A year at most: enough for any real token, and no overflow when made milliseconds.
+    double seconds = exp->is_number() ? exp->get<double>() : -1;
+    if (!(seconds > 0 && seconds <= 366 * 86400)) return bad("expires_in is not a number of seconds");
+    out.expires_in_s = static_cast<int64_t>(seconds);
+  }
+  return out;
+}
+
 int64_t fcm_ttl_s(const dispatch::Content& c, int64_t now_ms) {
   return c.expires_ms ? std::max<int64_t>(0, (c.expires_ms - now_ms) / 1000) : 86400;
 }
@@ -82,9 +101,11 @@ Result<std::unique_ptr<FcmGateway>> FcmGateway::create(uv_loop_t* loop, const Cl
   std::stringstream ss;
   ss << in.rdbuf();
   auto sa = nlohmann::json::parse(ss.str(), nullptr, false);
-  if (!sa.is_object() || !sa.contains("client_email") || !sa.contains("private_key") || !sa.contains("token_uri"))
+  auto is_text = [&sa](const char* key) { return sa.contains(key) && sa[key].is_string(); };
+  if (!sa.is_object() || !is_text("client_email") || !is_text("private_key") || !is_text("token_uri"))
     return make_error(2, "invalid_config",
-                      "gateways." + name + ".service_account_file: needs client_email, private_key and token_uri");
+                      "gateways." + name +
+                          ".service_account_file: needs client_email, private_key and token_uri (strings)");
   if (cfg.project_id.empty()) return make_error(2, "invalid_config", "gateways." + name + ".project_id is required");
   auto key = push::SigningKey::from_pem(sa["private_key"].get<std::string>());
   if (!key || key->is_ec())
@@ -95,7 +116,7 @@ Result<std::unique_ptr<FcmGateway>> FcmGateway::create(uv_loop_t* loop, const Cl
   pool.verify_peer = cfg.verify_peer;
   std::unique_ptr<FcmGateway> g(new FcmGateway(loop, clock, std::move(name), cfg, std::move(pool)));
   g->key_ = std::move(key).value();
-  g->client_email_ = sa["client_email"];
+  g->client_email_ = sa["client_email"].get<std::string>();
   g->path_ = "/v1/projects/" + cfg.project_id + "/messages:send";
   g->token_uri_ = cfg.token_url.empty() ? sa["token_uri"].get<std::string>() : cfg.token_url;
   auto [origin, path] = split_url(g->token_uri_);
@@ -128,17 +149,17 @@ void FcmGateway::fetch_token() {
              "&assertion=" + form_escape(assertion ? *assertion : "");
   token_pool_->submit(std::move(req), [this](const http2::Response* r, http2::Failure f, const std::string& detail) {
     fetching_ = false;
-    auto body = r ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
-    if (r && r->status == 200 && body.is_object() && body.contains("access_token")) {
-      access_token_ = body["access_token"];
+    auto reply =
+        r ? parse_token_reply(r->status, r->body) : Result<AccessToken>(make_error(502, "no_reply", detail));
+    if (reply) {
+      access_token_ = std::move(reply->token);
       rendered_.clear();  // their authorization header carries the old token
-      int64_t expires_in = body.value("expires_in", 3600);
-      token_expires_ms_ = clock_.now_ms() + std::max<int64_t>(60, expires_in - 300) * 1000;
+      token_expires_ms_ = clock_.now_ms() + std::max<int64_t>(60, reply->expires_in_s - 300) * 1000;
     } else {
       log::warn("fcm_token_failed", {{"gateway", name()},
                                      {"status", r ? r->status : 0},
                                      {"failure", http2::to_string(f)},
-                                     {"detail", detail}});
+                                     {"detail", r ? reply.error().message : detail}});
     }
     // Waiting messages go now, or go back to dispatch to be retried later.
     auto waiting = std::move(waiting_);

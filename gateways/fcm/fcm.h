@@ -38,6 +38,16 @@ std::string fcm_message(const dispatch::Content& c, const std::string& token, in
 // INTERNAL (500) are retried honouring retry-after; INVALID_ARGUMENT and the rest fail.
 dispatch::SendResult classify_fcm(const http2::Response& r, bool* refresh_token);
 
+// The token server's answer (RFC 6749 §5.1): status 200 and a JSON object with a non-empty
+// string "access_token" and, optionally, a whole number "expires_in" (seconds, default 3600).
+// Anything else (another status, no JSON, a member of the wrong type or out of range) is an
+// Error saying what was wrong: a failed fetch, never an exception in the HTTP/2 callback.
+struct AccessToken {
+  std::string token;
+  int64_t expires_in_s = 3600;
+};
+Result<AccessToken> parse_token_reply(int status, std::string_view body);
+
 class FcmGateway : public push::PushGateway {
  public:
   static Result<std::unique_ptr<FcmGateway>> create(uv_loop_t* loop, const Clock& clock, std::string name,

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "daemon/core/log.h"
+#include "daemon/core/number.h"
 #include "gateways/http2/connection.h"
 #include "gateways/http2/tls.h"
 
@@ -38,6 +39,16 @@ const char* to_string(Failure f) {
       return "closed";
     case Failure::Cancelled:
       return "cancelled";
+  }
+  return "?";
+}
+
+const char* to_string(PoolEvent e) {
+  switch (e) {
+    case PoolEvent::Goaway:
+      return "goaway";
+    case PoolEvent::Reconnect:
+      return "reconnect";
   }
   return "?";
 }
@@ -97,11 +108,9 @@ Result<Origin> parse_url(const std::string& url) {
   }
   if (o.host.empty()) return make_error(400, "invalid_url", "the URL has no host", url);
   if (port_given) {
-    bool digits = !port.empty() && port.size() <= 5 &&
-                  std::all_of(port.begin(), port.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
-    int p = digits ? std::stoi(std::string(port)) : 0;
-    if (p < 1 || p > 65535) return make_error(400, "invalid_url", "bad port", url);
-    o.port = static_cast<uint16_t>(p);
+    auto p = parse_number<uint16_t>(port, 1, 65535);
+    if (!p) return make_error(400, "invalid_url", "bad port", url);
+    o.port = *p;
   }
   struct sockaddr_in sa4;
   struct sockaddr_in6 sa6;
@@ -198,6 +207,8 @@ struct Pool::Impl final : ConnectionOwner {
     return dropped.size();
   }
 
+  void set_observer(PoolObserver observer) { observer_ = std::move(observer); }
+
   PoolStats stats() const {
     PoolStats s;
     for (const Connection* c : connections_) {
@@ -280,7 +291,10 @@ struct Pool::Impl final : ConnectionOwner {
   }
 
   void on_draining(Connection* c, bool goaway, uint32_t error_code) override {
-    if (goaway) ++goaways_;
+    if (goaway) {
+      ++goaways_;
+      if (observer_) observer_(PoolEvent::Goaway);
+    }
     log::info("http2_goaway",
               {{"origin", origin_.authority},
                {"slot", c->slot()},
@@ -323,7 +337,10 @@ struct Pool::Impl final : ConnectionOwner {
 
   void open_slot(size_t i) {
     Slot& s = slots_[i];
-    if (s.opened_before) ++reconnects_;
+    if (s.opened_before) {
+      ++reconnects_;
+      if (observer_) observer_(PoolEvent::Reconnect);
+    }
     s.opened_before = true;
     s.healthy = false;
     s.reconnect_at = -1;
@@ -529,6 +546,7 @@ struct Pool::Impl final : ConnectionOwner {
 
   uint64_t goaways_ = 0;
   uint64_t reconnects_ = 0;
+  PoolObserver observer_;
   std::mt19937_64 rng_;
 
   std::function<void()> close_done_;
@@ -558,6 +576,9 @@ size_t Pool::cancel(std::string_view tag) {
 }
 PoolStats Pool::stats() const {
   return impl_->stats();
+}
+void Pool::set_observer(PoolObserver observer) {
+  impl_->set_observer(std::move(observer));
 }
 void Pool::close(std::function<void()> done) {
   impl_->close(std::move(done));

@@ -87,6 +87,14 @@ struct PoolOptions {
   bool verify_peer = true;       // false only for tests against self-signed simulators
 };
 
+// Connection events an owner may count (exported as sirena_http2_*_total by the app).
+enum class PoolEvent {
+  Goaway,     // the peer sent GOAWAY (RFC 9113 §6.8): the connection is being replaced
+  Reconnect,  // a slot opens a connection again after losing or draining its last one
+};
+const char* to_string(PoolEvent e);
+using PoolObserver = std::function<void(PoolEvent)>;
+
 struct PoolStats {
   size_t connections_open = 0;
   size_t streams_in_flight = 0;
@@ -110,6 +118,8 @@ class Pool {
   // their end. Returns how many were dropped.
   size_t cancel(std::string_view tag);
   PoolStats stats() const;
+  // Called on the loop for every event, after stats() counts it. It must not close the pool.
+  void set_observer(PoolObserver observer);
   void close(std::function<void()> done);
 
  private:

@@ -1,6 +1,8 @@
 #include "gateways/push/push_gateway.h"
 
-#include <cstdlib>
+#include <limits>
+
+#include "daemon/core/number.h"
 
 namespace sirena::push {
 
@@ -67,10 +69,9 @@ void PushGateway::close(std::function<void()> done) { pool_->close(std::move(don
 int64_t PushGateway::retry_after_ms(const http2::Response& r) {
   const std::string* v = r.header("retry-after");
   if (!v) return 0;
-  char* end = nullptr;
-  long secs = std::strtol(v->c_str(), &end, 10);
-  if (end == v->c_str() || secs < 0) return 0;
-  return static_cast<int64_t>(secs) * 1000;
+  // Bounded so that the milliseconds cannot overflow.
+  auto secs = parse_number<int64_t>(*v, 0, std::numeric_limits<int64_t>::max() / 1000);
+  return secs ? *secs * 1000 : 0;
 }
 
 std::shared_ptr<const http2::SharedPart> RenderCache::find(const dispatch::Content* c, std::string_view variant,

@@ -33,6 +33,9 @@ class PushGateway : public dispatch::Gateway {
   void cancel(const std::string& alert_id) override;
   void send(const dispatch::Message& m, std::function<void(const dispatch::SendResult&)> done) override;
   void close(std::function<void()> done) override;
+  // Sees the GOAWAYs and reconnects of the gateway's connections (not those of FCM's token
+  // server): the app counts them per gateway.
+  void set_pool_observer(http2::PoolObserver observer) { pool_->set_observer(std::move(observer)); }
 
  public:
   // Retry-After (RFC 9110 §10.2.3), delay-seconds form, in ms; 0 when absent.

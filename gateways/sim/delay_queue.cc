@@ -4,9 +4,8 @@
 
 namespace sirena::sim {
 
-DelayQueue::DelayQueue(uv_loop_t* loop) : loop_(loop), timer_(new uv_timer_t) {
-  uv_timer_init(loop, timer_);
-  timer_->data = this;
+DelayQueue::DelayQueue(uv_loop_t* loop) : loop_(loop) {
+  timer_.init(loop, this, uv_timer_init);
 }
 
 DelayQueue::~DelayQueue() {
@@ -15,11 +14,7 @@ DelayQueue::~DelayQueue() {
 
 void DelayQueue::close() {
   heap_.clear();
-  if (!timer_) return;
-  timer_->data = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(timer_),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-  timer_ = nullptr;
+  timer_.reset();
 }
 
 void DelayQueue::push(uint64_t delay_ms, Deferred* d) {
@@ -31,18 +26,17 @@ void DelayQueue::push(uint64_t delay_ms, Deferred* d) {
 void DelayQueue::arm() {
   if (!timer_) return;
   if (heap_.empty()) {
-    uv_timer_stop(timer_);
+    uv_timer_stop(timer_.get());
     armed_for_ = UINT64_MAX;
     return;
   }
   uint64_t now = uv_now(loop_);
   armed_for_ = heap_.front().due;
-  uv_timer_start(timer_, &DelayQueue::on_timer, armed_for_ > now ? armed_for_ - now : 0, 0);
+  uv_timer_start(timer_.get(), &DelayQueue::on_timer, armed_for_ > now ? armed_for_ - now : 0, 0);
 }
 
 void DelayQueue::on_timer(uv_timer_t* t) {
   auto* self = static_cast<DelayQueue*>(t->data);
-  if (!self) return;
   self->armed_for_ = UINT64_MAX;
   uint64_t now = uv_now(self->loop_);
   while (!self->heap_.empty() && self->heap_.front().due <= now) {

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "daemon/uv/handle.h"
+
 namespace sirena::sim {
 
 class Deferred {
@@ -50,7 +52,7 @@ class DelayQueue {
   void arm();
 
   uv_loop_t* loop_;
-  uv_timer_t* timer_;
+  uv::Handle<uv_timer_t> timer_;
   std::vector<Entry> heap_;
   uint64_t order_ = 0;
   uint64_t armed_for_ = UINT64_MAX;

@@ -239,7 +239,7 @@ Result<int> H1Server::listen(const Endpoint& at, const std::string& cert, const 
 }
 
 void H1Server::close() {
-  close_listener(&listener_);
+  listener_.reset();
   accepting_ = false;
   // Idle keep-alive connections would hold the loop open: end them the way a reset does,
   // and h2o closes each when it sees the EOF.

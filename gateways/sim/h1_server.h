@@ -70,7 +70,7 @@ class H1Server {
   bool context_ready_ = false;  // initialised and not disposed
   bool accepting_ = false;
   SSL_CTX* ssl_ctx_ = nullptr;
-  uv_tcp_t* listener_ = nullptr;
+  uv::Handle<uv_tcp_t> listener_;
   std::vector<std::unique_ptr<Pending>> pending_;  // pooled for the server's lifetime
   std::vector<Pending*> free_;
   std::unordered_map<std::string, Socket*> sockets_;  // by peer address, for --reset-every

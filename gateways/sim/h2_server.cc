@@ -493,21 +493,15 @@ void H2Server::on_connection(uv_stream_t* listener, int status) {
 Result<int> H2Server::listen(const Endpoint& at) {
   auto port = open_listener(loop_, at, on_connection, this, &listener_);
   if (!port) return port;
-  prepare_ = new uv_prepare_t;
-  uv_prepare_init(loop_, prepare_);
-  prepare_->data = this;
-  uv_prepare_start(prepare_, on_prepare);
+  prepare_.init(loop_, this, uv_prepare_init);
+  uv_prepare_start(prepare_.get(), on_prepare);
   return port;
 }
 
 void H2Server::close() {
-  close_listener(&listener_);
+  listener_.reset();
   while (!connections_.empty()) connections_.back()->close();
-  if (prepare_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(prepare_),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_prepare_t*>(h); });
-    prepare_ = nullptr;
-  }
+  prepare_.reset();
 }
 
 }  // namespace sirena::sim

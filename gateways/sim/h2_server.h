@@ -69,8 +69,8 @@ class H2Server {
   Simulator& sim_;
   DelayQueue& delays_;
   Settings settings_;
-  uv_tcp_t* listener_ = nullptr;
-  uv_prepare_t* prepare_ = nullptr;
+  uv::Handle<uv_tcp_t> listener_;
+  uv::Handle<uv_prepare_t> prepare_;
   std::vector<Connection*> connections_;
   std::vector<Connection*> dirty_;
   std::vector<std::unique_ptr<Stream>> streams_;  // every Stream ever made; they are reused

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "daemon/core/number.h"
 #include "gateways/sim/form.h"
 #include "gateways/sim/ledger.h"
 
@@ -171,7 +172,7 @@ void SmsService::kannel(const Request& req, Response& resp) {
     else if (auto b = form_value(query, "alert_id"))
       alert_id = *b;
   }
-  int mask = std::atoi(p.get("dlr-mask").value_or("0").c_str());
+  int mask = parse_number<int>(p.get("dlr-mask").value_or("0")).value_or(0);
   std::string from = p.get("from").value_or("");
   uint64_t hash = fnv1a64(utf8);
 

@@ -12,6 +12,7 @@
 #include <unordered_set>
 
 #include "daemon/core/log.h"
+#include "daemon/uv/handle.h"
 
 namespace sirena::sms {
 namespace {
@@ -76,7 +77,7 @@ struct CurlEngine::Impl {
   uv_loop_t* loop_;
   EngineOptions options_;
   CURLM* multi_ = nullptr;
-  uv_timer_t* timer_ = nullptr;  // freed in its close callback
+  uv::Handle<uv_timer_t> timer_;
   std::unordered_map<CURL*, std::unique_ptr<Transfer>> active_;
   std::deque<std::unique_ptr<Transfer>> queue_;
   std::vector<CURL*> spare_;             // easy handles ready for the next request
@@ -102,9 +103,7 @@ struct CurlEngine::Impl {
     long cache = static_cast<long>(options_.max_connects ? options_.max_connects : options_.max_in_flight);
     curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, per_host);
     curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, cache);
-    timer_ = new uv_timer_t;
-    uv_timer_init(loop_, timer_);
-    timer_->data = this;
+    timer_.init(loop_, this, uv_timer_init);
     return Ok{};
   }
 
@@ -245,11 +244,11 @@ struct CurlEngine::Impl {
     auto* e = static_cast<Impl*>(userp);
     if (e->state_ != State::Open) return 0;  // the timer is closing
     if (timeout_ms < 0) {
-      uv_timer_stop(e->timer_);
+      uv_timer_stop(e->timer_.get());
     } else {
       // 0 means "as soon as possible", but never from inside this callback: next loop turn.
       uv_timer_start(
-          e->timer_,
+          e->timer_.get(),
           [](uv_timer_t* t) { static_cast<Impl*>(t->data)->socket_action(CURL_SOCKET_TIMEOUT, 0); },
           static_cast<uint64_t>(timeout_ms), 0);
     }
@@ -472,12 +471,7 @@ struct CurlEngine::Impl {
     connections_.clear();
     for (Socket* s : std::vector<Socket*>(sockets_.begin(), sockets_.end())) close_socket(s);
     ++closing_handles_;
-    uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) {
-      Impl* e = static_cast<Impl*>(h->data);
-      delete reinterpret_cast<uv_timer_t*>(h);
-      e->handle_closed();
-    });
-    timer_ = nullptr;
+    timer_.reset([this] { handle_closed(); });
     // Last, so a callback that submits again finds the engine closed.
     for (auto& t : aborted) fail(std::move(t), "engine closed");
   }

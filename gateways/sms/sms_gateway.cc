@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "daemon/core/log.h"
+#include "daemon/core/number.h"
 #include "daemon/dispatch/sms_text.h"
 
 namespace sirena::sms {
@@ -28,11 +29,9 @@ Error config_error(const std::string& gateway, std::string_view key, const std::
 }
 
 bool parse_int(std::string_view text, int64_t min, int64_t max, int64_t* out) {
-  int64_t v = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size() || v < min || v > max) return false;
-  *out = v;
-  return true;
+  auto v = parse_number<int64_t>(text, min, max);
+  if (v) *out = *v;
+  return v.has_value();
 }
 
 // "200, 201,202" -> {200, 201, 202}.

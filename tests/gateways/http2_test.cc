@@ -844,6 +844,12 @@ TEST_F(Http2Test, GoawayRefusesStreamsAboveLastStreamIdAndThePoolReconnects) {
   PoolOptions o;
   o.url = server.url();
   Pool pool(&loop_, o, clock_);
+  // The observer sees what stats() counts (the app exports it as sirena_http2_*_total).
+  std::map<PoolEvent, uint64_t> events;
+  pool.set_observer([&](PoolEvent e) {
+    ++events[e];
+    EXPECT_EQ(e == PoolEvent::Goaway ? pool.stats().goaways : pool.stats().reconnects, events[e]);
+  });
   ASSERT_TRUE(pool.start().ok());
   constexpr size_t kN = 200;
   Tally tally(kN);
@@ -872,6 +878,9 @@ TEST_F(Http2Test, GoawayRefusesStreamsAboveLastStreamIdAndThePoolReconnects) {
   EXPECT_EQ(server.requests.load(), static_cast<int>(kN));  // refused streams were not processed
   EXPECT_EQ(pool.stats().goaways, 1u);
   EXPECT_GE(pool.stats().reconnects, 1u);
+  EXPECT_EQ(events[PoolEvent::Goaway], 1u);
+  EXPECT_EQ(events[PoolEvent::Reconnect], pool.stats().reconnects);
+  EXPECT_STREQ(to_string(PoolEvent::Goaway), "goaway");
 }
 
 TEST_F(Http2Test, RstStreamIsResetOrRefusedByErrorCode) {

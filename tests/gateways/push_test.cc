@@ -191,6 +191,35 @@ TEST(PushProfiles, FcmWithoutAnAccessTokenRetries) {
   close(loop, gw);
 }
 
+// The token server's reply is type-checked: a member of the wrong type is a failed fetch
+// (retried like any other), never a nlohmann::json exception inside the HTTP/2 callback.
+TEST(FcmTokenReply, WrongTypesAreAFailedFetchNotAnException) {
+  auto good = fcm::parse_token_reply(
+      200, R"({"access_token": "ya29.x", "expires_in": 3599, "token_type": "Bearer"})");
+  ASSERT_TRUE(good) << good.error().message;
+  EXPECT_EQ(good->token, "ya29.x");
+  EXPECT_EQ(good->expires_in_s, 3599);
+  auto no_expiry = fcm::parse_token_reply(200, R"({"access_token": "t"})");
+  ASSERT_TRUE(no_expiry);
+  EXPECT_EQ(no_expiry->expires_in_s, 3600);
+  for (const char* body :
+       {R"({"access_token": 5})", R"({"access_token": "t", "expires_in": "3600"})",
+        R"({"access_token": null})", R"({"access_token": ""})", R"({"expires_in": 3600})",
+        R"({"access_token": "t", "expires_in": -1})", R"({"access_token": "t", "expires_in": 1e300})",
+        R"({"access_token": ["t"]})", R"(["access_token"])", "not json", ""}) {
+    fcm::AccessToken t;
+    Result<fcm::AccessToken> r = t;
+    EXPECT_NO_THROW(r = fcm::parse_token_reply(200, body)) << body;
+    EXPECT_FALSE(r) << body;
+    if (!r) {
+      EXPECT_FALSE(r.error().message.empty()) << body;
+    }
+  }
+  auto refused = fcm::parse_token_reply(400, R"({"access_token": "t"})");
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("400"), std::string::npos);
+}
+
 // Issue 14 finding 7: a cancel drops the alert's messages that have not started: those
 // waiting for FCM's access token, then those queued in the HTTP/2 pool behind its streams,
 // as Cancelled; what is on a stream finishes, and other alerts go on.

@@ -8,12 +8,13 @@
 #include <sys/wait.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <algorithm>
-#include <cctype>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -441,6 +442,119 @@ class LivePrometheus : public ::testing::Test {
   std::unique_ptr<Sirenad> daemon_;
   std::unique_ptr<Prometheus> prom_;
 };
+
+// ------------------------------------------------------------------ sirenad's own /metrics
+
+// The value of one series in a text exposition (labels as prometheus-cpp writes them:
+// sorted by name), or nullopt when the series is absent.
+std::optional<double> sample(const std::string& exposition, const std::string& series) {
+  size_t at = 0;
+  while ((at = exposition.find(series + " ", at)) != std::string::npos) {
+    if (at == 0 || exposition[at - 1] == '\n') return std::stod(exposition.substr(at + series.size() + 1));
+    at += series.size();
+  }
+  return std::nullopt;
+}
+
+// The demo configuration against the simulators, without Prometheus: what a fresh daemon
+// exports, and the push gateways' connection counters moving.
+class DaemonMetrics : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    redis_ = std::make_unique<RedisServer>(dir_.path());
+    redis_->start();
+    // GOAWAY after every 5th stream of a connection: the pool replaces it.
+    apns_ = std::make_unique<Simulator>("apns", dir_.path(), std::vector<std::string>{"--goaway-every", "5"});
+    apns_->start();
+    fcm_ = std::make_unique<Simulator>("fcm", dir_.path());
+    fcm_->start();
+    sms_ = std::make_unique<Simulator>(
+        "sms", dir_.path(), std::vector<std::string>{"--username", "sirena", "--password", "demo"});
+    sms_->start();
+    std::string config = dir_.path() + "/sirena.yaml";
+    write_file(config, read_file(source_dir() + "/config/demo.yaml"));
+    std::filesystem::create_directory_symlink(source_dir() + "/config/demo-keys", dir_.path() + "/demo-keys");
+    daemon_ = std::make_unique<Sirenad>(config, dir_.path(),
+                                        std::map<std::string, std::string>{
+                                            {"SIRENA_REDIS_URL", redis_->url()},
+                                            {"SIRENA_GATEWAYS_APNS_URL", apns_->url()},
+                                            {"SIRENA_GATEWAYS_FCM_URL", fcm_->url()},
+                                            {"SIRENA_GATEWAYS_FCM_TOKEN_URL", fcm_->url() + "/token"},
+                                            {"SIRENA_GATEWAYS_SMS_URL", sms_->url() + "/cgi-bin/sendsms"},
+                                            {"SIRENA_GATEWAYS_SMS_DLR_URL", ""},
+                                            {"SIRENA_TENANTS_SOLIERA_APPROVAL_MIN_RECIPIENTS", "100000000"},
+                                        });
+    daemon_->start();
+    ASSERT_TRUE(wait_until([&] { return daemon_->ready(); }, 60s)) << daemon_->log();
+  }
+  void TearDown() override {
+    if (daemon_) daemon_->stop();
+    if (sms_) sms_->stop();
+    if (fcm_) fcm_->stop();
+    if (apns_) apns_->stop();
+    if (redis_) redis_->stop();
+  }
+  std::string metrics() const { return daemon_->get("/metrics", "").body; }
+
+  TempDir dir_;
+  std::unique_ptr<RedisServer> redis_;
+  std::unique_ptr<Simulator> apns_, fcm_, sms_;
+  std::unique_ptr<Sirenad> daemon_;
+};
+
+TEST_F(DaemonMetrics, AFreshDaemonExportsItsKnownLabelsAtZero) {
+  std::string m = metrics();
+  for (const char* series : {
+           R"(sirena_alerts_received_total{msg_type="Alert",status="Actual",tenant="soliera"})",
+           R"(sirena_alerts_received_total{msg_type="Cancel",status="Exercise",tenant="bastiglia"})",
+           R"(sirena_messages_total{channel="apns",gateway="apns",result="accepted",tenant="soliera"})",
+           R"(sirena_messages_total{channel="fcm",gateway="fcm",result="failed",tenant="bastiglia"})",
+           R"(sirena_messages_total{channel="sms",gateway="sms",result="expired",tenant="soliera"})",
+           R"(sirena_tokens_pruned_total{channel="apns"})",
+           R"(sirena_sms_segments_total{gateway="sms"})",
+           R"(sirena_http2_goaways_total{gateway="apns"})",
+           R"(sirena_http2_reconnects_total{gateway="fcm"})",
+       }) {
+    EXPECT_EQ(sample(m, series), 0.0) << series;
+  }
+  // Only known values: no series for a gateway that does not exist, none for SMS on HTTP/2.
+  EXPECT_EQ(m.find(R"(gateway="nope")"), std::string::npos);
+  EXPECT_FALSE(sample(m, R"(sirena_http2_goaways_total{gateway="sms"})"));
+}
+
+TEST_F(DaemonMetrics, Http2GoawaysAndReconnectsAreExportedPerGateway) {
+  std::string nd;
+  for (int i = 0; i < 40; ++i) {
+    json r = {{"id", "gw-" + std::to_string(i)},
+              {"phone", phone(i)},
+              {"language", "it"},
+              {"topics", {"Met"}},
+              {"push", {{{"platform", "apns"}, {"app", "it.comune.soliera.app"}, {"token", apns_token(i)}}}},
+              {"locations", {{{"lat", 44.735 + i * 1e-4}, {"lon", 10.92}}}}};
+    nd += r.dump() + "\n";
+  }
+  auto imp = daemon_->post("/v1/recipients/import", kOp, nd, "application/x-ndjson");
+  ASSERT_EQ(imp.status, 200) << imp.body;
+  TestCap c;
+  c.identifier = "goaway-1";
+  c.severity = "Severe";
+  c.polygon = "44.72,10.90 44.72,10.95 44.76,10.95 44.76,10.90 44.72,10.90";
+  auto sub = daemon_->post("/v1/alerts", kOp, c.xml(), "application/cap+xml");
+  ASSERT_EQ(sub.status, 202) << sub.body;
+  const std::string goaways = R"(sirena_http2_goaways_total{gateway="apns"})";
+  const std::string reconnects = R"(sirena_http2_reconnects_total{gateway="apns"})";
+  const std::string accepted =
+      R"(sirena_messages_total{channel="apns",gateway="apns",result="accepted",tenant="soliera"})";
+  ASSERT_TRUE(wait_until([&] { return sample(metrics(), accepted).value_or(0) >= 40; }, 60s)) << metrics();
+  // The simulator sent a GOAWAY on each connection that took 5 streams; every one the
+  // daemon received is counted and its connection opened again.
+  std::string m = metrics();
+  EXPECT_GE(sample(m, goaways).value_or(0), 1) << m;
+  EXPECT_GE(sample(m, reconnects).value_or(0), sample(m, goaways).value_or(0)) << m;
+  EXPECT_EQ(sample(m, R"(sirena_http2_goaways_total{gateway="fcm"})"), 0.0);
+  EXPECT_LE(sample(m, goaways).value_or(0), json::parse(apns_->stats()).value("goaways", 0))
+      << apns_->stats();
+}
 
 // What is wrong with one expression as Prometheus sees it: a parse error, a metric sirenad
 // does not export, a label its series do not have. Empty when all is well.

@@ -173,9 +173,95 @@ TEST(Config, AnyGatewayKeyCanComeFromTheEnvironment) {
                             env_of({{"SIRENA_GATEWAYS_SMS_PROFILE", "generic_json"},
                                      {"SIRENA_GATEWAYS_SMS_AUTH_HEADER", "Authorization: Bearer x"}}));
   ASSERT_TRUE(c) << c.error().message;
-  EXPECT_EQ(c->gateways.at("sms").at("profile"), "generic_json");
-  EXPECT_EQ(c->gateways.at("sms").at("auth_header"), "Authorization: Bearer x");
-  EXPECT_FALSE(c->gateways.at("sms").count("dlr_url")) << "keys without a variable stay unset";
+  EXPECT_EQ(c->gateways.at("sms").profile, GatewayProfile::GenericJson);
+  EXPECT_EQ(c->gateways.at("sms").keys.at("auth_header"), "Authorization: Bearer x");
+  EXPECT_FALSE(c->gateways.at("sms").keys.count("dlr_url")) << "keys without a variable stay unset";
+  EXPECT_EQ(c->gateways.at("sms").where.at("auth_header"), "environment SIRENA_GATEWAYS_SMS_AUTH_HEADER");
+}
+
+const char* kGateways = R"(gateways:
+  apns:
+    url: http://127.0.0.1:18101
+    team_id: T
+    rate: "250.5"
+    connections: 3
+  fcm:
+    url: http://127.0.0.1:18102
+    tls_verify: "false"
+  sms:
+    profile: kannel
+    url: http://a/cgi-bin/sendsms
+    key_file: keys/x.pem
+)";
+
+TEST(Config, GatewaysAreTypedWithProfileDefaults) {
+  auto c = load_from_string(std::string(kMinimal) + kGateways, "conf/t.yaml", env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  const GatewayConfig& apns = c->gateways.at("apns");
+  EXPECT_EQ(apns.profile, GatewayProfile::Apns) << "the profile defaults to the gateway's name";
+  EXPECT_EQ(apns.url, "http://127.0.0.1:18101");
+  EXPECT_EQ(apns.team_id, "T");
+  EXPECT_EQ(apns.rate, 250.5);
+  EXPECT_EQ(apns.connections, 3);
+  EXPECT_EQ(apns.max_in_flight, 2000);
+  EXPECT_TRUE(apns.tls_verify);
+  EXPECT_EQ(apns.where.at("rate"), "conf/t.yaml:10");
+  const GatewayConfig& fcm = c->gateways.at("fcm");
+  EXPECT_EQ(fcm.rate, 9500) << "FCM's project quota";
+  EXPECT_FALSE(fcm.tls_verify);
+  const GatewayConfig& sms = c->gateways.at("sms");
+  EXPECT_TRUE(sms.is_sms());
+  EXPECT_EQ(sms.rate, 0);
+  EXPECT_EQ(sms.keys.at("key_file"), "conf/keys/x.pem") << "relative to the file's folder";
+}
+
+TEST(Config, BadGatewayValuesNameTheFileLineAndKey) {
+  struct Case {
+    const char* yaml;
+    const char* expected;
+  };
+  for (const Case& k : {
+           Case{"gateways:\n  apns:\n    url: http://a\n    rate: fast\n",
+                "t.yaml:9: gateways.apns.rate: expected a number, got \"fast\""},
+           Case{"gateways:\n  apns:\n    url: http://a\n    rate: \"-1\"\n",
+                "t.yaml:9: gateways.apns.rate: must be"},
+           Case{"gateways:\n  apns:\n    url: http://a\n    connections: two\n",
+                "t.yaml:9: gateways.apns.connections: expected a whole number"},
+           Case{"gateways:\n  fcm:\n    url: http://a\n    max_in_flight: 99999999999999999999\n",
+                "t.yaml:9: gateways.fcm.max_in_flight: expected a whole number"},
+           Case{"gateways:\n  apns:\n    url: http://a\n    tls_verify: yes please\n",
+                "t.yaml:9: gateways.apns.tls_verify: expected true or false"},
+           Case{"gateways:\n  push:\n    url: http://a\n",
+                "t.yaml:8: gateways.push.profile: unknown profile"},
+           Case{"gateways:\n  apns:\n    url: http://a\n    profile: gcm\n",
+                "t.yaml:9: gateways.apns.profile: unknown profile \"gcm\""},
+           Case{"gateways:\n  apns:\n    url: http://a\n    ratee: 5\n",
+                "t.yaml:9: gateways.apns.ratee: unknown key"},
+           Case{"gateways:\n  apns:\n    team_id: T\n", "t.yaml:8: gateways.apns.url: missing"},
+           Case{"gateways:\n  apns:\n    url: [a, b]\n", "t.yaml:8: gateways.apns.url: expected a string"},
+       }) {
+    auto c = load_from_string(std::string(kMinimal) + k.yaml, "t.yaml", env_of({}));
+    ASSERT_FALSE(c) << k.yaml;
+    EXPECT_EQ(c.error().status, 2);
+    EXPECT_EQ(c.error().message.rfind(k.expected, 0), 0u) << c.error().message;
+  }
+  auto env = load_from_string(std::string(kMinimal) + "gateways:\n  apns: {url: http://a}\n", "t.yaml",
+                              env_of({{"SIRENA_GATEWAYS_APNS_RATE", "fast"}}));
+  ASSERT_FALSE(env);
+  EXPECT_EQ(env.error().message.rfind("environment SIRENA_GATEWAYS_APNS_RATE: gateways.apns.rate: ", 0), 0u)
+      << env.error().message;
+}
+
+TEST(Config, AProfilesOwnErrorIsPutAtItsKeysLine) {
+  auto c = load_from_string(std::string(kMinimal) + kGateways, "t.yaml", env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  const GatewayConfig& sms = c->gateways.at("sms");
+  Error e = sms.locate(make_error(2, "invalid_config", "gateways.sms.url: must be an http:// or https:// URL",
+                                  "gateways.sms.url"));
+  EXPECT_EQ(e.message, "t.yaml:17: gateways.sms.url: must be an http:// or https:// URL");
+  EXPECT_EQ(e.where, "t.yaml:17: gateways.sms.url");
+  Error other = sms.locate(make_error(2, "invalid_config", "something else"));
+  EXPECT_EQ(other.message, "something else");
 }
 
 TEST(Config, SyntaxErrorsHaveALine) {
@@ -190,7 +276,9 @@ TEST(Config, DemoConfigIsValid) {
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->tenants.count("soliera"), 1u);
   EXPECT_EQ(c->tenants.at("bastiglia").grants.at(0).to_tenant, "soliera");
-  EXPECT_EQ(c->gateways.at("sms").at("profile"), "kannel");
+  EXPECT_EQ(c->gateways.at("sms").profile, GatewayProfile::Kannel);
+  EXPECT_EQ(c->gateways.at("fcm").rate, 9500);
+  EXPECT_EQ(c->gateways.at("apns").connections, 2);
 }
 
 TEST(Config, Sha256) {
