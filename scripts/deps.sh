@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config ccache clang libclang-rt-14-dev
+  clang-format           # clang-format and git-clang-format: .ci/run checks the changed lines (scripts/check-format.sh)
   # libraries (DESIGN.md "Dependencies")
   libuv1-dev libh2o-dev libhiredis-dev libxml2-dev libxml2-utils libssl-dev
   nlohmann-json3-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev

@@ -72,7 +72,7 @@ class Nghttpd {
  public:
   Nghttpd(const std::string& dir, std::vector<std::string> extra, const std::string& key = {},
           const std::string& cert = {}, int port = 0)
-      : port_(port ? port : sirena::testing::free_port()) {
+      : port_(port ? port : sirena::testing::reserve_port()) {
     std::vector<std::string> argv = {nghttpd_path()};
     if (key.empty()) argv.push_back("--no-tls");
     argv.push_back("-d");
@@ -686,7 +686,7 @@ TEST_F(Http2Test, TlsRejectsAnUntrustedCertificate) {
 
 TEST_F(Http2Test, TlsRequiresAlpnH2) {
   make_certificate();
-  int port = sirena::testing::free_port();
+  int port = sirena::testing::reserve_port();
   // An HTTP/1.1-only TLS server: ALPN cannot agree on h2.
   Process server({"openssl", "s_server", "-quiet", "-accept", "127.0.0.1:" + std::to_string(port), "-cert",
                   cert_, "-key", key_, "-alpn", "http/1.1"},
@@ -705,7 +705,7 @@ TEST_F(Http2Test, TlsRequiresAlpnH2) {
 }
 
 TEST_F(Http2Test, ConnectionRefusedFailsQueuedRequestsAfterTwiceTheConnectTimeout) {
-  int port = sirena::testing::free_port();  // nobody listens
+  int port = sirena::testing::reserve_port();  // nobody listens
   PoolOptions o;
   o.url = "http://127.0.0.1:" + std::to_string(port);
   o.connect_timeout = 100ms;
@@ -737,7 +737,7 @@ TEST_F(Http2Test, ConnectionRefusedFailsQueuedRequestsAfterTwiceTheConnectTimeou
 TEST_F(Http2Test, QueuedRequestsSucceedWhenTheServerAppears) {
   ASSERT_FALSE(nghttpd_path().empty()) << "nghttpd missing: apt-get install nghttp2-server";
   std::string dir = docroot();
-  int port = sirena::testing::free_port();
+  int port = sirena::testing::reserve_port();
   PoolOptions o;
   o.url = "http://127.0.0.1:" + std::to_string(port);
   o.connect_timeout = 2000ms;
@@ -822,7 +822,7 @@ TEST_F(Http2Test, QueuedRequestTimesOutInThePool) {
 }
 
 TEST_F(Http2Test, CloseWhileResolvingAndConnecting) {
-  int port = sirena::testing::free_port();
+  int port = sirena::testing::reserve_port();
   for (std::string host : {"localhost", "127.0.0.1"}) {
     PoolOptions o;
     o.url = "http://" + host + ":" + std::to_string(port);

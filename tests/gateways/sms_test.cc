@@ -422,7 +422,7 @@ TEST(EngineNoServer, ConnectionRefusedIsAnErrorReply) {
   Loop loop;
   auto e = make_engine(loop);
   HttpRequest r;
-  r.url = "http://127.0.0.1:" + std::to_string(sirena::testing::free_port()) + "/";
+  r.url = "http://127.0.0.1:" + std::to_string(sirena::testing::reserve_port()) + "/";
   HttpReply got;
   int calls = 0;
   e->submit(r, [&](const HttpReply& reply) {
@@ -767,8 +767,8 @@ TEST_F(SmsKannel, Unavailable503IsRetried) {
 }
 
 TEST_F(SmsKannel, UnreachableProviderIsRetriedWithTheCurlError) {
-  auto g =
-      make_gateway(loop, kannel_config("http://127.0.0.1:" + std::to_string(sirena::testing::free_port())));
+  auto g = make_gateway(loop,
+                        kannel_config("http://127.0.0.1:" + std::to_string(sirena::testing::reserve_port())));
   ASSERT_TRUE(g);
   Outcomes out;
   g->send(sms(number(1)), out.slot());

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,8 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <random>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -36,17 +39,61 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-int free_port() {
+namespace {
+
+// Whether nothing is bound to 127.0.0.1:port now.
+bool can_bind(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("bind failed");
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
   close(fd);
-  return ntohs(a.sin_port);
+  return ok;
+}
+
+// The lowest port the kernel hands out on its own (bind to port 0, connect).
+int ephemeral_low() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 32768, high = 60999;
+  in >> low >> high;
+  return low;
+}
+
+}  // namespace
+
+int reserve_port() {
+  const int high = ephemeral_low();  // exclusive
+  const int low = std::max(1024, high - 20000);
+  if (high - low < 100) throw std::runtime_error("no room below the ephemeral port range");
+  const std::string lock_dir = "/tmp/sirena-test-ports";
+  std::filesystem::create_directories(lock_dir);
+  std::mt19937 pick(std::random_device{}());
+  std::uniform_int_distribution<int> in_range(low, high - 1);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    int port = in_range(pick);
+    int fd = open((lock_dir + "/" + std::to_string(port)).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) continue;
+    // The lock stays held (the descriptor stays open) until this process exits.
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      close(fd);
+      continue;
+    }
+    if (can_bind(port)) return port;
+    close(fd);
+  }
+  throw std::runtime_error("no port to reserve below " + std::to_string(high));
+}
+
+int port_in_log(const std::string& path, size_t offset, const std::string& pattern) {
+  std::string text = read_file(path);
+  if (text.size() <= offset) return 0;
+  std::smatch m;
+  std::string tail = text.substr(offset);
+  if (!std::regex_search(tail, m, std::regex(pattern))) return 0;
+  return std::stoi(m[1]);
 }
 
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
@@ -108,7 +155,8 @@ std::optional<int> Process::wait_exit(std::chrono::milliseconds timeout) {
   return status_;
 }
 
-RedisServer::RedisServer(std::string dir, int port) : dir_(std::move(dir)), port_(port ? port : free_port()) {}
+RedisServer::RedisServer(std::string dir, int port)
+    : dir_(std::move(dir)), port_(port ? port : reserve_port()) {}
 
 RedisServer::~RedisServer() = default;
 
@@ -253,17 +301,39 @@ HttpResponse http_get(const std::string& url) {
 }
 
 Sirenad::Sirenad(std::string config_path, std::string dir, std::map<std::string, std::string> env)
-    : config_(std::move(config_path)), dir_(std::move(dir)), env_(std::move(env)), port_(free_port()) {
-  env_["SIRENA_HTTP_LISTEN"] = "127.0.0.1:" + std::to_string(port_);
+    : config_(std::move(config_path)), dir_(std::move(dir)), env_(std::move(env)) {
+  // sirenad names its dispatch consumer after its host and configured port, which is 0 here:
+  // a name of its own, kept across restarts of this object, as a port of its own gave it.
+  static int daemons = 0;
+  env_.emplace("SIRENA_DISPATCH_CONSUMER",
+               "sirenad-test-" + std::to_string(getpid()) + "-" + std::to_string(++daemons));
   // The demo zones, wherever the test runs from (ctest runs in the build tree).
   env_.emplace("SIRENA_DIRECTORY_ZONES_DIR", source_dir() + "/config/zones");
 }
 
 Sirenad::~Sirenad() = default;
 
+int Sirenad::port() const {
+  if (port_ == 0) port_ = reserve_port();
+  return port_;
+}
+
 void Sirenad::start() {
-  proc_ = std::make_unique<Process>(std::vector<std::string>{bin_dir() + "/sirenad", "--config", config_}, env_,
-                                    dir_ + "/sirenad.log");
+  env_["SIRENA_HTTP_LISTEN"] = "127.0.0.1:" + std::to_string(port_);
+  const std::string log_path = dir_ + "/sirenad.log";
+  const size_t offset = read_file(log_path).size();  // the log may hold earlier runs
+  proc_ = std::make_unique<Process>(std::vector<std::string>{bin_dir() + "/sirenad", "--config", config_},
+                                    env_, log_path);
+  // main.cc flushes the start-up lines, http_listening among them, once the app started.
+  int bound = 0;
+  bool listening = wait_until(
+      [&] {
+        bound = port_in_log(log_path, offset, R"re("event":"http_listening"[^\n]*"port":(\d+))re");
+        return bound != 0 || !proc_->running();
+      },
+      std::chrono::seconds(20));
+  if (!listening || bound == 0) throw std::runtime_error("sirenad did not start:\n" + log());
+  port_ = bound;
   bool up = wait_until(
       [&] {
         if (!proc_->running()) return true;
@@ -310,8 +380,7 @@ HttpResponse Sirenad::post(const std::string& path, const std::string& key, cons
 }
 
 Simulator::Simulator(std::string kind, std::string dir, std::vector<std::string> extra_args)
-    : kind_(std::move(kind)), dir_(std::move(dir)), extra_(std::move(extra_args)), port_(free_port()),
-      admin_port_(free_port()) {}
+    : kind_(std::move(kind)), dir_(std::move(dir)), extra_(std::move(extra_args)) {}
 
 Simulator::~Simulator() { stop(); }
 
@@ -319,7 +388,21 @@ void Simulator::start() {
   std::vector<std::string> argv{bin_dir() + "/sirena-sim", kind_, "--listen", "127.0.0.1:" + std::to_string(port_),
                                 "--admin", "127.0.0.1:" + std::to_string(admin_port_)};
   argv.insert(argv.end(), extra_.begin(), extra_.end());
-  proc_ = std::make_unique<Process>(argv, std::map<std::string, std::string>{}, dir_ + "/sim-" + kind_ + ".log");
+  const std::string log_path = dir_ + "/sim-" + kind_ + ".log";
+  const size_t offset = read_file(log_path).size();
+  proc_ = std::make_unique<Process>(argv, std::map<std::string, std::string>{}, log_path);
+  // main.cc prints "admin on HOST:PORT", then "listening on HOST:PORT" once it serves.
+  int listening = 0;
+  bool bound = wait_until(
+      [&] {
+        listening = port_in_log(log_path, offset, R"(listening on [^\n]*:(\d+)\n)");
+        return listening != 0 || !proc_->running();
+      },
+      std::chrono::seconds(10));
+  if (!bound || listening == 0)
+    throw std::runtime_error("sirena-sim " + kind_ + " did not start: " + read_file(log_path));
+  port_ = listening;
+  admin_port_ = port_in_log(log_path, offset, R"(admin on [^\n]*:(\d+)\n)");
   bool up = wait_until([&] { return !proc_->running() || http_get("http://127.0.0.1:" + std::to_string(admin_port_) + "/stats").status == 200; },
                        std::chrono::seconds(10));
   if (!up || !proc_->running()) throw std::runtime_error("sirena-sim " + kind_ + " did not start: " + read_file(dir_ + "/sim-" + kind_ + ".log"));

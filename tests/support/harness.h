@@ -32,8 +32,24 @@ class TempDir {
   std::string path_;
 };
 
-// A free TCP port on 127.0.0.1 (bound, read and released).
-int free_port();
+// Servers Sirena's tests start bind port 0 and report the port they got: sirenad logs it
+// (http_listening), sirena-sim prints it ("listening on", "admin on"), in-process servers
+// read it with getsockname. A port picked first and bound later by someone else races
+// with every other socket on the machine.
+//
+// reserve_port() is for the servers that cannot do that: redis-server (--port 0 turns TCP
+// off), Kannel's boxes, nghttpd, openssl s_server and Prometheus do not report a port they
+// were given as 0, and a sirenad whose own config must name its URL before it starts (the
+// DLR URL it gives the SMS gateway). The port is below the kernel's ephemeral range
+// (/proc/sys/net/ipv4/ip_local_port_range), so no bind(0) and no outgoing connection is given
+// it; it is locked (flock on /tmp/sirena-test-ports/PORT) until this process exits, so no
+// other test process using reserve_port() picks it; and a bind() probe skips ports something
+// else listens on. The same reserved port also serves as one nobody listens on.
+int reserve_port();
+
+// The port `pattern` (one capture group: the port) finds in what the file at `path` gained
+// after `offset` bytes, or 0 while it is not there.
+int port_in_log(const std::string& path, size_t offset, const std::string& pattern);
 
 // Polls `cond` every few milliseconds until it holds or `timeout` passes.
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
@@ -112,11 +128,15 @@ class Sirenad {
   int stop();
   void kill();
   pid_t pid() const { return proc_ ? proc_->pid() : -1; }
-  int port() const { return port_; }
+  // The port sirenad listens on. The first start() binds port 0 and reads the port from
+  // the daemon's http_listening log line; later starts bind that port again, so URLs taken
+  // before a restart stay valid. Asked before the first start (a config that names the
+  // daemon's own URL), the port is reserved then (reserve_port()).
+  int port() const;
   // https:// when the env configures http.tls.
   std::string base() const {
     return (env_.count("SIRENA_HTTP_TLS_CERT") ? "https" : "http") + std::string("://127.0.0.1:") +
-           std::to_string(port_);
+           std::to_string(port());
   }
   std::string log() const;
   bool ready();  // GET /readyz == 200
@@ -131,11 +151,14 @@ class Sirenad {
   std::string config_;
   std::string dir_;
   std::map<std::string, std::string> env_;
-  int port_;
+  mutable int port_ = 0;  // 0 until the first start() or port()
   std::unique_ptr<Process> proc_;
 };
 
-// sirena-sim KIND on ephemeral ports, with an HTTP/1.1 admin listener for /stats.
+// sirena-sim KIND on ephemeral ports, with an HTTP/1.1 admin listener for /stats. The first
+// start() binds port 0 for both and reads the ports from the simulator's "listening on" and
+// "admin on" lines; a restart binds the same ports again. port() and url() are valid after
+// the first start().
 class Simulator {
  public:
   Simulator(std::string kind, std::string dir, std::vector<std::string> extra_args = {});
@@ -149,7 +172,7 @@ class Simulator {
  private:
   std::string kind_, dir_;
   std::vector<std::string> extra_;
-  int port_, admin_port_;
+  int port_ = 0, admin_port_ = 0;
   std::unique_ptr<Process> proc_;
 };
 

@@ -192,12 +192,15 @@ bool looks_like_ucs2(std::string_view raw) {
   return false;
 }
 
+// Kannel's boxes read their ports from kannel.conf and cannot bind port 0 and report it
+// (smsbox and fakesmsc must be told bearerbox's ports before they start): reserved ports,
+// see reserve_port() in harness.h.
 KannelChain::KannelChain(KannelOptions opts)
     : opts_(std::move(opts)),
-      admin_port_(free_port()),
-      smsbox_port_(free_port()),
-      fake_port_(free_port()),
-      sendsms_port_(free_port()),
+      admin_port_(reserve_port()),
+      smsbox_port_(reserve_port()),
+      fake_port_(reserve_port()),
+      sendsms_port_(reserve_port()),
       config_path_(dir_.path() + "/kannel.conf"),
       fakesmsc_log_(dir_.path() + "/fakesmsc.log") {
   write_config();

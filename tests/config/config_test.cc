@@ -97,13 +97,15 @@ TEST(Config, BadOverrideNamesTheVariable) {
 TEST(Config, RejectsUnknownKeysWrongRolesAndPlainKeys) {
   auto typo = load_from_string(std::string(kMinimal) + "htpp: {}\n", "t.yaml", env_of({}));
   ASSERT_FALSE(typo);
-  EXPECT_NE(typo.error().message.find("t.yaml:6: htpp: unknown key"), std::string::npos) << typo.error().message;
+  EXPECT_NE(typo.error().message.find("t.yaml:6: htpp: unknown key"), std::string::npos)
+      << typo.error().message;
 
   auto role = load_from_string(R"(tenants:
   a:
     senders: [x]
     keys: {k: {role: boss, sha256: 577318d5512cc66246abbf916e72fceb18dd8e982fed5d309c8fc8a0340237f3}}
-)", "t.yaml", env_of({}));
+)",
+                               "t.yaml", env_of({}));
   ASSERT_FALSE(role);
   EXPECT_NE(role.error().message.find("tenants.a.keys.k.role"), std::string::npos);
 
@@ -148,30 +150,34 @@ TEST(Config, GrantsMustNameKnownTenants) {
 }
 
 TEST(Config, SmsChannelPolicyPerSeverity) {
-  auto ok = load_from_string(std::string(kMinimal) + "    sms:\n      channels: {Severe: all}\n      fallback_after_s: 5\n",
-                             "t.yaml", env_of({}));
+  auto ok = load_from_string(
+      std::string(kMinimal) + "    sms:\n      channels: {Severe: all}\n      fallback_after_s: 5\n",
+      "t.yaml", env_of({}));
   ASSERT_TRUE(ok) << ok.error().message;
   const auto& sms = ok->tenants.at("soliera").sms;
   EXPECT_EQ(sms.channels.at("Severe"), "all");
   EXPECT_EQ(sms.channels.at("Extreme"), "all") << "the default for Extreme stays";
   EXPECT_EQ(sms.channels.at("default"), "push_first");
   EXPECT_EQ(sms.fallback_after_s, 5);
-  auto bad = load_from_string(std::string(kMinimal) + "    sms:\n      channels: {Severe: sms_only}\n", "t.yaml",
-                              env_of({}));
+  auto bad = load_from_string(std::string(kMinimal) + "    sms:\n      channels: {Severe: sms_only}\n",
+                              "t.yaml", env_of({}));
   ASSERT_FALSE(bad);
-  EXPECT_NE(bad.error().message.find("t.yaml:7: tenants.soliera.sms.channels.Severe: expected all or push_first"),
-            std::string::npos)
+  EXPECT_NE(
+      bad.error().message.find("t.yaml:7: tenants.soliera.sms.channels.Severe: expected all or push_first"),
+      std::string::npos)
       << bad.error().message;
-  auto sev = load_from_string(std::string(kMinimal) + "    sms:\n      channels: {Huge: all}\n", "t.yaml", env_of({}));
+  auto sev = load_from_string(std::string(kMinimal) + "    sms:\n      channels: {Huge: all}\n", "t.yaml",
+                              env_of({}));
   ASSERT_FALSE(sev);
   EXPECT_NE(sev.error().message.find("unknown CAP severity"), std::string::npos) << sev.error().message;
 }
 
 TEST(Config, AnyGatewayKeyCanComeFromTheEnvironment) {
-  std::string text = std::string(kMinimal) + "gateways:\n  sms: {profile: kannel, url: http://a/cgi-bin/sendsms}\n";
+  std::string text =
+      std::string(kMinimal) + "gateways:\n  sms: {profile: kannel, url: http://a/cgi-bin/sendsms}\n";
   auto c = load_from_string(text, "t.yaml",
                             env_of({{"SIRENA_GATEWAYS_SMS_PROFILE", "generic_json"},
-                                     {"SIRENA_GATEWAYS_SMS_AUTH_HEADER", "Authorization: Bearer x"}}));
+                                    {"SIRENA_GATEWAYS_SMS_AUTH_HEADER", "Authorization: Bearer x"}}));
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->gateways.at("sms").profile, GatewayProfile::GenericJson);
   EXPECT_EQ(c->gateways.at("sms").keys.at("auth_header"), "Authorization: Bearer x");
@@ -282,7 +288,8 @@ TEST(Config, DemoConfigIsValid) {
 }
 
 TEST(Config, Sha256) {
-  EXPECT_EQ(sha256_hex("demo-soliera-operator"), "577318d5512cc66246abbf916e72fceb18dd8e982fed5d309c8fc8a0340237f3");
+  EXPECT_EQ(sha256_hex("demo-soliera-operator"),
+            "577318d5512cc66246abbf916e72fceb18dd8e982fed5d309c8fc8a0340237f3");
 }
 
 }  // namespace
