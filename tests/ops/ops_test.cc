@@ -349,6 +349,26 @@ std::string town(int n) {
   return nd;
 }
 
+// A copy of the demo configuration in `dir`, with its key files (relative to the file's
+// folder): tests may break it and send SIGHUP.
+std::string demo_config_in(const std::string& dir) {
+  std::string config = dir + "/sirena.yaml";
+  write_file(config, read_file(source_dir() + "/config/demo.yaml"));
+  std::filesystem::create_directory_symlink(source_dir() + "/config/demo-keys", dir + "/demo-keys");
+  return config;
+}
+
+// What points the demo configuration at these servers; no approval needed for the test's alerts.
+std::map<std::string, std::string> demo_env(const RedisServer& redis, const Simulator& apns, const Simulator& fcm,
+                                            const Simulator& sms) {
+  return {{"SIRENA_REDIS_URL", redis.url()},
+          {"SIRENA_GATEWAYS_APNS_URL", apns.url()},
+          {"SIRENA_GATEWAYS_FCM_URL", fcm.url()},
+          {"SIRENA_GATEWAYS_FCM_TOKEN_URL", fcm.url() + "/token"},
+          {"SIRENA_GATEWAYS_SMS_URL", sms.url() + "/cgi-bin/sendsms"},
+          {"SIRENA_TENANTS_SOLIERA_APPROVAL_MIN_RECIPIENTS", "100000000"}};
+}
+
 class LivePrometheus : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -364,23 +384,14 @@ class LivePrometheus : public ::testing::Test {
     sms_ = std::make_unique<Simulator>("sms", dir_.path(),
                                        std::vector<std::string>{"--dlr", "--username", "sirena", "--password", "demo"});
     sms_->start();
-    // A copy of the demo configuration, so that the test can break it and send SIGHUP; its
-    // key files are relative to the file's folder.
-    config_ = dir_.path() + "/sirena.yaml";
-    write_file(config_, read_file(source_dir() + "/config/demo.yaml"));
-    std::filesystem::create_directory_symlink(source_dir() + "/config/demo-keys", dir_.path() + "/demo-keys");
-    daemon_ = std::make_unique<Sirenad>(config_, dir_.path(),
-                                        std::map<std::string, std::string>{
-                                            {"SIRENA_REDIS_URL", redis_->url()},
-                                            {"SIRENA_GATEWAYS_APNS_URL", apns_->url()},
-                                            {"SIRENA_GATEWAYS_FCM_URL", fcm_->url()},
-                                            {"SIRENA_GATEWAYS_FCM_TOKEN_URL", fcm_->url() + "/token"},
-                                            {"SIRENA_GATEWAYS_SMS_URL", sms_->url() + "/cgi-bin/sendsms"},
-                                            {"SIRENA_GATEWAYS_SMS_RATE", "0"},
-                                            {"SIRENA_GATEWAYS_SMS_DLR_SECRET", kDlrSecret},
-                                            {"SIRENA_DISPATCH_CONSUMER", "ops-daemon"},
-                                            {"SIRENA_TENANTS_SOLIERA_APPROVAL_MIN_RECIPIENTS", "100000000"},
-                                        });
+    config_ = demo_config_in(dir_.path());
+    auto env = demo_env(*redis_, *apns_, *fcm_, *sms_);
+    env.insert({
+        {"SIRENA_GATEWAYS_SMS_RATE", "0"},
+        {"SIRENA_GATEWAYS_SMS_DLR_SECRET", kDlrSecret},
+        {"SIRENA_DISPATCH_CONSUMER", "ops-daemon"},
+    });
+    daemon_ = std::make_unique<Sirenad>(config_, dir_.path(), env);
     daemon_->set_env("SIRENA_GATEWAYS_SMS_DLR_URL", daemon_->base());
     daemon_->start();
     ASSERT_TRUE(wait_until([&] { return daemon_->ready(); }, 60s)) << daemon_->log();
@@ -472,19 +483,9 @@ class DaemonMetrics : public ::testing::Test {
     sms_ = std::make_unique<Simulator>(
         "sms", dir_.path(), std::vector<std::string>{"--username", "sirena", "--password", "demo"});
     sms_->start();
-    std::string config = dir_.path() + "/sirena.yaml";
-    write_file(config, read_file(source_dir() + "/config/demo.yaml"));
-    std::filesystem::create_directory_symlink(source_dir() + "/config/demo-keys", dir_.path() + "/demo-keys");
-    daemon_ = std::make_unique<Sirenad>(config, dir_.path(),
-                                        std::map<std::string, std::string>{
-                                            {"SIRENA_REDIS_URL", redis_->url()},
-                                            {"SIRENA_GATEWAYS_APNS_URL", apns_->url()},
-                                            {"SIRENA_GATEWAYS_FCM_URL", fcm_->url()},
-                                            {"SIRENA_GATEWAYS_FCM_TOKEN_URL", fcm_->url() + "/token"},
-                                            {"SIRENA_GATEWAYS_SMS_URL", sms_->url() + "/cgi-bin/sendsms"},
-                                            {"SIRENA_GATEWAYS_SMS_DLR_URL", ""},
-                                            {"SIRENA_TENANTS_SOLIERA_APPROVAL_MIN_RECIPIENTS", "100000000"},
-                                        });
+    auto env = demo_env(*redis_, *apns_, *fcm_, *sms_);
+    env["SIRENA_GATEWAYS_SMS_DLR_URL"] = "";
+    daemon_ = std::make_unique<Sirenad>(demo_config_in(dir_.path()), dir_.path(), env);
     daemon_->start();
     ASSERT_TRUE(wait_until([&] { return daemon_->ready(); }, 60s)) << daemon_->log();
   }
