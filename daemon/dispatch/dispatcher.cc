@@ -24,13 +24,6 @@ auto Dispatcher::Impl::field_of(const Msg& m) -> std::string {
   return f;
 }
 
-auto Dispatcher::Impl::make_timer() -> uv_timer_t* {
-  auto* t = new uv_timer_t;
-  uv_timer_init(loop, t);
-  t->data = this;
-  return t;
-}
-
 Dispatcher::Dispatcher(uv_loop_t* loop, store::Redis& redis, directory::Directory& directory,
                        const Clock& clock, metrics::Metrics& metrics, DispatchConfig config)
     : impl_(std::make_unique<Impl>(loop, redis, directory, clock, metrics, std::move(config))) {}
@@ -64,20 +57,15 @@ void Dispatcher::start() {
   Impl& i = *impl_;
   if (i.started) return;
   i.started = true;
-  i.poll_timer = i.make_timer();
-  i.flush_timer = i.make_timer();
-  i.retry_timer = i.make_timer();
-  i.pump_timer = i.make_timer();
-  i.pump_idle = new uv_idle_t;
-  uv_idle_init(i.loop, i.pump_idle);
-  i.pump_idle->data = &i;
+  for (auto* t : {&i.poll_timer, &i.flush_timer, &i.retry_timer, &i.pump_timer}) t->init(i.loop, &i, uv_timer_init);
+  i.pump_idle.init(i.loop, &i, uv_idle_init);
   i.gauge_hook = std::make_unique<TurnHook>(i.loop, [&i] { i.set_gauges(); });
   i.ensure_groups();
   // First this consumer's own pending batches (work in progress when it last stopped),
   // then new ones.
   i.claim(true);
   uv_timer_start(
-      i.poll_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->poll(); },
+      i.poll_timer.get(), [](uv_timer_t* t) { static_cast<Impl*>(t->data)->poll(); },
       static_cast<uint64_t>(i.cfg.poll_ms), static_cast<uint64_t>(i.cfg.poll_ms));
 }
 
@@ -86,11 +74,8 @@ void Dispatcher::stop(std::function<void()> done) {
   i.stopping = true;
   if (i.started) {
     i.flush();  // what finished is recorded; the rest stays pending for the restart
-    for (uv_timer_t* t : {i.poll_timer, i.flush_timer, i.retry_timer, i.pump_timer})
-      uv_close(reinterpret_cast<uv_handle_t*>(t),
-               [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-    uv_close(reinterpret_cast<uv_handle_t*>(i.pump_idle),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
+    for (auto* t : {&i.poll_timer, &i.flush_timer, &i.retry_timer, &i.pump_timer}) t->reset();
+    i.pump_idle.reset();
   }
   i.reports.stop();  // the reports of this turn go now; later ones one call each
   if (i.gauge_hook) {

@@ -21,6 +21,7 @@
 #include "daemon/alerts/lifecycle.h"
 #include "daemon/core/ids.h"
 #include "daemon/core/log.h"
+#include "daemon/core/number.h"
 #include "daemon/core/turn_hook.h"
 #include "daemon/dispatch/dispatcher.h"
 #include "daemon/dispatch/flow.h"
@@ -31,6 +32,7 @@
 #include "daemon/metrics/metrics.h"
 #include "daemon/store/keys.h"
 #include "daemon/store/redis.h"
+#include "daemon/uv/handle.h"
 
 namespace sirena::dispatch {
 
@@ -264,11 +266,8 @@ struct Dispatcher::Impl {
   std::deque<std::pair<int64_t, std::string>> early_order;
   std::vector<Written> outcomes;
   std::vector<std::pair<Batch*, bool>> finished_batches;  // flushed with the next write-back
-  uv_timer_t* poll_timer = nullptr;
-  uv_timer_t* flush_timer = nullptr;
-  uv_timer_t* retry_timer = nullptr;
-  uv_timer_t* pump_timer = nullptr;
-  uv_idle_t* pump_idle = nullptr;  // the rest of a burst, on the next loop turn
+  uv::Handle<uv_timer_t> poll_timer, flush_timer, retry_timer, pump_timer;
+  uv::Handle<uv_idle_t> pump_idle;  // the rest of a burst, on the next loop turn
   size_t unconfirmed = 0;          // outcomes sent to Redis, reply not yet seen (or failed, to be sent again)
   std::vector<std::shared_ptr<FlushCall>> failed_flushes;
   std::unordered_set<std::string> acks_unconfirmed;       // entries of the calls not yet taken
@@ -307,7 +306,6 @@ struct Dispatcher::Impl {
     return uint64_t{pos} << 2 | static_cast<uint8_t>(ch);
   }
 
-  uv_timer_t* make_timer();
 
   // ---- claiming work -------------------------------------------------------------
 

@@ -56,8 +56,8 @@ void Dispatcher::Impl::pump(GatewaySlot& g) {
   const int64_t now_ms = clock.now_ms();  // a burst takes microseconds
   while (g.gw->capacity() > 0) {
     if (budget-- == 0) {
-      if (!uv_is_active(reinterpret_cast<uv_handle_t*>(pump_idle)))
-        uv_idle_start(pump_idle, [](uv_idle_t* h) {
+      if (!uv_is_active(pump_idle.base()))
+        uv_idle_start(pump_idle.get(), [](uv_idle_t* h) {
           uv_idle_stop(h);
           static_cast<Impl*>(h->data)->pump_all();
         });
@@ -109,9 +109,9 @@ void Dispatcher::Impl::set_gauges() {
 }
 
 void Dispatcher::Impl::arm_pump(int64_t ms) {
-  if (uv_is_active(reinterpret_cast<uv_handle_t*>(pump_timer))) return;
+  if (uv_is_active(pump_timer.base())) return;
   uv_timer_start(
-      pump_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->pump_all(); },
+      pump_timer.get(), [](uv_timer_t* t) { static_cast<Impl*>(t->data)->pump_all(); },
       static_cast<uint64_t>(std::max<int64_t>(ms, 1)), 0);
 }
 
@@ -236,7 +236,7 @@ void Dispatcher::Impl::arm_retry() {
   if (!unreported_due.empty()) due = std::min(due, unreported_due.begin()->first);
   int64_t wait = std::max<int64_t>(0, due - clock.now_ms());
   uv_timer_start(
-      retry_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->run_retries(); },
+      retry_timer.get(), [](uv_timer_t* t) { static_cast<Impl*>(t->data)->run_retries(); },
       static_cast<uint64_t>(wait), 0);
 }
 

@@ -50,9 +50,9 @@ auto Dispatcher::Impl::counter(Batch* b, Channel ch, std::string_view state) -> 
 }
 
 void Dispatcher::Impl::schedule_flush() {
-  if (uv_is_active(reinterpret_cast<uv_handle_t*>(flush_timer))) return;
+  if (uv_is_active(flush_timer.base())) return;
   uv_timer_start(
-      flush_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); },
+      flush_timer.get(), [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); },
       static_cast<uint64_t>(cfg.flush_ms), 0);
 }
 
@@ -65,7 +65,7 @@ void Dispatcher::Impl::send_flush(std::shared_ptr<FlushCall> call) {
       if (stopping) return;  // its batches stay pending: re-read at the restart
       failed_flushes.push_back(call);
       uv_timer_start(
-          flush_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); }, 100, 0);
+          flush_timer.get(), [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); }, 100, 0);
       return;
     }
     unconfirmed -= call->n;
@@ -79,7 +79,7 @@ void Dispatcher::Impl::flush() {
     // Keep everything; try again shortly. Nothing is acked meanwhile.
     if (!stopping)
       uv_timer_start(
-          flush_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); }, 100, 0);
+          flush_timer.get(), [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); }, 100, 0);
     return;
   }
   for (auto& call : std::exchange(failed_flushes, {})) send_flush(std::move(call));

@@ -41,20 +41,14 @@ void Replanner::start(std::vector<std::string> tenants) {
   tenants_ = std::move(tenants);
   for (const auto& t : tenants_) scan_stored(t, "");
   if (timer_) return;
-  timer_ = new uv_timer_t;
-  uv_timer_init(loop_, timer_);
-  timer_->data = this;
+  timer_.init(loop_, this, uv_timer_init);
   auto interval = static_cast<uint64_t>(cfg_.interval_ms);
   uv_timer_start(
-      timer_, [](uv_timer_t* t) { static_cast<Replanner*>(t->data)->pass(); }, 0, interval);
+      timer_.get(), [](uv_timer_t* t) { static_cast<Replanner*>(t->data)->pass(); }, 0, interval);
 }
 
 void Replanner::stop() {
-  if (!timer_) return;
-  uv_timer_stop(timer_);
-  uv_close(reinterpret_cast<uv_handle_t*>(timer_),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-  timer_ = nullptr;
+  timer_.reset();
 }
 
 void Replanner::pass() {

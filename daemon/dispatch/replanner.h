@@ -25,6 +25,7 @@
 
 #include "daemon/core/clock.h"
 #include "daemon/dispatch/flow.h"
+#include "daemon/uv/handle.h"
 
 namespace sirena::store {
 class Redis;
@@ -78,7 +79,7 @@ class Replanner {
   ReplanConfig cfg_;
   Backoff backoff_;
   std::vector<std::string> tenants_;
-  uv_timer_t* timer_ = nullptr;                    // freed in its close callback
+  uv::Handle<uv_timer_t> timer_;
   std::unordered_set<std::string> reading_;        // tenants whose due entries are being read
   std::unordered_set<std::string> in_hand_;        // alerts being read or planned here
   std::unordered_map<std::string, int> attempts_;  // by alert id, while it stays unplanned
