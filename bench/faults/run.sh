@@ -240,7 +240,13 @@ log_lines() {  # sirenad's warnings and errors since this alert's POST (the last
   local since; since=$(date -u -d "@${T_POST%.*}" +%Y-%m-%dT%H:%M:%S)
   { awk -v s="$since" 'match($0, /"ts":"[^"]*"/) && substr($0, RSTART + 6, RLENGTH - 7) >= s' "$WORK/sirenad.log" |
       grep -E '"level":"(warn|error)"' | tail -n 8
-    grep -F "\"$ID\"" "$WORK/sirenad.log" | tail -n 5; } | cut -c1-400 >&2 || true
+    grep -F "\"$ID\"" "$WORK/sirenad.log" | tail -n 5
+    # The deliveries that ended without reaching a gateway: their state and reason say why.
+    local state
+    for state in failed expired cancelled skipped; do
+      curl -fs "${AUTH[@]}" "$API/v1/alerts/$ID/deliveries?state=$state&limit=5" | grep -F '"items":[{' |
+        sed "s/^/deliveries $state: /"
+    done; } | cut -c1-400 >&2 || true
 }
 
 join() { local out="" x; for x in "$@"; do out+="${out:+; }$x"; done; echo "$out"; }
