@@ -266,6 +266,7 @@ struct Dispatcher::Impl {
   std::deque<std::pair<int64_t, std::string>> early_order;
   std::vector<Written> outcomes;
   std::vector<std::pair<Batch*, bool>> finished_batches;  // flushed with the next write-back
+  // Made by start(), closed by stop(): empty before and after, when nothing is armed.
   uv::Handle<uv_timer_t> poll_timer, flush_timer, retry_timer, pump_timer;
   uv::Handle<uv_idle_t> pump_idle;  // the rest of a burst, on the next loop turn
   size_t unconfirmed = 0;          // outcomes sent to Redis, reply not yet seen (or failed, to be sent again)

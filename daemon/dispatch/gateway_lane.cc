@@ -56,7 +56,7 @@ void Dispatcher::Impl::pump(GatewaySlot& g) {
   const int64_t now_ms = clock.now_ms();  // a burst takes microseconds
   while (g.gw->capacity() > 0) {
     if (budget-- == 0) {
-      if (!uv_is_active(pump_idle.base()))
+      if (pump_idle && !uv_is_active(pump_idle.base()))
         uv_idle_start(pump_idle.get(), [](uv_idle_t* h) {
           uv_idle_stop(h);
           static_cast<Impl*>(h->data)->pump_all();
@@ -109,7 +109,7 @@ void Dispatcher::Impl::set_gauges() {
 }
 
 void Dispatcher::Impl::arm_pump(int64_t ms) {
-  if (uv_is_active(pump_timer.base())) return;
+  if (!pump_timer || uv_is_active(pump_timer.base())) return;  // stopped, or armed
   uv_timer_start(
       pump_timer.get(), [](uv_timer_t* t) { static_cast<Impl*>(t->data)->pump_all(); },
       static_cast<uint64_t>(std::max<int64_t>(ms, 1)), 0);
@@ -229,7 +229,8 @@ void Dispatcher::Impl::forget_early_reports(int64_t now, size_t count) {
 }
 
 void Dispatcher::Impl::arm_retry() {
-  if (retries.empty() && held.empty() && unreported_due.empty()) return;
+  // Nothing due, or stopped: after stop() the gateways' close answers what they held.
+  if ((retries.empty() && held.empty() && unreported_due.empty()) || !retry_timer) return;
   int64_t due = INT64_MAX;
   if (!retries.empty()) due = retries.top().due_ms;
   if (!held.empty()) due = std::min(due, held.begin()->first);

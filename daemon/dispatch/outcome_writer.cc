@@ -50,7 +50,7 @@ auto Dispatcher::Impl::counter(Batch* b, Channel ch, std::string_view state) -> 
 }
 
 void Dispatcher::Impl::schedule_flush() {
-  if (uv_is_active(flush_timer.base())) return;
+  if (!flush_timer || uv_is_active(flush_timer.base())) return;  // stopped, or armed
   uv_timer_start(
       flush_timer.get(), [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); },
       static_cast<uint64_t>(cfg.flush_ms), 0);
@@ -62,7 +62,7 @@ void Dispatcher::Impl::send_flush(std::shared_ptr<FlushCall> call) {
   redis.eval(scripts::flush(), {pfx}, argv, [this, call](const redisReply* r, const Error* e) {
     if (e || (r && r->type == REDIS_REPLY_ERROR)) {
       metrics.unexpected("dispatch_flush_failed").Increment();
-      if (stopping) return;  // its batches stay pending: re-read at the restart
+      if (stopping || !flush_timer) return;  // its batches stay pending: re-read at the restart
       failed_flushes.push_back(call);
       uv_timer_start(
           flush_timer.get(), [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); }, 100, 0);
@@ -77,7 +77,7 @@ void Dispatcher::Impl::send_flush(std::shared_ptr<FlushCall> call) {
 void Dispatcher::Impl::flush() {
   if (!redis.connected()) {
     // Keep everything; try again shortly. Nothing is acked meanwhile.
-    if (!stopping)
+    if (!stopping && flush_timer)
       uv_timer_start(
           flush_timer.get(), [](uv_timer_t* t) { static_cast<Impl*>(t->data)->flush(); }, 100, 0);
     return;
