@@ -399,6 +399,27 @@ TEST_F(DispatchTest, BatchesReadAgainAfterARestartSendNothingAlreadyAccepted) {
 // stream writes; the alert itself was stored) is retried by the daemon itself. Before,
 // the alert stayed `accepted` with nothing planned until a restart, and a POST of it
 // again answered "200 duplicate".
+// A SIGTERM while requests wait in an HTTP/2 pool (its gateway refuses connections):
+// closing the gateways answers them as retries after the dispatcher's timers are closed,
+// which must neither crash sirenad (it did once the timers had an owner: a closed timer
+// was started) nor lose them: the restart sends them.
+TEST_F(DispatchTest, ASigtermWhileRequestsWaitForAConnectionExitsCleanlyAndTheRestartSendsThem) {
+  start_sims();
+  start_daemon();
+  import(500);
+  apns_->stop();
+  std::string id = submit(flood("sigterm-queued-1"));
+  ASSERT_TRUE(wait_until([&] { return fcm_stats()["unique_recipients"].get<int>() == 167; },
+                         std::chrono::seconds(30)))
+      << "FCM goes out; APNs waits for a connection";
+  EXPECT_EQ(daemon_->stop(), 0) << daemon_->log().substr(daemon_->log().size() > 4000 ? daemon_->log().size() - 4000 : 0);
+  apns_->start();
+  daemon_->start();
+  ASSERT_TRUE(wait_until([&] { return daemon_->ready(); }, std::chrono::seconds(60))) << daemon_->log();
+  ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(90))) << alert(id).dump();
+  EXPECT_EQ(apns_stats()["unique_recipients"], 500);
+}
+
 TEST_F(DispatchTest, AnAcceptedAlertWhosePlanFailedIsPlannedAgainWithoutARestart) {
   start_sims();
   start_daemon();
