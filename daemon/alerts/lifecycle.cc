@@ -10,14 +10,18 @@ std::optional<AlertState> parse_state(std::string_view s) {
   return std::nullopt;
 }
 
-bool is_sending(AlertState s) { return s == AlertState::Accepted || s == AlertState::Dispatching; }
+bool is_sending(AlertState s) {
+  return s == AlertState::Accepted || s == AlertState::Dispatching;
+}
 
 bool is_final(AlertState s) {
   switch (s) {
     case AlertState::PendingApproval:
     case AlertState::Accepted:
-    case AlertState::Dispatching: return false;
-    default: return true;
+    case AlertState::Dispatching:
+      return false;
+    default:
+      return true;
   }
 }
 
@@ -25,16 +29,21 @@ bool can_transition(AlertState from, AlertState to) {
   using S = AlertState;
   const bool stops = to == S::Cancelled || to == S::Superseded;
   switch (from) {
-    case S::PendingApproval: return to == S::Accepted || stops;
-    case S::Accepted: return to == S::Dispatching || to == S::Completed || to == S::Expired || stops;
-    case S::Dispatching: return to == S::Completed || to == S::Expired || stops;
-    default: return false;
+    case S::PendingApproval:
+      return to == S::Accepted || stops;
+    case S::Accepted:
+      return to == S::Dispatching || to == S::Completed || to == S::Expired || stops;
+    case S::Dispatching:
+      return to == S::Completed || to == S::Expired || stops;
+    default:
+      return false;
   }
 }
 
 std::string state_names_lua() {
   std::string out = "local S = {";
-  for (AlertState st : kAlertStates) out.append(to_string(st)).append(" = '").append(to_string(st)).append("', ");
+  for (AlertState st : kAlertStates)
+    out.append(to_string(st)).append(" = '").append(to_string(st)).append("', ");
   out += "}\n";
   return out;
 }

@@ -39,21 +39,30 @@ enum class AlertState : uint8_t {
   Expired,
 };
 inline constexpr AlertState kAlertStates[] = {
-    AlertState::PendingApproval, AlertState::Accepted,   AlertState::Dispatching,
-    AlertState::Completed,       AlertState::Draft,      AlertState::Recorded,
-    AlertState::Superseded,      AlertState::Cancelled,  AlertState::Expired};
+    AlertState::PendingApproval, AlertState::Accepted,  AlertState::Dispatching,
+    AlertState::Completed,       AlertState::Draft,     AlertState::Recorded,
+    AlertState::Superseded,      AlertState::Cancelled, AlertState::Expired};
 
 constexpr const char* to_string(AlertState s) {
   switch (s) {
-    case AlertState::PendingApproval: return "pending_approval";
-    case AlertState::Accepted: return "accepted";
-    case AlertState::Dispatching: return "dispatching";
-    case AlertState::Completed: return "completed";
-    case AlertState::Draft: return "draft";
-    case AlertState::Recorded: return "recorded";
-    case AlertState::Superseded: return "superseded";
-    case AlertState::Cancelled: return "cancelled";
-    case AlertState::Expired: return "expired";
+    case AlertState::PendingApproval:
+      return "pending_approval";
+    case AlertState::Accepted:
+      return "accepted";
+    case AlertState::Dispatching:
+      return "dispatching";
+    case AlertState::Completed:
+      return "completed";
+    case AlertState::Draft:
+      return "draft";
+    case AlertState::Recorded:
+      return "recorded";
+    case AlertState::Superseded:
+      return "superseded";
+    case AlertState::Cancelled:
+      return "cancelled";
+    case AlertState::Expired:
+      return "expired";
   }
   return "?";
 }

@@ -24,7 +24,8 @@ struct ParseJob {
 void parse_alert_async(uv_loop_t* loop, AlertFormat format, std::shared_ptr<const std::string> body,
                        const ParseLimits& limits, ParseDone done, AfterParse after) {
   harden_libxml2();  // xmlInitParser on the loop's (main) thread, before any worker parses
-  auto* job = new ParseJob{{}, format, std::move(body), limits, std::move(done), std::move(after), std::nullopt};
+  auto* job =
+      new ParseJob{{}, format, std::move(body), limits, std::move(done), std::move(after), std::nullopt};
   job->work.data = job;
   const int rc = uv_queue_work(
       loop, &job->work,

@@ -26,9 +26,9 @@ nlohmann::json to_json(const Result<dispatch::Progress>& p) {
   nlohmann::json out = nlohmann::json::object();
   if (!p) return out;
   for (const auto& [ch, c] : *p)
-    out[ch] = {{"planned", c.planned},     {"accepted", c.accepted}, {"delivered", c.delivered},
-               {"failed", c.failed},       {"expired", c.expired},   {"cancelled", c.cancelled},
-               {"skipped", c.skipped},     {"pending", c.pending}};
+    out[ch] = {{"planned", c.planned}, {"accepted", c.accepted}, {"delivered", c.delivered},
+               {"failed", c.failed},   {"expired", c.expired},   {"cancelled", c.cancelled},
+               {"skipped", c.skipped}, {"pending", c.pending}};
   return out;
 }
 
@@ -168,11 +168,12 @@ void AlertsApi::read_alert(const http::Request& req, const tenants::Principal& w
   auto content_type = req.header("content-type");
   BodyKind kind = classify(content_type);
   if (kind == BodyKind::Unsupported)
-    return done(make_error(415, "unsupported_media_type",
-                           "send CAP as application/cap+xml (or application/xml, text/xml) or the JSON form as "
-                           "application/json; got " +
-                               std::string(content_type ? *content_type : "no Content-Type"),
-                           "content-type"));
+    return done(
+        make_error(415, "unsupported_media_type",
+                   "send CAP as application/cap+xml (or application/xml, text/xml) or the JSON form as "
+                   "application/json; got " +
+                       std::string(content_type ? *content_type : "no Content-Type"),
+                   "content-type"));
   if (req.body.size() > options_.max_body_bytes)
     return done(make_error(413, "body_too_large",
                            "the body has " + std::to_string(req.body.size()) + " bytes; the limit is " +
@@ -191,7 +192,8 @@ void AlertsApi::read_alert(const http::Request& req, const tenants::Principal& w
       std::make_shared<const std::string>(req.body), limits,
       [who, is_xml, made, done = std::move(done)](Result<alerts::Alert>&& parsed) {
         if (!parsed) return done(std::move(parsed).take_error());
-        if (auto ok = tenants::Tenants::check_sender(who, parsed->sender); !ok) return done(std::move(ok).take_error());
+        if (auto ok = tenants::Tenants::check_sender(who, parsed->sender); !ok)
+          return done(std::move(ok).take_error());
         made->alert = std::move(parsed).value();
         made->is_xml = is_xml;
         done(std::move(*made));
@@ -279,7 +281,8 @@ void AlertsApi::submit_parsed(const http::Request& req, Res res, const Caller& w
   sub.key_id = who->key->id;
   sub.remote = req.remote;
   sub.received_ms = received_ms;
-  lifecycle_.submit(std::move(sub), [this, res, tenant_id = tenant.id, key_id = who->key->id, remote = req.remote,
+  lifecycle_.submit(std::move(sub), [this, res, tenant_id = tenant.id, key_id = who->key->id,
+                                     remote = req.remote,
                                      received_ms](Result<dispatch::Submitted> r) mutable {
     if (!r) return reject(res, r.error());
     const alerts::Alert& a = *r->alert;
@@ -372,8 +375,11 @@ void AlertsApi::cancel(const http::Request& req, Res res, const Caller& who, con
     if (!c) return res->send_error(c.error());
     nlohmann::json body = {{"id", id}, {"state", c->state}};
     if (!c->cancelled_by.empty()) body["cancelled_by"] = c->cancelled_by;
-    if (!c->warning.empty()) body["warning"] = c->warning;
-    else log::info("alert_cancelled", {{"tenant", tenant}, {"id", id}, {"cancel_id", c->cancelled_by}, {"key", key}});
+    if (!c->warning.empty())
+      body["warning"] = c->warning;
+    else
+      log::info("alert_cancelled",
+                {{"tenant", tenant}, {"id", id}, {"cancel_id", c->cancelled_by}, {"key", key}});
     res->send_json(200, dump(body));
   });
 }
@@ -431,10 +437,11 @@ void AlertsApi::deliveries(const http::Request& req, Res res, const Caller& who,
   store_.get(tenant, id, [this, res, tenant, id, state, cursor, limit](Result<std::optional<alerts::StoredAlert>> r) {
     if (!r) return res->send_error(r.error());
     if (!*r) return res->send_error(make_error(404, "not_found", "no such alert"));
-    dispatcher_.deliveries(tenant, id, state, cursor, static_cast<size_t>(limit), [res](Result<dispatch::DeliveryPage> d) {
-      if (!d) return res->send_error(d.error());
-      res->send_json(200, dump(to_json(*d)));
-    });
+    dispatcher_.deliveries(tenant, id, state, cursor, static_cast<size_t>(limit),
+                           [res](Result<dispatch::DeliveryPage> d) {
+                             if (!d) return res->send_error(d.error());
+                             res->send_json(200, dump(to_json(*d)));
+                           });
   });
 }
 

@@ -34,7 +34,8 @@ struct AlertsApiOptions {
 class AlertsApi {
  public:
   AlertsApi(alerts::AlertStore& store, directory::Directory& directory, dispatch::Dispatcher& dispatcher,
-            dispatch::Lifecycle& lifecycle, const Clock& clock, metrics::Metrics& metrics, AlertsApiOptions options);
+            dispatch::Lifecycle& lifecycle, const Clock& clock, metrics::Metrics& metrics,
+            AlertsApiOptions options);
 
   void register_routes(Router& router);
 

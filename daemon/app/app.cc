@@ -187,8 +187,8 @@ Status App::start() {
   opts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);
   opts.intake_max_pending = static_cast<size_t>(i.cfg.redis.intake_max_pending);
   opts.loop = i.loop;
-  i.alerts_api =
-      std::make_unique<api::AlertsApi>(*i.alert_store, *i.directory, *i.dispatcher, *i.lifecycle, i.clock, i.metrics, opts);
+  i.alerts_api = std::make_unique<api::AlertsApi>(*i.alert_store, *i.directory, *i.dispatcher, *i.lifecycle,
+                                                  i.clock, i.metrics, opts);
   i.alerts_api->register_routes(*i.router);
   api::DirectoryApiOptions dopts;
   dopts.max_body_bytes = static_cast<size_t>(i.cfg.http.max_body_bytes);

@@ -1,13 +1,14 @@
 #include "daemon/core/log.h"
 
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/base_sink.h>
-#include <spdlog/spdlog.h>
 
 namespace sirena::log {
 namespace {
@@ -136,7 +137,9 @@ void buffer_output(std::chrono::seconds every) {
   spdlog::flush_every(every);
 }
 
-void flush() { sink().flush(); }
+void flush() {
+  sink().flush();
+}
 
 void debug(std::string_view event, const nlohmann::json& fields) { write(Level::Debug, event, fields); }
 void info(std::string_view event, const nlohmann::json& fields) { write(Level::Info, event, fields); }

@@ -182,7 +182,9 @@ const std::string& load_script() {
   return s;
 }
 
-std::string tenant_prefix(std::string_view t) { return store::keys::tenant(t); }
+std::string tenant_prefix(std::string_view t) {
+  return store::keys::tenant(t);
+}
 
 // The packed index record: what rebuilding the index needs, without the JSON.
 //   u8 version=1 | str id | str language | u8 channels | u8 n topics, str each |
@@ -475,8 +477,8 @@ void Directory::load_tenant(std::vector<std::string> ids, size_t next, std::func
   std::string tenant = ids[next];
   // API zones first, so that recipients' zone references find their areas.
   redis_.command({"HGETALL", store::keys::zones(tenant)}, [this, ids = std::move(ids), next, tenant,
-                                                         done = std::move(done)](const redisReply* r,
-                                                                                 const Error* e) mutable {
+                                                           done = std::move(done)](const redisReply* r,
+                                                                                   const Error* e) mutable {
     if (e) return done(*e);
     TenantState& t = *state(tenant);
     ZoneLimits limits;
@@ -504,7 +506,8 @@ void Directory::load_blocks(const std::string& tenant, size_t first, int64_t sta
                             std::function<void(Status)> done) {
   std::string from = std::to_string(first), count = std::to_string(kBlocksPerPart);
   redis_.eval(load_script(), {tenant_prefix(tenant)}, {from, count},
-              [this, tenant, first, started_ms, done = std::move(done)](const redisReply* r, const Error* e) mutable {
+              [this, tenant, first, started_ms, done = std::move(done)](const redisReply* r,
+                                                                        const Error* e) mutable {
                 if (e) return done(*e);
                 if (r->type == REDIS_REPLY_ERROR)
                   return done(make_error(503, "storage_error", "index load: " + std::string(r->str, r->len)));
@@ -632,19 +635,20 @@ void Directory::put(const std::string& tenant, const Recipient& r, std::function
 
 void Directory::get(const std::string& tenant, const std::string& id,
                     std::function<void(Result<std::optional<std::string>>)> done) {
-  redis_.command({"HGET", store::keys::recipients(tenant), id}, [done = std::move(done)](const redisReply* r,
-                                                                                       const Error* e) {
-    if (e) return done(*e);
-    if (r->type == REDIS_REPLY_NIL) return done(std::optional<std::string>{});
-    done(std::optional<std::string>{store::reply_string(r)});
-  });
+  redis_.command({"HGET", store::keys::recipients(tenant), id},
+                 [done = std::move(done)](const redisReply* r, const Error* e) {
+                   if (e) return done(*e);
+                   if (r->type == REDIS_REPLY_NIL) return done(std::optional<std::string>{});
+                   done(std::optional<std::string>{store::reply_string(r)});
+                 });
 }
 
 void Directory::remove(const std::string& tenant, const std::string& id, std::function<void(Result<bool>)> done) {
   redis_.eval(delete_script(), {tenant_prefix(tenant)}, {id},
               [this, tenant, done = std::move(done)](const redisReply* r, const Error* e) {
                 if (e) return done(*e);
-                if (r->type != REDIS_REPLY_INTEGER) return done(make_error(500, "storage_error", "bad reply"));
+                if (r->type != REDIS_REPLY_INTEGER)
+                  return done(make_error(500, "storage_error", "bad reply"));
                 if (r->integer < 0) return done(false);
                 if (TenantState* t = state(tenant)) t->index.remove(static_cast<Slot>(r->integer));
                 done(true);
@@ -660,8 +664,8 @@ Result<Area> Directory::parse_zone(const std::string& geojson) const {
 void Directory::put_zone(const std::string& tenant, const std::string& name, const std::string& geojson, Area area,
                          std::function<void(Result<bool>)> done) {
   redis_.command({"HSET", store::keys::zones(tenant), name, geojson},
-                 [this, tenant, name, geojson, area = std::move(area), done = std::move(done)](const redisReply* r,
-                                                                                              const Error* e) {
+                 [this, tenant, name, geojson, area = std::move(area), done = std::move(done)](
+                     const redisReply* r, const Error* e) {
                    if (e) return done(*e);
                    TenantState* t = state(tenant);
                    if (!t) return done(make_error(404, "unknown_tenant", "no such tenant"));
@@ -687,7 +691,8 @@ void Directory::delete_zone(const std::string& tenant, const std::string& name,
                      t->set_zone(name, std::nullopt);
                    } else {
                      // The file's zone comes back into force.
-                     if (auto area = parse_zone(t->file_zones[name])) t->set_zone(name, std::move(area).value());
+                     if (auto area = parse_zone(t->file_zones[name]))
+                       t->set_zone(name, std::move(area).value());
                    }
                    t->rebuild_rules(cfg_);
                    done(existed);
@@ -728,7 +733,8 @@ size_t Directory::size(const std::string& tenant) const {
   return t ? t->index.size() : 0;
 }
 
-Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& alert, const Area& drawn) const {
+Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& alert,
+                              const Area& drawn) const {
   Resolution res;
   TenantState* own = state(tenant);
   if (!own) return res;

@@ -158,7 +158,8 @@ Result<PolygonPtr> make_single_ring_polygon(const std::vector<LatLon>& ring, con
     if (v[i] == -v[(i + 1) % v.size()])
       return unprocessable("invalid_geojson",
                            "invalid polygon: positions " + std::to_string(i) + " and " +
-                               std::to_string((i + 1) % v.size()) + " are antipodal (their edge has no direction)",
+                               std::to_string((i + 1) % v.size()) +
+                               " are antipodal (their edge has no direction)",
                            ring_where);
   auto loop = std::make_unique<S2Loop>(v, S2Debug::DISABLE);
   loop->Normalize();  // meaningless for a ring that crosses itself, which fails below

@@ -37,7 +37,8 @@ auto Dispatcher::Impl::read_alert(const std::string& tenant, const std::string& 
   std::string state = store::reply_string(r->element[1]);
   std::string rec = store::reply_string(r->element[2]);
   std::string exp = store::reply_string(r->element[3]);
-  auto a = make_active(tenant, id, std::move(parsed).value(), parse_number<int64_t>(rec).value_or(clock.now_ms()));
+  auto a =
+      make_active(tenant, id, std::move(parsed).value(), parse_number<int64_t>(rec).value_or(clock.now_ms()));
   auto st = alerts::parse_state(state);
   a->cancelled = !st || !alerts::is_sending(*st);
   a->expires_ms = parse_number<int64_t>(exp).value_or(0);

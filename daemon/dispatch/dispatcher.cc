@@ -57,7 +57,8 @@ void Dispatcher::start() {
   Impl& i = *impl_;
   if (i.started) return;
   i.started = true;
-  for (auto* t : {&i.poll_timer, &i.flush_timer, &i.retry_timer, &i.pump_timer}) t->init(i.loop, &i, uv_timer_init);
+  for (auto* t : {&i.poll_timer, &i.flush_timer, &i.retry_timer, &i.pump_timer})
+    t->init(i.loop, &i, uv_timer_init);
   i.pump_idle.init(i.loop, &i, uv_idle_init);
   i.gauge_hook = std::make_unique<TurnHook>(i.loop, [&i] { i.set_gauges(); });
   i.ensure_groups();

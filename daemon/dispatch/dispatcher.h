@@ -27,10 +27,10 @@
 #include "daemon/alerts/alert.h"
 #include "daemon/core/clock.h"
 #include "daemon/core/result.h"
+#include "daemon/directory/directory.h"
 #include "daemon/dispatch/gateway.h"
 #include "daemon/dispatch/progress.h"
 #include "daemon/dispatch/sms_text.h"
-#include "daemon/directory/directory.h"
 
 namespace sirena::store {
 class Redis;
@@ -101,8 +101,9 @@ class Dispatcher {
   // `completed` when nobody is reached) with the plan's last batch; `done` runs then.
   // `alert` is the stored alert in state `accepted`, received at `received_ms`: the
   // dispatcher keeps it rather than read it back from Redis.
-  void plan(const std::string& tenant, const std::string& alert_id, const alerts::Alert& alert, int64_t received_ms,
-            std::shared_ptr<const directory::Resolution> resolution, std::function<void(sirena::Status)> done);
+  void plan(const std::string& tenant, const std::string& alert_id, const alerts::Alert& alert,
+            int64_t received_ms, std::shared_ptr<const directory::Resolution> resolution,
+            std::function<void(sirena::Status)> done);
 
   // Stops this daemon's sends for the alert at once (queued and retrying messages are
   // dropped and recorded as cancelled). The alert's state in Redis is the caller's.
@@ -111,7 +112,8 @@ class Dispatcher {
   void cancel_references(const std::string& tenant, const std::vector<alerts::Reference>& refs);
 
   // Counts per channel this daemon sends on (progress.h).
-  void progress(const std::string& tenant, const std::string& alert_id, std::function<void(Result<Progress>)> done);
+  void progress(const std::string& tenant, const std::string& alert_id,
+                std::function<void(Result<Progress>)> done);
   // An SMS delivery report for the alert of `alert_tenant`, sent to `number` of a
   // recipient of `recipient_tenant`. Answers what it did: "delivered" or "failed" (the
   // delivery moved), "noted" (an intermediate state), "duplicate" (a final report was seen

@@ -269,7 +269,7 @@ struct Dispatcher::Impl {
   // Made by start(), closed by stop(): empty before and after, when nothing is armed.
   uv::Handle<uv_timer_t> poll_timer, flush_timer, retry_timer, pump_timer;
   uv::Handle<uv_idle_t> pump_idle;  // the rest of a burst, on the next loop turn
-  size_t unconfirmed = 0;          // outcomes sent to Redis, reply not yet seen (or failed, to be sent again)
+  size_t unconfirmed = 0;  // outcomes sent to Redis, reply not yet seen (or failed, to be sent again)
   std::vector<std::shared_ptr<FlushCall>> failed_flushes;
   std::unordered_set<std::string> acks_unconfirmed;       // entries of the calls not yet taken
   std::unordered_set<std::string> entries_loading;        // claimed entries whose batch is being read
@@ -306,7 +306,6 @@ struct Dispatcher::Impl {
   static uint64_t accepted_key(Channel ch, uint32_t pos) {
     return uint64_t{pos} << 2 | static_cast<uint8_t>(ch);
   }
-
 
   // ---- claiming work -------------------------------------------------------------
 

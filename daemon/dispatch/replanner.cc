@@ -15,7 +15,9 @@
 namespace sirena::dispatch {
 namespace {
 
-std::string unplanned_key(const std::string& tenant) { return store::keys::unplanned(tenant); }
+std::string unplanned_key(const std::string& tenant) {
+  return store::keys::unplanned(tenant);
+}
 
 }  // namespace
 
@@ -98,18 +100,19 @@ void Replanner::take_up(const std::string& tenant, const std::string& id) {
         auto resolution = std::make_shared<const directory::Resolution>(directory_.resolve(tenant, *alert));
         log::warn("dispatch_replanning", {{"tenant", tenant}, {"id", id}, {"attempt", attempt}});
         metrics_.unexpected("dispatch_replanned").Increment();
-        dispatcher_.plan(tenant, id, *alert, (*s)->received_ms, resolution, [this, alive, tenant, id, alert, finish](Status st) {
-          if (!*alive) return;
-          if (!st) {
-            metrics_.unexpected("dispatch_plan_failed").Increment();
-            log::error("dispatch_plan_failed",
-                       {{"tenant", tenant}, {"id", id}, {"error", st.error().message}});
-            return finish(false);
-          }
-          // The plan script took it out of the set; the attempts are forgotten.
-          attempts_.erase(id);
-          finish(false);
-        });
+        dispatcher_.plan(tenant, id, *alert, (*s)->received_ms, resolution,
+                         [this, alive, tenant, id, alert, finish](Status st) {
+                           if (!*alive) return;
+                           if (!st) {
+                             metrics_.unexpected("dispatch_plan_failed").Increment();
+                             log::error("dispatch_plan_failed",
+                                        {{"tenant", tenant}, {"id", id}, {"error", st.error().message}});
+                             return finish(false);
+                           }
+                           // The plan script took it out of the set; the attempts are forgotten.
+                           attempts_.erase(id);
+                           finish(false);
+                         });
       });
 }
 

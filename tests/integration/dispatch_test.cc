@@ -412,7 +412,8 @@ TEST_F(DispatchTest, ASigtermWhileRequestsWaitForAConnectionExitsCleanlyAndTheRe
   ASSERT_TRUE(wait_until([&] { return fcm_stats()["unique_recipients"].get<int>() == 167; },
                          std::chrono::seconds(30)))
       << "FCM goes out; APNs waits for a connection";
-  EXPECT_EQ(daemon_->stop(), 0) << daemon_->log().substr(daemon_->log().size() > 4000 ? daemon_->log().size() - 4000 : 0);
+  EXPECT_EQ(daemon_->stop(), 0) << daemon_->log().substr(
+      daemon_->log().size() > 4000 ? daemon_->log().size() - 4000 : 0);
   apns_->start();
   daemon_->start();
   ASSERT_TRUE(wait_until([&] { return daemon_->ready(); }, std::chrono::seconds(60))) << daemon_->log();

@@ -359,8 +359,8 @@ std::string demo_config_in(const std::string& dir) {
 }
 
 // What points the demo configuration at these servers; no approval needed for the test's alerts.
-std::map<std::string, std::string> demo_env(const RedisServer& redis, const Simulator& apns, const Simulator& fcm,
-                                            const Simulator& sms) {
+std::map<std::string, std::string> demo_env(const RedisServer& redis, const Simulator& apns,
+                                            const Simulator& fcm, const Simulator& sms) {
   return {{"SIRENA_REDIS_URL", redis.url()},
           {"SIRENA_GATEWAYS_APNS_URL", apns.url()},
           {"SIRENA_GATEWAYS_FCM_URL", fcm.url()},
