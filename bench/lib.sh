@@ -45,7 +45,29 @@ copy_bins() {
   done
 }
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# free_port: a port below the kernel's ephemeral range that binds now. The kernel hands
+# ephemeral ports to every connect() and bind(0) (the simulators, redis-cli, curl), so a
+# port it picked for us could be taken again before the daemon binds it ("address already
+# in use" once in faults.short); below that range only an explicit bind takes it.
+free_port() {
+  python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    port = random.randrange(max(1024, low - 20000), low)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit("free_port: no free port below the ephemeral range")
+PY
+}
 wait_for() {  # wait_for WHAT SECONDS PID CMD...: poll CMD every 50 ms while PID lives
   local what=$1 secs=$2 pid=$3; shift 3
   local deadline=$((SECONDS + secs))
