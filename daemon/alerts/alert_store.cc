@@ -181,8 +181,8 @@ StoredAlert from_pairs(const std::string& tenant, const std::string& id,
 
 // What a listing shows; the raw bytes and parsed form stay behind.
 constexpr std::string_view kSummaryFields[] = {
-    "state",       "status",     "msg_type",     "sender",      "identifier",    "sent",
-    "received_ms", "expires_ms", "submitted_by", "approved_by", "superseded_by", "cancelled_by", "recipients"};
+    "state",      "status",       "msg_type",    "sender",        "identifier",   "sent",      "received_ms",
+    "expires_ms", "submitted_by", "approved_by", "superseded_by", "cancelled_by", "recipients"};
 
 std::vector<std::pair<std::string, std::string>> summary_pairs(const redisReply* r) {
   std::vector<std::pair<std::string, std::string>> out;
@@ -287,39 +287,38 @@ void AlertStore::list(const std::string& tenant, const std::string& cursor, int 
                       std::function<void(Result<Page>)> done) {
   std::string max = cursor.empty() ? "+" : "(" + cursor;
   std::string count = std::to_string(limit + 1);
-  redis_.command(
-      {"ZREVRANGEBYLEX", store::keys::alerts(tenant), max, "-", "LIMIT", "0", count},
-      [this, tenant, limit, done = std::move(done)](const redisReply* r, const Error* e) mutable {
-        if (e) return done(*e);
-        if (r->type != REDIS_REPLY_ARRAY) return done(script_error(r));
-        std::vector<std::string> ids;
-        for (size_t i = 0; i < r->elements; ++i) ids.push_back(store::reply_string(r->element[i]));
-        auto page = std::make_shared<Page>();
-        if (static_cast<int>(ids.size()) > limit) {
-          ids.resize(limit);
-          page->next = ids.back();
-        }
-        if (ids.empty()) return done(std::move(*page));
-        // One HMGET per id, pipelined; the last reply completes the page.
-        page->items.resize(ids.size());
-        auto remaining = std::make_shared<size_t>(ids.size());
-        auto failed = std::make_shared<bool>(false);
-        auto shared_done = std::make_shared<std::function<void(Result<Page>)>>(std::move(done));
-        for (size_t i = 0; i < ids.size(); ++i) {
-          std::vector<std::string_view> argv{"HMGET"};
-          std::string key = store::keys::alert(tenant, ids[i]);
-          argv.push_back(key);
-          argv.insert(argv.end(), std::begin(kSummaryFields), std::end(kSummaryFields));
-          redis_.command(argv, [=, id = ids[i]](const redisReply* r2, const Error* e2) {
-            if (e2 && !*failed) {
-              *failed = true;
-              (*shared_done)(*e2);
-            }
-            if (!e2) page->items[i] = from_pairs(tenant, id, summary_pairs(r2));
-            if (--*remaining == 0 && !*failed) (*shared_done)(std::move(*page));
-          });
-        }
-      });
+  redis_.command({"ZREVRANGEBYLEX", store::keys::alerts(tenant), max, "-", "LIMIT", "0", count},
+                 [this, tenant, limit, done = std::move(done)](const redisReply* r, const Error* e) mutable {
+                   if (e) return done(*e);
+                   if (r->type != REDIS_REPLY_ARRAY) return done(script_error(r));
+                   std::vector<std::string> ids;
+                   for (size_t i = 0; i < r->elements; ++i) ids.push_back(store::reply_string(r->element[i]));
+                   auto page = std::make_shared<Page>();
+                   if (static_cast<int>(ids.size()) > limit) {
+                     ids.resize(limit);
+                     page->next = ids.back();
+                   }
+                   if (ids.empty()) return done(std::move(*page));
+                   // One HMGET per id, pipelined; the last reply completes the page.
+                   page->items.resize(ids.size());
+                   auto remaining = std::make_shared<size_t>(ids.size());
+                   auto failed = std::make_shared<bool>(false);
+                   auto shared_done = std::make_shared<std::function<void(Result<Page>)>>(std::move(done));
+                   for (size_t i = 0; i < ids.size(); ++i) {
+                     std::vector<std::string_view> argv{"HMGET"};
+                     std::string key = store::keys::alert(tenant, ids[i]);
+                     argv.push_back(key);
+                     argv.insert(argv.end(), std::begin(kSummaryFields), std::end(kSummaryFields));
+                     redis_.command(argv, [=, id = ids[i]](const redisReply* r2, const Error* e2) {
+                       if (e2 && !*failed) {
+                         *failed = true;
+                         (*shared_done)(*e2);
+                       }
+                       if (!e2) page->items[i] = from_pairs(tenant, id, summary_pairs(r2));
+                       if (--*remaining == 0 && !*failed) (*shared_done)(std::move(*page));
+                     });
+                   }
+                 });
 }
 
 void AlertStore::cancel(const std::string& tenant, const std::string& id, const std::string& by,
@@ -334,7 +333,8 @@ void AlertStore::cancel(const std::string& tenant, const std::string& id, const 
               });
 }
 
-void AlertStore::audit(const std::string& tenant, const std::vector<std::pair<std::string, std::string>>& fields,
+void AlertStore::audit(const std::string& tenant,
+                       const std::vector<std::pair<std::string, std::string>>& fields,
                        std::function<void(sirena::Status)> done) {
   std::string key = store::keys::audit(tenant);
   std::vector<std::string_view> argv{"XADD", key, "MAXLEN", "~", "100000", "*"};

@@ -55,17 +55,21 @@ BodyKind classify(std::optional<std::string_view> content_type) {
   while (!ct.empty() && ct.back() == ' ') ct.remove_suffix(1);
   std::string lower(ct);
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (lower == "application/cap+xml" || lower == "application/xml" || lower == "text/xml") return BodyKind::CapXml;
+  if (lower == "application/cap+xml" || lower == "application/xml" || lower == "text/xml")
+    return BodyKind::CapXml;
   if (lower == "application/json") return BodyKind::Json;
   return BodyKind::Unsupported;
 }
 
-bool is_drill(const std::string& status) { return status == "Test" || status == "Exercise"; }
+bool is_drill(const std::string& status) {
+  return status == "Test" || status == "Exercise";
+}
 
 nlohmann::json summary_json(const alerts::StoredAlert& s, int64_t now_ms) {
   std::string state = s.state;
   // Expiry is reported as it happens; dispatch (a later issue) also acts on it.
-  if (state == alerts::state::kAccepted && s.expires_ms && *s.expires_ms <= now_ms) state = alerts::state::kExpired;
+  if (state == alerts::state::kAccepted && s.expires_ms && *s.expires_ms <= now_ms)
+    state = alerts::state::kExpired;
   nlohmann::json j = {{"id", s.id},
                       {"tenant", s.tenant},
                       {"state", state},
@@ -234,14 +238,15 @@ void AlertsApi::preview_parsed(Res res, const Caller& who, Result<Parsed>&& pars
                    {"segments", c.segments},
                    {"text", text}});
   }
-  nlohmann::json body = {{"recipients", r.recipients},
-                         {"by_channel", by_channel},
-                         {"by_language", r.by_language},
-                         {"by_tenant", r.by_tenant},
-                         {"sms", sms},
-                         {"unreachable", r.unreachable},
-                         {"status", alerts::to_string(alert.status)},
-                         {"test", alert.status == alerts::Status::Test || alert.status == alerts::Status::Exercise}};
+  nlohmann::json body = {
+      {"recipients", r.recipients},
+      {"by_channel", by_channel},
+      {"by_language", r.by_language},
+      {"by_tenant", r.by_tenant},
+      {"sms", sms},
+      {"unreachable", r.unreachable},
+      {"status", alerts::to_string(alert.status)},
+      {"test", alert.status == alerts::Status::Test || alert.status == alerts::Status::Exercise}};
   body["warnings"] = reach_warnings(directory_.footprint(who->tenant->id, parsed->drawn), who->tenant->id);
   res->send_json(200, dump(body));
 }
@@ -281,38 +286,38 @@ void AlertsApi::submit_parsed(const http::Request& req, Res res, const Caller& w
   sub.key_id = who->key->id;
   sub.remote = req.remote;
   sub.received_ms = received_ms;
-  lifecycle_.submit(std::move(sub), [this, res, tenant_id = tenant.id, key_id = who->key->id,
-                                     remote = req.remote,
-                                     received_ms](Result<dispatch::Submitted> r) mutable {
-    if (!r) return reject(res, r.error());
-    const alerts::Alert& a = *r->alert;
-    const alerts::Created& c = r->created;
-    const bool test = a.status == alerts::Status::Test || a.status == alerts::Status::Exercise;
-    log::info(c.created ? "alert_accepted" : "alert_duplicate",
-              {{"tenant", tenant_id},
-               {"id", c.id},
-               {"state", c.state},
-               {"status", alerts::to_string(a.status)},
-               {"msg_type", alerts::to_string(a.msg_type)},
-               {"test", test},
-               {"identifier", a.identifier},
-               {"key", key_id},
-               {"remote", remote},
-               {"normalisations", a.normalisations},
-               {"ms_from_post", clock_.now_ms() - received_ms}});
-    nlohmann::json body = {{"id", c.id},
-                           {"state", c.state},
-                           {"recipients", r->recipients},
-                           {"status", alerts::to_string(a.status)},
-                           {"msg_type", alerts::to_string(a.msg_type)},
-                           {"test", test}};
-    if (c.state == alerts::state::kRecorded)
-      body["note"] =
-          "CAP System, Ack and Error messages are stored for the record and never sent to citizens";
-    if (!c.created) body["duplicate"] = true;
-    if (!a.normalisations.empty()) body["normalisations"] = a.normalisations;
-    res->send_json(c.created ? 202 : 200, dump(body));
-  });
+  lifecycle_.submit(
+      std::move(sub), [this, res, tenant_id = tenant.id, key_id = who->key->id, remote = req.remote,
+                       received_ms](Result<dispatch::Submitted> r) mutable {
+        if (!r) return reject(res, r.error());
+        const alerts::Alert& a = *r->alert;
+        const alerts::Created& c = r->created;
+        const bool test = a.status == alerts::Status::Test || a.status == alerts::Status::Exercise;
+        log::info(c.created ? "alert_accepted" : "alert_duplicate",
+                  {{"tenant", tenant_id},
+                   {"id", c.id},
+                   {"state", c.state},
+                   {"status", alerts::to_string(a.status)},
+                   {"msg_type", alerts::to_string(a.msg_type)},
+                   {"test", test},
+                   {"identifier", a.identifier},
+                   {"key", key_id},
+                   {"remote", remote},
+                   {"normalisations", a.normalisations},
+                   {"ms_from_post", clock_.now_ms() - received_ms}});
+        nlohmann::json body = {{"id", c.id},
+                               {"state", c.state},
+                               {"recipients", r->recipients},
+                               {"status", alerts::to_string(a.status)},
+                               {"msg_type", alerts::to_string(a.msg_type)},
+                               {"test", test}};
+        if (c.state == alerts::state::kRecorded)
+          body["note"] =
+              "CAP System, Ack and Error messages are stored for the record and never sent to citizens";
+        if (!c.created) body["duplicate"] = true;
+        if (!a.normalisations.empty()) body["normalisations"] = a.normalisations;
+        res->send_json(c.created ? 202 : 200, dump(body));
+      });
 }
 
 void AlertsApi::get(const http::Request& req, Res res, const Caller& who, const std::string& id) {
@@ -325,8 +330,8 @@ void AlertsApi::get(const http::Request& req, Res res, const Caller& who, const 
     const alerts::StoredAlert& s = **r;
     if (want_cap) {
       if (s.content_type != "application/cap+xml")
-        return res->send_error(make_error(406, "not_acceptable",
-                                          "this alert was submitted as JSON; its original bytes are not CAP XML"));
+        return res->send_error(make_error(
+            406, "not_acceptable", "this alert was submitted as JSON; its original bytes are not CAP XML"));
       return res->send(200, "application/cap+xml", s.raw);
     }
     auto j = std::make_shared<nlohmann::json>(summary_json(s, clock_.now_ms()));
@@ -344,12 +349,14 @@ void AlertsApi::list(const http::Request& req, Res res, const Caller& who) {
     char* end = nullptr;
     long v = std::strtol(l->c_str(), &end, 10);
     if (l->empty() || *end || v < 1 || v > 500)
-      return res->send_error(make_error(400, "invalid_parameter", "limit must be between 1 and 500", "limit"));
+      return res->send_error(
+          make_error(400, "invalid_parameter", "limit must be between 1 and 500", "limit"));
     limit = static_cast<int>(v);
   }
   std::string cursor = req.query_param("cursor").value_or("");
   if (!cursor.empty() && !looks_like_ulid(cursor))
-    return res->send_error(make_error(400, "invalid_parameter", "cursor must be a value of \"next\"", "cursor"));
+    return res->send_error(
+        make_error(400, "invalid_parameter", "cursor must be a value of \"next\"", "cursor"));
   store_.list(who->tenant->id, cursor, limit, [this, res](Result<alerts::Page> r) {
     if (!r) return res->send_error(r.error());
     nlohmann::json items = nlohmann::json::array();
@@ -417,7 +424,8 @@ void AlertsApi::deliveries(const http::Request& req, Res res, const Caller& who,
   static const char* kStates[] = {"", "accepted", "delivered", "failed", "expired", "cancelled"};
   if (std::none_of(std::begin(kStates), std::end(kStates), [&](const char* s) { return state == s; }))
     return res->send_error(make_error(400, "invalid_parameter",
-                                      "state must be accepted, delivered, failed, expired or cancelled", "state"));
+                                      "state must be accepted, delivered, failed, expired or cancelled",
+                                      "state"));
   std::string cursor = req.query_param("cursor").value_or("");
   if (!valid_deliveries_cursor(cursor))
     return res->send_error(make_error(400, "invalid_parameter",
@@ -434,15 +442,16 @@ void AlertsApi::deliveries(const http::Request& req, Res res, const Caller& who,
   }
   std::string tenant = who->tenant->id;
   // 404 for an alert the tenant does not have, before looking at its deliveries.
-  store_.get(tenant, id, [this, res, tenant, id, state, cursor, limit](Result<std::optional<alerts::StoredAlert>> r) {
-    if (!r) return res->send_error(r.error());
-    if (!*r) return res->send_error(make_error(404, "not_found", "no such alert"));
-    dispatcher_.deliveries(tenant, id, state, cursor, static_cast<size_t>(limit),
-                           [res](Result<dispatch::DeliveryPage> d) {
-                             if (!d) return res->send_error(d.error());
-                             res->send_json(200, dump(to_json(*d)));
-                           });
-  });
+  store_.get(tenant, id,
+             [this, res, tenant, id, state, cursor, limit](Result<std::optional<alerts::StoredAlert>> r) {
+               if (!r) return res->send_error(r.error());
+               if (!*r) return res->send_error(make_error(404, "not_found", "no such alert"));
+               dispatcher_.deliveries(tenant, id, state, cursor, static_cast<size_t>(limit),
+                                      [res](Result<dispatch::DeliveryPage> d) {
+                                        if (!d) return res->send_error(d.error());
+                                        res->send_json(200, dump(to_json(*d)));
+                                      });
+             });
 }
 
 namespace {
@@ -510,10 +519,13 @@ void AlertsApi::events(const http::Request& /*req*/, Res res, const Caller& who,
         });
       });
     };
-    uv_timer_start(&es->timer, [](uv_timer_t* t) {
-      auto* s = static_cast<EventStream*>(t->data);
-      s->tick(s);
-    }, 0, 250);
+    uv_timer_start(
+        &es->timer,
+        [](uv_timer_t* t) {
+          auto* s = static_cast<EventStream*>(t->data);
+          s->tick(s);
+        },
+        0, 250);
   });
 }
 

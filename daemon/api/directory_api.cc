@@ -13,15 +13,17 @@ namespace {
 bool valid_zone_name(const std::string& n) {
   if (n.empty() || n.size() > 64) return false;
   for (char c : n)
-    if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-'))
+    if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) ||
+          c == '-'))
       return false;
   return true;
 }
 
 Error too_large(size_t size, size_t limit, const char* key) {
   return make_error(413, "body_too_large",
-                    "the body has " + std::to_string(size) + " bytes; the limit is " + std::to_string(limit) + " (" +
-                        key + "); split larger imports into several requests (`sirena import` does this)");
+                    "the body has " + std::to_string(size) + " bytes; the limit is " + std::to_string(limit) +
+                        " (" + key +
+                        "); split larger imports into several requests (`sirena import` does this)");
 }
 
 }  // namespace
@@ -129,7 +131,8 @@ void DirectoryApi::import(const http::Request& req, Res res, const Caller& who) 
   if (!dir_.loaded()) return res->send_error(directory_loading());
   // Over the limit: refused whole, before anything is parsed or stored.
   if (req.body.size() > options_.import_max_bytes)
-    return res->send_error(too_large(req.body.size(), options_.import_max_bytes, "directory.import_max_bytes"));
+    return res->send_error(
+        too_large(req.body.size(), options_.import_max_bytes, "directory.import_max_bytes"));
   auto* job = new ImportJob;
   job->body.assign(req.body);
   job->api = this;
@@ -180,17 +183,17 @@ void DirectoryApi::pump(ImportJob* job) {
 
   std::unique_ptr<ImportJob> done(job);
   dir_.settle(job->tenant);
-  if (job->failed) return job->res->send_error(*job->failed);  // what was written stays: an import is idempotent
+  if (job->failed)
+    return job->res->send_error(*job->failed);  // what was written stays: an import is idempotent
   log::info("recipients_imported", {{"tenant", job->tenant},
                                     {"imported", job->ids.size()},
                                     {"created", job->created},
                                     {"unchanged", job->unchanged},
                                     {"rejected", job->rejected.size()}});
-  job->res->send_json(
-      200, dump({{"imported", job->ids.size()},
-                 {"created", job->created},
-                 {"unchanged", job->unchanged},
-                 {"rejected", std::move(job->rejected)}}));
+  job->res->send_json(200, dump({{"imported", job->ids.size()},
+                                 {"created", job->created},
+                                 {"unchanged", job->unchanged},
+                                 {"rejected", std::move(job->rejected)}}));
 }
 
 void DirectoryApi::queue_slice(ImportSlice& slice) {
@@ -199,8 +202,10 @@ void DirectoryApi::queue_slice(ImportSlice& slice) {
       [](uv_work_t* w) {
         auto* s = static_cast<ImportSlice*>(w->data);
         directory::parse_ndjson(s->text, *s->rules, [s](size_t n, Result<directory::Recipient>&& r) {
-          if (r) s->good.emplace_back(s->first_line + n - 1, std::move(r).value());
-          else s->bad.emplace_back(s->first_line + n - 1, r.error());
+          if (r)
+            s->good.emplace_back(s->first_line + n - 1, std::move(r).value());
+          else
+            s->bad.emplace_back(s->first_line + n - 1, r.error());
         });
       },
       [](uv_work_t* w, int) {
@@ -242,7 +247,8 @@ void DirectoryApi::write_slice(ImportJob* job, ImportSlice& slice) {
 void DirectoryApi::put_zone(const http::Request& req, Res res, const Caller& who, const std::string& name) {
   if (!dir_.loaded()) return res->send_error(directory_loading());
   if (!valid_zone_name(name))
-    return res->send_error(make_error(422, "invalid_zone_name", "zone names use a-z, 0-9 and '-', at most 64", "name"));
+    return res->send_error(
+        make_error(422, "invalid_zone_name", "zone names use a-z, 0-9 and '-', at most 64", "name"));
   if (req.body.size() > options_.max_body_bytes)
     return res->send_error(too_large(req.body.size(), options_.max_body_bytes, "http.max_body_bytes"));
   auto area = dir_.parse_zone(std::string(req.body));
@@ -257,11 +263,12 @@ void DirectoryApi::put_zone(const http::Request& req, Res res, const Caller& who
                                           " zones, the limit "
                                           "(directory.max_zones_per_tenant): delete one or raise the limit",
                                       "name"));
-  dir_.put_zone(tenant, name, std::string(req.body), std::move(area).value(), [res, name, tenant](Result<bool> c) {
-    if (!c) return res->send_error(c.error());
-    log::info("zone_stored", {{"tenant", tenant}, {"zone", name}});
-    res->send_json(*c ? 201 : 200, dump({{"name", name}, {"created", *c}}));
-  });
+  dir_.put_zone(tenant, name, std::string(req.body), std::move(area).value(),
+                [res, name, tenant](Result<bool> c) {
+                  if (!c) return res->send_error(c.error());
+                  log::info("zone_stored", {{"tenant", tenant}, {"zone", name}});
+                  res->send_json(*c ? 201 : 200, dump({{"name", name}, {"created", *c}}));
+                });
 }
 
 void DirectoryApi::get_zone(const http::Request& /*req*/, Res res, const Caller& who,

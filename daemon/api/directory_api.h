@@ -17,9 +17,9 @@ struct ImportJob;
 struct ImportSlice;
 
 struct DirectoryApiOptions {
-  size_t max_body_bytes = 1 << 20;          // PUT bodies
-  size_t import_max_bytes = 64 << 20;       // one import request
-  size_t max_zones_per_tenant = 1000;       // PUT /v1/zones refuses a new name beyond it
+  size_t max_body_bytes = 1 << 20;     // PUT bodies
+  size_t import_max_bytes = 64 << 20;  // one import request
+  size_t max_zones_per_tenant = 1000;  // PUT /v1/zones refuses a new name beyond it
 };
 
 class DirectoryApi {

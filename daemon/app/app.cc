@@ -35,7 +35,9 @@ constexpr int kIntakeConnections = 4;
 void warn_about_open_senders(const config::Config& cfg) {
   for (const auto& [id, t] : cfg.tenants)
     for (const auto& s : t.senders)
-      if (s == "*") log::warn("tenant_accepts_any_sender", {{"tenant", id}, {"hint", "list the tenant's own CAP senders"}});
+      if (s == "*")
+        log::warn("tenant_accepts_any_sender",
+                  {{"tenant", id}, {"hint", "list the tenant's own CAP senders"}});
 }
 
 std::map<std::string, dispatch::TenantPolicy> dispatch_policies(const config::Config& cfg) {
@@ -48,8 +50,10 @@ std::map<std::string, dispatch::TenantPolicy> dispatch_policies(const config::Co
     p.by_severity.clear();
     for (const auto& [severity, policy] : t.sms.channels) {
       auto cp = policy == "all" ? dispatch::ChannelPolicy::All : dispatch::ChannelPolicy::PushFirst;
-      if (severity == "default") p.otherwise = cp;
-      else p.by_severity[severity] = cp;
+      if (severity == "default")
+        p.otherwise = cp;
+      else
+        p.by_severity[severity] = cp;
     }
   }
   return out;
@@ -170,7 +174,8 @@ Status App::start() {
   dc.max_batches = static_cast<size_t>(i.cfg.dispatch.max_batches);
   dc.max_attempts = static_cast<int>(i.cfg.dispatch.max_attempts);
   dc.max_unconfirmed = static_cast<size_t>(i.cfg.dispatch.max_unconfirmed);
-  i.dispatcher = std::make_unique<dispatch::Dispatcher>(i.loop, *i.redis, *i.directory, i.clock, i.metrics, dc);
+  i.dispatcher =
+      std::make_unique<dispatch::Dispatcher>(i.loop, *i.redis, *i.directory, i.clock, i.metrics, dc);
   i.dispatcher->set_policies(dispatch_policies(i.cfg));
   if (auto s = add_gateways(); !s) return s;
   i.metrics.start_at_zero(known_labels(i.cfg, i.gateway_labels));
@@ -299,7 +304,8 @@ Status App::add_gateways() {
       auto g = sms::SmsGateway::create(i.loop, name, std::move(c).value());
       if (!g) return gc.locate(std::move(g).take_error());
       i.gateway_labels.push_back({name, "sms", false});
-      (*g)->set_reply_observer([this, name](int status) { impl_->metrics.sms_request(name, status).Increment(); });
+      (*g)->set_reply_observer(
+          [this, name](int status) { impl_->metrics.sms_request(name, status).Increment(); });
       // SMSC binds are slow: the provider's messages/s (0 = no limit).
       i.dispatcher->add_gateway(std::move(g).value(), gc.rate);
     }

@@ -193,16 +193,20 @@ bool is_lower_hex(const std::string& s, size_t len) {
 Result<DirectoryPolicy> decode_directory(const Ctx& ctx, const YAML::Node& n, const std::string& p) {
   DirectoryPolicy d;
   TRY(check_keys(ctx, n, p, {"default_region", "topics", "event_topics", "everyone_when", "geocodes"}));
-  if (n["default_region"]) TRY_ASSIGN(d.default_region, get_string(ctx, n["default_region"], p + ".default_region"));
+  if (n["default_region"])
+    TRY_ASSIGN(d.default_region, get_string(ctx, n["default_region"], p + ".default_region"));
   if (d.default_region.size() != 2 || !std::isupper(static_cast<unsigned char>(d.default_region[0])) ||
       !std::isupper(static_cast<unsigned char>(d.default_region[1])))
-    return config_error(ctx, n["default_region"], p + ".default_region", "expected an ISO 3166 region such as IT");
+    return config_error(ctx, n["default_region"], p + ".default_region",
+                        "expected an ISO 3166 region such as IT");
   TRY_ASSIGN(d.topics, get_string_list(ctx, n["topics"], p + ".topics"));
   if (const auto& et = n["event_topics"]; et) {
-    if (!et.IsMap()) return config_error(ctx, et, p + ".event_topics", "expected a mapping of event text to topics");
+    if (!et.IsMap())
+      return config_error(ctx, et, p + ".event_topics", "expected a mapping of event text to topics");
     for (auto it = et.begin(); it != et.end(); ++it) {
       std::vector<std::string> topics;
-      TRY_ASSIGN(topics, get_string_list(ctx, it->second, p + ".event_topics." + it->first.as<std::string>()));
+      TRY_ASSIGN(topics,
+                 get_string_list(ctx, it->second, p + ".event_topics." + it->first.as<std::string>()));
       d.event_topics.emplace_back(it->first.as<std::string>(), std::move(topics));
     }
   }
@@ -223,10 +227,12 @@ Result<DirectoryPolicy> decode_directory(const Ctx& ctx, const YAML::Node& n, co
     if (!gc.IsMap()) return config_error(ctx, gc, p + ".geocodes", "expected valueName: {value: [zones]}");
     for (auto it = gc.begin(); it != gc.end(); ++it) {
       std::string vn = it->first.as<std::string>();
-      if (!it->second.IsMap()) return config_error(ctx, it->second, p + ".geocodes." + vn, "expected value: [zones]");
+      if (!it->second.IsMap())
+        return config_error(ctx, it->second, p + ".geocodes." + vn, "expected value: [zones]");
       for (auto v = it->second.begin(); v != it->second.end(); ++v) {
         std::vector<std::string> zones;
-        TRY_ASSIGN(zones, get_string_list(ctx, v->second, p + ".geocodes." + vn + "." + v->first.as<std::string>()));
+        TRY_ASSIGN(zones,
+                   get_string_list(ctx, v->second, p + ".geocodes." + vn + "." + v->first.as<std::string>()));
         d.geocodes[vn][v->first.as<std::string>()] = std::move(zones);
       }
     }
@@ -240,7 +246,8 @@ Result<Tenant> decode_tenant(const Ctx& ctx, const std::string& id, const YAML::
   t.id = id;
   TRY(check_keys(ctx, n, p, {"name", "senders", "keys", "approval", "grants", "directory", "sms"}));
   if (id.empty() || !std::all_of(id.begin(), id.end(), [](char c) {
-        return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-';
+        return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) ||
+               c == '-';
       }))
     return config_error(ctx, n, p, "tenant ids use a-z, 0-9 and '-'");
   if (n["name"]) TRY_ASSIGN(t.name, get_string(ctx, n["name"], p + ".name"));
@@ -248,7 +255,8 @@ Result<Tenant> decode_tenant(const Ctx& ctx, const std::string& id, const YAML::
   if (t.senders.empty()) return config_error(ctx, n, p + ".senders", "list at least one allowed CAP sender");
   if (n["keys"]) {
     const auto& keys = n["keys"];
-    if (!keys.IsMap()) return config_error(ctx, keys, p + ".keys", "expected a mapping of key id to {role, sha256}");
+    if (!keys.IsMap())
+      return config_error(ctx, keys, p + ".keys", "expected a mapping of key id to {role, sha256}");
     for (auto it = keys.begin(); it != keys.end(); ++it) {
       std::string kp = p + ".keys." + it->first.as<std::string>();
       TRY(check_keys(ctx, it->second, kp, {"role", "sha256"}));
@@ -256,12 +264,17 @@ Result<Tenant> decode_tenant(const Ctx& ctx, const std::string& id, const YAML::
       k.id = it->first.as<std::string>();
       std::string role;
       TRY_ASSIGN(role, get_string(ctx, it->second["role"], kp + ".role"));
-      if (role == "operator") k.role = Role::Operator;
-      else if (role == "approver") k.role = Role::Approver;
-      else if (role == "admin") k.role = Role::Admin;
-      else if (role == "citizen-app") k.role = Role::CitizenApp;
-      else return config_error(ctx, it->second["role"], kp + ".role",
-                               "unknown role \"" + role + "\" (operator, approver, admin, citizen-app)");
+      if (role == "operator")
+        k.role = Role::Operator;
+      else if (role == "approver")
+        k.role = Role::Approver;
+      else if (role == "admin")
+        k.role = Role::Admin;
+      else if (role == "citizen-app")
+        k.role = Role::CitizenApp;
+      else
+        return config_error(ctx, it->second["role"], kp + ".role",
+                            "unknown role \"" + role + "\" (operator, approver, admin, citizen-app)");
       TRY_ASSIGN(k.sha256, get_string(ctx, it->second["sha256"], kp + ".sha256"));
       if (!is_lower_hex(k.sha256, 64))
         return config_error(ctx, it->second["sha256"], kp + ".sha256",
@@ -307,21 +320,28 @@ Result<Tenant> decode_tenant(const Ctx& ctx, const std::string& id, const YAML::
   if (n["sms"]) {
     const auto& s = n["sms"];
     TRY(check_keys(ctx, s, p + ".sms", {"max_segments", "text_parameter", "channels", "fallback_after_s"}));
-    if (s["max_segments"]) TRY_ASSIGN(t.sms.max_segments, get_int(ctx, s["max_segments"], p + ".sms.max_segments", 1, 10));
-    if (s["text_parameter"]) TRY_ASSIGN(t.sms.text_parameter, get_string(ctx, s["text_parameter"], p + ".sms.text_parameter"));
+    if (s["max_segments"])
+      TRY_ASSIGN(t.sms.max_segments, get_int(ctx, s["max_segments"], p + ".sms.max_segments", 1, 10));
+    if (s["text_parameter"])
+      TRY_ASSIGN(t.sms.text_parameter, get_string(ctx, s["text_parameter"], p + ".sms.text_parameter"));
     if (s["fallback_after_s"])
-      TRY_ASSIGN(t.sms.fallback_after_s, get_int(ctx, s["fallback_after_s"], p + ".sms.fallback_after_s", 0, 86400));
+      TRY_ASSIGN(t.sms.fallback_after_s,
+                 get_int(ctx, s["fallback_after_s"], p + ".sms.fallback_after_s", 0, 86400));
     if (const auto& ch = s["channels"]; ch) {
       if (!ch.IsMap())
-        return config_error(ctx, ch, p + ".sms.channels", "expected CAP severity (or default): all | push_first");
-      static const std::set<std::string> kSeverities{"Extreme", "Severe", "Moderate", "Minor", "Unknown", "default"};
+        return config_error(ctx, ch, p + ".sms.channels",
+                            "expected CAP severity (or default): all | push_first");
+      static const std::set<std::string> kSeverities{"Extreme", "Severe",  "Moderate",
+                                                     "Minor",   "Unknown", "default"};
       for (auto it = ch.begin(); it != ch.end(); ++it) {
         std::string sev = it->first.as<std::string>(), cp = p + ".sms.channels." + sev;
         if (!kSeverities.count(sev))
-          return config_error(ctx, it->first, cp, "unknown CAP severity (Extreme, Severe, Moderate, Minor, Unknown, default)");
+          return config_error(ctx, it->first, cp,
+                              "unknown CAP severity (Extreme, Severe, Moderate, Minor, Unknown, default)");
         std::string v;
         TRY_ASSIGN(v, get_string(ctx, it->second, cp));
-        if (v != "all" && v != "push_first") return config_error(ctx, it->second, cp, "expected all or push_first");
+        if (v != "all" && v != "push_first")
+          return config_error(ctx, it->second, cp, "expected all or push_first");
         t.sms.channels[sev] = v;
       }
     }
@@ -446,7 +466,8 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
   TRY_ASSIGN(c.redis.command_timeout_ms,
              get_int(ctx, redis["command_timeout_ms"], "redis.command_timeout_ms", 100, 600000));
   TRY_ASSIGN(c.redis.url, get_string(ctx, redis["url"], "redis.url"));
-  if (c.redis.url != "managed" && c.redis.url.rfind("redis://", 0) != 0 && c.redis.url.rfind("unix://", 0) != 0)
+  if (c.redis.url != "managed" && c.redis.url.rfind("redis://", 0) != 0 &&
+      c.redis.url.rfind("unix://", 0) != 0)
     return config_error(ctx, redis["url"], "redis.url",
                         "expected \"managed\", redis://HOST:PORT[/DB] or unix:///PATH");
   TRY(check_keys(ctx, redis["managed"], "redis.managed", {"binary", "dir", "appendfsync"}));
@@ -470,7 +491,8 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
              get_int(ctx, dir["max_zones_per_tenant"], "directory.max_zones_per_tenant", 1, 60'000));
 
   const auto disp = root["dispatch"];
-  TRY(check_keys(ctx, disp, "dispatch", {"consumer", "batch_size", "max_batches", "max_attempts", "max_unconfirmed"}));
+  TRY(check_keys(ctx, disp, "dispatch",
+                 {"consumer", "batch_size", "max_batches", "max_attempts", "max_unconfirmed"}));
   TRY_ASSIGN(c.dispatch.max_unconfirmed,
              get_int(ctx, disp["max_unconfirmed"], "dispatch.max_unconfirmed", 1, 1'000'000));
   TRY_ASSIGN(c.dispatch.consumer, get_string(ctx, disp["consumer"], "dispatch.consumer"));
@@ -510,7 +532,8 @@ Result<Config> decode(Ctx& ctx, YAML::Node root) {
   resolve(c.directory.zones_dir);
 
   if (const auto gw = root["gateways"]; gw && !gw.IsNull()) {
-    if (!gw.IsMap()) return config_error(ctx, gw, "gateways", "expected a mapping of gateway name to settings");
+    if (!gw.IsMap())
+      return config_error(ctx, gw, "gateways", "expected a mapping of gateway name to settings");
     for (auto it = gw.begin(); it != gw.end(); ++it) {
       std::string name = it->first.as<std::string>();
       TRY_ASSIGN(c.gateways[name], decode_gateway(ctx, name, it->second, resolve));
@@ -554,10 +577,14 @@ Error GatewayConfig::locate(Error e) const {
 
 const char* to_string(Role r) {
   switch (r) {
-    case Role::Operator: return "operator";
-    case Role::Approver: return "approver";
-    case Role::Admin: return "admin";
-    case Role::CitizenApp: return "citizen-app";
+    case Role::Operator:
+      return "operator";
+    case Role::Approver:
+      return "approver";
+    case Role::Admin:
+      return "admin";
+    case Role::CitizenApp:
+      return "citizen-app";
   }
   return "operator";
 }
