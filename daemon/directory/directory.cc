@@ -182,10 +182,6 @@ const std::string& load_script() {
   return s;
 }
 
-std::string tenant_prefix(std::string_view t) {
-  return store::keys::tenant(t);
-}
-
 // The packed index record: what rebuilding the index needs, without the JSON.
 //   u8 version=1 | str id | str language | u8 channels | u8 n topics, str each |
 //   u8 n locations, (f64 lat, f64 lon) each | u8 n zones, str each        (str = u8 len + bytes)
@@ -505,7 +501,7 @@ void Directory::load_tenant(std::vector<std::string> ids, size_t next, std::func
 void Directory::load_blocks(const std::string& tenant, size_t first, int64_t started_ms,
                             std::function<void(Status)> done) {
   std::string from = std::to_string(first), count = std::to_string(kBlocksPerPart);
-  redis_.eval(load_script(), {tenant_prefix(tenant)}, {from, count},
+  redis_.eval(load_script(), {store::keys::tenant(tenant)}, {from, count},
               [this, tenant, first, started_ms, done = std::move(done)](const redisReply* r,
                                                                         const Error* e) mutable {
                 if (e) return done(*e);
@@ -581,7 +577,7 @@ void Directory::import(const std::string& tenant, std::shared_ptr<std::vector<Re
   auto remaining = std::make_shared<size_t>(chunks);
   auto failed = std::make_shared<std::optional<Error>>();
   auto shared_done = std::make_shared<std::function<void(Result<ImportOutcome>)>>(std::move(done));
-  std::string pfx = tenant_prefix(tenant);
+  std::string pfx = store::keys::tenant(tenant);
   for (size_t c = 0; c < chunks; ++c) {
     size_t begin = c * kChunk, end = std::min(batch->size(), begin + kChunk);
     std::vector<std::string> owned;
@@ -644,7 +640,7 @@ void Directory::get(const std::string& tenant, const std::string& id,
 }
 
 void Directory::remove(const std::string& tenant, const std::string& id, std::function<void(Result<bool>)> done) {
-  redis_.eval(delete_script(), {tenant_prefix(tenant)}, {id},
+  redis_.eval(delete_script(), {store::keys::tenant(tenant)}, {id},
               [this, tenant, done = std::move(done)](const redisReply* r, const Error* e) {
                 if (e) return done(*e);
                 if (r->type != REDIS_REPLY_INTEGER)
