@@ -247,7 +247,7 @@ void Dispatcher::Impl::add_messages(std::unique_ptr<Batch> b, std::span<const ui
     std::vector<Msg*> pushes;
     for (int k = 0; k < 2; ++k) {
       Channel ch = k == 0 ? Channel::Apns : Channel::Fcm;
-      if (!last[k] || !gateways[static_cast<int>(ch)].gw) continue;
+      if (!last[k] || !has_channel(ch)) continue;
       auto& content = a.push_content[c.language];
       if (!content) {
         PushText t = render_push(a.alert, pick());
@@ -257,7 +257,7 @@ void Dispatcher::Impl::add_messages(std::unique_ptr<Batch> b, std::span<const ui
       m->m.app = std::move(last[k]->app);
       pushes.push_back(m);
     }
-    if (c.phone.empty() || !pick() || !gateways[static_cast<int>(Channel::Sms)].gw) continue;
+    if (c.phone.empty() || !pick() || !has_channel(Channel::Sms)) continue;
     auto& content = a.sms_content[c.language];
     if (!content) {
       std::string text = render_sms(a.alert, *info, policy.sms);

@@ -31,22 +31,17 @@ Dispatcher::Dispatcher(uv_loop_t* loop, store::Redis& redis, directory::Director
 Dispatcher::~Dispatcher() = default;
 
 void Dispatcher::add_gateway(std::unique_ptr<Gateway> gateway, double rate_per_s) {
-  auto& slot = impl_->gateways[static_cast<int>(gateway->channel())];
-  slot.breaker = std::make_unique<CircuitBreaker>(impl_->clock);
-  // A one-second burst: smooth enough to stay under a per-minute quota without 429 storms.
-  slot.bucket = std::make_unique<TokenBucket>(impl_->clock, rate_per_s, std::max(1.0, rate_per_s));
-  slot.bucket->set_batch(gateway->batch_size());
-  slot.queue_depth = &impl_->metrics.gateway_queue_depth(gateway->name());
-  slot.bucket_tokens = &impl_->metrics.gateway_bucket_tokens(gateway->name());
-  slot.circuit = &impl_->metrics.circuit_state(gateway->name());
-  slot.in_flight_gauge = &impl_->metrics.gateway_in_flight(gateway->name());
-  slot.duration = &impl_->metrics.gateway_duration(gateway->name());
-  slot.latency = &impl_->metrics.delivery_latency(to_string(gateway->channel()));
-  slot.gw = std::move(gateway);
+  metrics::Metrics& m = impl_->metrics;
+  const std::string& name = gateway->name();
+  int ch = static_cast<int>(gateway->channel());
+  LaneGauges gauges{&m.gateway_queue_depth(name), &m.gateway_bucket_tokens(name), &m.circuit_state(name),
+                    &m.gateway_in_flight(name), &m.gateway_duration(name)};
+  impl_->latency[ch] = &m.delivery_latency(to_string(gateway->channel()));
+  impl_->lanes[ch] = std::make_unique<Impl::Lane>(impl_->clock, std::move(gateway), rate_per_s, gauges);
 }
 
 bool Dispatcher::has_channel(Channel c) const {
-  return impl_->gateways[static_cast<int>(c)].gw != nullptr;
+  return impl_->lanes[static_cast<int>(c)] != nullptr;
 }
 
 void Dispatcher::set_policies(std::map<std::string, TenantPolicy> policies) {
@@ -84,13 +79,13 @@ void Dispatcher::stop(std::function<void()> done) {
     i.gauge_hook->close(nullptr);
   }
   auto remaining = std::make_shared<int>(0);
-  for (auto& g : i.gateways)
-    if (g.gw) ++*remaining;
+  for (auto& lane : i.lanes)
+    if (lane) ++*remaining;
   if (*remaining == 0) return done();
   auto shared = std::make_shared<std::function<void()>>(std::move(done));
-  for (auto& g : i.gateways)
-    if (g.gw)
-      g.gw->close([remaining, shared] {
+  for (auto& lane : i.lanes)
+    if (lane)
+      lane->gateway().close([remaining, shared] {
         if (--*remaining == 0) (*shared)();
       });
 }
@@ -256,7 +251,7 @@ void Dispatcher::delivery_report(const std::string& alert_tenant, const std::str
     state = "failed";
     reason = "rejected by the SMSC (DLR 16)";
   }
-  impl_->reported(Impl::report_key(alert_id, recipient_tenant, number));
+  impl_->reported(report_key(alert_id, recipient_tenant, number));
   impl_->reports.add({store::keys::tenant(alert_tenant), alert_id, recipient_tenant + "|" + number, state,
                       reason, std::move(done)});
 }

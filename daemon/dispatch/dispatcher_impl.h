@@ -1,9 +1,11 @@
 // The dispatcher's state and parts, shared by its files: dispatcher.cc (the façade,
 // the plan writer), work_source.cc (claiming, reclaiming, the poll and the sweep),
-// batch_loader.cc (loading batches and making their messages), gateway_lane.cc (each
-// gateway's queue, bucket, breaker and pump; retries; delivery-report waits) and
-// outcome_writer.cc (recording outcomes and writing them back). Internal to
-// daemon/dispatch: nothing outside it includes this.
+// batch_loader.cc (loading batches and making their messages), sending.cc (driving the
+// gateway lanes; results, retries, delivery-report waits) and outcome_writer.cc
+// (recording outcomes and writing them back). The parts that decide without I/O are
+// classes of their own, each with its tests: GatewayLane, RetryQueue, ReportWaits, the
+// flow pieces, ProgressReader and ReportWriter. Internal to daemon/dispatch: nothing
+// outside it includes this.
 #pragma once
 
 #include <algorithm>
@@ -12,7 +14,6 @@
 #include <list>
 #include <map>
 #include <optional>
-#include <queue>
 #include <span>
 #include <unordered_map>
 #include <unordered_set>
@@ -25,8 +26,11 @@
 #include "daemon/core/turn_hook.h"
 #include "daemon/dispatch/dispatcher.h"
 #include "daemon/dispatch/flow.h"
+#include "daemon/dispatch/gateway_lane.h"
 #include "daemon/dispatch/render.h"
+#include "daemon/dispatch/report_waits.h"
 #include "daemon/dispatch/report_writer.h"
+#include "daemon/dispatch/retry_queue.h"
 #include "daemon/dispatch/scripts.h"
 #include "daemon/dispatch/sms_text.h"
 #include "daemon/metrics/metrics.h"
@@ -60,10 +64,6 @@ inline constexpr size_t kMaxBacklog = 2048;  // outcomes written at the latest w
 // dispatcher loads one alone first: Redis answers the commands it read together only
 // after running them all, so the first contacts would wait for everyone else's.
 inline constexpr size_t kMaxLoading = 8;
-inline constexpr size_t kBurst = 128;  // messages submitted to a gateway per loop turn
-// ... and when it has nothing in flight (an alert's first messages): these are written at
-// the end of this turn, and answered while the next turn renders a whole burst.
-inline constexpr size_t kFirstBurst = 8;
 
 using store::keys::dispatch_stream;
 
@@ -179,21 +179,9 @@ struct Dispatcher::Impl {
     size_t awaiting = 0;  // of the remaining: accepted, waiting only for their delivery report
     prometheus::Counter* accepted[3] = {};  // sirena_messages_total{result="accepted"} per channel
   };
-  struct GatewaySlot {
-    std::unique_ptr<Gateway> gw;
-    std::unique_ptr<CircuitBreaker> breaker;
-    std::unique_ptr<TokenBucket> bucket;
-    FairQueue<Msg*> queue[kPriorities];  // round-robin over the alert tenants
-    size_t queued = 0;
-    size_t in_flight = 0;
-    // Looked up once: these move with every message.
-    prometheus::Gauge* queue_depth = nullptr;
-    prometheus::Gauge* bucket_tokens = nullptr;
-    prometheus::Gauge* circuit = nullptr;
-    prometheus::Gauge* in_flight_gauge = nullptr;
-    prometheus::Histogram* duration = nullptr;
-    prometheus::Histogram* latency = nullptr;
-  };
+  using Lane = GatewayLane<Msg*>;
+  using Retries = RetryQueue<Msg*>;
+  struct PumpDriver;
   struct Written {             // one message's final outcome, waiting for the next write-back
     Active* alert;             // kept alive by the message's batch until the write-back is sent
     std::string field, value;  // empty for a push accepted at its first attempt: then
@@ -212,11 +200,6 @@ struct Dispatcher::Impl {
     std::string entry, tenant, alert, batch;
     bool fresh;
   };
-  struct Retry {
-    int64_t due_ms;
-    Msg* msg;
-    bool operator>(const Retry& o) const { return due_ms > o.due_ms; }
-  };
 
   uv_loop_t* loop;
   store::Redis& redis;
@@ -225,8 +208,8 @@ struct Dispatcher::Impl {
   metrics::Metrics& metrics;
   ProgressReader reader{redis};
   DispatchConfig cfg;
-  Backoff backoff;
-  GatewaySlot gateways[3];
+  std::unique_ptr<Lane> lanes[3];  // by Channel; null for a channel without a gateway
+  prometheus::Histogram* latency[3] = {};  // from the POST to each acceptance, by Channel
   std::unordered_map<std::string, std::shared_ptr<Active>> alerts;
   // Alerts being read from Redis, with the batch loads waiting for them.
   std::unordered_map<std::string, std::vector<std::function<void(std::shared_ptr<Active>)>>> alerts_loading;
@@ -249,21 +232,10 @@ struct Dispatcher::Impl {
   size_t claimed_count = 0;
   size_t batches_loading = 0;
   size_t waiting_batches = 0;  // batches in work that only wait for delivery reports (capacity())
-  std::priority_queue<Retry, std::vector<Retry>, std::greater<>> retries;
+  Retries retries{clock, Backoff(cfg.backoff_base_ms, cfg.backoff_cap_ms), cfg.max_attempts};
   std::multimap<int64_t, Msg*> held;  // SMS fallbacks by deadline
   std::map<std::string, TenantPolicy> policies;
-  // SMS accepted by a gateway that reports (Kannel asked for delivery reports): final once
-  // any report proves the SMSC has it, sent again when none comes in time (a crashed
-  // bearerbox loses what it had queued). By report_key(); reports that arrive before the
-  // acceptance is seen wait in `early_reports` (forgotten after kEarlyReportMs).
-  struct Unreported {
-    Msg* msg;
-    std::multimap<int64_t, std::string>::iterator due;
-  };
-  std::unordered_map<std::string, Unreported> unreported;
-  std::multimap<int64_t, std::string> unreported_due;
-  std::unordered_map<std::string, int64_t> early_reports;
-  std::deque<std::pair<int64_t, std::string>> early_order;
+  ReportWaits<Msg*> report_waits{clock, kEarlyReportMs, kMaxEarlyReports};
   std::vector<Written> outcomes;
   std::vector<std::pair<Batch*, bool>> finished_batches;  // flushed with the next write-back
   // Made by start(), closed by stop(): empty before and after, when nothing is armed.
@@ -298,8 +270,7 @@ struct Dispatcher::Impl {
         directory(d),
         clock(c),
         metrics(m),
-        cfg(std::move(conf)),
-        backoff(cfg.backoff_base_ms, cfg.backoff_cap_ms) {}
+        cfg(std::move(conf)) {}
 
   // Its deliv field: "<R>:<slot>:<channel>".
   static std::string field_of(const Msg& m);
@@ -399,38 +370,31 @@ struct Dispatcher::Impl {
 
   const TenantPolicy& policy_of(const std::string& tenant) const;
 
+  Lane& lane_of(Channel ch) { return *lanes[static_cast<int>(ch)]; }
+  bool has_channel(Channel ch) const { return lanes[static_cast<int>(ch)] != nullptr; }
+
   void enqueue(Msg* m);
-
-  Msg* pop(GatewaySlot& g);
-
-  void push_front(GatewaySlot& g, Msg* m);
 
   // An SMS held for its pushes goes now (no push accepted, or the deadline passed).
   void release(Msg* sms);
 
   void pump_all();
 
-  void pump(GatewaySlot& g);
+  void pump(Lane& lane);
 
   void set_gauges();
 
   void arm_pump(int64_t ms);
 
-  void send(GatewaySlot& g, Msg* m);
+  void send(Lane& lane, Msg* m);
 
-  void on_result(GatewaySlot& g, Msg* m, const SendResult& r);
+  void on_result(Lane& lane, Msg* m, const SendResult& r);
 
   void retry(Msg* m, int64_t retry_after_ms, const std::string& reason);
-
-  static std::string report_key(const std::string& alert_id, const std::string& rtenant,
-                                const std::string& number);
 
   // A delivery report for an SMS this daemon may be waiting on: any report proves the SMSC
   // has it, so the acceptance is final (the report's own state is applied in Redis).
   void reported(const std::string& key);
-
-  // Forgets early reports older than kEarlyReportMs, and at least `count` of the oldest.
-  void forget_early_reports(int64_t now, size_t count = 0);
 
   void arm_retry();
 

@@ -100,9 +100,11 @@ class FairQueue {
   }
   bool empty() const { return size_ == 0; }
   size_t size() const { return size_; }
-  T pop() {  // precondition: !empty()
+  // Precondition: !empty(). `key`, if given, receives the item's key (for push_front).
+  T pop(std::string* key = nullptr) {
     if (next_ == queues_.end()) next_ = queues_.begin();
     auto it = next_++;
+    if (key) *key = it->first;
     T item = it->second.front();
     it->second.pop_front();
     if (it->second.empty()) queues_.erase(it);

@@ -11,6 +11,9 @@
 namespace sirena::dispatch {
 
 enum class Channel : uint8_t { Sms = 0, Apns = 1, Fcm = 2 };
+
+// An alert's priority is 0 (most urgent) .. kPriorities - 1 (see priority_of()).
+inline constexpr int kPriorities = 4;
 const char* to_string(Channel c);
 
 // What every message of one alert in one language says. Built once per alert, language and

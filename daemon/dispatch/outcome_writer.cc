@@ -42,7 +42,7 @@ void Dispatcher::Impl::finish(Msg* m, std::string_view state, const std::string&
 }
 
 auto Dispatcher::Impl::counter(Batch* b, Channel ch, std::string_view state) -> prometheus::Counter& {
-  const std::string& gw = gateways[static_cast<int>(ch)].gw->name();
+  const std::string& gw = lane_of(ch).name();
   if (state != "accepted") return metrics.message(b->rtenant, to_string(ch), gw, std::string(state));
   auto& c = b->accepted[static_cast<int>(ch)];
   if (!c) c = &metrics.message(b->rtenant, to_string(ch), gw, "accepted");

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "daemon/alerts/alert.h"
+#include "daemon/dispatch/gateway.h"   // kPriorities
 #include "daemon/dispatch/sms_text.h"  // drill_marker
 
 namespace sirena::dispatch {
@@ -20,10 +21,10 @@ struct PushText {
 };
 PushText render_push(const alerts::Alert& alert, const alerts::Info* info);
 
-// 0 (most urgent) .. 3: Extreme/Severe with Immediate/Expected urgency first, so that
-// higher-priority alerts overtake lower ones in every queue (DESIGN.md invariant 6).
+// 0 (most urgent) .. kPriorities - 1: Extreme/Severe with Immediate/Expected urgency
+// first, so that higher-priority alerts overtake lower ones in every queue (DESIGN.md
+// invariant 6).
 int priority_of(const alerts::Alert& alert);
-inline constexpr int kPriorities = 4;
 
 // The same for an Alert and the Updates that replace it: the identifier of the first
 // message of the chain, so a push for an Update replaces the earlier notification.

@@ -206,15 +206,13 @@ void Dispatcher::Impl::poll() {
 }
 
 void Dispatcher::Impl::sweep(const std::string& alert_id) {
-  for (auto& g : gateways) {
-    if (!g.gw) continue;
-    for (auto& q : g.queue)
-      q.remove_if([&](Msg* m) {
-        if (m->batch->alert->id != alert_id) return false;
-        --g.queued;
-        finish(m, "cancelled", "");
-        return true;
-      });
+  for (auto& lane : lanes) {
+    if (!lane) continue;
+    lane->remove_if([&](Msg* m) {
+      if (m->batch->alert->id != alert_id) return false;
+      finish(m, "cancelled", "");
+      return true;
+    });
   }
   for (auto it = held.begin(); it != held.end();) {
     Msg* m = it->second;
@@ -227,22 +225,14 @@ void Dispatcher::Impl::sweep(const std::string& alert_id) {
     finish(m, "cancelled", "");
   }
   // Retries waiting for their backoff would otherwise stay pending until due.
-  std::vector<Retry> keep;
-  std::vector<Msg*> dropped;
-  for (; !retries.empty(); retries.pop()) {
-    if (retries.top().msg->batch->alert->id == alert_id)
-      dropped.push_back(retries.top().msg);
-    else
-      keep.push_back(retries.top());
-  }
-  retries = decltype(retries)(std::greater<>(), std::move(keep));
-  for (Msg* m : dropped) finish(m, "cancelled", "");
+  for (Msg* m : retries.remove_if([&](Msg* r) { return r->batch->alert->id == alert_id; }))
+    finish(m, "cancelled", "");
   metrics.retry_queue_depth().Set(static_cast<double>(retries.size()));
   // Last, with the alert's queues empty: what the gateways and their HTTP clients hold
   // and have not started (answered Outcome::Cancelled through send()'s callback, which
   // pumps other alerts' messages into the room made).
-  for (auto& g : gateways)
-    if (g.gw) g.gw->cancel(alert_id);
+  for (auto& lane : lanes)
+    if (lane) lane->gateway().cancel(alert_id);
 }
 
 }  // namespace sirena::dispatch
