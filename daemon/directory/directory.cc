@@ -473,7 +473,8 @@ void Directory::load_tenant(std::vector<std::string> ids, size_t next, std::func
   std::string tenant = ids[next];
   // API zones first, so that recipients' zone references find their areas.
   redis_.command({"HGETALL", store::keys::zones(tenant)}, [this, ids = std::move(ids), next, tenant,
-                                                           done = std::move(done)](store::Reply r, const Error* e) mutable {
+                                                           done = std::move(done)](store::Reply r,
+                                                                                   const Error* e) mutable {
     if (e) return done(*e);
     TenantState& t = *state(tenant);
     ZoneLimits limits;
@@ -501,11 +502,13 @@ void Directory::load_blocks(const std::string& tenant, size_t first, int64_t sta
                             std::function<void(Status)> done) {
   std::string from = std::to_string(first), count = std::to_string(kBlocksPerPart);
   redis_.eval(load_script(), {store::keys::tenant(tenant)}, {from, count},
-              [this, tenant, first, started_ms, done = std::move(done)](store::Reply r, const Error* e) mutable {
+              [this, tenant, first, started_ms, done = std::move(done)](store::Reply r,
+                                                                        const Error* e) mutable {
                 if (e) return done(*e);
                 if (r.is_error())
                   return done(make_error(503, "storage_error", "index load: " + std::string(r.str())));
-                if (!r[0].is_integer()) return done(make_error(500, "storage_error", "unexpected index load reply"));
+                if (!r[0].is_integer())
+                  return done(make_error(500, "storage_error", "unexpected index load reply"));
                 TenantState& t = *state(tenant);
                 const bool last = r[0].integer() == 0;
                 // The next part is asked for first: Redis reads it while this one is
@@ -588,7 +591,7 @@ void Directory::import(const std::string& tenant, std::shared_ptr<std::vector<Re
     std::vector<std::string_view> args(owned.begin(), owned.end());
     redis_.eval(upsert_script(), {pfx}, args,
                 [this, tenant, batch, begin, end, outcome, remaining, failed, shared_done](store::Reply r,
-                                                                                          const Error* e) {
+                                                                                           const Error* e) {
                   if (e) {
                     if (!*failed) *failed = *e;
                   } else if (!r.is_array() || r.size() != (end - begin) * 2) {

@@ -86,9 +86,8 @@ void Dispatcher::Impl::load_batch(int priority, const std::string& entry, const 
     }
     if (plan) return load_own(std::move(b), std::move(plan));
     Batch* raw = b.release();
-    redis.eval(scripts::load(), {key}, {}, [this, raw](store::Reply r, const Error* e) {
-      on_load(std::unique_ptr<Batch>(raw), r, e);
-    });
+    redis.eval(scripts::load(), {key}, {},
+               [this, raw](store::Reply r, const Error* e) { on_load(std::unique_ptr<Batch>(raw), r, e); });
   });
 }
 

@@ -194,15 +194,14 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   size_t split = std::min<size_t>(n, 1);
   size_t claim = i.started && !i.stopping ? i.capacity() : 0;
   i.claimed_count += claim;
-  call(0, split, claim,
-       [this, prio, claim, w, check, finished, next, split](store::Reply r, const Error* e) {
-         Impl& i = *impl_;
-         i.claimed_count -= claim;
-         w->failed = check(r, e);
-         if (!w->failed && r[1].is_array()) i.take_streams(r[1], prio, true);
-         if (split == w->n || w->failed || r[0].integer() < 0) return finished(r, e);
-         (*next)(split);
-       });
+  call(0, split, claim, [this, prio, claim, w, check, finished, next, split](store::Reply r, const Error* e) {
+    Impl& i = *impl_;
+    i.claimed_count -= claim;
+    w->failed = check(r, e);
+    if (!w->failed && r[1].is_array()) i.take_streams(r[1], prio, true);
+    if (split == w->n || w->failed || r[0].integer() < 0) return finished(r, e);
+    (*next)(split);
+  });
   // The alert as given (its batches load without reading it back), unless one is
   // already in work here; and behind the first call on the same connection, the first batch.
   if (!i.alerts.count(alert_id) && !i.alerts_loading.count(alert_id))

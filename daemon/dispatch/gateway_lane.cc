@@ -162,7 +162,8 @@ void Dispatcher::Impl::on_result(GatewaySlot& g, Msg* m, const SendResult& r) {
       g.breaker->on_success();  // the gateway works; the token does not
       metrics.tokens_pruned(to_string(m->m.channel)).Increment();
       // Pruned: later alerts skip it (DESIGN.md invariant 5).
-      redis.command({"SADD", store::keys::pruned(m->m.tenant), m->m.address}, [](store::Reply, const Error*) {});
+      redis.command({"SADD", store::keys::pruned(m->m.tenant), m->m.address},
+                    [](store::Reply, const Error*) {});
       finish(m, "failed", r.reason.empty() ? "unregistered" : r.reason);
       break;
     case Outcome::Permanent:

@@ -41,10 +41,9 @@ Error storage_error(const std::string& what) {
 void ProgressReader::progress(const std::string& tenant, const std::string& alert_id,
                               std::vector<Channel> channels, std::function<void(Result<Progress>)> done) {
   auto plan = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
-  redis_.command({"HGETALL", store::keys::plan(tenant, alert_id)},
-                 [plan](store::Reply r, const Error* e) {
-                   if (!e) *plan = r.pairs();
-                 });
+  redis_.command({"HGETALL", store::keys::plan(tenant, alert_id)}, [plan](store::Reply r, const Error* e) {
+    if (!e) *plan = r.pairs();
+  });
   redis_.command(
       {"HGETALL", store::keys::progress(tenant, alert_id)},
       [plan, channels = std::move(channels), done = std::move(done)](store::Reply r, const Error* e) {
@@ -138,7 +137,8 @@ void ProgressReader::accepted_page(const std::string& tenant, const std::string&
         if (!r.is_array() || r.size() < 2) return done(storage_error("unexpected reply listing deliveries"));
         for (size_t k = 2; k < r.size(); ++k) pairs.emplace_back(r[k].string(), "accepted|1|");
         std::optional<std::string> next;
-        if (r[0].integer() >= 0) next = "a" + std::to_string(r[0].integer()) + "." + std::to_string(r[1].integer());
+        if (r[0].integer() >= 0)
+          next = "a" + std::to_string(r[0].integer()) + "." + std::to_string(r[1].integer());
         page(std::move(pairs), std::move(next), std::move(done));
       });
 }

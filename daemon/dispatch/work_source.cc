@@ -133,7 +133,8 @@ void Dispatcher::Impl::loaded(const Batch& b) {
 
 void Dispatcher::Impl::ensure_groups() {
   for (int p = 0; p < kPriorities; ++p)
-    redis.command({"XGROUP", "CREATE", dispatch_stream(p), kGroup, "0", "MKSTREAM"}, [](store::Reply, const Error*) {});
+    redis.command({"XGROUP", "CREATE", dispatch_stream(p), kGroup, "0", "MKSTREAM"},
+                  [](store::Reply, const Error*) {});
 }
 
 void Dispatcher::Impl::poll() {

@@ -239,12 +239,14 @@ void Redis::on_connect(const redisAsyncContext* ac, int status) {
     self->schedule_reconnect();
     return;
   }
-  if (!self->target_.password.empty()) self->command({"AUTH", self->target_.password}, [](Reply, const Error*) {});
+  if (!self->target_.password.empty())
+    self->command({"AUTH", self->target_.password}, [](Reply, const Error*) {});
   if (self->target_.db != 0)
     self->command({"SELECT", std::to_string(self->target_.db)}, [](Reply, const Error*) {});
   // Scripts used before are loaded again, so that a Redis restart (empty script cache)
   // does not cost every script a NOSCRIPT round trip.
-  for (const auto& [text, sha] : self->scripts_) self->command({"SCRIPT", "LOAD", *text}, [](Reply, const Error*) {});
+  for (const auto& [text, sha] : self->scripts_)
+    self->command({"SCRIPT", "LOAD", *text}, [](Reply, const Error*) {});
   self->backoff_ms_ = 0;
   log::info("redis_connected", {{"target", self->target_.unix_path.empty()
                                                  ? self->target_.host + ":" + std::to_string(self->target_.port)
@@ -383,7 +385,8 @@ void Redis::eval(const std::string& script, const std::vector<std::string_view>&
   // those of the EVAL, so the caller's (possibly large) arguments are not copied again.
   std::shared_ptr<char> cmd(formatted, redisFreeCommand);
   std::string_view text(formatted, static_cast<size_t>(len));
-  send_formatted(text, [this, &script, cmd, text, n = ptrs.size(), cb = std::move(cb)](Reply r, const Error* e) mutable {
+  send_formatted(text, [this, &script, cmd, text, n = ptrs.size(), cb = std::move(cb)](
+                           Reply r, const Error* e) mutable {
     if (r.is_error() && r.str().starts_with("NOSCRIPT")) {
       std::string head = "*" + std::to_string(n) + "\r\n$7\r\nEVALSHA\r\n$40\r\n";
       std::string again = "*" + std::to_string(n) + "\r\n$4\r\nEVAL\r\n$" + std::to_string(script.size()) +

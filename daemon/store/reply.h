@@ -81,7 +81,11 @@ class Reply::Iterator {
   size_t i_;
 };
 
-inline Reply::Iterator Reply::begin() const { return {*this, 0}; }
-inline Reply::Iterator Reply::end() const { return {*this, size()}; }
+inline Reply::Iterator Reply::begin() const {
+  return {*this, 0};
+}
+inline Reply::Iterator Reply::end() const {
+  return {*this, size()};
+}
 
 }  // namespace sirena::store
