@@ -184,17 +184,15 @@ constexpr std::string_view kSummaryFields[] = {
     "state",      "status",       "msg_type",    "sender",        "identifier",   "sent",      "received_ms",
     "expires_ms", "submitted_by", "approved_by", "superseded_by", "cancelled_by", "recipients"};
 
-std::vector<std::pair<std::string, std::string>> summary_pairs(const redisReply* r) {
+std::vector<std::pair<std::string, std::string>> summary_pairs(store::Reply r) {
   std::vector<std::pair<std::string, std::string>> out;
-  if (!r || r->type != REDIS_REPLY_ARRAY) return out;
-  for (size_t i = 0; i < r->elements && i < std::size(kSummaryFields); ++i)
-    out.emplace_back(std::string(kSummaryFields[i]), store::reply_string(r->element[i]));
+  for (size_t i = 0; i < r.size() && i < std::size(kSummaryFields); ++i)
+    out.emplace_back(std::string(kSummaryFields[i]), r[i].string());
   return out;
 }
 
-Error script_error(const redisReply* r) {
-  return make_error(500, "storage_error",
-                    std::string("storage script failed: ") + std::string(r->str, r->len));
+Error script_error(store::Reply r) {
+  return make_error(500, "storage_error", std::string("storage script failed: ") + std::string(r.str()));
 }
 
 }  // namespace
@@ -262,24 +260,22 @@ void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> 
     store::Redis* w = writers_[next_writer_++ % writers_.size()];
     if (w->connected()) conn = w;  // a writer reconnecting: the main connection serves
   }
-  conn->eval(kCreateScript, {pfx}, args, [done = std::move(done)](const redisReply* r, const Error* e) {
+  conn->eval(kCreateScript, {pfx}, args, [done = std::move(done)](store::Reply r, const Error* e) {
     if (e) return done(*e);
-    if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3)
-      return done(make_error(500, "storage_error", "bad reply"));
-    done(Created{r->element[0]->integer == 1, store::reply_string(r->element[1]),
-                 store::reply_string(r->element[2])});
+    if (r.is_error()) return done(script_error(r));
+    if (!r.is_array() || r.size() != 3) return done(make_error(500, "storage_error", "bad reply"));
+    done(Created{r[0].integer() == 1, r[1].string(), r[2].string()});
   });
 }
 
 void AlertStore::get(const std::string& tenant, const std::string& id,
                      std::function<void(Result<std::optional<StoredAlert>>)> done) {
   std::string key = store::keys::alert(tenant, id);
-  redis_.command({"HGETALL", key}, [tenant, id, done = std::move(done)](const redisReply* r, const Error* e) {
+  redis_.command({"HGETALL", key}, [tenant, id, done = std::move(done)](store::Reply r, const Error* e) {
     if (e) return done(*e);
-    if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
-    if (r->elements == 0) return done(std::optional<StoredAlert>{});
-    done(std::optional<StoredAlert>{from_pairs(tenant, id, store::reply_pairs(r))});
+    if (r.is_error()) return done(script_error(r));
+    if (r.size() == 0) return done(std::optional<StoredAlert>{});
+    done(std::optional<StoredAlert>{from_pairs(tenant, id, r.pairs())});
   });
 }
 
@@ -288,11 +284,11 @@ void AlertStore::list(const std::string& tenant, const std::string& cursor, int 
   std::string max = cursor.empty() ? "+" : "(" + cursor;
   std::string count = std::to_string(limit + 1);
   redis_.command({"ZREVRANGEBYLEX", store::keys::alerts(tenant), max, "-", "LIMIT", "0", count},
-                 [this, tenant, limit, done = std::move(done)](const redisReply* r, const Error* e) mutable {
+                 [this, tenant, limit, done = std::move(done)](store::Reply r, const Error* e) mutable {
                    if (e) return done(*e);
-                   if (r->type != REDIS_REPLY_ARRAY) return done(script_error(r));
+                   if (!r.is_array()) return done(script_error(r));
                    std::vector<std::string> ids;
-                   for (size_t i = 0; i < r->elements; ++i) ids.push_back(store::reply_string(r->element[i]));
+                   for (store::Reply id : r) ids.push_back(id.string());
                    auto page = std::make_shared<Page>();
                    if (static_cast<int>(ids.size()) > limit) {
                      ids.resize(limit);
@@ -309,7 +305,7 @@ void AlertStore::list(const std::string& tenant, const std::string& cursor, int 
                      std::string key = store::keys::alert(tenant, ids[i]);
                      argv.push_back(key);
                      argv.insert(argv.end(), std::begin(kSummaryFields), std::end(kSummaryFields));
-                     redis_.command(argv, [=, id = ids[i]](const redisReply* r2, const Error* e2) {
+                     redis_.command(argv, [=, id = ids[i]](store::Reply r2, const Error* e2) {
                        if (e2 && !*failed) {
                          *failed = true;
                          (*shared_done)(*e2);
@@ -326,10 +322,10 @@ void AlertStore::cancel(const std::string& tenant, const std::string& id, const 
                         std::function<void(Result<std::string>)> done) {
   std::string now = std::to_string(now_ms);
   redis_.eval(kCancelScript, {store::keys::tenant(tenant)}, {id, by, key_id, remote, now},
-              [done = std::move(done)](const redisReply* r, const Error* e) {
+              [done = std::move(done)](store::Reply r, const Error* e) {
                 if (e) return done(*e);
-                if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
-                done(store::reply_string(r));
+                if (r.is_error()) return done(script_error(r));
+                done(r.string());
               });
 }
 
@@ -342,9 +338,9 @@ void AlertStore::audit(const std::string& tenant,
     argv.push_back(k);
     argv.push_back(v);
   }
-  redis_.command(argv, [done = std::move(done)](const redisReply* r, const Error* e) {
+  redis_.command(argv, [done = std::move(done)](store::Reply r, const Error* e) {
     if (e) return done(*e);
-    if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
+    if (r.is_error()) return done(script_error(r));
     done(Ok{});
   });
 }
@@ -356,11 +352,11 @@ void AlertStore::approve(const std::string& tenant, const std::string& id, const
   std::string now = std::to_string(now_ms);
   redis_.eval(
       kApproveScript, {pfx}, {id, key_id, remote, now},
-      [done = std::move(done)](const redisReply* r, const Error* e) {
+      [done = std::move(done)](store::Reply r, const Error* e) {
         if (e) return done(*e);
-        if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
-        std::string kind = store::reply_string(r->element[0]);
-        std::string what = store::reply_string(r->element[1]);
+        if (r.is_error()) return done(script_error(r));
+        std::string kind = r[0].string();
+        std::string what = r[1].string();
         if (kind == "ok") return done(what);
         if (what == "not_found") return done(make_error(404, "not_found", "no such alert"));
         if (what == "same_key_cannot_approve")
@@ -368,7 +364,7 @@ void AlertStore::approve(const std::string& tenant, const std::string& id, const
                                  "two-person rule: the alert must be approved with a different key "
                                  "than the one that submitted it"));
         done(make_error(409, "not_pending_approval",
-                        "the alert is " + store::reply_string(r->element[2]) + ", not pending_approval"));
+                        "the alert is " + r[2].string() + ", not pending_approval"));
       });
 }
 

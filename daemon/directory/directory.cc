@@ -473,13 +473,13 @@ void Directory::load_tenant(std::vector<std::string> ids, size_t next, std::func
   std::string tenant = ids[next];
   // API zones first, so that recipients' zone references find their areas.
   redis_.command({"HGETALL", store::keys::zones(tenant)}, [this, ids = std::move(ids), next, tenant,
-                                                           done = std::move(done)](const redisReply* r,
+                                                           done = std::move(done)](store::Reply r,
                                                                                    const Error* e) mutable {
     if (e) return done(*e);
     TenantState& t = *state(tenant);
     ZoneLimits limits;
     limits.max_points = static_cast<size_t>(cfg_.directory.max_zone_points);
-    for (const auto& [name, geojson] : store::reply_pairs(r)) {
+    for (const auto& [name, geojson] : r.pairs()) {
       auto area = parse_geojson_area(geojson, limits);
       if (!area) {
         metrics_.unexpected("stored_zone_invalid").Increment();
@@ -502,21 +502,20 @@ void Directory::load_blocks(const std::string& tenant, size_t first, int64_t sta
                             std::function<void(Status)> done) {
   std::string from = std::to_string(first), count = std::to_string(kBlocksPerPart);
   redis_.eval(load_script(), {store::keys::tenant(tenant)}, {from, count},
-              [this, tenant, first, started_ms, done = std::move(done)](const redisReply* r,
+              [this, tenant, first, started_ms, done = std::move(done)](store::Reply r,
                                                                         const Error* e) mutable {
                 if (e) return done(*e);
-                if (r->type == REDIS_REPLY_ERROR)
-                  return done(make_error(503, "storage_error", "index load: " + std::string(r->str, r->len)));
-                if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER)
+                if (r.is_error())
+                  return done(make_error(503, "storage_error", "index load: " + std::string(r.str())));
+                if (!r[0].is_integer())
                   return done(make_error(500, "storage_error", "unexpected index load reply"));
                 TenantState& t = *state(tenant);
-                const bool last = r->element[0]->integer == 0;
+                const bool last = r[0].integer() == 0;
                 // The next part is asked for first: Redis reads it while this one is
                 // parsed. One request is out at a time, so replies come in order.
                 if (!last) load_blocks(tenant, first + kBlocksPerPart, started_ms, std::move(done));
                 size_t before = t.index.size();
-                for (size_t i = 1; i < r->elements; ++i)
-                  load_block(t, std::string_view(r->element[i]->str, r->element[i]->len));
+                for (size_t i = 1; i < r.size(); ++i) load_block(t, r[i].str());
                 if (t.index.size() / kProgressEvery != before / kProgressEvery)
                   log::info("directory_loading", {{"tenant", tenant}, {"recipients", t.index.size()}});
                 if (!last) return;
@@ -591,18 +590,18 @@ void Directory::import(const std::string& tenant, std::shared_ptr<std::vector<Re
     }
     std::vector<std::string_view> args(owned.begin(), owned.end());
     redis_.eval(upsert_script(), {pfx}, args,
-                [this, tenant, batch, begin, end, outcome, remaining, failed, shared_done](const redisReply* r,
-                                                                                          const Error* e) {
+                [this, tenant, batch, begin, end, outcome, remaining, failed, shared_done](store::Reply r,
+                                                                                           const Error* e) {
                   if (e) {
                     if (!*failed) *failed = *e;
-                  } else if (r->type != REDIS_REPLY_ARRAY || r->elements != (end - begin) * 2) {
+                  } else if (!r.is_array() || r.size() != (end - begin) * 2) {
                     if (!*failed) *failed = make_error(500, "storage_error", "unexpected import reply");
                   } else if (TenantState* ts = state(tenant)) {
                     for (size_t i = begin; i < end; ++i) {
                       size_t k = (i - begin) * 2;
-                      const long long created = r->element[k + 1]->integer;
+                      const int64_t created = r[k + 1].integer();
                       // Unchanged: the index already holds what Redis holds for the slot.
-                      if (created >= 0) apply(*ts, static_cast<Slot>(r->element[k]->integer), (*batch)[i]);
+                      if (created >= 0) apply(*ts, static_cast<Slot>(r[k].integer()), (*batch)[i]);
                       outcome->created += created == 1;
                       outcome->unchanged += created == -1;
                       ++outcome->imported;
@@ -632,21 +631,20 @@ void Directory::put(const std::string& tenant, const Recipient& r, std::function
 void Directory::get(const std::string& tenant, const std::string& id,
                     std::function<void(Result<std::optional<std::string>>)> done) {
   redis_.command({"HGET", store::keys::recipients(tenant), id},
-                 [done = std::move(done)](const redisReply* r, const Error* e) {
+                 [done = std::move(done)](store::Reply r, const Error* e) {
                    if (e) return done(*e);
-                   if (r->type == REDIS_REPLY_NIL) return done(std::optional<std::string>{});
-                   done(std::optional<std::string>{store::reply_string(r)});
+                   if (r.is_nil()) return done(std::optional<std::string>{});
+                   done(std::optional<std::string>{r.string()});
                  });
 }
 
 void Directory::remove(const std::string& tenant, const std::string& id, std::function<void(Result<bool>)> done) {
   redis_.eval(delete_script(), {store::keys::tenant(tenant)}, {id},
-              [this, tenant, done = std::move(done)](const redisReply* r, const Error* e) {
+              [this, tenant, done = std::move(done)](store::Reply r, const Error* e) {
                 if (e) return done(*e);
-                if (r->type != REDIS_REPLY_INTEGER)
-                  return done(make_error(500, "storage_error", "bad reply"));
-                if (r->integer < 0) return done(false);
-                if (TenantState* t = state(tenant)) t->index.remove(static_cast<Slot>(r->integer));
+                if (!r.is_integer()) return done(make_error(500, "storage_error", "bad reply"));
+                if (r.integer() < 0) return done(false);
+                if (TenantState* t = state(tenant)) t->index.remove(static_cast<Slot>(r.integer()));
                 done(true);
               });
 }
@@ -661,7 +659,7 @@ void Directory::put_zone(const std::string& tenant, const std::string& name, con
                          std::function<void(Result<bool>)> done) {
   redis_.command({"HSET", store::keys::zones(tenant), name, geojson},
                  [this, tenant, name, geojson, area = std::move(area), done = std::move(done)](
-                     const redisReply* r, const Error* e) {
+                     store::Reply r, const Error* e) {
                    if (e) return done(*e);
                    TenantState* t = state(tenant);
                    if (!t) return done(make_error(404, "unknown_tenant", "no such tenant"));
@@ -677,11 +675,11 @@ void Directory::put_zone(const std::string& tenant, const std::string& name, con
 void Directory::delete_zone(const std::string& tenant, const std::string& name,
                             std::function<void(Result<bool>)> done) {
   redis_.command({"HDEL", store::keys::zones(tenant), name},
-                 [this, tenant, name, done = std::move(done)](const redisReply* r, const Error* e) {
+                 [this, tenant, name, done = std::move(done)](store::Reply r, const Error* e) {
                    if (e) return done(*e);
                    TenantState* t = state(tenant);
                    if (!t) return done(make_error(404, "unknown_tenant", "no such tenant"));
-                   bool existed = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+                   bool existed = r.is_integer() && r.integer() == 1;
                    t->api_zones.erase(name);
                    if (!t->file_zones.count(name)) {
                      t->set_zone(name, std::nullopt);

@@ -14,34 +14,29 @@ void Dispatcher::Impl::with_alert(const std::string& tenant, const std::string& 
   if (waiting.size() > 1) return;
   std::string key = store::keys::alert(tenant, id);
   redis.command({"HMGET", key, "parsed", "state", "received_ms", "expires_ms"},
-                [this, tenant, id](const redisReply* r, const Error* e) {
-                  std::shared_ptr<Active> a = read_alert(tenant, id, e ? nullptr : r);
+                [this, tenant, id](store::Reply r, const Error* e) {
+                  std::shared_ptr<Active> a = read_alert(tenant, id, e ? store::Reply() : r);
                   if (a) a = alerts.emplace(id, a).first->second;
                   auto fns = std::move(alerts_loading[id]);
                   alerts_loading.erase(id);
                   // An error reply is Redis unable to answer (LOADING after a restart, ...),
                   // not the alert's absence.
-                  alert_read_failed = e != nullptr || (r && r->type == REDIS_REPLY_ERROR);
+                  alert_read_failed = e != nullptr || r.is_error();
                   for (auto& fn : fns) fn(a);
                   alert_read_failed = false;
                 });
 }
 
-auto Dispatcher::Impl::read_alert(const std::string& tenant, const std::string& id, const redisReply* r)
+auto Dispatcher::Impl::read_alert(const std::string& tenant, const std::string& id, store::Reply r)
     -> std::shared_ptr<Active> {
-  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4 || r->element[0]->type == REDIS_REPLY_NIL)
-    return nullptr;
-  auto json = nlohmann::json::parse(store::reply_string(r->element[0]), nullptr, false);
+  if (!r.is_array() || r.size() != 4 || r[0].is_nil()) return nullptr;
+  auto json = nlohmann::json::parse(r[0].string(), nullptr, false);
   auto parsed = alerts::alert_from_json(json);
   if (!parsed) return nullptr;
-  std::string state = store::reply_string(r->element[1]);
-  std::string rec = store::reply_string(r->element[2]);
-  std::string exp = store::reply_string(r->element[3]);
-  auto a =
-      make_active(tenant, id, std::move(parsed).value(), parse_number<int64_t>(rec).value_or(clock.now_ms()));
-  auto st = alerts::parse_state(state);
+  auto a = make_active(tenant, id, std::move(parsed).value(), r[2].integer(clock.now_ms()));
+  auto st = alerts::parse_state(r[1].string());
   a->cancelled = !st || !alerts::is_sending(*st);
-  a->expires_ms = parse_number<int64_t>(exp).value_or(0);
+  a->expires_ms = r[3].integer(0);
   return a;
 }
 
@@ -79,7 +74,7 @@ void Dispatcher::Impl::load_batch(int priority, const std::string& entry, const 
       // The alert is gone (or unreadable): nothing can be sent for it.
       metrics.unexpected("dispatch_alert_missing").Increment();
       loaded(*b);
-      redis.command({"XACK", dispatch_stream(priority), kGroup, entry}, [](auto*, auto*) {});
+      redis.command({"XACK", dispatch_stream(priority), kGroup, entry}, [](store::Reply, const Error*) {});
       return;
     }
     a->last_used_ms = clock.now_ms();
@@ -91,17 +86,15 @@ void Dispatcher::Impl::load_batch(int priority, const std::string& entry, const 
     }
     if (plan) return load_own(std::move(b), std::move(plan));
     Batch* raw = b.release();
-    redis.eval(scripts::load(), {key}, {}, [this, raw](const redisReply* r, const Error* e) {
-      on_load(std::unique_ptr<Batch>(raw), r, e);
-    });
+    redis.eval(scripts::load(), {key}, {},
+               [this, raw](store::Reply r, const Error* e) { on_load(std::unique_ptr<Batch>(raw), r, e); });
   });
 }
 
 void Dispatcher::Impl::note_written(const std::string& alert_id, const std::shared_ptr<const PlanText>& plan,
-                                    size_t to, const redisReply* r, const Error* e) {
-  bool fresh = !e && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
-               r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0 &&
-               r->element[2]->type == REDIS_REPLY_INTEGER && r->element[2]->integer == 0;
+                                    size_t to, store::Reply r, const Error* e) {
+  bool fresh = !e && r.size() >= 3 && r[0].is_integer() && r[0].integer() >= 0 && r[2].is_integer() &&
+               r[2].integer() == 0;
   auto it = own_plans.find(alert_id);
   if (!fresh) {
     if (it != own_plans.end()) own_plans.erase(it);
@@ -141,9 +134,9 @@ void Dispatcher::Impl::load_own(std::unique_ptr<Batch> b, std::shared_ptr<const 
     p = e;
   }
   Batch* raw = b.release();
-  redis.command(argv, [this, raw, plan = std::move(plan), slots](const redisReply* r, const Error* e) {
+  redis.command(argv, [this, raw, plan = std::move(plan), slots](store::Reply r, const Error* e) {
     std::unique_ptr<Batch> b(raw);
-    if (e || r->type != REDIS_REPLY_ARRAY) {
+    if (e || !r.is_array()) {
       loaded(*b);
       reread_own = true;
       return;  // left pending: re-read by the next claim (reread_own)
@@ -154,7 +147,7 @@ void Dispatcher::Impl::load_own(std::unique_ptr<Batch> b, std::shared_ptr<const 
 
 void Dispatcher::Impl::prefetch(const std::string& key) {
   prefetching.emplace(key, nullptr);
-  redis.eval(scripts::load(), {key}, {}, [this, key](const redisReply* r, const Error* e) {
+  redis.eval(scripts::load(), {key}, {}, [this, key](store::Reply r, const Error* e) {
     auto it = prefetching.find(key);
     Batch* raw = it->second;
     prefetching.erase(it);
@@ -162,13 +155,13 @@ void Dispatcher::Impl::prefetch(const std::string& key) {
   });
 }
 
-void Dispatcher::Impl::on_load(std::unique_ptr<Batch> b, const redisReply* r, const Error* e) {
-  if (e || r->type != REDIS_REPLY_ARRAY) {
+void Dispatcher::Impl::on_load(std::unique_ptr<Batch> b, store::Reply r, const Error* e) {
+  if (e || !r.is_array()) {
     loaded(*b);
     reread_own = true;
     return;  // left pending: re-read by the next claim (reread_own)
   }
-  std::string_view text = r->elements == 2 ? std::string_view(r->element[0]->str, r->element[0]->len) : "";
+  std::string_view text = r.size() == 2 ? r[0].str() : "";
   auto nl = text.find('\n');
   if (nl == std::string::npos) {
     metrics.unexpected("dispatch_batch_missing").Increment();
@@ -187,7 +180,7 @@ void Dispatcher::Impl::on_load(std::unique_ptr<Batch> b, const redisReply* r, co
     p = res.ptr;
     while (p < end && *p == ' ') ++p;
   }
-  add_messages(std::move(b), slots, r->element[1]);
+  add_messages(std::move(b), slots, r[1]);
 }
 
 auto Dispatcher::Impl::make_content(const Active& a, const std::string& language, const alerts::Info* info,
@@ -208,8 +201,8 @@ auto Dispatcher::Impl::make_content(const Active& a, const std::string& language
 }
 
 void Dispatcher::Impl::add_messages(std::unique_ptr<Batch> b, std::span<const uint32_t> slots,
-                                    const redisReply* r) {
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != slots.size()) {
+                                    store::Reply r) {
+  if (!r.is_array() || r.size() != slots.size()) {
     loaded(*b);
     return;
   }
@@ -231,9 +224,9 @@ void Dispatcher::Impl::add_messages(std::unique_ptr<Batch> b, std::span<const ui
   };
   for (size_t i = 0; i < slots.size(); ++i) {
     pos = static_cast<uint32_t>(i);
-    if (r->element[i]->type != REDIS_REPLY_STRING) continue;  // deleted since the plan
+    if (!r[i].is_string()) continue;  // deleted since the plan
     directory::Contacts c;
-    if (!directory::unpack_contacts(std::string_view(r->element[i]->str, r->element[i]->len), &c)) continue;
+    if (!directory::unpack_contacts(r[i].str(), &c)) continue;
     const alerts::Info* info = nullptr;
     bool info_picked = false;
     auto pick = [&] {
@@ -289,15 +282,15 @@ void Dispatcher::Impl::prepare(std::unique_ptr<Batch> b) {
   bool sms = map.size() > 2;
   if (b->fresh && !sms) {
     loaded(*b);
-    return queue(std::move(b), nullptr);
+    return queue(std::move(b), store::Reply());
   }
   std::vector<std::string> read;
   if (!b->fresh) {
     // Its first-attempt record, then the other outcomes (answered in this order).
     redis.command({"HGET", store::keys::acc(a.tenant, a.id), std::to_string(b->number)},
-                  [raw = b.get()](const redisReply* r, const Error* e) {
-                    if (e || r->type != REDIS_REPLY_STRING) return;
-                    each_accepted(std::string_view(r->str, r->len), [raw](Channel ch, uint32_t pos) {
+                  [raw = b.get()](store::Reply r, const Error* e) {
+                    if (e || !r.is_string()) return;
+                    each_accepted(r.str(), [raw](Channel ch, uint32_t pos) {
                       raw->first_accepted.push_back(accepted_key(ch, pos));
                     });
                     std::sort(raw->first_accepted.begin(), raw->first_accepted.end());
@@ -307,7 +300,7 @@ void Dispatcher::Impl::prepare(std::unique_ptr<Batch> b) {
   }
   // The reply of the last command sent (HMGET, else HSET) continues.
   Batch* raw = b.release();
-  store::Redis::Callback next = [this, raw](const redisReply* r, const Error* e) {
+  store::Redis::Callback next = [this, raw](store::Reply r, const Error* e) {
     std::unique_ptr<Batch> b(raw);
     loaded(*b);
     if (e) {
@@ -315,10 +308,10 @@ void Dispatcher::Impl::prepare(std::unique_ptr<Batch> b) {
       return;  // left pending: re-read by the next claim (reread_own)
     }
     if (b->fresh) {
-      if (r->type == REDIS_REPLY_ERROR) metrics.unexpected("dispatch_smsto_failed").Increment();
-      return queue(std::move(b), nullptr);
+      if (r.is_error()) metrics.unexpected("dispatch_smsto_failed").Increment();
+      return queue(std::move(b), store::Reply());
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != b->msgs.size()) {
+    if (!r.is_array() || r.size() != b->msgs.size()) {
       reread_own = true;  // e.g. LOADING after a Redis restart: read again
       return;
     }
@@ -327,21 +320,21 @@ void Dispatcher::Impl::prepare(std::unique_ptr<Batch> b) {
   if (sms) {
     std::vector<std::string_view> argv(map.begin(), map.end());
     if (read.empty()) return redis.command(argv, std::move(next));
-    redis.command(argv, [this](const redisReply* r, const Error* e) {
-      if (e || r->type == REDIS_REPLY_ERROR) metrics.unexpected("dispatch_smsto_failed").Increment();
+    redis.command(argv, [this](store::Reply r, const Error* e) {
+      if (e || r.is_error()) metrics.unexpected("dispatch_smsto_failed").Increment();
     });
   }
   std::vector<std::string_view> argv(read.begin(), read.end());
   redis.command(argv, std::move(next));
 }
 
-void Dispatcher::Impl::queue(std::unique_ptr<Batch> b, const redisReply* deliv) {
+void Dispatcher::Impl::queue(std::unique_ptr<Batch> b, store::Reply deliv) {
   std::vector<Msg*> skip;
   if (deliv) {
     std::vector<std::unique_ptr<Msg>> todo;
     for (size_t i = 0; i < b->msgs.size(); ++i) {
       Msg* m = b->msgs[i].get();
-      std::string v = store::reply_string(deliv->element[i]);
+      std::string v = deliv[i].string();
       if (std::binary_search(b->first_accepted.begin(), b->first_accepted.end(),
                              accepted_key(m->m.channel, m->pos)))
         v = "accepted";

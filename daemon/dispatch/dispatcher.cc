@@ -142,26 +142,24 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
     std::vector<std::string_view> argv(head.begin(), head.end());
     argv.insert(argv.end(), w->texts.begin(), w->texts.end());
     impl_->redis.eval(scripts::plan(), {store::keys::tenant(w->args.tenant)}, argv,
-                      [this, w, alert_id, to, cb = std::move(cb)](const redisReply* r, const Error* e) {
+                      [this, w, alert_id, to, cb = std::move(cb)](store::Reply r, const Error* e) {
                         impl_->note_written(alert_id, w->plan, to, r, e);
                         cb(r, e);
                       });
   };
-  auto check = [](const redisReply* r, const Error* e) -> std::optional<Error> {
+  auto check = [](store::Reply r, const Error* e) -> std::optional<Error> {
     if (e) return *e;
-    if (r->type == REDIS_REPLY_ERROR)
-      return make_error(500, "storage_error", "plan script: " + std::string(r->str, r->len));
-    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0)
-      return make_error(500, "storage_error", "plan script: no reply");
+    if (r.is_error()) return make_error(500, "storage_error", "plan script: " + std::string(r.str()));
+    if (r.size() == 0) return make_error(500, "storage_error", "plan script: no reply");
     return std::nullopt;
   };
   store::Redis::Callback finished = [this, alert_id, tenant, w, check, done = std::move(done)](
-                                        const redisReply* r, const Error* e) {
+                                        store::Reply r, const Error* e) {
     Impl& i = *impl_;
     i.planning.erase(alert_id);
     if (!w->failed) w->failed = check(r, e);
     if (w->failed) return done(*w->failed);
-    if (r->element[0]->integer >= 0)
+    if (r[0].integer() >= 0)
       log::info("dispatch_planned", {{"tenant", tenant},
                                      {"id", alert_id},
                                      {"batches", w->n},
@@ -178,8 +176,8 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   *next = [call, check, finished, n, weak = std::weak_ptr<std::function<void(size_t)>>(next)](size_t from) {
     size_t to = std::min(n, from + (from == 1 ? kPlanSecondChunk : kPlanChunk));
     // The chunk's callback keeps the writer alive until it has sent the next chunk.
-    call(from, to, 0, [check, finished, n, to, self = weak.lock()](const redisReply* r, const Error* e) {
-      if (to == n || check(r, e) || r->element[0]->integer < 0) return finished(r, e);
+    call(from, to, 0, [check, finished, n, to, self = weak.lock()](store::Reply r, const Error* e) {
+      if (to == n || check(r, e) || r[0].integer() < 0) return finished(r, e);
       (*self)(to);
     });
   };
@@ -191,16 +189,14 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   size_t split = std::min<size_t>(n, 1);
   size_t claim = i.started && !i.stopping ? i.capacity() : 0;
   i.claimed_count += claim;
-  call(0, split, claim,
-       [this, prio, claim, w, check, finished, next, split](const redisReply* r, const Error* e) {
-         Impl& i = *impl_;
-         i.claimed_count -= claim;
-         w->failed = check(r, e);
-         if (!w->failed && r->elements > 1 && r->element[1]->type == REDIS_REPLY_ARRAY)
-           i.take_entries(r->element[1], prio, true);
-         if (split == w->n || w->failed || r->element[0]->integer < 0) return finished(r, e);
-         (*next)(split);
-       });
+  call(0, split, claim, [this, prio, claim, w, check, finished, next, split](store::Reply r, const Error* e) {
+    Impl& i = *impl_;
+    i.claimed_count -= claim;
+    w->failed = check(r, e);
+    if (!w->failed && r[1].is_array()) i.take_streams(r[1], prio, true);
+    if (split == w->n || w->failed || r[0].integer() < 0) return finished(r, e);
+    (*next)(split);
+  });
   // The alert as given (its batches load without reading it back), unless one is
   // already in work here; and behind the first call on the same connection, the first batch.
   if (!i.alerts.count(alert_id) && !i.alerts_loading.count(alert_id))

@@ -300,7 +300,12 @@ struct Dispatcher::Impl {
 
   void claim_stream(int priority, bool own_pending);
 
-  void take_entries(const redisReply* r, int priority, bool fresh);
+  // Claims the entries of an XREADGROUP reply ([[stream, entries]], also the plan
+  // script's), then loads what it can.
+  void take_streams(store::Reply streams, int priority, bool fresh);
+
+  // Claims one stream's entries ([[id, [field, value, ...]], ...]); load_next() loads them.
+  void take_entries(store::Reply entries, int priority, bool fresh);
 
   // A stream entry this daemon already works on: XAUTOCLAIM returns our own entries too
   // when a batch takes longer than reclaim_idle_ms (retries, rate limits, awaited reports).
@@ -321,7 +326,7 @@ struct Dispatcher::Impl {
   void with_alert(const std::string& tenant, const std::string& id,
                   std::function<void(std::shared_ptr<Active>)> fn);
 
-  std::shared_ptr<Active> read_alert(const std::string& tenant, const std::string& id, const redisReply* r);
+  std::shared_ptr<Active> read_alert(const std::string& tenant, const std::string& id, store::Reply r);
 
   std::shared_ptr<Active> make_active(const std::string& tenant, const std::string& id, alerts::Alert alert,
                                       int64_t received_ms);
@@ -331,7 +336,7 @@ struct Dispatcher::Impl {
 
   // A plan call answered: batches [0, to) of a fresh plan are durable as `plan` has them.
   void note_written(const std::string& alert_id, const std::shared_ptr<const PlanText>& plan, size_t to,
-                    const redisReply* r, const Error* e);
+                    store::Reply r, const Error* e);
 
   // Batch `number` of `alert_id` when this daemon wrote it (see own_plans), else null.
   std::shared_ptr<const PlanText> own_batch(const std::string& alert_id, int64_t number);
@@ -344,7 +349,7 @@ struct Dispatcher::Impl {
   // it; unclaimed (another alert's batches came first), it is dropped.
   void prefetch(const std::string& key);
 
-  void on_load(std::unique_ptr<Batch> b, const redisReply* r, const Error* e);
+  void on_load(std::unique_ptr<Batch> b, store::Reply r, const Error* e);
 
   static std::shared_ptr<const Content> make_content(const Active& a, const std::string& language,
                                                      const alerts::Info* info, std::string title,
@@ -352,7 +357,7 @@ struct Dispatcher::Impl {
 
   // One message per channel the recipient can be reached on (`contacts`: the HMGET of
   // the slots' packed contacts, in order); then prepare().
-  void add_messages(std::unique_ptr<Batch> b, std::span<const uint32_t> slots, const redisReply* r);
+  void add_messages(std::unique_ptr<Batch> b, std::span<const uint32_t> slots, store::Reply r);
 
   // Before a batch is queued: SMS numbers are mapped for delivery reports (the smsto HSET
   // is answered before any SMS of the batch is sent), and a batch delivered before (re-read
@@ -362,7 +367,7 @@ struct Dispatcher::Impl {
 
   // Drops messages already final (`deliv`: their states, for a batch delivered before),
   // settles SMS fallbacks whose pushes are already decided, and queues the rest.
-  void queue(std::unique_ptr<Batch> b, const redisReply* deliv);
+  void queue(std::unique_ptr<Batch> b, store::Reply deliv);
 
   void finish_empty(std::unique_ptr<Batch> b);
 

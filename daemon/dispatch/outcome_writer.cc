@@ -59,8 +59,8 @@ void Dispatcher::Impl::schedule_flush() {
 void Dispatcher::Impl::send_flush(std::shared_ptr<FlushCall> call) {
   std::vector<std::string_view> argv(call->args.begin(), call->args.end());
   std::string_view pfx = call->prefix;
-  redis.eval(scripts::flush(), {pfx}, argv, [this, call](const redisReply* r, const Error* e) {
-    if (e || (r && r->type == REDIS_REPLY_ERROR)) {
+  redis.eval(scripts::flush(), {pfx}, argv, [this, call](store::Reply r, const Error* e) {
+    if (e || r.is_error()) {
       metrics.unexpected("dispatch_flush_failed").Increment();
       if (stopping || !flush_timer) return;  // its batches stay pending: re-read at the restart
       failed_flushes.push_back(call);

@@ -41,20 +41,19 @@ Error storage_error(const std::string& what) {
 void ProgressReader::progress(const std::string& tenant, const std::string& alert_id,
                               std::vector<Channel> channels, std::function<void(Result<Progress>)> done) {
   auto plan = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
-  redis_.command({"HGETALL", store::keys::plan(tenant, alert_id)},
-                 [plan](const redisReply* r, const Error* e) {
-                   if (!e) *plan = store::reply_pairs(r);
-                 });
+  redis_.command({"HGETALL", store::keys::plan(tenant, alert_id)}, [plan](store::Reply r, const Error* e) {
+    if (!e) *plan = r.pairs();
+  });
   redis_.command(
       {"HGETALL", store::keys::progress(tenant, alert_id)},
-      [plan, channels = std::move(channels), done = std::move(done)](const redisReply* r, const Error* e) {
+      [plan, channels = std::move(channels), done = std::move(done)](store::Reply r, const Error* e) {
         if (e) return done(*e);
         Progress out;
         for (Channel ch : channels) out[to_string(ch)] = {};
         for (const auto& [k, v] : *plan)
           if (k.rfind("planned:", 0) == 0)
             if (auto it = out.find(k.substr(8)); it != out.end()) it->second.planned = count_of(v);
-        for (const auto& [k, v] : store::reply_pairs(r)) {
+        for (const auto& [k, v] : r.pairs()) {
           auto colon = k.find(':');
           if (colon == std::string::npos) continue;
           auto it = out.find(k.substr(0, colon));
@@ -101,12 +100,11 @@ void ProgressReader::scan(const std::string& tenant, const std::string& alert_id
   std::string count = std::to_string(limit);
   redis_.command({"HSCAN", store::keys::deliv(tenant, alert_id), cursor, "COUNT", count},
                  [this, tenant, alert_id, state, limit, scanned, pairs = std::move(pairs),
-                  done = std::move(done)](const redisReply* r, const Error* e) mutable {
+                  done = std::move(done)](store::Reply r, const Error* e) mutable {
                    if (e) return done(*e);
-                   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
-                     return done(storage_error("unexpected HSCAN reply"));
-                   std::string next = store::reply_string(r->element[0]);
-                   for (auto& p : store::reply_pairs(r->element[1])) {
+                   if (!r.is_array() || r.size() != 2) return done(storage_error("unexpected HSCAN reply"));
+                   std::string next = r[0].string();
+                   for (auto& p : r[1].pairs()) {
                      ++scanned;
                      if (state.empty() || p.second.compare(0, state.size() + 1, state + "|") == 0)
                        pairs.push_back(std::move(p));
@@ -134,15 +132,13 @@ void ProgressReader::accepted_page(const std::string& tenant, const std::string&
   std::string args[] = {alert_id, std::to_string(batch), std::to_string(skip), std::to_string(limit)};
   redis_.eval(
       scripts::accepted_page(), {store::keys::tenant(tenant)}, {args[0], args[1], args[2], args[3]},
-      [this, pairs = std::move(pairs), done = std::move(done)](const redisReply* r, const Error* e) mutable {
+      [this, pairs = std::move(pairs), done = std::move(done)](store::Reply r, const Error* e) mutable {
         if (e) return done(*e);
-        if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
-          return done(storage_error("unexpected reply listing deliveries"));
-        for (size_t k = 2; k < r->elements; ++k)
-          pairs.emplace_back(store::reply_string(r->element[k]), "accepted|1|");
+        if (!r.is_array() || r.size() < 2) return done(storage_error("unexpected reply listing deliveries"));
+        for (size_t k = 2; k < r.size(); ++k) pairs.emplace_back(r[k].string(), "accepted|1|");
         std::optional<std::string> next;
-        if (r->element[0]->integer >= 0)
-          next = "a" + std::to_string(r->element[0]->integer) + "." + std::to_string(r->element[1]->integer);
+        if (r[0].integer() >= 0)
+          next = "a" + std::to_string(r[0].integer()) + "." + std::to_string(r[1].integer());
         page(std::move(pairs), std::move(next), std::move(done));
       });
 }
@@ -177,12 +173,11 @@ void ProgressReader::page(Pairs pairs, std::optional<std::string> next, PageDone
     std::vector<std::string> keys{"HMGET", store::keys::contacts(t)};
     for (auto& [slot, _] : list) keys.push_back(std::to_string(slot));
     std::vector<std::string_view> argv(keys.begin(), keys.end());
-    redis_.command(argv, [out, list, remaining, shared_done](const redisReply* r, const Error* e) {
-      if (!e && r->type == REDIS_REPLY_ARRAY)
-        for (size_t k = 0; k < list.size() && k < r->elements; ++k) {
+    redis_.command(argv, [out, list, remaining, shared_done](store::Reply r, const Error* e) {
+      if (!e && r.is_array())
+        for (size_t k = 0; k < list.size() && k < r.size(); ++k) {
           directory::Contacts c;
-          if (r->element[k]->type == REDIS_REPLY_STRING &&
-              directory::unpack_contacts(std::string_view(r->element[k]->str, r->element[k]->len), &c))
+          if (r[k].is_string() && directory::unpack_contacts(r[k].str(), &c))
             out->items[list[k].second].recipient = c.id;
         }
       if (--*remaining == 0) (*shared_done)(std::move(*out));

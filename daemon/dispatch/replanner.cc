@@ -60,12 +60,11 @@ void Replanner::pass() {
   for (const auto& tenant : tenants_) {
     if (!reading_.insert(tenant).second) continue;  // the last read has not answered yet
     redis_.command({"ZRANGEBYSCORE", unplanned_key(tenant), "-inf", now, "LIMIT", "0", page},
-                   [this, alive = alive_, tenant](const redisReply* r, const Error* e) {
+                   [this, alive = alive_, tenant](store::Reply r, const Error* e) {
                      if (!*alive) return;
                      reading_.erase(tenant);
-                     if (e || !r || r->type != REDIS_REPLY_ARRAY) return;
-                     for (size_t k = 0; k < r->elements; ++k)
-                       take_up(tenant, store::reply_string(r->element[k]));
+                     if (e || !r.is_array()) return;
+                     for (store::Reply id : r) take_up(tenant, id.string());
                    });
   }
 }
@@ -75,13 +74,13 @@ void Replanner::take_up(const std::string& tenant, const std::string& id) {
   int attempt = ++attempts_[id];
   // Pushed back before anything else: a failure below leaves it to the next due time.
   std::string due = std::to_string(clock_.now_ms() + backoff_.delay_ms(attempt) + cfg_.backoff_base_ms);
-  redis_.command({"ZADD", unplanned_key(tenant), "XX", due, id}, [](auto*, auto*) {});
+  redis_.command({"ZADD", unplanned_key(tenant), "XX", due, id}, [](store::Reply, const Error*) {});
   auto finish = [this, alive = alive_, tenant, id](bool drop) {
     if (!*alive) return;
     in_hand_.erase(id);
     if (!drop) return;
     attempts_.erase(id);
-    redis_.command({"ZREM", unplanned_key(tenant), id}, [](auto*, auto*) {});
+    redis_.command({"ZREM", unplanned_key(tenant), id}, [](store::Reply, const Error*) {});
   };
   store_.get(
       tenant, id,
@@ -124,7 +123,7 @@ void Replanner::scan_stored(const std::string& tenant, const std::string& cursor
     std::string now = std::to_string(clock_.now_ms());
     for (const auto& s : page->items)
       if (s.state == alerts::state::kAccepted && s.msg_type != "Cancel")
-        redis_.command({"ZADD", unplanned_key(tenant), "NX", now, s.id}, [](auto*, auto*) {});
+        redis_.command({"ZADD", unplanned_key(tenant), "NX", now, s.id}, [](store::Reply, const Error*) {});
     if (page->next) scan_stored(tenant, *page->next);
   });
 }

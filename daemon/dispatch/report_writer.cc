@@ -46,22 +46,22 @@ void ReportWriter::write() {
     argv.insert(argv.end(), {r.alert_id, r.recipient, r.state, r.reason});
   }
   ++calls_;
-  redis_.eval(scripts::dlr(), keys, argv, [this, batch](const redisReply* r, const Error* e) {
+  redis_.eval(scripts::dlr(), keys, argv, [this, batch](store::Reply r, const Error* e) {
     // The reports that came meanwhile go at the end of this loop turn, with any it brings.
     if (--calls_ == 0 && !waiting_.empty()) schedule();
     std::optional<Error> failed;
     if (e)
       failed = *e;
-    else if (r->type == REDIS_REPLY_ERROR)
-      failed = make_error(500, "storage_error", "dlr script: " + std::string(r->str, r->len));
-    else if (r->type != REDIS_REPLY_ARRAY || r->elements != batch->size())
+    else if (r.is_error())
+      failed = make_error(500, "storage_error", "dlr script: " + std::string(r.str()));
+    else if (!r.is_array() || r.size() != batch->size())
       failed = make_error(500, "storage_error", "dlr script: not one answer per report");
     for (size_t k = 0; k < batch->size(); ++k) {
       auto& done = (*batch)[k].done;
       if (failed)
         done(*failed);
       else
-        done(store::reply_string(r->element[k]));
+        done(r[k].string());
     }
   });
 }

@@ -121,7 +121,7 @@ void Dispatcher::Impl::on_result(Lane& lane, Msg* m, const SendResult& r) {
     case Outcome::Unregistered:
       metrics.tokens_pruned(to_string(m->m.channel)).Increment();
       // Pruned: later alerts skip it (DESIGN.md invariant 5).
-      redis.command({"SADD", store::keys::pruned(m->m.tenant), m->m.address}, [](auto, auto*) {});
+      redis.command({"SADD", store::keys::pruned(m->m.tenant), m->m.address}, [](store::Reply, const Error*) {});
       finish(m, "failed", r.reason.empty() ? "unregistered" : r.reason);
       break;
     case Outcome::Permanent:

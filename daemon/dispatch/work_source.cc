@@ -59,47 +59,46 @@ void Dispatcher::Impl::claim_stream(int priority, bool own_pending) {
   // ">" = new entries; "0" = this consumer's own pending entries.
   redis.command({"XREADGROUP", "GROUP", kGroup, cfg.consumer, "COUNT", count_text, "STREAMS", stream,
                  own_pending ? "0" : ">"},
-                [this, priority, own_pending](const redisReply* r, const Error* e) {
+                [this, priority, own_pending](store::Reply r, const Error* e) {
                   // Lost with the connection, a claim's entries may be ours all the same.
-                  if (e || (r && r->type == REDIS_REPLY_ERROR)) reread_own = true;
-                  if (!e && r->type == REDIS_REPLY_ARRAY) take_entries(r, priority, !own_pending);
-                  if (r && r->type == REDIS_REPLY_ERROR) ensure_groups();
+                  if (e || r.is_error()) reread_own = true;
+                  if (!e && r.is_array()) take_streams(r, priority, !own_pending);
+                  if (r.is_error()) ensure_groups();
                   claim_stream(priority + 1, own_pending);
                 });
 }
 
-void Dispatcher::Impl::take_entries(const redisReply* r, int priority, bool fresh) {
-  // [[stream, [[id, [field, value, ...]], ...]]]
-  for (size_t s = 0; s < r->elements; ++s) {
-    const redisReply* entries = r->element[s]->element[1];
-    for (size_t i = 0; i < entries->elements; ++i) {
-      const redisReply* entry = entries->element[i];
-      std::string id = store::reply_string(entry->element[0]);
-      if (in_work(id)) continue;
-      const redisReply* kv = entry->element[1];
-      if (!kv || kv->type != REDIS_REPLY_ARRAY) {
-        // Deleted or trimmed entry in our pending list: nothing to do but acknowledge.
-        redis.command({"XACK", dispatch_stream(priority), kGroup, id}, [](auto*, auto*) {});
-        continue;
-      }
-      std::string alert, tenant, batch;
-      bool replanned = false;  // its recipients may have outcomes from an interrupted plan
-      for (size_t f = 0; f + 1 < kv->elements; f += 2) {
-        std::string k = store::reply_string(kv->element[f]);
-        if (k == "a")
-          alert = store::reply_string(kv->element[f + 1]);
-        else if (k == "t")
-          tenant = store::reply_string(kv->element[f + 1]);
-        else if (k == "b")
-          batch = store::reply_string(kv->element[f + 1]);
-        else if (k == "r")
-          replanned = true;
-      }
-      claimed[priority].push_back({id, tenant, alert, batch, fresh && !replanned});
-      ++claimed_count;
-    }
-  }
+void Dispatcher::Impl::take_streams(store::Reply streams, int priority, bool fresh) {
+  for (store::Reply stream : streams) take_entries(stream[1], priority, fresh);
   load_next();
+}
+
+void Dispatcher::Impl::take_entries(store::Reply entries, int priority, bool fresh) {
+  for (store::Reply entry : entries) {
+    std::string id = entry[0].string();
+    if (in_work(id)) continue;
+    store::Reply kv = entry[1];
+    if (!kv.is_array()) {
+      // Deleted or trimmed entry in our pending list: nothing to do but acknowledge.
+      redis.command({"XACK", dispatch_stream(priority), kGroup, id}, [](store::Reply, const Error*) {});
+      continue;
+    }
+    std::string alert, tenant, batch;
+    bool replanned = false;  // its recipients may have outcomes from an interrupted plan
+    for (size_t f = 0; f + 1 < kv.size(); f += 2) {
+      std::string k = kv[f].string();
+      if (k == "a")
+        alert = kv[f + 1].string();
+      else if (k == "t")
+        tenant = kv[f + 1].string();
+      else if (k == "b")
+        batch = kv[f + 1].string();
+      else if (k == "r")
+        replanned = true;
+    }
+    claimed[priority].push_back({id, tenant, alert, batch, fresh && !replanned});
+    ++claimed_count;
+  }
 }
 
 auto Dispatcher::Impl::in_work(const std::string& entry) const -> bool {
@@ -134,7 +133,8 @@ void Dispatcher::Impl::loaded(const Batch& b) {
 
 void Dispatcher::Impl::ensure_groups() {
   for (int p = 0; p < kPriorities; ++p)
-    redis.command({"XGROUP", "CREATE", dispatch_stream(p), kGroup, "0", "MKSTREAM"}, [](auto*, auto*) {});
+    redis.command({"XGROUP", "CREATE", dispatch_stream(p), kGroup, "0", "MKSTREAM"},
+                  [](store::Reply, const Error*) {});
 }
 
 void Dispatcher::Impl::poll() {
@@ -161,11 +161,11 @@ void Dispatcher::Impl::poll() {
       if (!a || a->cancelled || a->state_check_pending) continue;
       a->state_check_pending = true;
       redis.command({"HGET", store::keys::alert(a->tenant, a->id), "state"},
-                    [this, a = b->alert](const redisReply* r, const Error* e) {
+                    [this, a = b->alert](store::Reply r, const Error* e) {
                       a->state_check_pending = false;
                       if (e) return;
                       // Gone (empty) is left to the batch; completed has nothing to stop.
-                      std::string text = store::reply_string(r);
+                      std::string text = r.string();
                       auto st = alerts::parse_state(text);
                       if (!text.empty() &&
                           !(st && (alerts::is_sending(*st) || *st == alerts::AlertState::Completed)) &&
@@ -183,22 +183,11 @@ void Dispatcher::Impl::poll() {
       std::string idle = std::to_string(cfg.reclaim_idle_ms), count = std::to_string(capacity());
       if (capacity() == 0) break;
       redis.command({"XAUTOCLAIM", dispatch_stream(p), kGroup, cfg.consumer, idle, "0-0", "COUNT", count},
-                    [this, p](const redisReply* r, const Error* e) {
-                      if (e || r->type != REDIS_REPLY_ARRAY || r->elements < 2) return;
-                      // Reshape into XREADGROUP's [[stream, entries]] form.
-                      redisReply entries = *r->element[1];
-                      redisReply stream{};
-                      stream.type = REDIS_REPLY_ARRAY;
-                      redisReply name{};
-                      redisReply* pair[2] = {&name, &entries};
-                      stream.elements = 2;
-                      stream.element = pair;
-                      redisReply outer{};
-                      redisReply* one[1] = {&stream};
-                      outer.type = REDIS_REPLY_ARRAY;
-                      outer.elements = 1;
-                      outer.element = one;
-                      take_entries(&outer, p, false);
+                    [this, p](store::Reply r, const Error* e) {
+                      // [next cursor, entries, ...]
+                      if (e || !r.is_array() || r.size() < 2) return;
+                      take_entries(r[1], p, false);
+                      load_next();
                     });
     }
   }

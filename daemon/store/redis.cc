@@ -1,11 +1,11 @@
 #include "daemon/store/redis.h"
 
 #include <hiredis/async.h>
+#include <hiredis/hiredis.h>
 #include <openssl/sha.h>
 
 #include <algorithm>
 #include <charconv>
-#include <cstring>
 #include <memory>
 #include <unordered_map>
 
@@ -239,12 +239,14 @@ void Redis::on_connect(const redisAsyncContext* ac, int status) {
     self->schedule_reconnect();
     return;
   }
-  if (!self->target_.password.empty()) self->command({"AUTH", self->target_.password}, [](auto*, auto*) {});
+  if (!self->target_.password.empty())
+    self->command({"AUTH", self->target_.password}, [](Reply, const Error*) {});
   if (self->target_.db != 0)
-    self->command({"SELECT", std::to_string(self->target_.db)}, [](auto*, auto*) {});
+    self->command({"SELECT", std::to_string(self->target_.db)}, [](Reply, const Error*) {});
   // Scripts used before are loaded again, so that a Redis restart (empty script cache)
   // does not cost every script a NOSCRIPT round trip.
-  for (const auto& [text, sha] : self->scripts_) self->command({"SCRIPT", "LOAD", *text}, [](auto*, auto*) {});
+  for (const auto& [text, sha] : self->scripts_)
+    self->command({"SCRIPT", "LOAD", *text}, [](Reply, const Error*) {});
   self->backoff_ms_ = 0;
   log::info("redis_connected", {{"target", self->target_.unix_path.empty()
                                                  ? self->target_.host + ":" + std::to_string(self->target_.port)
@@ -289,13 +291,13 @@ void Redis::finish_stop() {
 bool Redis::refuse(const Callback& cb) {
   if (state_ != State::Connected || !ctx_) {
     Error e = unavailable("not connected");
-    cb(nullptr, &e);
+    cb(Reply(), &e);
     return true;
   }
   if (max_pending_ && inflight_.size() >= max_pending_) {
     metrics_.unexpected("redis_pending_limit").Increment();
     Error e = unavailable(std::to_string(inflight_.size()) + " commands wait for Redis");
-    cb(nullptr, &e);
+    cb(Reply(), &e);
     return true;
   }
   return false;
@@ -318,7 +320,7 @@ void Redis::send(const std::vector<std::string_view>& argv, Pending* p) {
   if (redisAsyncCommandArgv(ctx_, &Redis::on_reply, p, static_cast<int>(argv.size()), ptrs.data(), lens.data()) !=
       REDIS_OK) {
     Error e = unavailable("command not sent");
-    p->cb(nullptr, &e);
+    p->cb(Reply(), &e);
     delete p;
     return;
   }
@@ -330,7 +332,7 @@ void Redis::send_formatted(std::string_view cmd, Callback cb) {
   auto* p = new Pending{this, std::move(cb), clock_.mono_ns()};
   if (redisAsyncFormattedCommand(ctx_, &Redis::on_reply, p, cmd.data(), cmd.size()) != REDIS_OK) {
     Error e = unavailable("command not sent");
-    p->cb(nullptr, &e);
+    p->cb(Reply(), &e);
     delete p;
     return;
   }
@@ -350,10 +352,10 @@ void Redis::on_reply(redisAsyncContext*, void* reply, void* privdata) {
       static_cast<double>(p->self->clock_.mono_ns() - p->started_ns) / 1e9);
   if (!r) {
     Error e = unavailable("connection lost");
-    p->cb(nullptr, &e);
+    p->cb(Reply(), &e);
     return;
   }
-  p->cb(r, nullptr);
+  p->cb(Reply(r), nullptr);
 }
 
 void Redis::eval(const std::string& script, const std::vector<std::string_view>& keys,
@@ -363,7 +365,7 @@ void Redis::eval(const std::string& script, const std::vector<std::string_view>&
     sha = sha1_hex(script);
     // Loaded ahead of its first EVALSHA on the same connection (and again on every
     // reconnect), so NOSCRIPT is left for a Redis that lost its cache unseen.
-    if (connected()) command({"SCRIPT", "LOAD", script}, [](auto*, auto*) {});
+    if (connected()) command({"SCRIPT", "LOAD", script}, [](Reply, const Error*) {});
   }
   std::string nkeys = std::to_string(keys.size());
   std::vector<const char*> ptrs{"EVALSHA", sha.data(), nkeys.data()};
@@ -377,15 +379,15 @@ void Redis::eval(const std::string& script, const std::vector<std::string_view>&
   int len = redisFormatCommandArgv(&formatted, static_cast<int>(ptrs.size()), ptrs.data(), lens.data());
   if (len < 0) {
     Error e = unavailable("out of memory");
-    return cb(nullptr, &e);
+    return cb(Reply(), &e);
   }
   // One formatted command is kept for the fallback: its arguments after the SHA are
   // those of the EVAL, so the caller's (possibly large) arguments are not copied again.
   std::shared_ptr<char> cmd(formatted, redisFreeCommand);
   std::string_view text(formatted, static_cast<size_t>(len));
-  send_formatted(text, [this, &script, cmd, text, n = ptrs.size(), cb = std::move(cb)](const redisReply* r,
-                                                                                       const Error* e) mutable {
-    if (r && r->type == REDIS_REPLY_ERROR && std::strncmp(r->str, "NOSCRIPT", 8) == 0) {
+  send_formatted(text, [this, &script, cmd, text, n = ptrs.size(), cb = std::move(cb)](
+                           Reply r, const Error* e) mutable {
+    if (r.is_error() && r.str().starts_with("NOSCRIPT")) {
       std::string head = "*" + std::to_string(n) + "\r\n$7\r\nEVALSHA\r\n$40\r\n";
       std::string again = "*" + std::to_string(n) + "\r\n$4\r\nEVAL\r\n$" + std::to_string(script.size()) +
                           "\r\n" + script + "\r\n";
@@ -395,14 +397,6 @@ void Redis::eval(const std::string& script, const std::vector<std::string_view>&
     }
     cb(r, e);
   });
-}
-
-std::vector<std::pair<std::string, std::string>> reply_pairs(const redisReply* r) {
-  std::vector<std::pair<std::string, std::string>> out;
-  if (!r || r->type != REDIS_REPLY_ARRAY) return out;
-  for (size_t i = 0; i + 1 < r->elements; i += 2)
-    out.emplace_back(reply_string(r->element[i]), reply_string(r->element[i + 1]));
-  return out;
 }
 
 }  // namespace sirena::store

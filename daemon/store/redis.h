@@ -14,7 +14,6 @@
 // disconnects and calls `done` once hiredis has released everything.
 #pragma once
 
-#include <hiredis/hiredis.h>
 #include <uv.h>
 
 #include <deque>
@@ -26,6 +25,7 @@
 
 #include "daemon/core/clock.h"
 #include "daemon/core/result.h"
+#include "daemon/store/reply.h"
 #include "daemon/uv/handle.h"
 
 namespace sirena::metrics {
@@ -50,8 +50,8 @@ Result<RedisTarget> parse_redis_url(std::string_view url);
 class Redis {
  public:
   // `reply` is valid only during the callback. On transport failure `reply` is null and
-  // `error` says why; a Redis error reply arrives as a reply of type REDIS_REPLY_ERROR.
-  using Callback = std::function<void(const redisReply* reply, const Error* error)>;
+  // `error` says why; a Redis error reply arrives as a reply with is_error().
+  using Callback = std::function<void(Reply reply, const Error* error)>;
 
   Redis(uv_loop_t* loop, const Clock& clock, metrics::Metrics& metrics, RedisTarget target);
   ~Redis();
@@ -112,12 +112,5 @@ class Redis {
   std::function<void()> on_stopped_;
   std::unordered_map<const std::string*, std::string> scripts_;  // script text -> SHA1
 };
-
-// Reads a reply array of alternating field/value strings (HGETALL) into pairs.
-std::vector<std::pair<std::string, std::string>> reply_pairs(const redisReply* r);
-inline std::string reply_string(const redisReply* r) {
-  return (r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)) ? std::string(r->str, r->len)
-                                                                                 : std::string();
-}
 
 }  // namespace sirena::store

@@ -103,7 +103,7 @@ class DispatcherTest : public RedisLoopTest {
   void write(const std::vector<std::string>& args) {
     std::vector<std::string_view> argv(args.begin(), args.end());
     bool done = false;
-    redis_->command(argv, [&](auto, const Error* e) {
+    redis_->command(argv, [&](store::Reply, const Error* e) {
       EXPECT_EQ(e, nullptr);
       done = true;
     });
@@ -146,7 +146,7 @@ class DispatcherTest : public RedisLoopTest {
   // A field read back through the client (cheap enough to poll on every loop turn).
   std::string hget(const std::string& key, const std::string& field) {
     std::optional<std::string> v;
-    redis_->command({"HGET", key, field}, [&](auto r, const Error*) { v = store::reply_string(r); });
+    redis_->command({"HGET", key, field}, [&](store::Reply r, const Error*) { v = r.string(); });
     while (!v) uv_run(&loop_, UV_RUN_ONCE);
     return *v;
   }
