@@ -193,7 +193,7 @@ std::vector<std::pair<std::string, std::string>> summary_pairs(const redisReply*
 }
 
 Error script_error(const redisReply* r) {
-  return make_error(500, "storage_error",
+  return make_error(ErrorKind::Internal, "storage_error",
                     std::string("storage script failed: ") + std::string(r->str, r->len));
 }
 
@@ -266,7 +266,7 @@ void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> 
     if (e) return done(*e);
     if (r->type == REDIS_REPLY_ERROR) return done(script_error(r));
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3)
-      return done(make_error(500, "storage_error", "bad reply"));
+      return done(make_error(ErrorKind::Internal, "storage_error", "bad reply"));
     done(Created{r->element[0]->integer == 1, store::reply_string(r->element[1]),
                  store::reply_string(r->element[2])});
   });
@@ -362,12 +362,12 @@ void AlertStore::approve(const std::string& tenant, const std::string& id, const
         std::string kind = store::reply_string(r->element[0]);
         std::string what = store::reply_string(r->element[1]);
         if (kind == "ok") return done(what);
-        if (what == "not_found") return done(make_error(404, "not_found", "no such alert"));
+        if (what == "not_found") return done(make_error(ErrorKind::NotFound, "not_found", "no such alert"));
         if (what == "same_key_cannot_approve")
-          return done(make_error(403, "same_key_cannot_approve",
+          return done(make_error(ErrorKind::Forbidden, "same_key_cannot_approve",
                                  "two-person rule: the alert must be approved with a different key "
                                  "than the one that submitted it"));
-        done(make_error(409, "not_pending_approval",
+        done(make_error(ErrorKind::Conflict, "not_pending_approval",
                         "the alert is " + store::reply_string(r->element[2]) + ", not pending_approval"));
       });
 }

@@ -155,9 +155,9 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   auto check = [](const redisReply* r, const Error* e) -> std::optional<Error> {
     if (e) return *e;
     if (r->type == REDIS_REPLY_ERROR)
-      return make_error(500, "storage_error", "plan script: " + std::string(r->str, r->len));
+      return make_error(ErrorKind::Internal, "storage_error", "plan script: " + std::string(r->str, r->len));
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0)
-      return make_error(500, "storage_error", "plan script: no reply");
+      return make_error(ErrorKind::Internal, "storage_error", "plan script: no reply");
     return std::nullopt;
   };
   store::Redis::Callback finished = [this, alert_id, tenant, w, check, done = std::move(done)](

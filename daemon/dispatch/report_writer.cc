@@ -53,9 +53,9 @@ void ReportWriter::write() {
     if (e)
       failed = *e;
     else if (r->type == REDIS_REPLY_ERROR)
-      failed = make_error(500, "storage_error", "dlr script: " + std::string(r->str, r->len));
+      failed = make_error(ErrorKind::Internal, "storage_error", "dlr script: " + std::string(r->str, r->len));
     else if (r->type != REDIS_REPLY_ARRAY || r->elements != batch->size())
-      failed = make_error(500, "storage_error", "dlr script: not one answer per report");
+      failed = make_error(ErrorKind::Internal, "storage_error", "dlr script: not one answer per report");
     for (size_t k = 0; k < batch->size(); ++k) {
       auto& done = (*batch)[k].done;
       if (failed)
