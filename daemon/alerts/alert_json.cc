@@ -375,7 +375,8 @@ Result<Alert> alert_from_json(const json& j) {
   try {
     return from_json(j, nullptr);
   } catch (const std::exception& e) {
-    return make_error(ErrorKind::Internal, "internal", std::string("reading a JSON alert failed: ") + e.what(), "");
+    return make_error(ErrorKind::Internal, "internal",
+                      std::string("reading a JSON alert failed: ") + e.what(), "");
   }
 }
 

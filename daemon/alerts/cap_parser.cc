@@ -196,8 +196,8 @@ std::optional<Units> units_of(std::string_view b) {
 sirena::Status check_markup(std::string_view bytes, const ParseLimits& limits) {
   const std::optional<Units> units = units_of(bytes);
   if (!units) {
-    return make_error(ErrorKind::Invalid, "unsupported_encoding", "send CAP in UTF-8 (or UTF-16); EBCDIC is not accepted",
-                      "1:1");
+    return make_error(ErrorKind::Invalid, "unsupported_encoding",
+                      "send CAP in UTF-8 (or UTF-16); EBCDIC is not accepted", "1:1");
   }
   const Units& u = *units;
   const size_t n = u.size();
@@ -307,7 +307,8 @@ sirena::Status check_markup(std::string_view bytes, const ParseLimits& limits) {
 Result<xmlNodePtr> only_alert(const std::vector<xmlNodePtr>& alerts, const char* container) {
   if (alerts.size() == 1) return alerts.front();
   if (alerts.empty()) {
-    return make_error(ErrorKind::Invalid, "not_cap", std::string("the ") + container + " holds no CAP <alert>", "");
+    return make_error(ErrorKind::Invalid, "not_cap",
+                      std::string("the ") + container + " holds no CAP <alert>", "");
   }
   return make_error(ErrorKind::Invalid, "multiple_alerts",
                     std::string("the ") + container + " holds " + std::to_string(alerts.size()) +
@@ -638,7 +639,8 @@ Result<Alert> parse_cap_xml_unguarded(std::string_view bytes, const ParseLimits&
   Result<DocPtr> doc = parse_document(bytes);
   if (!doc) return std::move(doc).take_error();
   xmlNodePtr root = xmlDocGetRootElement(doc->get());
-  if (!root) return make_error(ErrorKind::BadRequest, "malformed_xml", "the document has no root element", "1:1");
+  if (!root)
+    return make_error(ErrorKind::BadRequest, "malformed_xml", "the document has no root element", "1:1");
   if (const xmlNode* deep = find_too_deep(root, 1, limits.max_depth)) {
     return make_error(ErrorKind::Invalid, "too_deep",
                       "elements are nested more than " + std::to_string(limits.max_depth) + " deep",

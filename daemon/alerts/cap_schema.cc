@@ -241,7 +241,9 @@ void canonicalise_for_schema(xmlNodePtr alert, CapVersion version, std::vector<s
 sirena::Status validate_against_xsd(xmlNodePtr alert, CapVersion version) {
   xmlSchemaPtr schema = schema_for(version);
   xmlSchemaValidCtxtPtr v = schema ? xmlSchemaNewValidCtxt(schema) : nullptr;
-  if (!v) return make_error(ErrorKind::Internal, "schema_unavailable", "the embedded CAP schema could not be loaded");
+  if (!v)
+    return make_error(ErrorKind::Internal, "schema_unavailable",
+                      "the embedded CAP schema could not be loaded");
   FirstError first;
   xmlSchemaSetValidStructuredErrors(v, on_validity_error, &first);
   const int rc = xmlSchemaValidateOneElement(v, alert);

@@ -330,8 +330,9 @@ void AlertsApi::get(const http::Request& req, Res res, const Caller& who, const 
     const alerts::StoredAlert& s = **r;
     if (want_cap) {
       if (s.content_type != "application/cap+xml")
-        return res->send_error(make_error(
-            ErrorKind::NotAcceptable, "not_acceptable", "this alert was submitted as JSON; its original bytes are not CAP XML"));
+        return res->send_error(
+            make_error(ErrorKind::NotAcceptable, "not_acceptable",
+                       "this alert was submitted as JSON; its original bytes are not CAP XML"));
       return res->send(200, "application/cap+xml", s.raw);
     }
     auto j = std::make_shared<nlohmann::json>(summary_json(s, clock_.now_ms()));
@@ -355,8 +356,8 @@ void AlertsApi::list(const http::Request& req, Res res, const Caller& who) {
   }
   std::string cursor = req.query_param("cursor").value_or("");
   if (!cursor.empty() && !looks_like_ulid(cursor))
-    return res->send_error(
-        make_error(ErrorKind::BadRequest, "invalid_parameter", "cursor must be a value of \"next\"", "cursor"));
+    return res->send_error(make_error(ErrorKind::BadRequest, "invalid_parameter",
+                                      "cursor must be a value of \"next\"", "cursor"));
   store_.list(who->tenant->id, cursor, limit, [this, res](Result<alerts::Page> r) {
     if (!r) return res->send_error(r.error());
     nlohmann::json items = nlohmann::json::array();
@@ -436,8 +437,8 @@ void AlertsApi::deliveries(const http::Request& req, Res res, const Caller& who,
     char* end = nullptr;
     long v = std::strtol(l->c_str(), &end, 10);
     if (l->empty() || *end || v < 1 || v > 1000)
-      return res->send_error(
-          make_error(ErrorKind::BadRequest, "invalid_parameter", "limit must be between 1 and 1000", "limit"));
+      return res->send_error(make_error(ErrorKind::BadRequest, "invalid_parameter",
+                                        "limit must be between 1 and 1000", "limit"));
     limit = static_cast<int>(v);
   }
   std::string tenant = who->tenant->id;

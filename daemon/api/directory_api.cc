@@ -247,8 +247,8 @@ void DirectoryApi::write_slice(ImportJob* job, ImportSlice& slice) {
 void DirectoryApi::put_zone(const http::Request& req, Res res, const Caller& who, const std::string& name) {
   if (!dir_.loaded()) return res->send_error(directory_loading());
   if (!valid_zone_name(name))
-    return res->send_error(
-        make_error(ErrorKind::Invalid, "invalid_zone_name", "zone names use a-z, 0-9 and '-', at most 64", "name"));
+    return res->send_error(make_error(ErrorKind::Invalid, "invalid_zone_name",
+                                      "zone names use a-z, 0-9 and '-', at most 64", "name"));
   if (req.body.size() > options_.max_body_bytes)
     return res->send_error(too_large(req.body.size(), options_.max_body_bytes, "http.max_body_bytes"));
   auto area = dir_.parse_zone(std::string(req.body));
@@ -285,7 +285,8 @@ void DirectoryApi::delete_zone(const http::Request& /*req*/, Res res, const Call
   dir_.delete_zone(who->tenant->id, name, [res](Result<bool> existed) {
     if (!existed) return res->send_error(existed.error());
     if (!*existed)
-      return res->send_error(make_error(ErrorKind::NotFound, "not_found", "no zone of that name was stored over the API"));
+      return res->send_error(
+          make_error(ErrorKind::NotFound, "not_found", "no zone of that name was stored over the API"));
     res->send(204, "", "");
   });
 }

@@ -112,7 +112,8 @@ void Router::dispatch(const http::Request& req, std::shared_ptr<http::Responder>
     res->send_error(make_error(ErrorKind::MethodNotAllowed, "method_not_allowed",
                                std::string(req.method) + " is not allowed on " + std::string(req.path)));
   } else {
-    res->send_error(make_error(ErrorKind::NotFound, "no_such_route", "no API route " + std::string(req.path)));
+    res->send_error(
+        make_error(ErrorKind::NotFound, "no_such_route", "no API route " + std::string(req.path)));
   }
 }
 

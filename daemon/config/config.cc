@@ -48,7 +48,8 @@ std::string place(const Ctx& ctx, const YAML::Node& node, const std::string& pat
 
 Error config_error(const Ctx& ctx, const YAML::Node& node, const std::string& path, const std::string& msg) {
   std::string where = place(ctx, node, path);
-  return make_error(ErrorKind::Config, "invalid_config", where + ": " + path + ": " + msg, where + ": " + path);
+  return make_error(ErrorKind::Config, "invalid_config", where + ": " + path + ": " + msg,
+                    where + ": " + path);
 }
 
 void add_defaults(YAML::Node file, const YAML::Node& defaults) {

@@ -65,22 +65,36 @@ enum class ErrorKind {
 // and never reach a client; if one did, it would be our bug, hence 500.
 constexpr int http_status(ErrorKind kind) {
   switch (kind) {
-    case ErrorKind::BadRequest: return 400;
-    case ErrorKind::Unauthenticated: return 401;
-    case ErrorKind::Forbidden: return 403;
-    case ErrorKind::NotFound: return 404;
-    case ErrorKind::MethodNotAllowed: return 405;
-    case ErrorKind::NotAcceptable: return 406;
-    case ErrorKind::Conflict: return 409;
-    case ErrorKind::TooLarge: return 413;
-    case ErrorKind::UnsupportedMediaType: return 415;
-    case ErrorKind::Invalid: return 422;
-    case ErrorKind::Internal: return 500;
-    case ErrorKind::BadGateway: return 502;
-    case ErrorKind::Unavailable: return 503;
+    case ErrorKind::BadRequest:
+      return 400;
+    case ErrorKind::Unauthenticated:
+      return 401;
+    case ErrorKind::Forbidden:
+      return 403;
+    case ErrorKind::NotFound:
+      return 404;
+    case ErrorKind::MethodNotAllowed:
+      return 405;
+    case ErrorKind::NotAcceptable:
+      return 406;
+    case ErrorKind::Conflict:
+      return 409;
+    case ErrorKind::TooLarge:
+      return 413;
+    case ErrorKind::UnsupportedMediaType:
+      return 415;
+    case ErrorKind::Invalid:
+      return 422;
+    case ErrorKind::Internal:
+      return 500;
+    case ErrorKind::BadGateway:
+      return 502;
+    case ErrorKind::Unavailable:
+      return 503;
     case ErrorKind::Config:
     case ErrorKind::Usage:
-    case ErrorKind::Help: return 500;
+    case ErrorKind::Help:
+      return 500;
   }
   return 500;  // not reached: -Wswitch makes every kind appear above
 }
@@ -90,10 +104,13 @@ constexpr int http_status(ErrorKind kind) {
 // 1 for any other failure.
 constexpr int exit_code(ErrorKind kind) {
   switch (kind) {
-    case ErrorKind::Help: return 0;
+    case ErrorKind::Help:
+      return 0;
     case ErrorKind::Config:
-    case ErrorKind::Usage: return 2;
-    default: return 1;
+    case ErrorKind::Usage:
+      return 2;
+    default:
+      return 1;
   }
 }
 

@@ -166,7 +166,8 @@ Status parse_json_strict(std::string_view bytes, int max_depth, nlohmann::json* 
   if (std::optional<Error> e = checker.take_error()) return std::move(*e);
   // Checked: well-formed, bounded depth, so this parse neither fails nor recurses deep.
   *out = json::parse(bytes.begin(), bytes.end(), nullptr, /*allow_exceptions=*/false);
-  if (out->is_discarded()) return make_error(ErrorKind::BadRequest, "malformed_json", "the body is not valid JSON", "");
+  if (out->is_discarded())
+    return make_error(ErrorKind::BadRequest, "malformed_json", "the body is not valid JSON", "");
   return Ok{};
 }
 

@@ -74,7 +74,8 @@ void ProgressReader::deliveries(const std::string& tenant, const std::string& al
                                 std::function<void(Result<DeliveryPage>)> done) {
   bool with_accepted = state.empty() || state == "accepted";
   auto bad_cursor = [&] {
-    done(make_error(ErrorKind::BadRequest, "invalid_parameter", "cursor is not one this listing gave", "cursor"));
+    done(make_error(ErrorKind::BadRequest, "invalid_parameter", "cursor is not one this listing gave",
+                    "cursor"));
   };
   if (cursor.rfind("a", 0) == 0) {
     int64_t batch = 0, skip = 0;

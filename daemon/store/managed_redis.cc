@@ -23,7 +23,8 @@ Result<std::string> ManagedRedis::start() {
   socket_path_ = dir_ + "/redis.sock";
   // A unix socket path is limited to 107 bytes (sockaddr_un.sun_path).
   if (socket_path_.size() > 100)
-    return make_error(ErrorKind::Config, "invalid_config", "redis.managed.dir: path too long for a unix socket: " + dir_);
+    return make_error(ErrorKind::Config, "invalid_config",
+                      "redis.managed.dir: path too long for a unix socket: " + dir_);
   restart_timer_.init(loop_, this, uv_timer_init);
   if (auto s = spawn(); !s) return std::move(s).take_error();
   return "unix://" + socket_path_;

@@ -38,7 +38,9 @@ std::pair<std::string, std::string> split_url(const std::string& url) {
 }  // namespace
 
 Result<AccessToken> parse_token_reply(int status, std::string_view body) {
-  auto bad = [](std::string what) { return make_error(ErrorKind::BadGateway, "bad_token_reply", std::move(what)); };
+  auto bad = [](std::string what) {
+    return make_error(ErrorKind::BadGateway, "bad_token_reply", std::move(what));
+  };
   if (status != 200) return bad("HTTP " + std::to_string(status));
   auto j = nlohmann::json::parse(body, nullptr, false);
   if (!j.is_object()) return bad("the reply is not a JSON object");
@@ -106,10 +108,12 @@ Result<std::unique_ptr<FcmGateway>> FcmGateway::create(uv_loop_t* loop, const Cl
     return make_error(ErrorKind::Config, "invalid_config",
                       "gateways." + name +
                           ".service_account_file: needs client_email, private_key and token_uri (strings)");
-  if (cfg.project_id.empty()) return make_error(ErrorKind::Config, "invalid_config", "gateways." + name + ".project_id is required");
+  if (cfg.project_id.empty())
+    return make_error(ErrorKind::Config, "invalid_config", "gateways." + name + ".project_id is required");
   auto key = push::SigningKey::from_pem(sa["private_key"].get<std::string>());
   if (!key || key->is_ec())
-    return make_error(ErrorKind::Config, "invalid_config", "gateways." + name + ".service_account_file: private_key must be RSA");
+    return make_error(ErrorKind::Config, "invalid_config",
+                      "gateways." + name + ".service_account_file: private_key must be RSA");
   http2::PoolOptions pool;
   pool.url = cfg.url;
   pool.connections = cfg.connections;
@@ -149,8 +153,8 @@ void FcmGateway::fetch_token() {
              "&assertion=" + form_escape(assertion ? *assertion : "");
   token_pool_->submit(std::move(req), [this](const http2::Response* r, http2::Failure f, const std::string& detail) {
     fetching_ = false;
-    auto reply =
-        r ? parse_token_reply(r->status, r->body) : Result<AccessToken>(make_error(ErrorKind::BadGateway, "no_reply", detail));
+    auto reply = r ? parse_token_reply(r->status, r->body)
+                   : Result<AccessToken>(make_error(ErrorKind::BadGateway, "no_reply", detail));
     if (reply) {
       access_token_ = std::move(reply->token);
       rendered_.clear();  // their authorization header carries the old token

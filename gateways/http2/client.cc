@@ -78,11 +78,13 @@ Result<Origin> parse_url(const std::string& url) {
     o.port = 80;
     rest.remove_prefix(7);
   } else {
-    return make_error(ErrorKind::BadRequest, "invalid_url", "the URL must start with https:// or http:// (h2c)", url);
+    return make_error(ErrorKind::BadRequest, "invalid_url",
+                      "the URL must start with https:// or http:// (h2c)", url);
   }
   if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
   if (rest.find('/') != std::string_view::npos || rest.find('?') != std::string_view::npos) {
-    return make_error(ErrorKind::BadRequest, "invalid_url", "the URL must name an origin only (no path)", url);
+    return make_error(ErrorKind::BadRequest, "invalid_url", "the URL must name an origin only (no path)",
+                      url);
   }
   o.authority = std::string(rest);
   std::string_view port;
@@ -94,7 +96,8 @@ Result<Origin> parse_url(const std::string& url) {
     o.host = std::string(rest.substr(1, close - 1));
     rest.remove_prefix(close + 1);
     if (!rest.empty()) {
-      if (rest.front() != ':') return make_error(ErrorKind::BadRequest, "invalid_url", "junk after the IPv6 literal", url);
+      if (rest.front() != ':')
+        return make_error(ErrorKind::BadRequest, "invalid_url", "junk after the IPv6 literal", url);
       port = rest.substr(1);
       port_given = true;
     }
@@ -147,7 +150,8 @@ struct Pool::Impl final : ConnectionOwner {
   // ----- public API
 
   Status start() {
-    if (state_ != State::Created) return make_error(ErrorKind::Conflict, "already_started", "the pool was already started");
+    if (state_ != State::Created)
+      return make_error(ErrorKind::Conflict, "already_started", "the pool was already started");
     if (options_.connections == 0)
       return make_error(ErrorKind::BadRequest, "invalid_options", "connections must be at least 1");
     auto origin = parse_url(options_.url);

@@ -53,7 +53,8 @@ Result<SslCtxPtr> make_client_context(const std::string& ca_file, bool verify_pe
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1) ERR_clear_error();  // no system store: ca_file only
     if (!ca_file.empty() && SSL_CTX_load_verify_locations(ctx.get(), ca_file.c_str(), nullptr) != 1) {
-      return make_error(ErrorKind::BadRequest, "tls_ca_file", "cannot load CA file: " + openssl_errors(), ca_file);
+      return make_error(ErrorKind::BadRequest, "tls_ca_file", "cannot load CA file: " + openssl_errors(),
+                        ca_file);
     }
   } else {
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);

@@ -43,11 +43,13 @@ Result<JwtClaims> parse_jwt(std::string_view token, JsonReader& json) {
   JwtClaims c;
   c.signature_bytes = signature.size();
   auto h = json.parse(header);
-  if (!h || !h->is_object()) return make_error(ErrorKind::BadRequest, "malformed", "the JWT header is not a JSON object");
+  if (!h || !h->is_object())
+    return make_error(ErrorKind::BadRequest, "malformed", "the JWT header is not a JSON object");
   if (auto v = json_string(*h, "alg")) c.alg = *v;
   if (auto v = json_string(*h, "kid")) c.kid = *v;
   auto p = json.parse(payload);
-  if (!p || !p->is_object()) return make_error(ErrorKind::BadRequest, "malformed", "the JWT payload is not a JSON object");
+  if (!p || !p->is_object())
+    return make_error(ErrorKind::BadRequest, "malformed", "the JWT payload is not a JSON object");
   if (auto v = json_string(*p, "iss")) c.iss = *v;
   if (auto v = json_string(*p, "scope")) c.scope = *v;
   if (auto v = json_string(*p, "aud")) c.aud = *v;

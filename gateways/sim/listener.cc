@@ -16,7 +16,8 @@ Result<int> open_listener(uv_loop_t* loop, const Endpoint& at, uv_connection_cb 
   // A deep backlog: a benchmark opens its connections all at once.
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp.get()), 4096, on_connection);
   if (rc != 0)
-    return make_error(ErrorKind::Config, "listen_failed", at.host + ":" + std::to_string(at.port) + ": " + uv_strerror(rc));
+    return make_error(ErrorKind::Config, "listen_failed",
+                      at.host + ":" + std::to_string(at.port) + ": " + uv_strerror(rc));
   sockaddr_storage bound{};
   int len = sizeof bound;
   uv_tcp_getsockname(tcp.get(), reinterpret_cast<sockaddr*>(&bound), &len);

@@ -16,7 +16,8 @@ Result<Endpoint> parse_endpoint(const std::string& text) {
     e.host = e.host.substr(1, e.host.size() - 2);
   char* end = nullptr;
   long port = std::strtol(text.c_str() + colon + 1, &end, 10);
-  if (*end != '\0' || port < 0 || port > 65535) return make_error(ErrorKind::Usage, "usage", "\"" + text + "\": bad port");
+  if (*end != '\0' || port < 0 || port > 65535)
+    return make_error(ErrorKind::Usage, "usage", "\"" + text + "\": bad port");
   if (e.host.empty()) e.host = "0.0.0.0";
   e.port = static_cast<int>(port);
   return e;
@@ -27,7 +28,8 @@ Result<std::pair<int, double>> parse_fail(const std::string& text) {
   char* end = nullptr;
   long code = std::strtol(text.c_str(), &end, 10);
   if (colon == std::string::npos || end != text.c_str() + colon || code < 200 || code > 599)
-    return make_error(ErrorKind::Usage, "usage", "--fail \"" + text + "\": expected CODE:RATE, e.g. 503:0.05");
+    return make_error(ErrorKind::Usage, "usage",
+                      "--fail \"" + text + "\": expected CODE:RATE, e.g. 503:0.05");
   double rate = std::strtod(text.c_str() + colon + 1, &end);
   if (*end != '\0' || !(rate >= 0 && rate <= 1))
     return make_error(ErrorKind::Usage, "usage", "--fail \"" + text + "\": RATE must be between 0 and 1");
@@ -66,7 +68,8 @@ Result<Options> parse_options(int argc, char** argv) {
   } catch (const CLI::CallForHelp&) {
     return make_error(ErrorKind::Help, "help", app.help());
   } catch (const CLI::ParseError& e) {
-    return make_error(ErrorKind::Usage, "usage", std::string(e.what()) + "\nRun with --help for more information.");
+    return make_error(ErrorKind::Usage, "usage",
+                      std::string(e.what()) + "\nRun with --help for more information.");
   }
 
   o.protocol = protocol == "apns" ? Protocol::Apns : protocol == "fcm" ? Protocol::Fcm : Protocol::Sms;

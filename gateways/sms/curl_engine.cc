@@ -489,7 +489,8 @@ struct CurlEngine::Impl {
 };
 
 Result<std::unique_ptr<CurlEngine>> CurlEngine::create(uv_loop_t* loop, EngineOptions options) {
-  if (options.max_in_flight == 0) return make_error(ErrorKind::Config, "invalid_config", "max_in_flight must be at least 1");
+  if (options.max_in_flight == 0)
+    return make_error(ErrorKind::Config, "invalid_config", "max_in_flight must be at least 1");
   auto impl = std::make_unique<Impl>(loop, options);
   if (auto s = impl->start(); !s) return std::move(s).take_error();
   return std::unique_ptr<CurlEngine>(new CurlEngine(std::move(impl)));

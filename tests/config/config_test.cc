@@ -262,8 +262,9 @@ TEST(Config, AProfilesOwnErrorIsPutAtItsKeysLine) {
   auto c = load_from_string(std::string(kMinimal) + kGateways, "t.yaml", env_of({}));
   ASSERT_TRUE(c) << c.error().message;
   const GatewayConfig& sms = c->gateways.at("sms");
-  Error e = sms.locate(make_error(ErrorKind::Config, "invalid_config", "gateways.sms.url: must be an http:// or https:// URL",
-                                  "gateways.sms.url"));
+  Error e =
+      sms.locate(make_error(ErrorKind::Config, "invalid_config",
+                            "gateways.sms.url: must be an http:// or https:// URL", "gateways.sms.url"));
   EXPECT_EQ(e.message, "t.yaml:17: gateways.sms.url: must be an http:// or https:// URL");
   EXPECT_EQ(e.where, "t.yaml:17: gateways.sms.url");
   Error other = sms.locate(make_error(ErrorKind::Config, "invalid_config", "something else"));

@@ -1,11 +1,12 @@
 // ErrorKind at the edges: the HTTP status each kind is answered with and the exit code
 // a process stops with. Both are public contracts (clients, scripts, --check-config),
 // so every kind is pinned here.
+#include "daemon/core/error.h"
+
 #include <gtest/gtest.h>
 
 #include <iterator>
 
-#include "daemon/core/error.h"
 #include "daemon/core/result.h"
 
 namespace sirena {
