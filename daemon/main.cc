@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   auto cfg = sirena::config::load(config_path);
   if (!cfg) {
     std::fprintf(stderr, "sirenad: invalid configuration: %s\n", cfg.error().message.c_str());
-    return 2;
+    return sirena::exit_code(sirena::ErrorKind::Config);
   }
   if (check_only) {
     std::printf("%s: OK (%zu tenants)\n", config_path.c_str(), cfg->tenants.size());
@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   if (auto started = app->start(); !started) {
     sirena::log::error("startup_failed", {{"error", started.error().message}});
     app->abort_start();
-    return started.error().status == 2 ? 2 : 1;
+    return sirena::exit_code(started.error().kind);
   }
   sirena::log::flush();  // the start-up lines at once (scripts read the managed Redis's pid)
   uv_run(loop, UV_RUN_DEFAULT);

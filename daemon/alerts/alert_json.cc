@@ -35,7 +35,7 @@ struct Context {
 
   bool failed() const { return error.has_value(); }
   void fail(const char* code, std::string message, std::string where) {
-    if (!error) error = make_error(422, code, std::move(message), std::move(where));
+    if (!error) error = make_error(ErrorKind::Invalid, code, std::move(message), std::move(where));
   }
 };
 
@@ -367,7 +367,7 @@ Result<Alert> parse_alert_json(std::string_view bytes, const ParseLimits& limits
   try {
     return parse_alert_json_unguarded(bytes, limits);
   } catch (const std::exception& e) {  // std::bad_alloc; json accessors are type-checked first
-    return make_error(500, "internal", std::string("JSON intake failed: ") + e.what(), "");
+    return make_error(ErrorKind::Internal, "internal", std::string("JSON intake failed: ") + e.what(), "");
   }
 }
 
@@ -375,7 +375,8 @@ Result<Alert> alert_from_json(const json& j) {
   try {
     return from_json(j, nullptr);
   } catch (const std::exception& e) {
-    return make_error(500, "internal", std::string("reading a JSON alert failed: ") + e.what(), "");
+    return make_error(ErrorKind::Internal, "internal",
+                      std::string("reading a JSON alert failed: ") + e.what(), "");
   }
 }
 

@@ -192,7 +192,7 @@ std::vector<std::pair<std::string, std::string>> summary_pairs(store::Reply r) {
 }
 
 Error script_error(store::Reply r) {
-  return make_error(500, "storage_error", std::string("storage script failed: ") + std::string(r.str()));
+  return make_error(ErrorKind::Internal, "storage_error", std::string("storage script failed: ") + std::string(r.str()));
 }
 
 }  // namespace
@@ -263,7 +263,7 @@ void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> 
   conn->eval(kCreateScript, {pfx}, args, [done = std::move(done)](store::Reply r, const Error* e) {
     if (e) return done(*e);
     if (r.is_error()) return done(script_error(r));
-    if (!r.is_array() || r.size() != 3) return done(make_error(500, "storage_error", "bad reply"));
+    if (!r.is_array() || r.size() != 3) return done(make_error(ErrorKind::Internal, "storage_error", "bad reply"));
     done(Created{r[0].integer() == 1, r[1].string(), r[2].string()});
   });
 }
@@ -358,12 +358,12 @@ void AlertStore::approve(const std::string& tenant, const std::string& id, const
         std::string kind = r[0].string();
         std::string what = r[1].string();
         if (kind == "ok") return done(what);
-        if (what == "not_found") return done(make_error(404, "not_found", "no such alert"));
+        if (what == "not_found") return done(make_error(ErrorKind::NotFound, "not_found", "no such alert"));
         if (what == "same_key_cannot_approve")
-          return done(make_error(403, "same_key_cannot_approve",
+          return done(make_error(ErrorKind::Forbidden, "same_key_cannot_approve",
                                  "two-person rule: the alert must be approved with a different key "
                                  "than the one that submitted it"));
-        done(make_error(409, "not_pending_approval",
+        done(make_error(ErrorKind::Conflict, "not_pending_approval",
                         "the alert is " + r[2].string() + ", not pending_approval"));
       });
 }

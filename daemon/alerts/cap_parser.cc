@@ -108,7 +108,7 @@ bool read_as_utf8(std::string_view b) {
 
 Result<DocPtr> parse_document(std::string_view bytes) {
   xmlParserCtxtPtr ctxt = xmlNewParserCtxt();
-  if (!ctxt) return make_error(500, "internal", "out of memory creating the XML parser");
+  if (!ctxt) return make_error(ErrorKind::Internal, "internal", "out of memory creating the XML parser");
   ParseState state;
   ctxt->_private = &state;
   ctxt->sax->internalSubset = on_doctype;
@@ -126,13 +126,13 @@ Result<DocPtr> parse_document(std::string_view bytes) {
   xmlSetStructuredErrorFunc(saved_context, saved_handler);
   xmlFreeParserCtxt(ctxt);
   if (state.saw_doctype || (doc && (doc->intSubset || doc->extSubset))) {
-    return make_error(422, "dtd_forbidden",
+    return make_error(ErrorKind::Invalid, "dtd_forbidden",
                       "remove the <!DOCTYPE ...> declaration: CAP needs no DTD and we refuse them (XXE)",
                       state.line ? std::to_string(state.line) + ":" + std::to_string(state.column) : "");
   }
   if (!doc || !well_formed) {
     return make_error(
-        400, "malformed_xml",
+        ErrorKind::BadRequest, "malformed_xml",
         "the body is not well-formed XML: " + (state.has_error ? state.message : "empty document"),
         std::to_string(state.line) + ":" + std::to_string(state.column));
   }
@@ -196,8 +196,8 @@ std::optional<Units> units_of(std::string_view b) {
 sirena::Status check_markup(std::string_view bytes, const ParseLimits& limits) {
   const std::optional<Units> units = units_of(bytes);
   if (!units) {
-    return make_error(422, "unsupported_encoding", "send CAP in UTF-8 (or UTF-16); EBCDIC is not accepted",
-                      "1:1");
+    return make_error(ErrorKind::Invalid, "unsupported_encoding",
+                      "send CAP in UTF-8 (or UTF-16); EBCDIC is not accepted", "1:1");
   }
   const Units& u = *units;
   const size_t n = u.size();
@@ -223,7 +223,7 @@ sirena::Status check_markup(std::string_view bytes, const ParseLimits& limits) {
   auto text_grew = [&](size_t more) -> sirena::Status {
     text += more;
     if (text <= limits.max_text_bytes) return Ok{};
-    return make_error(422, "text_too_large",
+    return make_error(ErrorKind::Invalid, "text_too_large",
                       "a text node is longer than " + std::to_string(limits.max_text_bytes) +
                           " characters; shorten it (or link large content with a resource uri)",
                       where());
@@ -255,7 +255,7 @@ sirena::Status check_markup(std::string_view bytes, const ParseLimits& limits) {
     } else {
       text = 0;
       if (++elements > limits.max_elements) {
-        return make_error(422, "too_many_elements",
+        return make_error(ErrorKind::Invalid, "too_many_elements",
                           "the document has more than " + std::to_string(limits.max_elements) + " elements",
                           where());
       }
@@ -274,7 +274,7 @@ sirena::Status check_markup(std::string_view bytes, const ParseLimits& limits) {
         if (u[j] == '\n') ++line;
         if (u[j] == '"' || u[j] == '\'') {
           if (++attributes > limits.max_attributes) {
-            return make_error(422, "too_many_attributes",
+            return make_error(ErrorKind::Invalid, "too_many_attributes",
                               "<" + name + "> has more than " + std::to_string(limits.max_attributes) +
                                   " attributes (namespace declarations included)",
                               where());
@@ -292,7 +292,7 @@ sirena::Status check_markup(std::string_view bytes, const ParseLimits& limits) {
         if (path.size() > static_cast<size_t>(limits.max_depth)) {
           std::string p;
           for (const std::string& step : path) p += "/" + step;
-          return make_error(422, "too_deep",
+          return make_error(ErrorKind::Invalid, "too_deep",
                             "elements are nested more than " + std::to_string(limits.max_depth) + " deep", p);
         }
       }
@@ -307,9 +307,10 @@ sirena::Status check_markup(std::string_view bytes, const ParseLimits& limits) {
 Result<xmlNodePtr> only_alert(const std::vector<xmlNodePtr>& alerts, const char* container) {
   if (alerts.size() == 1) return alerts.front();
   if (alerts.empty()) {
-    return make_error(422, "not_cap", std::string("the ") + container + " holds no CAP <alert>", "");
+    return make_error(ErrorKind::Invalid, "not_cap",
+                      std::string("the ") + container + " holds no CAP <alert>", "");
   }
-  return make_error(422, "multiple_alerts",
+  return make_error(ErrorKind::Invalid, "multiple_alerts",
                     std::string("the ") + container + " holds " + std::to_string(alerts.size()) +
                         " <alert> elements; post each <alert> as a separate request",
                     "");
@@ -339,7 +340,7 @@ Result<xmlNodePtr> locate_alert(xmlNodePtr root, std::vector<std::string>* notes
     return alert;
   }
   if (name == "alert") return root;
-  return make_error(422, "not_cap",
+  return make_error(ErrorKind::Invalid, "not_cap",
                     "the root element is <" + std::string(name) +
                         ">; post a CAP 1.2 <alert> (or an EDXL-DE envelope holding one)",
                     element_path(root));
@@ -604,7 +605,7 @@ class FieldReader {
   }
 
   void fail(const char* code, std::string message, std::string where) {
-    if (!error_) error_ = make_error(422, code, std::move(message), std::move(where));
+    if (!error_) error_ = make_error(ErrorKind::Invalid, code, std::move(message), std::move(where));
   }
 
   std::string_view ns_;
@@ -638,9 +639,10 @@ Result<Alert> parse_cap_xml_unguarded(std::string_view bytes, const ParseLimits&
   Result<DocPtr> doc = parse_document(bytes);
   if (!doc) return std::move(doc).take_error();
   xmlNodePtr root = xmlDocGetRootElement(doc->get());
-  if (!root) return make_error(400, "malformed_xml", "the document has no root element", "1:1");
+  if (!root)
+    return make_error(ErrorKind::BadRequest, "malformed_xml", "the document has no root element", "1:1");
   if (const xmlNode* deep = find_too_deep(root, 1, limits.max_depth)) {
-    return make_error(422, "too_deep",
+    return make_error(ErrorKind::Invalid, "too_deep",
                       "elements are nested more than " + std::to_string(limits.max_depth) + " deep",
                       element_path(deep));
   }
@@ -657,7 +659,7 @@ Result<Alert> parse_cap_xml_unguarded(std::string_view bytes, const ParseLimits&
     notes.push_back("read as CAP 1.1 (validated against the CAP 1.1 schema)");
   } else {
     return make_error(
-        422, "wrong_namespace",
+        ErrorKind::Invalid, "wrong_namespace",
         "<alert> is in namespace \"" + std::string(ns_of(node)) +
             "\"; CAP 1.2 needs xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\" (CAP 1.1 is accepted too)",
         element_path(node));
@@ -687,7 +689,7 @@ Result<Alert> parse_cap_xml(std::string_view bytes, const ParseLimits& limits) {
   try {
     return parse_cap_xml_unguarded(bytes, limits);
   } catch (const std::exception& e) {  // std::bad_alloc; nothing else is thrown
-    return make_error(500, "internal", std::string("CAP intake failed: ") + e.what(), "");
+    return make_error(ErrorKind::Internal, "internal", std::string("CAP intake failed: ") + e.what(), "");
   }
 }
 

@@ -241,14 +241,16 @@ void canonicalise_for_schema(xmlNodePtr alert, CapVersion version, std::vector<s
 sirena::Status validate_against_xsd(xmlNodePtr alert, CapVersion version) {
   xmlSchemaPtr schema = schema_for(version);
   xmlSchemaValidCtxtPtr v = schema ? xmlSchemaNewValidCtxt(schema) : nullptr;
-  if (!v) return make_error(500, "schema_unavailable", "the embedded CAP schema could not be loaded");
+  if (!v)
+    return make_error(ErrorKind::Internal, "schema_unavailable",
+                      "the embedded CAP schema could not be loaded");
   FirstError first;
   xmlSchemaSetValidStructuredErrors(v, on_validity_error, &first);
   const int rc = xmlSchemaValidateOneElement(v, alert);
   xmlSchemaFreeValidCtxt(v);
   if (rc == 0) return Ok{};
   if (!first.set) first.message = "the alert does not match the CAP schema";
-  return make_error(422, "schema_violation", std::move(first.message), std::move(first.where));
+  return make_error(ErrorKind::Invalid, "schema_violation", std::move(first.message), std::move(first.where));
 }
 
 std::string element_path(const xmlNode* node) {

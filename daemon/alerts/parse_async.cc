@@ -62,7 +62,7 @@ void ParsePool::submit() {
         std::unique_ptr<Job> j(static_cast<Job*>(w->data));
         for (Body& b : j->bodies) {
           if (status != 0 || !b.result)  // UV_ECANCELED: the loop is closing
-            b.done(make_error(503, "shutting_down", "the daemon is stopping; retry on another instance"));
+            b.done(make_error(ErrorKind::Unavailable, "shutting_down", "the daemon is stopping; retry on another instance"));
           else
             b.done(std::move(*b.result));
         }
@@ -71,7 +71,7 @@ void ParsePool::submit() {
     // uv_queue_work fails only for a null callback, which is never passed here.
     std::unique_ptr<Job> j(job);
     for (Body& b : j->bodies)
-      b.done(make_error(500, "internal", std::string("could not queue the parse: ") + uv_strerror(rc)));
+      b.done(make_error(ErrorKind::Internal, "internal", std::string("could not queue the parse: ") + uv_strerror(rc)));
   }
 }
 

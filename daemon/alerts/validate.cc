@@ -39,7 +39,7 @@ std::string list(const std::array<std::string_view, N>& set) {
 }
 
 Error unprocessable(std::string code, std::string message, std::string where) {
-  return make_error(422, std::move(code), std::move(message), std::move(where));
+  return make_error(ErrorKind::Invalid, std::move(code), std::move(message), std::move(where));
 }
 
 template <size_t N>
@@ -455,13 +455,13 @@ sirena::Status validate_semantics(const Alert& alert) {
 
 sirena::Status check_body(std::string_view bytes, const ParseLimits& limits, bool utf8) {
   if (bytes.size() > limits.max_bytes) {
-    return make_error(413, "body_too_large",
+    return make_error(ErrorKind::TooLarge, "body_too_large",
                       "the body is " + std::to_string(bytes.size()) + " bytes; the limit is " +
                           std::to_string(limits.max_bytes),
                       "");
   }
   if (std::optional<size_t> bad = utf8 ? find_invalid_utf8(bytes) : std::nullopt) {
-    return make_error(400, "invalid_utf8",
+    return make_error(ErrorKind::BadRequest, "invalid_utf8",
                       "the body is not valid UTF-8 at byte " + std::to_string(*bad) +
                           "; send UTF-8 (XML may declare another encoding in <?xml ... encoding=\"...\"?>)",
                       "byte " + std::to_string(*bad));

@@ -162,7 +162,7 @@ std::optional<Error> AlertsApi::storage_busy() const {
   size_t backlog = store_.backlog();
   if (backlog <= options_.intake_max_pending) return std::nullopt;
   return make_error(
-      503, "storage_busy",
+      ErrorKind::Unavailable, "storage_busy",
       "storage is falling behind (" + std::to_string(backlog) + " commands waiting); retry shortly");
 }
 
@@ -176,13 +176,13 @@ void AlertsApi::read_alert(const http::Request& req, const tenants::Principal& w
   BodyKind kind = classify(content_type);
   if (kind == BodyKind::Unsupported)
     return done(
-        make_error(415, "unsupported_media_type",
+        make_error(ErrorKind::UnsupportedMediaType, "unsupported_media_type",
                    "send CAP as application/cap+xml (or application/xml, text/xml) or the JSON form as "
                    "application/json; got " +
                        std::string(content_type ? *content_type : "no Content-Type"),
                    "content-type"));
   if (req.body.size() > options_.max_body_bytes)
-    return done(make_error(413, "body_too_large",
+    return done(make_error(ErrorKind::TooLarge, "body_too_large",
                            "the body has " + std::to_string(req.body.size()) + " bytes; the limit is " +
                                std::to_string(options_.max_body_bytes) + " (http.max_body_bytes)"));
   alerts::ParseLimits limits;
@@ -328,12 +328,13 @@ void AlertsApi::get(const http::Request& req, Res res, const Caller& who, const 
   store_.get(who->tenant->id, id, [this, res, want_cap](Result<std::optional<alerts::StoredAlert>> r) {
     if (!r) return res->send_error(r.error());
     // Another tenant's alert is indistinguishable from a missing one.
-    if (!*r) return res->send_error(make_error(404, "not_found", "no such alert"));
+    if (!*r) return res->send_error(make_error(ErrorKind::NotFound, "not_found", "no such alert"));
     const alerts::StoredAlert& s = **r;
     if (want_cap) {
       if (s.content_type != "application/cap+xml")
-        return res->send_error(make_error(
-            406, "not_acceptable", "this alert was submitted as JSON; its original bytes are not CAP XML"));
+        return res->send_error(
+            make_error(ErrorKind::NotAcceptable, "not_acceptable",
+                       "this alert was submitted as JSON; its original bytes are not CAP XML"));
       return res->send(200, "application/cap+xml", s.raw);
     }
     auto j = std::make_shared<nlohmann::json>(summary_json(s, clock_.now_ms()));
@@ -352,13 +353,13 @@ void AlertsApi::list(const http::Request& req, Res res, const Caller& who) {
     long v = std::strtol(l->c_str(), &end, 10);
     if (l->empty() || *end || v < 1 || v > 500)
       return res->send_error(
-          make_error(400, "invalid_parameter", "limit must be between 1 and 500", "limit"));
+          make_error(ErrorKind::BadRequest, "invalid_parameter", "limit must be between 1 and 500", "limit"));
     limit = static_cast<int>(v);
   }
   std::string cursor = req.query_param("cursor").value_or("");
   if (!cursor.empty() && !looks_like_ulid(cursor))
-    return res->send_error(
-        make_error(400, "invalid_parameter", "cursor must be a value of \"next\"", "cursor"));
+    return res->send_error(make_error(ErrorKind::BadRequest, "invalid_parameter",
+                                      "cursor must be a value of \"next\"", "cursor"));
   store_.list(who->tenant->id, cursor, limit, [this, res](Result<alerts::Page> r) {
     if (!r) return res->send_error(r.error());
     nlohmann::json items = nlohmann::json::array();
@@ -425,12 +426,12 @@ void AlertsApi::deliveries(const http::Request& req, Res res, const Caller& who,
   std::string state = req.query_param("state").value_or("");
   static const char* kStates[] = {"", "accepted", "delivered", "failed", "expired", "cancelled"};
   if (std::none_of(std::begin(kStates), std::end(kStates), [&](const char* s) { return state == s; }))
-    return res->send_error(make_error(400, "invalid_parameter",
+    return res->send_error(make_error(ErrorKind::BadRequest, "invalid_parameter",
                                       "state must be accepted, delivered, failed, expired or cancelled",
                                       "state"));
   std::string cursor = req.query_param("cursor").value_or("");
   if (!valid_deliveries_cursor(cursor))
-    return res->send_error(make_error(400, "invalid_parameter",
+    return res->send_error(make_error(ErrorKind::BadRequest, "invalid_parameter",
                                       "cursor must be the \"next\" of a previous page of this listing",
                                       "cursor"));
   int limit = 100;
@@ -438,8 +439,8 @@ void AlertsApi::deliveries(const http::Request& req, Res res, const Caller& who,
     char* end = nullptr;
     long v = std::strtol(l->c_str(), &end, 10);
     if (l->empty() || *end || v < 1 || v > 1000)
-      return res->send_error(
-          make_error(400, "invalid_parameter", "limit must be between 1 and 1000", "limit"));
+      return res->send_error(make_error(ErrorKind::BadRequest, "invalid_parameter",
+                                        "limit must be between 1 and 1000", "limit"));
     limit = static_cast<int>(v);
   }
   std::string tenant = who->tenant->id;
@@ -447,7 +448,7 @@ void AlertsApi::deliveries(const http::Request& req, Res res, const Caller& who,
   store_.get(tenant, id,
              [this, res, tenant, id, state, cursor, limit](Result<std::optional<alerts::StoredAlert>> r) {
                if (!r) return res->send_error(r.error());
-               if (!*r) return res->send_error(make_error(404, "not_found", "no such alert"));
+               if (!*r) return res->send_error(make_error(ErrorKind::NotFound, "not_found", "no such alert"));
                dispatcher_.deliveries(tenant, id, state, cursor, static_cast<size_t>(limit),
                                       [res](Result<dispatch::DeliveryPage> d) {
                                         if (!d) return res->send_error(d.error());
@@ -480,7 +481,7 @@ void AlertsApi::events(const http::Request& /*req*/, Res res, const Caller& who,
   std::string tenant = who->tenant->id;
   store_.get(tenant, id, [this, res, tenant, id](Result<std::optional<alerts::StoredAlert>> r) {
     if (!r) return res->send_error(r.error());
-    if (!*r) return res->send_error(make_error(404, "not_found", "no such alert"));
+    if (!*r) return res->send_error(make_error(ErrorKind::NotFound, "not_found", "no such alert"));
     res->start_stream(200, "text/event-stream");
     auto* es = new EventStream;
     es->res = res;

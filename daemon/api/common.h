@@ -16,7 +16,7 @@ using TenantsSnapshot = std::function<std::shared_ptr<const tenants::Tenants>()>
 // While the directory index is being rebuilt at start-up, anything that reads or
 // changes it answers 503 (with Retry-After) rather than a wrong count.
 inline Error directory_loading() {
-  return make_error(503, "directory_loading",
+  return make_error(ErrorKind::Unavailable, "directory_loading",
                     "the recipient directory is still loading after start-up; retry shortly");
 }
 

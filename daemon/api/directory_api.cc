@@ -20,7 +20,7 @@ bool valid_zone_name(const std::string& n) {
 }
 
 Error too_large(size_t size, size_t limit, const char* key) {
-  return make_error(413, "body_too_large",
+  return make_error(ErrorKind::TooLarge, "body_too_large",
                     "the body has " + std::to_string(size) + " bytes; the limit is " + std::to_string(limit) +
                         " (" + key +
                         "); split larger imports into several requests (`sirena import` does this)");
@@ -112,7 +112,7 @@ void DirectoryApi::get_recipient(const http::Request& /*req*/, Res res, const Ca
   dir_.get(who->tenant->id, id, [res](Result<std::optional<std::string>> doc) {
     if (!doc) return res->send_error(doc.error());
     // Another tenant's recipient is indistinguishable from a missing one.
-    if (!*doc) return res->send_error(make_error(404, "not_found", "no such recipient"));
+    if (!*doc) return res->send_error(make_error(ErrorKind::NotFound, "not_found", "no such recipient"));
     res->send_json(200, **doc);
   });
 }
@@ -122,7 +122,7 @@ void DirectoryApi::delete_recipient(const http::Request& /*req*/, Res res, const
   if (!dir_.loaded()) return res->send_error(directory_loading());
   dir_.remove(who->tenant->id, id, [res](Result<bool> existed) {
     if (!existed) return res->send_error(existed.error());
-    if (!*existed) return res->send_error(make_error(404, "not_found", "no such recipient"));
+    if (!*existed) return res->send_error(make_error(ErrorKind::NotFound, "not_found", "no such recipient"));
     res->send(204, "", "");
   });
 }
@@ -247,8 +247,8 @@ void DirectoryApi::write_slice(ImportJob* job, ImportSlice& slice) {
 void DirectoryApi::put_zone(const http::Request& req, Res res, const Caller& who, const std::string& name) {
   if (!dir_.loaded()) return res->send_error(directory_loading());
   if (!valid_zone_name(name))
-    return res->send_error(
-        make_error(422, "invalid_zone_name", "zone names use a-z, 0-9 and '-', at most 64", "name"));
+    return res->send_error(make_error(ErrorKind::Invalid, "invalid_zone_name",
+                                      "zone names use a-z, 0-9 and '-', at most 64", "name"));
   if (req.body.size() > options_.max_body_bytes)
     return res->send_error(too_large(req.body.size(), options_.max_body_bytes, "http.max_body_bytes"));
   auto area = dir_.parse_zone(std::string(req.body));
@@ -258,7 +258,7 @@ void DirectoryApi::put_zone(const http::Request& req, Res res, const Caller& who
   const std::vector<std::string> names = dir_.zone_names(tenant);
   if (names.size() >= options_.max_zones_per_tenant &&
       std::find(names.begin(), names.end(), name) == names.end())
-    return res->send_error(make_error(422, "too_many_zones",
+    return res->send_error(make_error(ErrorKind::Invalid, "too_many_zones",
                                       "the tenant has " + std::to_string(names.size()) +
                                           " zones, the limit "
                                           "(directory.max_zones_per_tenant): delete one or raise the limit",
@@ -275,7 +275,7 @@ void DirectoryApi::get_zone(const http::Request& /*req*/, Res res, const Caller&
                             const std::string& name) {
   if (!dir_.loaded()) return res->send_error(directory_loading());
   auto geo = dir_.zone_geojson(who->tenant->id, name);
-  if (!geo) return res->send_error(make_error(404, "not_found", "no such zone"));
+  if (!geo) return res->send_error(make_error(ErrorKind::NotFound, "not_found", "no such zone"));
   res->send(200, "application/geo+json", *geo);
 }
 
@@ -285,7 +285,8 @@ void DirectoryApi::delete_zone(const http::Request& /*req*/, Res res, const Call
   dir_.delete_zone(who->tenant->id, name, [res](Result<bool> existed) {
     if (!existed) return res->send_error(existed.error());
     if (!*existed)
-      return res->send_error(make_error(404, "not_found", "no zone of that name was stored over the API"));
+      return res->send_error(
+          make_error(ErrorKind::NotFound, "not_found", "no zone of that name was stored over the API"));
     res->send(204, "", "");
   });
 }

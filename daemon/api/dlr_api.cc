@@ -39,10 +39,10 @@ void DlrApi::report(const http::Request& req, std::shared_ptr<http::Responder> r
                     const std::string& gateway) {
   auto secret = secrets_(gateway);
   if (!secret)
-    return res->send_error(
-        make_error(404, "no_such_gateway", "no SMS gateway named \"" + gateway + "\" is configured"));
+    return res->send_error(make_error(ErrorKind::NotFound, "no_such_gateway",
+                                      "no SMS gateway named \"" + gateway + "\" is configured"));
   if (secret->empty())
-    return res->send_error(make_error(403, "dlr_disabled",
+    return res->send_error(make_error(ErrorKind::Forbidden, "dlr_disabled",
                                       "set gateways." + gateway + ".dlr_secret to accept delivery reports"));
   // Kannel calls back with GET; other providers may POST a form.
   http::Request params = req;
@@ -51,15 +51,15 @@ void DlrApi::report(const http::Request& req, std::shared_ptr<http::Responder> r
   std::string presented = given ? *given : std::string(req.header("x-sirena-dlr-secret").value_or(""));
   if (!same_secret(presented, *secret)) {
     metrics_.sms_dlr(gateway, "-", "unauthorized").Increment();
-    return res->send_error(
-        make_error(401, "bad_dlr_secret", "the secret does not match gateways." + gateway + ".dlr_secret"));
+    return res->send_error(make_error(ErrorKind::Unauthenticated, "bad_dlr_secret",
+                                      "the secret does not match gateways." + gateway + ".dlr_secret"));
   }
   std::string fields[4];
   const char* names[4] = {"alert", "t", "r", "to"};
   for (int k = 0; k < 4; ++k) {
     auto v = params.query_param(names[k]);
     if (!v || v->empty())
-      return res->send_error(make_error(400, "missing_parameter",
+      return res->send_error(make_error(ErrorKind::BadRequest, "missing_parameter",
                                         std::string("the report has no \"") + names[k] + "\"", names[k]));
     fields[k] = *v;
   }
@@ -67,13 +67,14 @@ void DlrApi::report(const http::Request& req, std::shared_ptr<http::Responder> r
   int type = 0;
   auto [end, ec] = std::from_chars(type_text.data(), type_text.data() + type_text.size(), type);
   if (ec != std::errc() || end != type_text.data() + type_text.size() || type <= 0)
-    return res->send_error(
-        make_error(400, "invalid_parameter", "type must be Kannel's DLR type (1, 2, 4, 8 or 16)", "type"));
+    return res->send_error(make_error(ErrorKind::BadRequest, "invalid_parameter",
+                                      "type must be Kannel's DLR type (1, 2, 4, 8 or 16)", "type"));
   // The number as sent (E.164); a '+' may come back unescaped, i.e. as a space.
   std::string_view raw = fields[3];
   raw.remove_prefix(std::min(raw.size(), raw.find_first_not_of(' ')));
   if (raw.empty())
-    return res->send_error(make_error(400, "missing_parameter", "the report has no number", "to"));
+    return res->send_error(
+        make_error(ErrorKind::BadRequest, "missing_parameter", "the report has no number", "to"));
   std::string number = raw.front() == '+' ? std::string(raw) : "+" + std::string(raw);
   dispatcher_.delivery_report(fields[1], fields[0], fields[2], number, type,
                               [this, res, gateway, type](Result<std::string> r) {

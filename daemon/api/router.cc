@@ -109,10 +109,11 @@ void Router::dispatch(const http::Request& req, std::shared_ptr<http::Responder>
     return;
   }
   if (path_matched) {
-    res->send_error(make_error(405, "method_not_allowed",
+    res->send_error(make_error(ErrorKind::MethodNotAllowed, "method_not_allowed",
                                std::string(req.method) + " is not allowed on " + std::string(req.path)));
   } else {
-    res->send_error(make_error(404, "no_such_route", "no API route " + std::string(req.path)));
+    res->send_error(
+        make_error(ErrorKind::NotFound, "no_such_route", "no API route " + std::string(req.path)));
   }
 }
 

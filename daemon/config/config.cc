@@ -48,7 +48,8 @@ std::string place(const Ctx& ctx, const YAML::Node& node, const std::string& pat
 
 Error config_error(const Ctx& ctx, const YAML::Node& node, const std::string& path, const std::string& msg) {
   std::string where = place(ctx, node, path);
-  return make_error(2, "invalid_config", where + ": " + path + ": " + msg, where + ": " + path);
+  return make_error(ErrorKind::Config, "invalid_config", where + ": " + path + ": " + msg,
+                    where + ": " + path);
 }
 
 void add_defaults(YAML::Node file, const YAML::Node& defaults) {
@@ -603,13 +604,13 @@ Result<Config> load_from_string(const std::string& text, const std::string& name
     return decode(ctx, root);
   } catch (const YAML::Exception& e) {
     std::string where = name + ":" + std::to_string(e.mark.line + 1);
-    return make_error(2, "invalid_config", where + ": " + e.msg, where);
+    return make_error(ErrorKind::Config, "invalid_config", where + ": " + e.msg, where);
   }
 }
 
 Result<Config> load(const std::string& path, EnvLookup env) {
   std::ifstream in(path);
-  if (!in) return make_error(2, "invalid_config", path + ": cannot open the file", path);
+  if (!in) return make_error(ErrorKind::Config, "invalid_config", path + ": cannot open the file", path);
   std::stringstream ss;
   ss << in.rdbuf();
   return load_from_string(ss.str(), path, std::move(env));

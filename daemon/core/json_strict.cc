@@ -52,7 +52,7 @@ class Checker : public nlohmann::json_sax<json> {
       std::string where = pointer_of_parent();
       where += '/';
       append_token(&where, k);
-      return fail(make_error(422, "duplicate_key",
+      return fail(make_error(ErrorKind::Invalid, "duplicate_key",
                              "the key \"" + k.substr(0, 64) +
                                  "\" appears twice in one object: send each key once (readers disagree on "
                                  "which one counts)",
@@ -77,7 +77,7 @@ class Checker : public nlohmann::json_sax<json> {
     if (const size_t p = what.find("] "); p != std::string::npos) what.erase(0, p + 2);
     // position counts from 1; `where` gives the 0-based offset, as invalid_utf8 does.
     const size_t offset = position > 0 ? position - 1 : 0;
-    return fail(make_error(400, "malformed_json", "the body is not valid JSON: " + what,
+    return fail(make_error(ErrorKind::BadRequest, "malformed_json", "the body is not valid JSON: " + what,
                            "byte " + std::to_string(offset)));
   }
 
@@ -98,14 +98,14 @@ class Checker : public nlohmann::json_sax<json> {
 
   bool out_of_range() {
     return fail(make_error(
-        422, "number_out_of_range",
+        ErrorKind::Invalid, "number_out_of_range",
         "a number is too large for a double (largest about 1.8e308): send a number in range", pointer()));
   }
 
   bool deeper_than_allowed() const { return static_cast<int>(frames_.size()) > max_depth_; }
 
   bool too_deep() {
-    return fail(make_error(422, "too_deep",
+    return fail(make_error(ErrorKind::Invalid, "too_deep",
                            "values are nested more than " + std::to_string(max_depth_) + " deep", ""));
   }
 
@@ -166,7 +166,8 @@ Status parse_json_strict(std::string_view bytes, int max_depth, nlohmann::json* 
   if (std::optional<Error> e = checker.take_error()) return std::move(*e);
   // Checked: well-formed, bounded depth, so this parse neither fails nor recurses deep.
   *out = json::parse(bytes.begin(), bytes.end(), nullptr, /*allow_exceptions=*/false);
-  if (out->is_discarded()) return make_error(400, "malformed_json", "the body is not valid JSON", "");
+  if (out->is_discarded())
+    return make_error(ErrorKind::BadRequest, "malformed_json", "the body is not valid JSON", "");
   return Ok{};
 }
 

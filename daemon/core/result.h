@@ -2,25 +2,27 @@
 //
 // Code on the loop's path does not throw: a call that can fail returns Result<T>,
 // which holds either a value or an Error. Error::code is the stable snake_case
-// reason clients see in {"error": {"code": ...}}; status is the HTTP status the
-// API layer answers with when the error reaches it.
+// reason clients see in {"error": {"code": ...}}; kind says what sort of failure it
+// is, and the edges map it to an HTTP status or an exit code (daemon/core/error.h).
 #pragma once
 
 #include <string>
 #include <utility>
 #include <variant>
 
+#include "daemon/core/error.h"
+
 namespace sirena {
 
 struct Error {
-  int status = 500;     // HTTP status at the API boundary
+  ErrorKind kind = ErrorKind::Internal;
   std::string code;     // snake_case reason, part of the public contract
   std::string message;  // what the user should fix
   std::string where;    // "line:col", a JSON pointer, a field or "file:line:key"; may be empty
 };
 
-inline Error make_error(int status, std::string code, std::string message, std::string where = {}) {
-  return Error{status, std::move(code), std::move(message), std::move(where)};
+inline Error make_error(ErrorKind kind, std::string code, std::string message, std::string where = {}) {
+  return Error{kind, std::move(code), std::move(message), std::move(where)};
 }
 
 template <typename T>

@@ -108,7 +108,7 @@ std::vector<S2Point> ring_vertices(const std::vector<LatLon>& ring) {
 }
 
 Error unprocessable(std::string code, std::string message, std::string where) {
-  return make_error(422, std::move(code), std::move(message), std::move(where));
+  return make_error(ErrorKind::Invalid, std::move(code), std::move(message), std::move(where));
 }
 
 bool is_crossing(const S2Error& e) {

@@ -62,7 +62,7 @@ constexpr size_t kMaxLanguageBytes = 64;
 constexpr size_t kMaxNameBytes = 128;  // topic and zone names
 
 Error invalid(std::string message, std::string where) {
-  return make_error(422, "invalid_recipient", std::move(message), std::move(where));
+  return make_error(ErrorKind::Invalid, "invalid_recipient", std::move(message), std::move(where));
 }
 
 bool is_id_char(char c) {
@@ -656,7 +656,7 @@ Error malformed(std::string_view json, simdjson::error_code code) {
   ErrorLocator locator;
   nlohmann::json::sax_parse(json.begin(), json.end(), &locator, nlohmann::json::input_format_t::json,
                             /*strict=*/true);
-  return make_error(422, "malformed_json", what, std::to_string(locator.offset(json)));
+  return make_error(ErrorKind::Invalid, "malformed_json", what, std::to_string(locator.offset(json)));
 }
 
 }  // namespace

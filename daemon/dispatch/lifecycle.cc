@@ -71,7 +71,7 @@ void Lifecycle::cancel(const std::string& tenant, const std::string& id, const s
       [this, id, tenant, key_id, remote,
        done = std::move(done)](Result<std::optional<alerts::StoredAlert>> r) {
         if (!r) return done(r.error());
-        if (!*r) return done(make_error(404, "not_found", "no such alert"));
+        if (!*r) return done(make_error(ErrorKind::NotFound, "not_found", "no such alert"));
         const alerts::StoredAlert& target = **r;
         if (target.state == alerts::state::kCancelled)
           return done(Cancelled{target.state, target.cancelled_by, ""});

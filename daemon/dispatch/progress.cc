@@ -33,7 +33,7 @@ int64_t* field_of(ChannelProgress& c, std::string_view state) {
 }
 
 Error storage_error(const std::string& what) {
-  return make_error(500, "storage_error", what);
+  return make_error(ErrorKind::Internal, "storage_error", what);
 }
 
 }  // namespace
@@ -73,7 +73,8 @@ void ProgressReader::deliveries(const std::string& tenant, const std::string& al
                                 std::function<void(Result<DeliveryPage>)> done) {
   bool with_accepted = state.empty() || state == "accepted";
   auto bad_cursor = [&] {
-    done(make_error(400, "invalid_parameter", "cursor is not one this listing gave", "cursor"));
+    done(make_error(ErrorKind::BadRequest, "invalid_parameter", "cursor is not one this listing gave",
+                    "cursor"));
   };
   if (cursor.rfind("a", 0) == 0) {
     int64_t batch = 0, skip = 0;

@@ -53,9 +53,9 @@ void ReportWriter::write() {
     if (e)
       failed = *e;
     else if (r.is_error())
-      failed = make_error(500, "storage_error", "dlr script: " + std::string(r.str()));
+      failed = make_error(ErrorKind::Internal, "storage_error", "dlr script: " + std::string(r.str()));
     else if (!r.is_array() || r.size() != batch->size())
-      failed = make_error(500, "storage_error", "dlr script: not one answer per report");
+      failed = make_error(ErrorKind::Internal, "storage_error", "dlr script: not one answer per report");
     for (size_t k = 0; k < batch->size(); ++k) {
       auto& done = (*batch)[k].done;
       if (failed)

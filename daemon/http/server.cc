@@ -163,7 +163,8 @@ Responder::~Responder() {
   if (req_ && !sent_) {
     // A handler dropped its responder without answering: never leave a client hanging.
     metrics_.unexpected("http_no_response").Increment();
-    send_error(make_error(500, "internal_error", "the request was not answered; this is a bug"));
+    send_error(
+        make_error(ErrorKind::Internal, "internal_error", "the request was not answered; this is a bug"));
   }
   if (guard_) guard_->responder = nullptr;
   if (stream_ && req_) {
@@ -262,10 +263,10 @@ void Responder::send_error(const Error& e) {
   nlohmann::json body = {{"error", {{"code", e.code}, {"message", e.message}}}};
   if (!e.where.empty()) body["error"]["where"] = e.where;
   std::vector<std::pair<std::string, std::string>> headers;
-  if (e.status == 503) headers.emplace_back("retry-after", "1");
-  if (e.status == 401) headers.emplace_back("www-authenticate", "Bearer");
-  send(e.status, "application/json", body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-       headers);
+  if (e.kind == ErrorKind::Unavailable) headers.emplace_back("retry-after", "1");
+  if (e.kind == ErrorKind::Unauthenticated) headers.emplace_back("www-authenticate", "Bearer");
+  send(http_status(e.kind), "application/json",
+       body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), headers);
 }
 
 struct Server::Impl {
@@ -376,7 +377,7 @@ struct Server::Impl {
       if (req->headers.entries[i].name == &H2O_TOKEN_AUTHORIZATION->buf) ++authorization;
     if (authorization > 1) {
       refused_duplicate_authorization->Increment();
-      return make_error(400, "duplicate_header",
+      return make_error(ErrorKind::BadRequest, "duplicate_header",
                         "send one Authorization header, not " + std::to_string(authorization),
                         "authorization");
     }
@@ -393,12 +394,12 @@ struct Server::Impl {
     }
     if (fields->content_length > 1) {
       refused_duplicate_length->Increment();
-      return make_error(400, "ambiguous_framing", "send one Content-Length header (RFC 9112 §6.3)",
-                        "content-length");
+      return make_error(ErrorKind::BadRequest, "ambiguous_framing",
+                        "send one Content-Length header (RFC 9112 §6.3)", "content-length");
     }
     if (fields->content_length > 0 && fields->transfer_encoding > 0) {
       refused_length_and_chunked->Increment();
-      return make_error(400, "ambiguous_framing",
+      return make_error(ErrorKind::BadRequest, "ambiguous_framing",
                         "send Content-Length or Transfer-Encoding, not both (RFC 9112 §6.1)",
                         "transfer-encoding");
     }
@@ -528,9 +529,11 @@ Status Server::start(size_t max_body_bytes) {
     i.ssl_ctx = SSL_CTX_new(TLS_server_method());
     SSL_CTX_set_min_proto_version(i.ssl_ctx, TLS1_2_VERSION);
     if (SSL_CTX_use_certificate_chain_file(i.ssl_ctx, i.cfg.tls_cert.c_str()) != 1)
-      return make_error(2, "invalid_config", "http.tls.cert: cannot load " + i.cfg.tls_cert, "http.tls.cert");
+      return make_error(ErrorKind::Config, "invalid_config", "http.tls.cert: cannot load " + i.cfg.tls_cert,
+                        "http.tls.cert");
     if (SSL_CTX_use_PrivateKey_file(i.ssl_ctx, i.cfg.tls_key.c_str(), SSL_FILETYPE_PEM) != 1)
-      return make_error(2, "invalid_config", "http.tls.key: cannot load " + i.cfg.tls_key, "http.tls.key");
+      return make_error(ErrorKind::Config, "invalid_config", "http.tls.key: cannot load " + i.cfg.tls_key,
+                        "http.tls.key");
     static char h2[] = "h2", h1[] = "http/1.1";
     static const h2o_iovec_t protocols[] = {{h2, 2}, {h1, 8}, {nullptr, 0}};
     h2o_ssl_register_alpn_protocols(i.ssl_ctx, protocols);
@@ -543,19 +546,22 @@ Status Server::start(size_t max_body_bytes) {
   if (host_part.size() >= 2 && host_part.front() == '[') host_part = host_part.substr(1, host_part.size() - 2);
   auto parsed_port = parse_number<int>(std::string_view(listen).substr(colon + 1), 0, 65535);
   if (!parsed_port)
-    return make_error(2, "invalid_config", "http.listen: \"" + listen + "\" is not IP:PORT", "http.listen");
+    return make_error(ErrorKind::Config, "invalid_config", "http.listen: \"" + listen + "\" is not IP:PORT",
+                      "http.listen");
   int port = *parsed_port;
   sockaddr_storage addr{};
   if (uv_ip4_addr(host_part.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
       uv_ip6_addr(host_part.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0)
-    return make_error(2, "invalid_config", "http.listen: \"" + listen + "\" is not IP:PORT", "http.listen");
+    return make_error(ErrorKind::Config, "invalid_config", "http.listen: \"" + listen + "\" is not IP:PORT",
+                      "http.listen");
 
   i.listener.init(i.loop, &i, uv_tcp_init);
   int rc = uv_tcp_bind(i.listener.get(), reinterpret_cast<sockaddr*>(&addr), 0);
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(i.listener.get()), 1024, &Impl::on_connection);
   if (rc != 0) {
     i.listener.reset();
-    return make_error(2, "listen_failed", "http.listen " + listen + ": " + uv_strerror(rc), "http.listen");
+    return make_error(ErrorKind::Config, "listen_failed", "http.listen " + listen + ": " + uv_strerror(rc),
+                      "http.listen");
   }
   sockaddr_storage bound{};
   int namelen = sizeof bound;

@@ -61,7 +61,8 @@ class Responder {
 
   void send(int status, std::string_view content_type, std::string_view body,
             const std::vector<std::pair<std::string, std::string>>& headers = {});
-  // {"error": {"code", "message", "where"}} with e.status (and Retry-After for 503).
+  // {"error": {"code", "message", "where"}} with http_status(e.kind), plus Retry-After
+  // for Unavailable and WWW-Authenticate for Unauthenticated.
   void send_error(const Error& e);
   void send_json(int status, const std::string& json_text);
 

@@ -17,13 +17,14 @@ Result<std::string> ManagedRedis::start() {
   std::error_code ec;
   std::filesystem::create_directories(cfg_.managed_dir, ec);
   if (ec)
-    return make_error(2, "invalid_config",
+    return make_error(ErrorKind::Config, "invalid_config",
                       "redis.managed.dir: cannot create " + cfg_.managed_dir + ": " + ec.message());
   dir_ = std::filesystem::absolute(cfg_.managed_dir).string();
   socket_path_ = dir_ + "/redis.sock";
   // A unix socket path is limited to 107 bytes (sockaddr_un.sun_path).
   if (socket_path_.size() > 100)
-    return make_error(2, "invalid_config", "redis.managed.dir: path too long for a unix socket: " + dir_);
+    return make_error(ErrorKind::Config, "invalid_config",
+                      "redis.managed.dir: path too long for a unix socket: " + dir_);
   restart_timer_.init(loop_, this, uv_timer_init);
   if (auto s = spawn(); !s) return std::move(s).take_error();
   return "unix://" + socket_path_;
@@ -61,7 +62,7 @@ Status ManagedRedis::spawn() {
   // uv_spawn initialises the handle even on failure: init() closes it then.
   int rc = process_.init(loop_, this, uv_spawn, &opts);
   if (rc != 0) {
-    return make_error(2, "redis_spawn_failed",
+    return make_error(ErrorKind::Config, "redis_spawn_failed",
                       "cannot start " + cfg_.managed_binary + ": " + uv_strerror(rc) +
                           " (install redis-server or set redis.managed.binary)");
   }

@@ -20,7 +20,8 @@ constexpr int64_t kBackoffMinMs = 50;
 constexpr int64_t kBackoffMaxMs = 2000;
 
 Error unavailable(const std::string& why) {
-  return make_error(503, "redis_unavailable", "storage is unavailable (" + why + "); retry shortly");
+  return make_error(ErrorKind::Unavailable, "redis_unavailable",
+                    "storage is unavailable (" + why + "); retry shortly");
 }
 
 std::string sha1_hex(const std::string& s) {
@@ -95,7 +96,8 @@ struct Redis::Pending {
 Result<RedisTarget> parse_redis_url(std::string_view url) {
   RedisTarget t;
   auto bad = [&](const char* why) {
-    return make_error(2, "invalid_redis_url", std::string("redis.url \"") + std::string(url) + "\": " + why);
+    return make_error(ErrorKind::Config, "invalid_redis_url",
+                      std::string("redis.url \"") + std::string(url) + "\": " + why);
   };
   if (url.rfind("unix://", 0) == 0) {
     std::string_view rest = url.substr(7);

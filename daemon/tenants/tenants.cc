@@ -14,18 +14,20 @@ Tenants::Tenants(std::map<std::string, config::Tenant> tenants) : tenants_(std::
 
 Result<Principal> Tenants::authenticate(std::optional<std::string_view> authorization) const {
   if (!authorization || authorization->empty())
-    return make_error(401, "missing_api_key", "send your API key as \"Authorization: Bearer <key>\"",
-                      "authorization");
+    return make_error(ErrorKind::Unauthenticated, "missing_api_key",
+                      "send your API key as \"Authorization: Bearer <key>\"", "authorization");
   std::string_view v = *authorization;
   constexpr std::string_view kBearer = "Bearer ";
   if (v.size() <= kBearer.size() || !std::equal(kBearer.begin(), kBearer.end(), v.begin(), [](char a, char b) {
         return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
       }))
-    return make_error(401, "missing_api_key", "the Authorization header must be \"Bearer <key>\"",
-                      "authorization");
+    return make_error(ErrorKind::Unauthenticated, "missing_api_key",
+                      "the Authorization header must be \"Bearer <key>\"", "authorization");
   // Keys are looked up by their SHA-256; the plaintext is never stored or logged.
   auto it = by_hash_.find(config::sha256_hex(v.substr(kBearer.size())));
-  if (it == by_hash_.end()) return make_error(401, "invalid_api_key", "this API key is not known", "authorization");
+  if (it == by_hash_.end())
+    return make_error(ErrorKind::Unauthenticated, "invalid_api_key", "this API key is not known",
+                      "authorization");
   return it->second;
 }
 
@@ -80,7 +82,7 @@ const char* to_string(Action action) {
 Status Tenants::authorize(const Principal& p, Action action) {
   if (allows(p.key->role, action)) return Ok{};
   return make_error(
-      403, "forbidden_role",
+      ErrorKind::Forbidden, "forbidden_role",
       std::string("a key with role ") + config::to_string(p.key->role) + " may not " + rule_of(action).name);
 }
 
@@ -89,10 +91,10 @@ Status Tenants::check_sender(const Principal& p, std::string_view sender) {
   std::string text(sender);
   for (const auto& allowed : p.tenant->senders)
     if (allowed == text || fnmatch(allowed.c_str(), text.c_str(), 0) == 0) return Ok{};
-  return make_error(403, "sender_not_allowed",
-                    "CAP sender \"" + std::string(sender) + "\" is not among tenant " + p.tenant->id +
-                        "'s allowed senders",
-                    "/alert/sender");
+  return make_error(
+      ErrorKind::Forbidden, "sender_not_allowed",
+      "CAP sender \"" + std::string(sender) + "\" is not among tenant " + p.tenant->id + "'s allowed senders",
+      "/alert/sender");
 }
 
 const config::Tenant* Tenants::find(const std::string& id) const {

@@ -36,10 +36,15 @@ std::string apns_payload(const dispatch::Content& m, bool critical_alerts) {
 Result<std::unique_ptr<ApnsGateway>> ApnsGateway::create(uv_loop_t* loop, const Clock& clock, std::string name,
                                                          ApnsConfig cfg) {
   if (cfg.team_id.empty() || cfg.key_id.empty())
-    return make_error(2, "invalid_config", "gateways." + name + ": team_id and key_id are required");
+    return make_error(ErrorKind::Config, "invalid_config",
+                      "gateways." + name + ": team_id and key_id are required");
   auto key = push::SigningKey::from_file(cfg.key_file);
-  if (!key) return make_error(2, "invalid_config", "gateways." + name + ".key_file: " + key.error().message);
-  if (!key->is_ec()) return make_error(2, "invalid_config", "gateways." + name + ".key_file: APNs keys are EC P-256");
+  if (!key)
+    return make_error(ErrorKind::Config, "invalid_config",
+                      "gateways." + name + ".key_file: " + key.error().message);
+  if (!key->is_ec())
+    return make_error(ErrorKind::Config, "invalid_config",
+                      "gateways." + name + ".key_file: APNs keys are EC P-256");
   http2::PoolOptions pool;
   pool.url = cfg.url;
   pool.connections = cfg.connections;

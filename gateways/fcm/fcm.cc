@@ -38,7 +38,9 @@ std::pair<std::string, std::string> split_url(const std::string& url) {
 }  // namespace
 
 Result<AccessToken> parse_token_reply(int status, std::string_view body) {
-  auto bad = [](std::string what) { return make_error(502, "bad_token_reply", std::move(what)); };
+  auto bad = [](std::string what) {
+    return make_error(ErrorKind::BadGateway, "bad_token_reply", std::move(what));
+  };
   if (status != 200) return bad("HTTP " + std::to_string(status));
   auto j = nlohmann::json::parse(body, nullptr, false);
   if (!j.is_object()) return bad("the reply is not a JSON object");
@@ -96,20 +98,22 @@ Result<std::unique_ptr<FcmGateway>> FcmGateway::create(uv_loop_t* loop, const Cl
                                                        FcmConfig cfg) {
   std::ifstream in(cfg.service_account_file);
   if (!in)
-    return make_error(2, "invalid_config",
+    return make_error(ErrorKind::Config, "invalid_config",
                       "gateways." + name + ".service_account_file: cannot read " + cfg.service_account_file);
   std::stringstream ss;
   ss << in.rdbuf();
   auto sa = nlohmann::json::parse(ss.str(), nullptr, false);
   auto is_text = [&sa](const char* key) { return sa.contains(key) && sa[key].is_string(); };
   if (!sa.is_object() || !is_text("client_email") || !is_text("private_key") || !is_text("token_uri"))
-    return make_error(2, "invalid_config",
+    return make_error(ErrorKind::Config, "invalid_config",
                       "gateways." + name +
                           ".service_account_file: needs client_email, private_key and token_uri (strings)");
-  if (cfg.project_id.empty()) return make_error(2, "invalid_config", "gateways." + name + ".project_id is required");
+  if (cfg.project_id.empty())
+    return make_error(ErrorKind::Config, "invalid_config", "gateways." + name + ".project_id is required");
   auto key = push::SigningKey::from_pem(sa["private_key"].get<std::string>());
   if (!key || key->is_ec())
-    return make_error(2, "invalid_config", "gateways." + name + ".service_account_file: private_key must be RSA");
+    return make_error(ErrorKind::Config, "invalid_config",
+                      "gateways." + name + ".service_account_file: private_key must be RSA");
   http2::PoolOptions pool;
   pool.url = cfg.url;
   pool.connections = cfg.connections;
@@ -149,8 +153,8 @@ void FcmGateway::fetch_token() {
              "&assertion=" + form_escape(assertion ? *assertion : "");
   token_pool_->submit(std::move(req), [this](const http2::Response* r, http2::Failure f, const std::string& detail) {
     fetching_ = false;
-    auto reply =
-        r ? parse_token_reply(r->status, r->body) : Result<AccessToken>(make_error(502, "no_reply", detail));
+    auto reply = r ? parse_token_reply(r->status, r->body)
+                   : Result<AccessToken>(make_error(ErrorKind::BadGateway, "no_reply", detail));
     if (reply) {
       access_token_ = std::move(reply->token);
       rendered_.clear();  // their authorization header carries the old token

@@ -78,11 +78,13 @@ Result<Origin> parse_url(const std::string& url) {
     o.port = 80;
     rest.remove_prefix(7);
   } else {
-    return make_error(400, "invalid_url", "the URL must start with https:// or http:// (h2c)", url);
+    return make_error(ErrorKind::BadRequest, "invalid_url",
+                      "the URL must start with https:// or http:// (h2c)", url);
   }
   if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
   if (rest.find('/') != std::string_view::npos || rest.find('?') != std::string_view::npos) {
-    return make_error(400, "invalid_url", "the URL must name an origin only (no path)", url);
+    return make_error(ErrorKind::BadRequest, "invalid_url", "the URL must name an origin only (no path)",
+                      url);
   }
   o.authority = std::string(rest);
   std::string_view port;
@@ -90,11 +92,12 @@ Result<Origin> parse_url(const std::string& url) {
   if (!rest.empty() && rest.front() == '[') {
     size_t close = rest.find(']');
     if (close == std::string_view::npos)
-      return make_error(400, "invalid_url", "unterminated IPv6 literal", url);
+      return make_error(ErrorKind::BadRequest, "invalid_url", "unterminated IPv6 literal", url);
     o.host = std::string(rest.substr(1, close - 1));
     rest.remove_prefix(close + 1);
     if (!rest.empty()) {
-      if (rest.front() != ':') return make_error(400, "invalid_url", "junk after the IPv6 literal", url);
+      if (rest.front() != ':')
+        return make_error(ErrorKind::BadRequest, "invalid_url", "junk after the IPv6 literal", url);
       port = rest.substr(1);
       port_given = true;
     }
@@ -106,10 +109,10 @@ Result<Origin> parse_url(const std::string& url) {
       port_given = true;
     }
   }
-  if (o.host.empty()) return make_error(400, "invalid_url", "the URL has no host", url);
+  if (o.host.empty()) return make_error(ErrorKind::BadRequest, "invalid_url", "the URL has no host", url);
   if (port_given) {
     auto p = parse_number<uint16_t>(port, 1, 65535);
-    if (!p) return make_error(400, "invalid_url", "bad port", url);
+    if (!p) return make_error(ErrorKind::BadRequest, "invalid_url", "bad port", url);
     o.port = *p;
   }
   struct sockaddr_in sa4;
@@ -147,9 +150,10 @@ struct Pool::Impl final : ConnectionOwner {
   // ----- public API
 
   Status start() {
-    if (state_ != State::Created) return make_error(409, "already_started", "the pool was already started");
+    if (state_ != State::Created)
+      return make_error(ErrorKind::Conflict, "already_started", "the pool was already started");
     if (options_.connections == 0)
-      return make_error(400, "invalid_options", "connections must be at least 1");
+      return make_error(ErrorKind::BadRequest, "invalid_options", "connections must be at least 1");
     auto origin = parse_url(options_.url);
     if (!origin) return std::move(origin).take_error();
     origin_ = std::move(*origin);

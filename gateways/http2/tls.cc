@@ -35,25 +35,26 @@ void clear_errors() {
 
 Result<SslCtxPtr> make_client_context(const std::string& ca_file, bool verify_peer) {
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
-  if (!ctx) return make_error(500, "tls_context", "SSL_CTX_new: " + openssl_errors());
+  if (!ctx) return make_error(ErrorKind::Internal, "tls_context", "SSL_CTX_new: " + openssl_errors());
   // RFC 9113 §9.2: TLS 1.2 or higher.
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
   // RFC 9113 §9.2.2 forbids the non-ephemeral and non-AEAD TLS 1.2 suites; TLS 1.3 suites
   // are all acceptable and are configured separately by OpenSSL.
   if (SSL_CTX_set_cipher_list(ctx.get(), "ECDHE+AESGCM:ECDHE+CHACHA20") != 1) {
-    return make_error(500, "tls_context", "cipher list: " + openssl_errors());
+    return make_error(ErrorKind::Internal, "tls_context", "cipher list: " + openssl_errors());
   }
   // RFC 9113 §9.2.1: compression and renegotiation must be off.
   SSL_CTX_set_options(ctx.get(), SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
   if (SSL_CTX_set_alpn_protos(ctx.get(), kAlpnH2, sizeof kAlpnH2) != 0) {
-    return make_error(500, "tls_context", "ALPN: " + openssl_errors());
+    return make_error(ErrorKind::Internal, "tls_context", "ALPN: " + openssl_errors());
   }
   if (verify_peer) {
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1) ERR_clear_error();  // no system store: ca_file only
     if (!ca_file.empty() && SSL_CTX_load_verify_locations(ctx.get(), ca_file.c_str(), nullptr) != 1) {
-      return make_error(400, "tls_ca_file", "cannot load CA file: " + openssl_errors(), ca_file);
+      return make_error(ErrorKind::BadRequest, "tls_ca_file", "cannot load CA file: " + openssl_errors(),
+                        ca_file);
     }
   } else {
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);

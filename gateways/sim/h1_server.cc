@@ -228,7 +228,7 @@ Result<int> H1Server::listen(const Endpoint& at, const std::string& cert, const 
     SSL_CTX_set_min_proto_version(ssl_ctx_, TLS1_2_VERSION);
     if (SSL_CTX_use_certificate_chain_file(ssl_ctx_, cert.c_str()) != 1 ||
         SSL_CTX_use_PrivateKey_file(ssl_ctx_, key.c_str(), SSL_FILETYPE_PEM) != 1)
-      return make_error(2, "tls", "--tls: cannot load " + cert + " / " + key);
+      return make_error(ErrorKind::Config, "tls", "--tls: cannot load " + cert + " / " + key);
     static char h1[] = "http/1.1";
     static const h2o_iovec_t protocols[] = {{h1, 8}, {nullptr, 0}};
     h2o_ssl_register_alpn_protocols(ssl_ctx_, protocols);

@@ -33,21 +33,23 @@ Result<JwtClaims> parse_jwt(std::string_view token, JsonReader& json) {
   size_t dot1 = token.find('.');
   size_t dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
   if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos)
-    return make_error(400, "malformed", "a JWT has three dot-separated parts");
+    return make_error(ErrorKind::BadRequest, "malformed", "a JWT has three dot-separated parts");
   std::string header, payload, signature;
   if (!base64url_decode(token.substr(0, dot1), header) ||
       !base64url_decode(token.substr(dot1 + 1, dot2 - dot1 - 1), payload) ||
       !base64url_decode(token.substr(dot2 + 1), signature) || signature.empty())
-    return make_error(400, "malformed", "JWT parts must be base64url");
+    return make_error(ErrorKind::BadRequest, "malformed", "JWT parts must be base64url");
 
   JwtClaims c;
   c.signature_bytes = signature.size();
   auto h = json.parse(header);
-  if (!h || !h->is_object()) return make_error(400, "malformed", "the JWT header is not a JSON object");
+  if (!h || !h->is_object())
+    return make_error(ErrorKind::BadRequest, "malformed", "the JWT header is not a JSON object");
   if (auto v = json_string(*h, "alg")) c.alg = *v;
   if (auto v = json_string(*h, "kid")) c.kid = *v;
   auto p = json.parse(payload);
-  if (!p || !p->is_object()) return make_error(400, "malformed", "the JWT payload is not a JSON object");
+  if (!p || !p->is_object())
+    return make_error(ErrorKind::BadRequest, "malformed", "the JWT payload is not a JSON object");
   if (auto v = json_string(*p, "iss")) c.iss = *v;
   if (auto v = json_string(*p, "scope")) c.scope = *v;
   if (auto v = json_string(*p, "aud")) c.aud = *v;

@@ -82,8 +82,8 @@ int run(int argc, char** argv) {
   auto parsed = parse_options(argc, argv);
   if (!parsed) {
     const Error& e = parsed.error();
-    std::fprintf(e.status == 0 ? stdout : stderr, "%s\n", e.message.c_str());
-    return e.status;
+    std::fprintf(e.kind == ErrorKind::Help ? stdout : stderr, "%s\n", e.message.c_str());
+    return exit_code(e.kind);
   }
   const Options& opt = *parsed;
   std::signal(SIGPIPE, SIG_IGN);  // a peer that vanished is a write error, not a death
@@ -95,12 +95,12 @@ int run(int argc, char** argv) {
   if (!opt.unregistered_file.empty()) {
     if (auto st = unregistered.load(opt.unregistered_file); !st) {
       std::fprintf(stderr, "sirena-sim: %s\n", st.error().message.c_str());
-      return 2;
+      return exit_code(st.error().kind);
     }
   }
   if (!opt.record_file.empty() && !app.recorder.open(opt.record_file)) {
     std::fprintf(stderr, "sirena-sim: --record: cannot open %s\n", opt.record_file.c_str());
-    return 2;
+    return exit_code(ErrorKind::Config);
   }
   Ledger ledger(opt.record_file.empty() ? nullptr : &app.recorder);
   Faults faults(opt.faults);
@@ -128,7 +128,7 @@ int run(int argc, char** argv) {
     auto port = app.admin->listen(opt.admin);
     if (!port) {
       std::fprintf(stderr, "sirena-sim: --admin %s\n", port.error().message.c_str());
-      return 2;
+      return exit_code(port.error().kind);
     }
     std::fprintf(stderr, "admin on %s\n", host_port(opt.admin.host, *port).c_str());
   }
@@ -144,7 +144,7 @@ int run(int argc, char** argv) {
       auto loaded = TlsContext::load(opt.tls_cert, opt.tls_key);
       if (!loaded) {
         std::fprintf(stderr, "sirena-sim: %s\n", loaded.error().message.c_str());
-        return 2;
+        return exit_code(loaded.error().kind);
       }
       tls = std::move(*loaded);
       settings.tls = tls->get();
@@ -154,7 +154,7 @@ int run(int argc, char** argv) {
   }
   if (!port) {
     std::fprintf(stderr, "sirena-sim: --listen %s\n", port.error().message.c_str());
-    return 2;
+    return exit_code(port.error().kind);
   }
 
   uv_timer_init(app.loop, &app.flush_timer);

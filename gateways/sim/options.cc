@@ -9,14 +9,15 @@ namespace sirena::sim {
 Result<Endpoint> parse_endpoint(const std::string& text) {
   auto colon = text.rfind(':');
   if (colon == std::string::npos || colon + 1 == text.size())
-    return make_error(2, "usage", "\"" + text + "\" is not HOST:PORT");
+    return make_error(ErrorKind::Usage, "usage", "\"" + text + "\" is not HOST:PORT");
   Endpoint e;
   e.host = text.substr(0, colon);
   if (e.host.size() >= 2 && e.host.front() == '[' && e.host.back() == ']')
     e.host = e.host.substr(1, e.host.size() - 2);
   char* end = nullptr;
   long port = std::strtol(text.c_str() + colon + 1, &end, 10);
-  if (*end != '\0' || port < 0 || port > 65535) return make_error(2, "usage", "\"" + text + "\": bad port");
+  if (*end != '\0' || port < 0 || port > 65535)
+    return make_error(ErrorKind::Usage, "usage", "\"" + text + "\": bad port");
   if (e.host.empty()) e.host = "0.0.0.0";
   e.port = static_cast<int>(port);
   return e;
@@ -27,10 +28,11 @@ Result<std::pair<int, double>> parse_fail(const std::string& text) {
   char* end = nullptr;
   long code = std::strtol(text.c_str(), &end, 10);
   if (colon == std::string::npos || end != text.c_str() + colon || code < 200 || code > 599)
-    return make_error(2, "usage", "--fail \"" + text + "\": expected CODE:RATE, e.g. 503:0.05");
+    return make_error(ErrorKind::Usage, "usage",
+                      "--fail \"" + text + "\": expected CODE:RATE, e.g. 503:0.05");
   double rate = std::strtod(text.c_str() + colon + 1, &end);
   if (*end != '\0' || !(rate >= 0 && rate <= 1))
-    return make_error(2, "usage", "--fail \"" + text + "\": RATE must be between 0 and 1");
+    return make_error(ErrorKind::Usage, "usage", "--fail \"" + text + "\": RATE must be between 0 and 1");
   return std::make_pair(static_cast<int>(code), rate);
 }
 
@@ -64,9 +66,10 @@ Result<Options> parse_options(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
-    return make_error(0, "help", app.help());
+    return make_error(ErrorKind::Help, "help", app.help());
   } catch (const CLI::ParseError& e) {
-    return make_error(2, "usage", std::string(e.what()) + "\nRun with --help for more information.");
+    return make_error(ErrorKind::Usage, "usage",
+                      std::string(e.what()) + "\nRun with --help for more information.");
   }
 
   o.protocol = protocol == "apns" ? Protocol::Apns : protocol == "fcm" ? Protocol::Fcm : Protocol::Sms;
@@ -86,10 +89,10 @@ Result<Options> parse_options(int argc, char** argv) {
   if (!latency.empty()) {
     char* end = nullptr;
     o.faults.latency_p50_ms = std::strtod(latency.c_str(), &end);
-    if (*end != ',') return make_error(2, "usage", "--latency-ms expects P50,P99, e.g. 5,200");
+    if (*end != ',') return make_error(ErrorKind::Usage, "usage", "--latency-ms expects P50,P99, e.g. 5,200");
     o.faults.latency_p99_ms = std::strtod(end + 1, &end);
     if (*end != '\0' || !(o.faults.latency_p50_ms > 0) || o.faults.latency_p99_ms < o.faults.latency_p50_ms)
-      return make_error(2, "usage", "--latency-ms expects 0 < P50 <= P99");
+      return make_error(ErrorKind::Usage, "usage", "--latency-ms expects 0 < P50 <= P99");
   }
   double total = 0;
   for (const auto& f : fails) {
@@ -98,8 +101,8 @@ Result<Options> parse_options(int argc, char** argv) {
     total += p->second;
     o.faults.fail.push_back(*p);
   }
-  if (total > 1) return make_error(2, "usage", "--fail rates add up to more than 1");
-  if (o.max_streams == 0) return make_error(2, "usage", "--max-streams must be at least 1");
+  if (total > 1) return make_error(ErrorKind::Usage, "usage", "--fail rates add up to more than 1");
+  if (o.max_streams == 0) return make_error(ErrorKind::Usage, "usage", "--max-streams must be at least 1");
   return o;
 }
 

@@ -6,7 +6,7 @@ namespace sirena::sim {
 
 Status RecipientSet::load(const std::string& path) {
   std::ifstream in(path);
-  if (!in) return make_error(2, "unreadable", "--unregistered: cannot read " + path);
+  if (!in) return make_error(ErrorKind::Config, "unreadable", "--unregistered: cannot read " + path);
   std::string line;
   while (std::getline(in, line)) {
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))

@@ -27,17 +27,17 @@ void clear_errors() {
 
 Result<std::unique_ptr<TlsContext>> TlsContext::load(const std::string& cert, const std::string& key) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
-  if (!ctx) return make_error(2, "tls", "cannot create an SSL_CTX");
+  if (!ctx) return make_error(ErrorKind::Config, "tls", "cannot create an SSL_CTX");
   std::unique_ptr<TlsContext> owner(new TlsContext(ctx));
   // RFC 9113 §9.2: TLS 1.2 or later, no compression, no renegotiation.
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1)
-    return make_error(2, "tls", "--tls: cannot load the certificate chain " + cert);
+    return make_error(ErrorKind::Config, "tls", "--tls: cannot load the certificate chain " + cert);
   if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1)
-    return make_error(2, "tls", "--tls: cannot load the private key " + key);
+    return make_error(ErrorKind::Config, "tls", "--tls: cannot load the private key " + key);
   if (SSL_CTX_check_private_key(ctx) != 1)
-    return make_error(2, "tls", "--tls: the key does not match the certificate");
+    return make_error(ErrorKind::Config, "tls", "--tls: the key does not match the certificate");
   SSL_CTX_set_alpn_select_cb(ctx, select_h2, nullptr);
   return owner;
 }

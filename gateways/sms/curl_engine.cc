@@ -91,9 +91,9 @@ struct CurlEngine::Impl {
   Impl(uv_loop_t* loop, EngineOptions options) : loop_(loop), options_(options) {}
 
   Status start() {
-    if (!global_init()) return make_error(2, "invalid_config", "curl_global_init failed");
+    if (!global_init()) return make_error(ErrorKind::Config, "invalid_config", "curl_global_init failed");
     multi_ = curl_multi_init();
-    if (!multi_) return make_error(2, "invalid_config", "curl_multi_init failed");
+    if (!multi_) return make_error(ErrorKind::Config, "invalid_config", "curl_multi_init failed");
     curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &Impl::on_socket);
     curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
     curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &Impl::on_timer_change);
@@ -489,7 +489,8 @@ struct CurlEngine::Impl {
 };
 
 Result<std::unique_ptr<CurlEngine>> CurlEngine::create(uv_loop_t* loop, EngineOptions options) {
-  if (options.max_in_flight == 0) return make_error(2, "invalid_config", "max_in_flight must be at least 1");
+  if (options.max_in_flight == 0)
+    return make_error(ErrorKind::Config, "invalid_config", "max_in_flight must be at least 1");
   auto impl = std::make_unique<Impl>(loop, options);
   if (auto s = impl->start(); !s) return std::move(s).take_error();
   return std::unique_ptr<CurlEngine>(new CurlEngine(std::move(impl)));

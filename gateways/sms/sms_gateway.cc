@@ -25,7 +25,7 @@ std::string key_path(const std::string& gateway, std::string_view key) {
 
 Error config_error(const std::string& gateway, std::string_view key, const std::string& what) {
   std::string where = key_path(gateway, key);
-  return make_error(2, "invalid_config", where + ": " + what, where);
+  return make_error(ErrorKind::Config, "invalid_config", where + ": " + what, where);
 }
 
 bool parse_int(std::string_view text, int64_t min, int64_t max, int64_t* out) {

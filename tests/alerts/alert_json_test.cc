@@ -25,7 +25,7 @@ Error rejected(const json& j) {
 
 void expect_error(const json& j, const std::string& code, const std::string& where) {
   const Error e = rejected(j);
-  EXPECT_EQ(e.status, 422);
+  EXPECT_EQ(e.kind, ErrorKind::Invalid);
   EXPECT_EQ(e.code, code) << e.message;
   EXPECT_EQ(e.where, where) << e.message;
 }
@@ -63,7 +63,7 @@ TEST(AlertJson, RoundTripKeepsEverything) {
 
 TEST(AlertJson, MalformedJsonGivesTheByteOffset) {
   const Error e = parse_alert_json(R"({"identifier": "x",,})").error();
-  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.kind, ErrorKind::BadRequest);
   EXPECT_EQ(e.code, "malformed_json");
   EXPECT_EQ(e.where, "byte 19");  // the second comma
   EXPECT_EQ(parse_alert_json("").error().code, "malformed_json");
@@ -75,7 +75,7 @@ TEST(AlertJson, InvalidUtf8) {
   const size_t at = doc.find("Soliera");
   doc[at] = '\xC0';
   const Error e = parse_alert_json(doc).error();
-  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.kind, ErrorKind::BadRequest);
   EXPECT_EQ(e.code, "invalid_utf8");
   EXPECT_EQ(e.where, "byte " + std::to_string(at));
 }
@@ -84,7 +84,7 @@ TEST(AlertJson, SizeAndDepthLimits) {
   ParseLimits limits;
   limits.max_bytes = 10;
   EXPECT_EQ(parse_alert_json(test::documented_json_example(), limits).error().code, "body_too_large");
-  EXPECT_EQ(parse_alert_json(test::documented_json_example(), limits).error().status, 413);
+  EXPECT_EQ(parse_alert_json(test::documented_json_example(), limits).error().kind, ErrorKind::TooLarge);
   std::string deep = R"({"identifier": )" + std::string(100000, '[') + std::string(100000, ']') + "}";
   EXPECT_EQ(parse_alert_json(deep).error().code, "too_deep");
   limits = {};

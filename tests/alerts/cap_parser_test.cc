@@ -82,13 +82,13 @@ TEST(CapParser, BodyTooLarge) {
   ParseLimits limits;
   limits.max_bytes = 100;
   const Error e = rejected(kValid, limits);
-  EXPECT_EQ(e.status, 413);
+  EXPECT_EQ(e.kind, ErrorKind::TooLarge);
   EXPECT_EQ(e.code, "body_too_large");
 }
 
 TEST(CapParser, TruncatedIsMalformedWithLineAndColumn) {
   const Error e = rejected(kValid.substr(0, 300));
-  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.kind, ErrorKind::BadRequest);
   EXPECT_EQ(e.code, "malformed_xml");
   const size_t colon = e.where.find(':');
   ASSERT_NE(colon, std::string::npos) << e.where;
@@ -111,7 +111,7 @@ TEST(CapParser, MismatchedTagGivesItsLine) {
 TEST(CapParser, InvalidUtf8GivesTheByteOffset) {
   const std::string doc = with("Esondazione", "Esondazione \xFF");
   const Error e = rejected(doc);
-  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.kind, ErrorKind::BadRequest);
   EXPECT_EQ(e.code, "invalid_utf8");
   EXPECT_EQ(e.where, "byte " + std::to_string(doc.find('\xFF')));
   // Without an XML declaration UTF-8 is the default; a leading stylesheet PI that
@@ -142,7 +142,7 @@ TEST(CapParser, ByteOrderMarkAndUtf16AreRead) {
 
 TEST(CapParser, WrongNamespace) {
   Error e = rejected(with("cap:1.2", "alerts:1.2"));
-  EXPECT_EQ(e.status, 422);
+  EXPECT_EQ(e.kind, ErrorKind::Invalid);
   EXPECT_EQ(e.code, "wrong_namespace");
   EXPECT_NE(e.message.find("urn:oasis:names:tc:emergency:cap:1.2"), std::string::npos);
   EXPECT_EQ(rejected(with(R"( xmlns="urn:oasis:names:tc:emergency:cap:1.2")", "")).code, "wrong_namespace");
@@ -157,7 +157,7 @@ TEST(CapParser, RootThatIsNotAnAlert) {
 
 TEST(CapParser, SchemaViolationNamesTheElement) {
   Error e = rejected(with("<urgency>Immediate</urgency>", "<urgency>Now</urgency>"));
-  EXPECT_EQ(e.status, 422);
+  EXPECT_EQ(e.kind, ErrorKind::Invalid);
   EXPECT_EQ(e.code, "schema_violation");
   EXPECT_NE(e.message.find("'urgency'"), std::string::npos) << e.message;
   EXPECT_NE(e.message.find("line 13"), std::string::npos) << e.message;
@@ -244,7 +244,7 @@ TEST(CapParser, InvalidPolygon) {
                                 "44.74,10.91, 44.75,10.93, 44.73,10.94, 44.74,10.91"}) {
     SCOPED_TRACE(bad);
     const Error e = rejected(with(ring, bad));
-    EXPECT_EQ(e.status, 422);
+    EXPECT_EQ(e.kind, ErrorKind::Invalid);
     EXPECT_EQ(e.code, "invalid_polygon");
     EXPECT_EQ(e.where, "/infos/0/areas/0/polygons/0");
   }

@@ -248,7 +248,7 @@ TEST(Config, BadGatewayValuesNameTheFileLineAndKey) {
        }) {
     auto c = load_from_string(std::string(kMinimal) + k.yaml, "t.yaml", env_of({}));
     ASSERT_FALSE(c) << k.yaml;
-    EXPECT_EQ(c.error().status, 2);
+    EXPECT_EQ(c.error().kind, ErrorKind::Config);
     EXPECT_EQ(c.error().message.rfind(k.expected, 0), 0u) << c.error().message;
   }
   auto env = load_from_string(std::string(kMinimal) + "gateways:\n  apns: {url: http://a}\n", "t.yaml",
@@ -262,18 +262,19 @@ TEST(Config, AProfilesOwnErrorIsPutAtItsKeysLine) {
   auto c = load_from_string(std::string(kMinimal) + kGateways, "t.yaml", env_of({}));
   ASSERT_TRUE(c) << c.error().message;
   const GatewayConfig& sms = c->gateways.at("sms");
-  Error e = sms.locate(make_error(2, "invalid_config", "gateways.sms.url: must be an http:// or https:// URL",
-                                  "gateways.sms.url"));
+  Error e =
+      sms.locate(make_error(ErrorKind::Config, "invalid_config",
+                            "gateways.sms.url: must be an http:// or https:// URL", "gateways.sms.url"));
   EXPECT_EQ(e.message, "t.yaml:17: gateways.sms.url: must be an http:// or https:// URL");
   EXPECT_EQ(e.where, "t.yaml:17: gateways.sms.url");
-  Error other = sms.locate(make_error(2, "invalid_config", "something else"));
+  Error other = sms.locate(make_error(ErrorKind::Config, "invalid_config", "something else"));
   EXPECT_EQ(other.message, "something else");
 }
 
 TEST(Config, SyntaxErrorsHaveALine) {
   auto c = load_from_string("tenants: [oops\n", "t.yaml", env_of({}));
   ASSERT_FALSE(c);
-  EXPECT_EQ(c.error().status, 2);
+  EXPECT_EQ(c.error().kind, ErrorKind::Config);
   EXPECT_EQ(c.error().message.rfind("t.yaml:", 0), 0u);
 }
 

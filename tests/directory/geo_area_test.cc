@@ -152,7 +152,7 @@ Error parse_error(const std::string& json, const ZoneLimits& limits = {}) {
   Result<Area> r = parse_geojson_area(json, limits);
   EXPECT_FALSE(r.ok()) << json;
   if (r.ok()) return {};
-  EXPECT_EQ(r.error().status, 422);
+  EXPECT_EQ(r.error().kind, ErrorKind::Invalid);
   return r.error();
 }
 

@@ -39,7 +39,7 @@ Error expect_invalid(const std::string& json, const std::string& where) {
   Result<Recipient> r = parse(json);
   EXPECT_FALSE(r.ok()) << json;
   if (r.ok()) return {};
-  EXPECT_EQ(r.error().status, 422);
+  EXPECT_EQ(r.error().kind, ErrorKind::Invalid);
   EXPECT_EQ(r.error().code, "invalid_recipient") << r.error().message;
   EXPECT_EQ(r.error().where, where) << r.error().message;
   return r.error();
@@ -436,7 +436,7 @@ TEST(RecipientJson, MalformedJsonGivesTheByteOffset) {
   for (const Case& c : cases) {
     Result<Recipient> r = parse(c.json);
     ASSERT_FALSE(r.ok()) << c.json;
-    EXPECT_EQ(r.error().status, 422);
+    EXPECT_EQ(r.error().kind, ErrorKind::Invalid);
     EXPECT_EQ(r.error().code, "malformed_json") << c.json;
     EXPECT_EQ(r.error().where, c.where) << c.json << ": " << r.error().message;
     EXPECT_FALSE(r.error().message.empty());

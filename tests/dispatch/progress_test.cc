@@ -108,12 +108,12 @@ TEST_F(ProgressTest, ACursorItDidNotGiveIs400) {
   for (const char* cursor : {"x", "a1", "a-1.0", "a1.x", "12a"}) {
     auto p = page("", cursor, 10);
     ASSERT_FALSE(p) << cursor;
-    EXPECT_EQ(p.error().status, 400) << cursor;
+    EXPECT_EQ(p.error().kind, ErrorKind::BadRequest) << cursor;
     EXPECT_EQ(p.error().code, "invalid_parameter") << cursor;
   }
   auto p = page("failed", "a0.0", 10);  // the records hold accepted messages only
   ASSERT_FALSE(p);
-  EXPECT_EQ(p.error().status, 400);
+  EXPECT_EQ(p.error().kind, ErrorKind::BadRequest);
 }
 
 }  // namespace

@@ -5,12 +5,15 @@
 
 namespace sirena::alerts::fuzz {
 
-// A rejection carries a code and a 4xx/5xx status; an accepted alert survives
-// alert_to_json -> parse_alert_json and alert_from_json unchanged. Traps otherwise,
-// so libFuzzer records the input.
+// A rejection carries a code and a kind the API answers with (not one of the start-up
+// kinds, which would turn into a 500); an accepted alert survives alert_to_json ->
+// parse_alert_json and alert_from_json unchanged. Traps otherwise, so libFuzzer records
+// the input.
 inline void check_intake_result(const Result<Alert>& r) {
   if (!r.ok()) {
-    if (r.error().code.empty() || r.error().status < 400) __builtin_trap();
+    const ErrorKind k = r.error().kind;
+    if (r.error().code.empty() || k == ErrorKind::Config || k == ErrorKind::Usage || k == ErrorKind::Help)
+      __builtin_trap();
     return;
   }
   const nlohmann::json j = alert_to_json(*r);

@@ -40,7 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     last = line;
     if (!r.ok()) {
       const Error& e = r.error();
-      if (e.status != 422 || e.message.empty()) __builtin_trap();
+      if (e.kind != ErrorKind::Invalid || e.message.empty()) __builtin_trap();
       if (e.code != "invalid_recipient" && e.code != "malformed_json") __builtin_trap();
       return;
     }

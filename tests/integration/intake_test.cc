@@ -146,7 +146,7 @@ TEST_F(IntakeTest, CorpusIsStoredAndSurvivesRestartOfSirenadAndRedis) {
       ASSERT_EQ(r.status, seen ? 200 : 202) << f << ": " << r.body;
       if (!seen) stored[body["id"]] = f;
     } else {
-      EXPECT_EQ(r.status, expected.error().status) << f << ": " << r.body;
+      EXPECT_EQ(r.status, http_status(expected.error().kind)) << f << ": " << r.body;
       EXPECT_EQ(body["error"]["code"], expected.error().code) << f;
     }
   }

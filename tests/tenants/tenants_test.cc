@@ -27,7 +27,7 @@ TEST(Tenants, AuthenticatesBearerKeysByHash) {
   EXPECT_EQ(t.authenticate(std::nullopt).error().code, "missing_api_key");
   EXPECT_EQ(t.authenticate("Basic abc").error().code, "missing_api_key");
   EXPECT_EQ(t.authenticate("Bearer nope").error().code, "invalid_api_key");
-  EXPECT_EQ(t.authenticate("Bearer nope").error().status, 401);
+  EXPECT_EQ(t.authenticate("Bearer nope").error().kind, ErrorKind::Unauthenticated);
 }
 
 TEST(Tenants, RolesAllowOnlyTheirActions) {
@@ -39,7 +39,7 @@ TEST(Tenants, RolesAllowOnlyTheirActions) {
   EXPECT_FALSE(Tenants::authorize(op, Action::ApproveAlert));
   EXPECT_TRUE(Tenants::authorize(ap, Action::ApproveAlert));
   EXPECT_FALSE(Tenants::authorize(ap, Action::SubmitAlert));
-  EXPECT_EQ(Tenants::authorize(app, Action::ReadAlerts).error().status, 403);
+  EXPECT_EQ(Tenants::authorize(app, Action::ReadAlerts).error().kind, ErrorKind::Forbidden);
 }
 
 // The citizen-app key ships inside the public app: it may read or change nobody's data
@@ -52,7 +52,7 @@ TEST(Tenants, CitizenAppKeyMayDoNoApiAction) {
     EXPECT_FALSE(Tenants::allows(config::Role::CitizenApp, action)) << to_string(action);
     auto e = Tenants::authorize(app, action);
     ASSERT_FALSE(e) << to_string(action);
-    EXPECT_EQ(e.error().status, 403);
+    EXPECT_EQ(e.error().kind, ErrorKind::Forbidden);
     EXPECT_EQ(e.error().code, "forbidden_role");
     EXPECT_TRUE(Tenants::allows(config::Role::Admin, action)) << to_string(action);
   }
