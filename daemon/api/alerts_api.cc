@@ -127,10 +127,7 @@ AlertsApi::AlertsApi(alerts::AlertStore& store, directory::Directory& directory,
       lifecycle_(lifecycle),
       clock_(clock),
       metrics_(metrics),
-      options_(options),
-      parser_(std::make_unique<alerts::ParsePool>(options_.loop ? options_.loop : uv_default_loop())) {}
-
-AlertsApi::~AlertsApi() = default;
+      options_(options) {}
 
 void AlertsApi::register_routes(Router& router) {
   using tenants::Action;
@@ -193,7 +190,8 @@ void AlertsApi::read_alert(const http::Request& req, const tenants::Principal& w
   // memory if the client goes away meanwhile. The area and the stored JSON form are
   // made there too, into `made`, which the loop reads only once the work is done.
   auto made = std::make_shared<Parsed>();
-  parser_->parse(
+  alerts::parse_alert_async(
+      options_.loop ? options_.loop : uv_default_loop(),
       is_xml ? alerts::AlertFormat::CapXml : alerts::AlertFormat::Json,
       std::make_shared<const std::string>(req.body), limits,
       [who, is_xml, made, done = std::move(done)](Result<alerts::Alert>&& parsed) {

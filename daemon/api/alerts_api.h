@@ -1,7 +1,7 @@
 // The /v1/alerts routes: intake (CAP XML or JSON), read, list, approve, cancel. Parses,
 // calls dispatch::Lifecycle (what happens to an alert) or the read models, serialises.
 //
-// Owns its ParsePool; otherwise only references: the store, metrics and clock outlive it. The router
+// Owns nothing but references: the store, metrics and clock outlive it. The router
 // admits each request (key, role, rate) before a handler here runs.
 #pragma once
 
@@ -16,10 +16,6 @@
 #include "daemon/dispatch/dispatcher.h"
 #include "daemon/dispatch/lifecycle.h"
 #include "daemon/tenants/tenants.h"
-
-namespace sirena::alerts {
-class ParsePool;
-}
 
 namespace sirena::metrics {
 class Metrics;
@@ -40,7 +36,6 @@ class AlertsApi {
   AlertsApi(alerts::AlertStore& store, directory::Directory& directory, dispatch::Dispatcher& dispatcher,
             dispatch::Lifecycle& lifecycle, const Clock& clock, metrics::Metrics& metrics,
             AlertsApiOptions options);
-  ~AlertsApi();
 
   void register_routes(Router& router);
 
@@ -82,7 +77,6 @@ class AlertsApi {
   const Clock& clock_;
   metrics::Metrics& metrics_;
   AlertsApiOptions options_;
-  std::unique_ptr<alerts::ParsePool> parser_;  // bodies of one loop turn go to the pool together
 };
 
 }  // namespace sirena::api
