@@ -192,7 +192,8 @@ std::vector<std::pair<std::string, std::string>> summary_pairs(store::Reply r) {
 }
 
 Error script_error(store::Reply r) {
-  return make_error(ErrorKind::Internal, "storage_error", std::string("storage script failed: ") + std::string(r.str()));
+  return make_error(ErrorKind::Internal, "storage_error",
+                    std::string("storage script failed: ") + std::string(r.str()));
 }
 
 }  // namespace
@@ -263,7 +264,8 @@ void AlertStore::create(const NewAlert& n, std::function<void(Result<Created>)> 
   conn->eval(kCreateScript, {pfx}, args, [done = std::move(done)](store::Reply r, const Error* e) {
     if (e) return done(*e);
     if (r.is_error()) return done(script_error(r));
-    if (!r.is_array() || r.size() != 3) return done(make_error(ErrorKind::Internal, "storage_error", "bad reply"));
+    if (!r.is_array() || r.size() != 3)
+      return done(make_error(ErrorKind::Internal, "storage_error", "bad reply"));
     done(Created{r[0].integer() == 1, r[1].string(), r[2].string()});
   });
 }
@@ -350,22 +352,22 @@ void AlertStore::approve(const std::string& tenant, const std::string& id, const
                          std::function<void(Result<std::string>)> done) {
   std::string pfx = store::keys::tenant(tenant);
   std::string now = std::to_string(now_ms);
-  redis_.eval(
-      kApproveScript, {pfx}, {id, key_id, remote, now},
-      [done = std::move(done)](store::Reply r, const Error* e) {
-        if (e) return done(*e);
-        if (r.is_error()) return done(script_error(r));
-        std::string kind = r[0].string();
-        std::string what = r[1].string();
-        if (kind == "ok") return done(what);
-        if (what == "not_found") return done(make_error(ErrorKind::NotFound, "not_found", "no such alert"));
-        if (what == "same_key_cannot_approve")
-          return done(make_error(ErrorKind::Forbidden, "same_key_cannot_approve",
-                                 "two-person rule: the alert must be approved with a different key "
-                                 "than the one that submitted it"));
-        done(make_error(ErrorKind::Conflict, "not_pending_approval",
-                        "the alert is " + r[2].string() + ", not pending_approval"));
-      });
+  redis_.eval(kApproveScript, {pfx}, {id, key_id, remote, now},
+              [done = std::move(done)](store::Reply r, const Error* e) {
+                if (e) return done(*e);
+                if (r.is_error()) return done(script_error(r));
+                std::string kind = r[0].string();
+                std::string what = r[1].string();
+                if (kind == "ok") return done(what);
+                if (what == "not_found")
+                  return done(make_error(ErrorKind::NotFound, "not_found", "no such alert"));
+                if (what == "same_key_cannot_approve")
+                  return done(make_error(ErrorKind::Forbidden, "same_key_cannot_approve",
+                                         "two-person rule: the alert must be approved with a different key "
+                                         "than the one that submitted it"));
+                done(make_error(ErrorKind::Conflict, "not_pending_approval",
+                                "the alert is " + r[2].string() + ", not pending_approval"));
+              });
 }
 
 }  // namespace sirena::alerts

@@ -38,7 +38,8 @@ void parse_alert_async(uv_loop_t* loop, AlertFormat format, std::shared_ptr<cons
       [](uv_work_t* w, int status) {
         std::unique_ptr<ParseJob> j(static_cast<ParseJob*>(w->data));
         if (status != 0 || !j->result) {  // UV_ECANCELED: the loop is closing
-          j->done(make_error(ErrorKind::Unavailable, "shutting_down", "the daemon is stopping; retry on another instance"));
+          j->done(make_error(ErrorKind::Unavailable, "shutting_down",
+                             "the daemon is stopping; retry on another instance"));
           return;
         }
         j->done(std::move(*j->result));
@@ -46,7 +47,8 @@ void parse_alert_async(uv_loop_t* loop, AlertFormat format, std::shared_ptr<cons
   if (rc != 0) {
     // uv_queue_work fails only for a null callback, which is never passed here.
     std::unique_ptr<ParseJob> j(job);
-    j->done(make_error(ErrorKind::Internal, "internal", std::string("could not queue the parse: ") + uv_strerror(rc)));
+    j->done(make_error(ErrorKind::Internal, "internal",
+                       std::string("could not queue the parse: ") + uv_strerror(rc)));
   }
 }
 

@@ -419,17 +419,20 @@ Status Directory::configure(const config::Config& cfg) {
       ss << in.rdbuf();
       nlohmann::json fc = nlohmann::json::parse(ss.str(), nullptr, false);
       if (!fc.is_object() || fc.value("type", "") != "FeatureCollection" || !fc["features"].is_array())
-        return make_error(ErrorKind::Config, "invalid_zones", path + ": expected a GeoJSON FeatureCollection", path);
+        return make_error(ErrorKind::Config, "invalid_zones", path + ": expected a GeoJSON FeatureCollection",
+                          path);
       for (size_t i = 0; i < fc["features"].size(); ++i) {
         const auto& f = fc["features"][i];
         std::string where = path + ": /features/" + std::to_string(i);
         if (!f.contains("properties") || !f["properties"].is_object() || !f["properties"].contains("name") ||
             !f["properties"]["name"].is_string())
-          return make_error(ErrorKind::Config, "invalid_zones", where + ": a zone needs properties.name", where);
+          return make_error(ErrorKind::Config, "invalid_zones", where + ": a zone needs properties.name",
+                            where);
         std::string name = f["properties"]["name"];
         auto area = parse_geojson_area(f.dump(), limits);
         if (!area)
-          return make_error(ErrorKind::Config, "invalid_zones", where + " (" + name + "): " + area.error().message, where);
+          return make_error(ErrorKind::Config, "invalid_zones",
+                            where + " (" + name + "): " + area.error().message, where);
         t.file_zones[name] = f["geometry"].dump();
         if (!t.api_zones.count(name)) t.set_zone(name, std::move(area).value());
       }
@@ -443,8 +446,8 @@ Status Directory::configure(const config::Config& cfg) {
           if (!tenants_[id]->rules->zones.count(z))
             return make_error(ErrorKind::Config, "invalid_config",
                               cfg.path + ": tenants." + id + ".directory.geocodes." + vn + "." + value +
-                                  ": unknown zone \"" + z + "\" (define it in " + cfg.directory.zones_dir + "/" + id +
-                                  ".geojson)");
+                                  ": unknown zone \"" + z + "\" (define it in " + cfg.directory.zones_dir +
+                                  "/" + id + ".geojson)");
   for (const auto& [id, t] : cfg.tenants)
     for (const auto& g : t.grants)
       for (const auto& z : g.zones)
@@ -506,9 +509,11 @@ void Directory::load_blocks(const std::string& tenant, size_t first, int64_t sta
                                                                         const Error* e) mutable {
                 if (e) return done(*e);
                 if (r.is_error())
-                  return done(make_error(ErrorKind::Unavailable, "storage_error", "index load: " + std::string(r.str())));
+                  return done(make_error(ErrorKind::Unavailable, "storage_error",
+                                         "index load: " + std::string(r.str())));
                 if (!r[0].is_integer())
-                  return done(make_error(ErrorKind::Internal, "storage_error", "unexpected index load reply"));
+                  return done(
+                      make_error(ErrorKind::Internal, "storage_error", "unexpected index load reply"));
                 TenantState& t = *state(tenant);
                 const bool last = r[0].integer() == 0;
                 // The next part is asked for first: Redis reads it while this one is
@@ -595,7 +600,8 @@ void Directory::import(const std::string& tenant, std::shared_ptr<std::vector<Re
                   if (e) {
                     if (!*failed) *failed = *e;
                   } else if (!r.is_array() || r.size() != (end - begin) * 2) {
-                    if (!*failed) *failed = make_error(ErrorKind::Internal, "storage_error", "unexpected import reply");
+                    if (!*failed)
+                      *failed = make_error(ErrorKind::Internal, "storage_error", "unexpected import reply");
                   } else if (TenantState* ts = state(tenant)) {
                     for (size_t i = begin; i < end; ++i) {
                       size_t k = (i - begin) * 2;
@@ -642,7 +648,8 @@ void Directory::remove(const std::string& tenant, const std::string& id, std::fu
   redis_.eval(delete_script(), {store::keys::tenant(tenant)}, {id},
               [this, tenant, done = std::move(done)](store::Reply r, const Error* e) {
                 if (e) return done(*e);
-                if (!r.is_integer()) return done(make_error(ErrorKind::Internal, "storage_error", "bad reply"));
+                if (!r.is_integer())
+                  return done(make_error(ErrorKind::Internal, "storage_error", "bad reply"));
                 if (r.integer() < 0) return done(false);
                 if (TenantState* t = state(tenant)) t->index.remove(static_cast<Slot>(r.integer()));
                 done(true);

@@ -149,7 +149,8 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   };
   auto check = [](store::Reply r, const Error* e) -> std::optional<Error> {
     if (e) return *e;
-    if (r.is_error()) return make_error(ErrorKind::Internal, "storage_error", "plan script: " + std::string(r.str()));
+    if (r.is_error())
+      return make_error(ErrorKind::Internal, "storage_error", "plan script: " + std::string(r.str()));
     if (r.size() == 0) return make_error(ErrorKind::Internal, "storage_error", "plan script: no reply");
     return std::nullopt;
   };

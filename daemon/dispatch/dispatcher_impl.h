@@ -208,7 +208,7 @@ struct Dispatcher::Impl {
   metrics::Metrics& metrics;
   ProgressReader reader{redis};
   DispatchConfig cfg;
-  std::unique_ptr<Lane> lanes[3];  // by Channel; null for a channel without a gateway
+  std::unique_ptr<Lane> lanes[3];          // by Channel; null for a channel without a gateway
   prometheus::Histogram* latency[3] = {};  // from the POST to each acceptance, by Channel
   std::unordered_map<std::string, std::shared_ptr<Active>> alerts;
   // Alerts being read from Redis, with the batch loads waiting for them.
@@ -265,12 +265,7 @@ struct Dispatcher::Impl {
 
   Impl(uv_loop_t* l, store::Redis& r, directory::Directory& d, const Clock& c, metrics::Metrics& m,
        DispatchConfig conf)
-      : loop(l),
-        redis(r),
-        directory(d),
-        clock(c),
-        metrics(m),
-        cfg(std::move(conf)) {}
+      : loop(l), redis(r), directory(d), clock(c), metrics(m), cfg(std::move(conf)) {}
 
   // Its deliv field: "<R>:<slot>:<channel>".
   static std::string field_of(const Msg& m);

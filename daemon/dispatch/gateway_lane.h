@@ -91,7 +91,7 @@ class GatewayLane {
   }
 
   struct Pumped {
-    bool more = false;    // the slice is used up with room left: pump again next turn
+    bool more = false;     // the slice is used up with room left: pump again next turn
     int64_t wait_ms = -1;  // the breaker or the bucket holds the queue: pump again then
   };
 

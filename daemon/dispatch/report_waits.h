@@ -73,7 +73,9 @@ class ReportWaits {
   }
 
   // When the earliest wait ends; INT64_MAX when nothing waits.
-  int64_t next_due() const { return due_.empty() ? std::numeric_limits<int64_t>::max() : due_.begin()->first; }
+  int64_t next_due() const {
+    return due_.empty() ? std::numeric_limits<int64_t>::max() : due_.begin()->first;
+  }
   size_t waiting() const { return waiting_.size(); }
   size_t early() const { return early_.size(); }
 

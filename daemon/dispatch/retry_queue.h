@@ -63,8 +63,10 @@ class RetryQueue {
     std::vector<Entry> keep;
     std::vector<T> removed;
     for (; !heap_.empty(); heap_.pop()) {
-      if (pred(heap_.top().item)) removed.push_back(heap_.top().item);
-      else keep.push_back(heap_.top());
+      if (pred(heap_.top().item))
+        removed.push_back(heap_.top().item);
+      else
+        keep.push_back(heap_.top());
     }
     heap_ = Heap(std::greater<>(), std::move(keep));
     return removed;

@@ -109,7 +109,8 @@ void Dispatcher::Impl::on_result(Lane& lane, Msg* m, const SendResult& r) {
       }
       if (m->m.channel == Channel::Sms) metrics.sms_segments(lane.name()).Increment(m->m.content->segments);
       if (int64_t wait = lane.gateway().report_timeout_ms(); wait > 0) {
-        if (report_waits.await(report_key(m->m.content->alert_id, m->m.tenant, m->m.address), m, now + wait)) {
+        if (report_waits.await(report_key(m->m.content->alert_id, m->m.tenant, m->m.address), m,
+                               now + wait)) {
           await_report(m);
           arm_retry();
           break;
@@ -121,7 +122,8 @@ void Dispatcher::Impl::on_result(Lane& lane, Msg* m, const SendResult& r) {
     case Outcome::Unregistered:
       metrics.tokens_pruned(to_string(m->m.channel)).Increment();
       // Pruned: later alerts skip it (DESIGN.md invariant 5).
-      redis.command({"SADD", store::keys::pruned(m->m.tenant), m->m.address}, [](store::Reply, const Error*) {});
+      redis.command({"SADD", store::keys::pruned(m->m.tenant), m->m.address},
+                    [](store::Reply, const Error*) {});
       finish(m, "failed", r.reason.empty() ? "unregistered" : r.reason);
       break;
     case Outcome::Permanent:
@@ -162,8 +164,8 @@ void Dispatcher::Impl::reported(const std::string& key) {
 
 void Dispatcher::Impl::arm_retry() {
   // Nothing due, or stopped: after stop() the gateways' close answers what they held.
-  int64_t due = std::min({retries.next_due(), report_waits.next_due(),
-                          held.empty() ? INT64_MAX : held.begin()->first});
+  int64_t due =
+      std::min({retries.next_due(), report_waits.next_due(), held.empty() ? INT64_MAX : held.begin()->first});
   if (due == INT64_MAX || !retry_timer) return;
   int64_t wait = std::max<int64_t>(0, due - clock.now_ms());
   uv_timer_start(

@@ -126,8 +126,9 @@ class DispatcherTest : public RedisLoopTest {
     write(hset);
     res->recipients = n;
     res->by_channel["apns"] = n;
-    write({"HSET", store::keys::alert("t1", "A"), "state", "accepted", "parsed", alerts::alert_to_json(alert_).dump(),
-           "received_ms", std::to_string(clock_.now_ms()), "expires_ms", "0"});
+    write({"HSET", store::keys::alert("t1", "A"), "state", "accepted", "parsed",
+           alerts::alert_to_json(alert_).dump(), "received_ms", std::to_string(clock_.now_ms()), "expires_ms",
+           "0"});
     return res;
   }
   void plan(std::shared_ptr<directory::Resolution> res) {
@@ -190,7 +191,9 @@ TEST_F(DispatcherTest, AMessageThatKeepsFailingFailsAfterMaxAttemptsWithTheReaso
   DispatchConfig cfg;
   cfg.max_attempts = 3;
   start(cfg);
-  gw_->answer = [](const std::string& token) { return token == "tok-3" ? Outcome::Retry : Outcome::Accepted; };
+  gw_->answer = [](const std::string& token) {
+    return token == "tok-3" ? Outcome::Retry : Outcome::Accepted;
+  };
   plan(town(10));
   run_answering([&] { return state() == "completed"; });
   EXPECT_EQ(gw_->sends["tok-3"], 3);

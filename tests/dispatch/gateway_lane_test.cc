@@ -138,7 +138,7 @@ TEST(GatewayLaneTest, TransientFailuresOpenTheBreakerWhichHoldsTheQueueAndProbes
   l.gw->answer(Outcome::Permanent);
   while (!l.gw->waiting.empty()) l.gw->answer(Outcome::Retry);
   EXPECT_EQ(l.lane.circuit(), CircuitBreaker::State::Closed);  // 48 failures in a row
-  l.lane.pump(l.driver);                                        // an idle gateway's first slice
+  l.lane.pump(l.driver);                                       // an idle gateway's first slice
   ASSERT_EQ(l.gw->sent.size(), 58u);
   l.gw->answer(Outcome::Retry);
   l.gw->answer(Outcome::Retry);
