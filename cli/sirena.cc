@@ -158,7 +158,7 @@ int import_file(const Client& client, const std::string& path, size_t batch_byte
       rejected.push_back(item);
     }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::cerr << "\rimported " << imported << " (" << static_cast<long>(imported / std::max(secs, 1e-3))
+    std::cerr << "\rimported " << imported << " (" << static_cast<long>(static_cast<double>(imported) / std::max(secs, 1e-3))
               << "/s), rejected " << rejected.size() << std::flush;
     batch.clear();
     lines = 0;

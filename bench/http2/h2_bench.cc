@@ -268,8 +268,8 @@ int main(int argc, char** argv) {
     RunResult p = run_pool(a, body);
     if (p.seconds > 0 && (best_pool.seconds == 0 || p.seconds < best_pool.seconds)) best_pool = p;
   }
-  double h2load_rate = best_h2load.seconds > 0 ? a.requests / best_h2load.seconds : 0;
-  double pool_rate = best_pool.seconds > 0 ? a.requests / best_pool.seconds : 0;
+  double h2load_rate = best_h2load.seconds > 0 ? static_cast<double>(a.requests) / best_h2load.seconds : 0;
+  double pool_rate = best_pool.seconds > 0 ? static_cast<double>(a.requests) / best_pool.seconds : 0;
   std::printf("| h2load -m %zu | %zu | %zu | %zu | %.3f | %.0f | 1.00 |\n", a.max_streams, a.connections,
               a.requests, a.body, best_h2load.seconds, h2load_rate);
   std::printf("| sirena_http2 Pool (window %zu) | %zu | %zu | %zu | %.3f | %.0f | %.2f |\n", a.window,

@@ -200,7 +200,7 @@ Timing time_resolve(const GeoIndex& index, const Area& area, uint64_t topics, in
   }
   std::sort(t.begin(), t.end());
   const auto at = [&](double p) {
-    return t[std::min(t.size() - 1, static_cast<size_t>(p * (t.size() - 1) + 0.5))];
+    return t[std::min(t.size() - 1, static_cast<size_t>(p * static_cast<double>(t.size() - 1) + 0.5))];
   };
   r.p50 = at(0.50);
   std::sort(cpu.begin(), cpu.end());

@@ -252,7 +252,7 @@ Status App::start() {
       [](uv_timer_t* t) {
         Impl& me = *static_cast<App*>(t->data)->impl_;
         int64_t now = me.clock.mono_ns();
-        double lag = std::max<int64_t>(0, now - me.lag_expected_ns) / 1e9;
+        double lag = static_cast<double>(std::max<int64_t>(0, now - me.lag_expected_ns)) / 1e9;
         me.metrics.loop_lag().Observe(lag);
         me.metrics.loop_lag_last().Set(lag);
         me.lag_expected_ns = now + static_cast<int64_t>(kLagProbeMs) * 1'000'000;

@@ -335,19 +335,19 @@ struct Directory::TenantState {
     auto it = language_ids.find(tag);
     if (it != language_ids.end()) return it->second;
     if (languages.size() >= 255) return 0;  // more than 255 languages: counted with the first
-    uint8_t id = static_cast<uint8_t>(languages.size());
+    uint8_t next = static_cast<uint8_t>(languages.size());
     languages.push_back(tag);
-    language_ids.emplace(tag, id);
-    return id;
+    language_ids.emplace(tag, next);
+    return next;
   }
   uint16_t zone_id(const std::string& name) {
     auto it = zone_ids.find(name);
     if (it != zone_ids.end()) return it->second;
-    uint16_t id = static_cast<uint16_t>(zone_names.size());
+    uint16_t next = static_cast<uint16_t>(zone_names.size());
     zone_names.push_back(name);
     zone_areas.emplace_back();
-    zone_ids.emplace(name, id);
-    return id;
+    zone_ids.emplace(name, next);
+    return next;
   }
   void set_zone(const std::string& name, std::optional<Area> area) { zone_areas[zone_id(name)] = std::move(area); }
 
@@ -370,18 +370,17 @@ struct Directory::TenantState {
     return e;
   }
 
-  void rebuild_rules(const config::Config& cfg) {
+  void rebuild_rules() {
     auto r = std::make_shared<RecipientRules>();
-    r->default_region = this->cfg.directory.default_region;
+    r->default_region = cfg.directory.default_region;
     r->topics = cap_categories();
-    for (const auto& t : this->cfg.directory.topics)
+    for (const auto& t : cfg.directory.topics)
       if (std::find(r->topics.begin(), r->topics.end(), t) == r->topics.end()) r->topics.push_back(t);
     if (r->topics.size() > 64) r->topics.resize(64);
     topic_bits.clear();
     for (size_t i = 0; i < r->topics.size(); ++i) topic_bits[r->topics[i]] = static_cast<uint8_t>(i);
     for (const auto& [name, _] : file_zones) r->zones.insert(name);
     for (const auto& [name, _] : api_zones) r->zones.insert(name);
-    (void)cfg;
     rules = std::move(r);
   }
 };
@@ -437,7 +436,7 @@ Status Directory::configure(const config::Config& cfg) {
         if (!t.api_zones.count(name)) t.set_zone(name, std::move(area).value());
       }
     }
-    t.rebuild_rules(cfg);
+    t.rebuild_rules();
   }
   for (const auto& [id, t] : cfg.tenants)
     for (const auto& [vn, values] : t.directory.geocodes)
@@ -492,7 +491,7 @@ void Directory::load_tenant(std::vector<std::string> ids, size_t next, std::func
       t.api_zones[name] = geojson;
       t.set_zone(name, std::move(area).value());
     }
-    t.rebuild_rules(cfg_);
+    t.rebuild_rules();
     auto next_tenant = [this, ids, next, done](Status s) mutable {
       if (!s) return done(std::move(s));
       load_tenant(std::move(ids), next + 1, std::move(done));
@@ -673,7 +672,7 @@ void Directory::put_zone(const std::string& tenant, const std::string& name, con
                    bool created = !t->api_zones.count(name) && !t->file_zones.count(name);
                    t->api_zones[name] = geojson;
                    t->set_zone(name, area);
-                   t->rebuild_rules(cfg_);
+                   t->rebuild_rules();
                    (void)r;
                    done(created);
                  });
@@ -695,7 +694,7 @@ void Directory::delete_zone(const std::string& tenant, const std::string& name,
                      if (auto area = parse_zone(t->file_zones[name]))
                        t->set_zone(name, std::move(area).value());
                    }
-                   t->rebuild_rules(cfg_);
+                   t->rebuild_rules();
                    done(existed);
                  });
 }

@@ -22,7 +22,7 @@ void Dispatcher::Impl::with_alert(const std::string& tenant, const std::string& 
                   // An error reply is Redis unable to answer (LOADING after a restart, ...),
                   // not the alert's absence.
                   alert_read_failed = e != nullptr || r.is_error();
-                  for (auto& fn : fns) fn(a);
+                  for (auto& waiting_fn : fns) waiting_fn(a);
                   alert_read_failed = false;
                 });
 }
@@ -135,13 +135,13 @@ void Dispatcher::Impl::load_own(std::unique_ptr<Batch> b, std::shared_ptr<const 
   }
   Batch* raw = b.release();
   redis.command(argv, [this, raw, plan = std::move(plan), slots](store::Reply r, const Error* e) {
-    std::unique_ptr<Batch> b(raw);
+    std::unique_ptr<Batch> batch(raw);
     if (e || !r.is_array()) {
-      loaded(*b);
+      loaded(*batch);
       reread_own = true;
       return;  // left pending: re-read by the next claim (reread_own)
     }
-    add_messages(std::move(b), slots, r);  // `plan` keeps the slots alive
+    add_messages(std::move(batch), slots, r);  // `plan` keeps the slots alive
   });
 }
 
@@ -301,21 +301,21 @@ void Dispatcher::Impl::prepare(std::unique_ptr<Batch> b) {
   // The reply of the last command sent (HMGET, else HSET) continues.
   Batch* raw = b.release();
   store::Redis::Callback next = [this, raw](store::Reply r, const Error* e) {
-    std::unique_ptr<Batch> b(raw);
-    loaded(*b);
+    std::unique_ptr<Batch> batch(raw);
+    loaded(*batch);
     if (e) {
       reread_own = true;
       return;  // left pending: re-read by the next claim (reread_own)
     }
-    if (b->fresh) {
+    if (batch->fresh) {
       if (r.is_error()) metrics.unexpected("dispatch_smsto_failed").Increment();
-      return queue(std::move(b), store::Reply());
+      return queue(std::move(batch), store::Reply());
     }
-    if (!r.is_array() || r.size() != b->msgs.size()) {
+    if (!r.is_array() || r.size() != batch->msgs.size()) {
       reread_own = true;  // e.g. LOADING after a Redis restart: read again
       return;
     }
-    queue(std::move(b), r);
+    queue(std::move(batch), r);
   };
   if (sms) {
     std::vector<std::string_view> argv(map.begin(), map.end());

@@ -156,16 +156,16 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   };
   store::Redis::Callback finished = [this, alert_id, tenant, w, check, done = std::move(done)](
                                         store::Reply r, const Error* e) {
-    Impl& i = *impl_;
-    i.planning.erase(alert_id);
+    Impl& me = *impl_;
+    me.planning.erase(alert_id);
     if (!w->failed) w->failed = check(r, e);
     if (w->failed) return done(*w->failed);
     if (r[0].integer() >= 0)
       log::info("dispatch_planned", {{"tenant", tenant},
                                      {"id", alert_id},
                                      {"batches", w->n},
-                                     {"ms", (i.clock.mono_ns() - w->started_ns) / 1'000'000}});
-    i.claim();
+                                     {"ms", (me.clock.mono_ns() - w->started_ns) / 1'000'000}});
+    me.claim();
     done(Ok{});
   };
   // The rest in chunks, each sent when the one before is written: in between, Redis serves
@@ -191,10 +191,10 @@ void Dispatcher::plan(const std::string& tenant, const std::string& alert_id, co
   size_t claim = i.started && !i.stopping ? i.capacity() : 0;
   i.claimed_count += claim;
   call(0, split, claim, [this, prio, claim, w, check, finished, next, split](store::Reply r, const Error* e) {
-    Impl& i = *impl_;
-    i.claimed_count -= claim;
+    Impl& me = *impl_;
+    me.claimed_count -= claim;
     w->failed = check(r, e);
-    if (!w->failed && r[1].is_array()) i.take_streams(r[1], prio, true);
+    if (!w->failed && r[1].is_array()) me.take_streams(r[1], prio, true);
     if (split == w->n || w->failed || r[0].integer() < 0) return finished(r, e);
     (*next)(split);
   });

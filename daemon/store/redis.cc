@@ -77,9 +77,9 @@ bool attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop) {
   ac->ev.addWrite = [](void* d) { uv_update(static_cast<UvEvents*>(d), UV_WRITABLE, 0); };
   ac->ev.delWrite = [](void* d) { uv_update(static_cast<UvEvents*>(d), 0, UV_WRITABLE); };
   ac->ev.cleanup = [](void* d) {
-    auto* p = static_cast<UvEvents*>(d);
-    p->ctx = nullptr;  // hiredis frees the context; the handle dies in its close callback
-    uv_close(reinterpret_cast<uv_handle_t*>(&p->handle),
+    auto* events = static_cast<UvEvents*>(d);
+    events->ctx = nullptr;  // hiredis frees the context; the handle dies in its close callback
+    uv_close(reinterpret_cast<uv_handle_t*>(&events->handle),
              [](uv_handle_t* h) { delete static_cast<UvEvents*>(h->data); });
   };
   return true;

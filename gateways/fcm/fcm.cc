@@ -172,10 +172,10 @@ void FcmGateway::fetch_token() {
       if (!access_token_.empty()) {
         send(m, std::move(done));
       } else {
-        dispatch::SendResult r;
-        r.outcome = dispatch::Outcome::Retry;
-        r.reason = "no OAuth2 access token from " + token_uri_;
-        done(r);
+        dispatch::SendResult result;
+        result.outcome = dispatch::Outcome::Retry;
+        result.reason = "no OAuth2 access token from " + token_uri_;
+        done(result);
       }
     }
   });

@@ -864,8 +864,8 @@ void Connection::teardown() {
 
 void Connection::close_handle(uv_handle_t* h) {
   if (uv_is_closing(h)) return;
-  uv_close(h, [](uv_handle_t* h) {
-    auto* c = static_cast<Connection*>(h->data);
+  uv_close(h, [](uv_handle_t* closed) {
+    auto* c = static_cast<Connection*>(closed->data);
     if (--c->handles_open_ == 0 && !c->resolving_) c->on_handle_closed_final();
   });
 }

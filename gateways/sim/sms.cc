@@ -167,8 +167,8 @@ void SmsService::kannel(const Request& req, Response& resp) {
     alert_id = *a;
   } else if (auto q = dlr_url.find('?'); q != std::string::npos) {
     std::string_view query = std::string_view(dlr_url).substr(q + 1);
-    if (auto a = form_value(query, "alert"))
-      alert_id = *a;
+    if (auto v = form_value(query, "alert"))
+      alert_id = *v;
     else if (auto b = form_value(query, "alert_id"))
       alert_id = *b;
   }

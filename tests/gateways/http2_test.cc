@@ -452,11 +452,11 @@ class Http2Test : public ::testing::Test {
     t->data = f;
     uv_timer_start(
         t,
-        [](uv_timer_t* t) {
-          auto* f = static_cast<std::function<void()>*>(t->data);
-          (*f)();
-          delete f;
-          uv_close(reinterpret_cast<uv_handle_t*>(t),
+        [](uv_timer_t* timer) {
+          auto* fired = static_cast<std::function<void()>*>(timer->data);
+          (*fired)();
+          delete fired;
+          uv_close(reinterpret_cast<uv_handle_t*>(timer),
                    [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
         },
         static_cast<uint64_t>(delay.count()), 0);
@@ -570,9 +570,9 @@ TEST_F(Http2Test, ManyConcurrentRequestsOverH2cAgainstNghttpd) {
     r.path = "/echo";
     r.body = "message " + std::to_string(i);
     r.headers.push_back({"content-type", "text/plain"});
-    pool.submit(std::move(r), [&, i](const Response* r, Failure f, const std::string& d) {
+    pool.submit(std::move(r), [&, i](const Response* resp, Failure f, const std::string& d) {
       tally.record(kGets + i, f);
-      if (f != Failure::None || r->status != 200 || r->body != "message " + std::to_string(i)) {
+      if (f != Failure::None || resp->status != 200 || resp->body != "message " + std::to_string(i)) {
         if (bad++ < 5) ADD_FAILURE() << "POST " << i << ": " << to_string(f) << " " << d;
       }
       finish();
@@ -779,8 +779,8 @@ TEST_F(Http2Test, StreamTimeoutResetsOnlyThatStream) {
     took = now_ms() - t0;
     EXPECT_EQ(r, nullptr);
     // The connection is still good: another request on it succeeds.
-    pool.submit(get("/after"), [&](const Response* r, Failure f, const std::string&) {
-      if (f == Failure::None && r->body == "ok /after") ++ok;
+    pool.submit(get("/after"), [&](const Response* after, Failure after_f, const std::string&) {
+      if (after_f == Failure::None && after->body == "ok /after") ++ok;
       pool.close(nullptr);
     });
   });
@@ -916,9 +916,9 @@ TEST_F(Http2Test, LostConnectionResetsInFlightStreamsAndReconnects) {
     pool.submit(get(path), [&](const Response*, Failure f, const std::string&) {
       lost.push_back(f);
       if (lost.size() == 4) {
-        pool.submit(get("/later"), [&](const Response* r, Failure f, const std::string&) {
-          later = f;
-          if (f == Failure::None) {
+        pool.submit(get("/later"), [&](const Response* r, Failure later_f, const std::string&) {
+          later = later_f;
+          if (later_f == Failure::None) {
             EXPECT_EQ(r->body, "ok /later");
           }
           pool.close(nullptr);

@@ -584,8 +584,8 @@ std::vector<std::string> problems(const Prometheus& prom, const std::string& exp
   for (const auto& l : n.grouping_labels)
     if (!all_labels.count(l)) out.push_back("label " + l + " (by/on/label_values) is on none of the metrics used");
   for (const auto& sel : n.selectors) {
-    json r = prom.query(sel);
-    if (!r.is_object() || r["status"] != "success" || r["data"]["result"].empty())
+    json answer = prom.query(sel);
+    if (!answer.is_object() || answer["status"] != "success" || answer["data"]["result"].empty())
       out.push_back("selector " + sel + " matches no series");
   }
   return out;
