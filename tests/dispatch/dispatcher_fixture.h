@@ -1,20 +1,22 @@
-// The dispatcher end to end inside one process: the plan writer, the work source, the
-// batch loader, the lanes and the outcome writer against a real redis-server, with a fake
-// gateway in place of the simulators. What it writes is read back from Redis.
-#include "daemon/dispatch/dispatcher.h"
+// The dispatcher's parts in one process against a real redis-server, with a fake gateway
+// in place of the simulators and a ManualClock: the fixture of the plan writer, work
+// source, outcome writer and sending tests. What the dispatcher writes is read back from
+// Redis.
+#pragma once
 
 #include <gtest/gtest.h>
 
 #include <map>
+#include <optional>
 #include <set>
 
 #include "daemon/alerts/alert_json.h"
 #include "daemon/directory/directory.h"
+#include "daemon/dispatch/dispatcher.h"
 #include "daemon/store/keys.h"
 #include "tests/dispatch/redis_loop_fixture.h"
 
 namespace sirena::dispatch {
-namespace {
 
 // An APNs gateway that answers on the test's loop turns: each request gets what `answer`
 // says, or waits while `hold` is set.
@@ -55,7 +57,7 @@ class FakeApns final : public Gateway {
   std::string name_ = "apns";
 };
 
-constexpr const char* kAlert = R"({
+inline constexpr const char* kAlert = R"({
   "identifier": "T1-001", "sender": "cp@t1.example", "sent": "2026-12-08T01:00:00+01:00",
   "status": "Actual", "msg_type": "Alert", "scope": "Public",
   "infos": [{"language": "it-IT", "categories": ["Met"], "event": "Piena",
@@ -80,12 +82,12 @@ class DispatcherTest : public RedisLoopTest {
   }
 
   void start(DispatchConfig cfg = {}) {
-    cfg.consumer = "test";
+    if (cfg.consumer == DispatchConfig{}.consumer) cfg.consumer = "test";
     cfg.backoff_base_ms = 1;
     cfg.backoff_cap_ms = 4;
     auto gw = std::make_unique<FakeApns>();
     gw_ = gw.get();
-    dispatcher_ = std::make_unique<Dispatcher>(&loop_, *redis_, *directory_, clock_, metrics_, cfg);
+    dispatcher_ = std::make_unique<Dispatcher>(&loop_, *redis_, *directory_, time_, metrics_, cfg);
     dispatcher_->add_gateway(std::move(gw));
     dispatcher_->start();
   }
@@ -133,14 +135,16 @@ class DispatcherTest : public RedisLoopTest {
   }
   void plan(std::shared_ptr<directory::Resolution> res) {
     std::optional<Status> planned;
-    dispatcher_->plan("t1", "A", alert_, clock_.now_ms(), std::move(res), [&](Status s) { planned = s; });
+    dispatcher_->plan("t1", "A", alert_, time_.now_ms(), std::move(res), [&](Status s) { planned = s; });
     run_until([&] { return planned.has_value(); });
     ASSERT_TRUE(*planned) << planned->error().message;
   }
-  // Runs the loop, the fake gateway answering, until `done`.
-  void run_answering(const std::function<bool()>& done) {
+  // Runs the loop, the fake gateway answering, until `done`; the dispatcher's clock moves
+  // `advance_ms` a turn.
+  void run_answering(const std::function<bool()>& done, int64_t advance_ms = 0) {
     run_until([&] {
       if (gw_) gw_->step();
+      time_.advance_ms(advance_ms);
       return done();
     });
   }
@@ -159,86 +163,7 @@ class DispatcherTest : public RedisLoopTest {
   std::unique_ptr<Dispatcher> dispatcher_;
   FakeApns* gw_ = nullptr;
   alerts::Alert alert_;
+  ManualClock time_;  // the dispatcher's (the Redis client keeps the system clock)
 };
 
-TEST_F(DispatcherTest, APlanGoesOutWholeOnceAndItsOutcomesAreWrittenBack) {
-  start();
-  plan(town(2500));  // three batches of 1,000
-  run_answering([&] { return state() == "completed"; });
-  EXPECT_EQ(gw_->sends.size(), 2500u);
-  for (const auto& [token, n] : gw_->sends) EXPECT_EQ(n, 1) << token;
-  EXPECT_EQ(progress("apns:accepted"), "2500");
-  EXPECT_EQ(hget("{t:t1}:plan:A", "batches"), "3");
-  // Every batch acknowledged: nothing left for a restart to send again.
-  std::string pending = cli({"XPENDING", store::keys::dispatch_stream(0), "sirenad"});
-  EXPECT_EQ(pending.substr(0, pending.find('\n')), "0");
-}
-
-TEST_F(DispatcherTest, ATransientFailureIsRetriedAndRecordedWithItsAttempts) {
-  start();
-  int failures = 0;
-  gw_->answer = [&](const std::string& token) {
-    return token == "tok-7" && failures++ < 2 ? Outcome::Retry : Outcome::Accepted;
-  };
-  plan(town(20));
-  run_answering([&] { return state() == "completed"; });
-  EXPECT_EQ(gw_->sends["tok-7"], 3);
-  EXPECT_EQ(outcome(7), "accepted|3|");
-  EXPECT_EQ(progress("apns:accepted"), "20");
-}
-
-TEST_F(DispatcherTest, AMessageThatKeepsFailingFailsAfterMaxAttemptsWithTheReason) {
-  DispatchConfig cfg;
-  cfg.max_attempts = 3;
-  start(cfg);
-  gw_->answer = [](const std::string& token) {
-    return token == "tok-3" ? Outcome::Retry : Outcome::Accepted;
-  };
-  plan(town(10));
-  run_answering([&] { return state() == "completed"; });
-  EXPECT_EQ(gw_->sends["tok-3"], 3);
-  EXPECT_EQ(outcome(3), "failed|3|gave up after 3 attempts: ServiceUnavailable");
-  EXPECT_EQ(progress("apns:accepted"), "9");
-  EXPECT_EQ(progress("apns:failed"), "1");
-}
-
-TEST_F(DispatcherTest, ACancelDropsWhatIsQueuedAndTheRequestsUnderWayFinish) {
-  start();
-  gw_->capacity_ = 10;
-  gw_->hold = true;
-  plan(town(50));
-  run_until([&] { return gw_->waiting.size() == 10; });
-  dispatcher_->cancel("A");
-  gw_->hold = false;
-  run_answering([&] { return progress("apns:cancelled") == "40" && progress("apns:accepted") == "10"; });
-  EXPECT_EQ(gw_->sends.size(), 10u);  // nothing more went after the cancel
-}
-
-TEST_F(DispatcherTest, ARestartReReadsItsOwnBatchesAndSendsOnlyWhatWasNotAccepted) {
-  start();
-  gw_->hold = true;
-  plan(town(30));
-  run_until([&] { return gw_->waiting.size() == 30; });
-  // 20 accepted and written back; then the daemon stops with 10 requests under way.
-  for (int i = 0; i < 20; ++i) {
-    auto [token, done] = std::move(gw_->waiting.front());
-    gw_->waiting.erase(gw_->waiting.begin());
-    done(SendResult{Outcome::Accepted, 0, "", 0});
-  }
-  run_until([&] { return progress("apns:accepted") == "20"; });
-  std::set<std::string> first;
-  for (const auto& [token, n] : gw_->sends) first.insert(token);
-  std::set<std::string> unanswered;
-  for (const auto& [token, done] : gw_->waiting) unanswered.insert(token);
-  stop();
-
-  start();  // the same consumer: its pending batch is read again, from Redis alone
-  run_answering([&] { return state() == "completed"; });
-  std::set<std::string> second;
-  for (const auto& [token, n] : gw_->sends) second.insert(token);
-  EXPECT_EQ(second, unanswered);
-  EXPECT_EQ(progress("apns:accepted"), "30");
-}
-
-}  // namespace
 }  // namespace sirena::dispatch
