@@ -158,8 +158,9 @@ int import_file(const Client& client, const std::string& path, size_t batch_byte
       rejected.push_back(item);
     }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::cerr << "\rimported " << imported << " (" << static_cast<long>(static_cast<double>(imported) / std::max(secs, 1e-3))
-              << "/s), rejected " << rejected.size() << std::flush;
+    std::cerr << "\rimported " << imported << " ("
+              << static_cast<long>(static_cast<double>(imported) / std::max(secs, 1e-3)) << "/s), rejected "
+              << rejected.size() << std::flush;
     batch.clear();
     lines = 0;
     return true;

@@ -1,7 +1,7 @@
 // The dispatcher's parts in one process against a real redis-server, with a fake gateway
 // in place of the simulators and a ManualClock: the fixture of the plan writer, work
-// source, batch loader, outcome writer and sending tests. What the dispatcher writes is read back from
-// Redis.
+// source, batch loader, outcome writer and sending tests. What the dispatcher writes is
+// read back from Redis.
 #pragma once
 
 #include <gtest/gtest.h>

@@ -17,8 +17,6 @@ TEST_F(DispatcherTest, APlanGoesOutWholeOnceAndItsOutcomesAreWrittenBack) {
   EXPECT_EQ(pending.substr(0, pending.find('\n')), "0");
 }
 
-
-
 TEST_F(DispatcherTest, AnAlertNoLongerAcceptedGetsNoPlanAndNothingIsSent) {
   start();
   auto res = town(10);

@@ -16,8 +16,6 @@ TEST_F(DispatcherTest, ACancelDropsWhatIsQueuedAndTheRequestsUnderWayFinish) {
   EXPECT_EQ(gw_->sends.size(), 10u);  // nothing more went after the cancel
 }
 
-
-
 TEST_F(DispatcherTest, WhatIsStillQueuedWhenTheAlertExpiresIsRecordedExpiredNotSent) {
   alert_.infos[0].expires = alerts::Timestamp{"", time_.now_ms() + 60'000};
   start();

@@ -65,7 +65,9 @@ std::string apns_token(int i) {
   return s.str();
 }
 
-std::string fcm_token(int i) { return "fcm:" + std::string(140, static_cast<char>('A' + i % 26)) + "_" + std::to_string(i); }
+std::string fcm_token(int i) {
+  return "fcm:" + std::string(140, static_cast<char>('A' + i % 26)) + "_" + std::to_string(i);
+}
 
 // The --record file: recipient -> (alert id, text hash).
 std::map<std::string, std::pair<std::string, std::string>> recorded(const std::string& path) {
