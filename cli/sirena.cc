@@ -102,7 +102,8 @@ int show(const Reply& r) {
 }
 
 std::string alert_type(const std::string& file) {
-  return file.size() > 5 && file.substr(file.size() - 5) == ".json" ? "application/json" : "application/cap+xml";
+  return file.size() > 5 && file.substr(file.size() - 5) == ".json" ? "application/json"
+                                                                    : "application/cap+xml";
 }
 
 // Sends a request, and sends it again with backoff for up to `retry_for` while sirenad is
@@ -110,15 +111,16 @@ std::string alert_type(const std::string& file) {
 // unavailable), saying so on stderr. Only for requests that are safe to repeat: an import
 // is idempotent per recipient id, an alert per CAP identifier (a repeat is answered
 // "duplicate": true), and a preview has no side effects.
-Reply call_retrying(const Client& client, const std::string& method, const std::string& path, const std::string& body,
-                    const std::string& content_type, std::chrono::seconds retry_for, const std::string& what) {
+Reply call_retrying(const Client& client, const std::string& method, const std::string& path,
+                    const std::string& body, const std::string& content_type, std::chrono::seconds retry_for,
+                    const std::string& what) {
   Reply r = client.call(method, path, body, content_type);
   const auto give_up = std::chrono::steady_clock::now() + retry_for;
   std::chrono::milliseconds pause(250);
   while ((r.status == 503 || (r.status == 0 && !r.error.empty())) &&
          std::chrono::steady_clock::now() + pause <= give_up) {
-    std::cerr << "\nsirena: " << what << ": " << (r.error.empty() ? "HTTP 503 " + r.body : r.error) << "; retrying in "
-              << pause.count() << " ms" << std::endl;
+    std::cerr << "\nsirena: " << what << ": " << (r.error.empty() ? "HTTP 503 " + r.body : r.error)
+              << "; retrying in " << pause.count() << " ms" << std::endl;
     std::this_thread::sleep_for(pause);  // backoff between attempts, not a wait for a condition
     r = client.call(method, path, body, content_type);
     pause = std::min(pause * 2, std::chrono::milliseconds(5000));
@@ -142,8 +144,9 @@ int import_file(const Client& client, const std::string& path, size_t batch_byte
   auto t0 = std::chrono::steady_clock::now();
   auto flush = [&]() -> bool {
     if (batch.empty()) return true;
-    Reply r = call_retrying(client, "POST", "/v1/recipients/import", batch, "application/x-ndjson", retry_for,
-                            "lines " + std::to_string(first_line) + "-" + std::to_string(first_line + lines - 1));
+    Reply r =
+        call_retrying(client, "POST", "/v1/recipients/import", batch, "application/x-ndjson", retry_for,
+                      "lines " + std::to_string(first_line) + "-" + std::to_string(first_line + lines - 1));
     auto j = nlohmann::json::parse(r.body, nullptr, false);
     if (r.status != 200 || !j.is_object()) {
       std::cerr << "sirena: import stopped at line " << first_line << ": ";
@@ -175,8 +178,10 @@ int import_file(const Client& client, const std::string& path, size_t batch_byte
   }
   if (!flush()) return 1;
   std::cerr << "\n";
-  std::cout << nlohmann::json(
-                   {{"imported", imported}, {"created", created}, {"unchanged", unchanged}, {"rejected", rejected}})
+  std::cout << nlohmann::json({{"imported", imported},
+                               {"created", created},
+                               {"unchanged", unchanged},
+                               {"rejected", rejected}})
                    .dump(2)
             << "\n";
   return 0;
@@ -211,9 +216,10 @@ int main(int argc, char** argv) {
   app.add_option("--url", url, "sirenad base URL (SIRENA_URL)");
   app.add_option("--key", key, "API key (SIRENA_KEY)");
   int retry_for = 120;
-  app.add_option("--retry-for", retry_for,
-                 "send, preview, import: seconds to keep sending a request again while sirenad is unreachable or "
-                 "answers 503 (default 120; 0: never)");
+  app.add_option(
+      "--retry-for", retry_for,
+      "send, preview, import: seconds to keep sending a request again while sirenad is unreachable or "
+      "answers 503 (default 120; 0: never)");
   app.require_subcommand(1);
   std::string file, id;
   size_t batch_bytes = 8 << 20;
@@ -238,9 +244,12 @@ int main(int argc, char** argv) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   Client client(url, key);
   const std::chrono::seconds patience(retry_for);
-  if (*send) return show(call_retrying(client, "POST", "/v1/alerts", read_all(file), alert_type(file), patience, file));
+  if (*send)
+    return show(
+        call_retrying(client, "POST", "/v1/alerts", read_all(file), alert_type(file), patience, file));
   if (*preview)
-    return show(call_retrying(client, "POST", "/v1/alerts/preview", read_all(file), alert_type(file), patience, file));
+    return show(call_retrying(client, "POST", "/v1/alerts/preview", read_all(file), alert_type(file),
+                              patience, file));
   if (*status) return show(client.call("GET", "/v1/alerts/" + id));
   if (app.got_subcommand("list")) return show(client.call("GET", "/v1/alerts"));
   if (*approve) return show(client.call("POST", "/v1/alerts/" + id + "/approve"));

@@ -273,7 +273,8 @@ int run(const Options& o) {
   // the same minute: this machine's speed drifts by 30% and more over the minutes a 10M
   // load takes, and a ratio of two times taken apart would carry that drift.
   std::string notes;
-  std::unique_ptr<PostGis> pg = load_peer<PostGis>(o, o.pg_port, "PostGIS",
+  std::unique_ptr<PostGis> pg = load_peer<PostGis>(
+      o, o.pg_port, "PostGIS",
       "COPY + GiST + CLUSTER + VACUUM ANALYZE of " + with_commas(n_locations) + " points", notes);
   std::unique_ptr<RedisGeo> redis =
       load_peer<RedisGeo>(o, o.redis_port, "Redis", "pipelined GEOADD of the same points", notes);
@@ -297,7 +298,8 @@ int run(const Options& o) {
       rows.push_back(r);
     }
   if (pg) {
-    std::fprintf(stderr, "PostGIS plan for %s:\n%s\n", alerts[1].name, pg->explain(alerts[1].ring, topics).c_str());
+    std::fprintf(stderr, "PostGIS plan for %s:\n%s\n", alerts[1].name,
+                 pg->explain(alerts[1].ring, topics).c_str());
     if (!pg->why().empty()) notes += "PostGIS error: " + pg->why() + "\n";
   }
 

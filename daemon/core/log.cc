@@ -41,10 +41,14 @@ spdlog::logger& sink() {
 
 const char* level_name(Level l) {
   switch (l) {
-    case Level::Debug: return "debug";
-    case Level::Info: return "info";
-    case Level::Warn: return "warn";
-    case Level::Error: return "error";
+    case Level::Debug:
+      return "debug";
+    case Level::Info:
+      return "info";
+    case Level::Warn:
+      return "warn";
+    case Level::Error:
+      return "error";
   }
   return "info";
 }
@@ -100,7 +104,9 @@ nlohmann::json bounded(const nlohmann::json& v) {
 
 }  // namespace
 
-void set_level(Level level) { g_level.store(static_cast<int>(level)); }
+void set_level(Level level) {
+  g_level.store(static_cast<int>(level));
+}
 
 bool parse_level(std::string_view text, Level* out) {
   for (Level l : {Level::Debug, Level::Info, Level::Warn, Level::Error}) {
@@ -141,10 +147,18 @@ void flush() {
   sink().flush();
 }
 
-void debug(std::string_view event, const nlohmann::json& fields) { write(Level::Debug, event, fields); }
-void info(std::string_view event, const nlohmann::json& fields) { write(Level::Info, event, fields); }
-void warn(std::string_view event, const nlohmann::json& fields) { write(Level::Warn, event, fields); }
-void error(std::string_view event, const nlohmann::json& fields) { write(Level::Error, event, fields); }
+void debug(std::string_view event, const nlohmann::json& fields) {
+  write(Level::Debug, event, fields);
+}
+void info(std::string_view event, const nlohmann::json& fields) {
+  write(Level::Info, event, fields);
+}
+void warn(std::string_view event, const nlohmann::json& fields) {
+  write(Level::Warn, event, fields);
+}
+void error(std::string_view event, const nlohmann::json& fields) {
+  write(Level::Error, event, fields);
+}
 
 std::string redact(std::string_view secret) {
   if (secret.size() <= 4) return "…";

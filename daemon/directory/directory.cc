@@ -291,8 +291,8 @@ bool unpack_contacts(std::string_view in, Contacts* c) {
   };
   uint8_t version, n, len;
   if (!u8(&version) || version != 1) return false;
-  if (!u8(&len) || !str(&c->id, len) || !u8(&len) || !str(&c->language, len) || !u8(&len) || !str(&c->phone, len) ||
-      !u8(&n))
+  if (!u8(&len) || !str(&c->id, len) || !u8(&len) || !str(&c->language, len) || !u8(&len) ||
+      !str(&c->phone, len) || !u8(&n))
     return false;
   c->push.resize(n);
   for (auto& p : c->push) {
@@ -327,7 +327,7 @@ struct Directory::TenantState {
   std::unordered_map<std::string, uint8_t> language_ids;
   std::vector<std::string> zone_names;  // id -> name
   std::unordered_map<std::string, uint16_t> zone_ids;
-  std::vector<std::optional<Area>> zone_areas;  // by id; nullopt for a name no zone defines (yet)
+  std::vector<std::optional<Area>> zone_areas;   // by id; nullopt for a name no zone defines (yet)
   std::map<std::string, std::string> api_zones;  // name -> GeoJSON (zones stored over the API)
   std::map<std::string, std::string> file_zones;
 
@@ -349,7 +349,9 @@ struct Directory::TenantState {
     zone_ids.emplace(name, next);
     return next;
   }
-  void set_zone(const std::string& name, std::optional<Area> area) { zone_areas[zone_id(name)] = std::move(area); }
+  void set_zone(const std::string& name, std::optional<Area> area) {
+    zone_areas[zone_id(name)] = std::move(area);
+  }
 
   uint64_t bits(const std::vector<std::string>& topics) const {
     uint64_t b = 0;
@@ -358,8 +360,9 @@ struct Directory::TenantState {
     return b;
   }
 
-  IndexEntry entry(Slot slot, uint8_t channels, const std::string& language, const std::vector<std::string>& topics,
-                   const std::vector<LatLon>& locations, const std::vector<std::string>& zones) {
+  IndexEntry entry(Slot slot, uint8_t channels, const std::string& language,
+                   const std::vector<std::string>& topics, const std::vector<LatLon>& locations,
+                   const std::vector<std::string>& zones) {
     IndexEntry e;
     e.slot = slot;
     e.channels = channels;
@@ -474,64 +477,64 @@ void Directory::load_tenant(std::vector<std::string> ids, size_t next, std::func
   if (next == ids.size()) return done(Ok{});
   std::string tenant = ids[next];
   // API zones first, so that recipients' zone references find their areas.
-  redis_.command({"HGETALL", store::keys::zones(tenant)}, [this, ids = std::move(ids), next, tenant,
-                                                           done = std::move(done)](store::Reply r,
-                                                                                   const Error* e) mutable {
-    if (e) return done(*e);
-    TenantState& t = *state(tenant);
-    ZoneLimits limits;
-    limits.max_points = static_cast<size_t>(cfg_.directory.max_zone_points);
-    for (const auto& [name, geojson] : r.pairs()) {
-      auto area = parse_geojson_area(geojson, limits);
-      if (!area) {
-        metrics_.unexpected("stored_zone_invalid").Increment();
-        log::error("stored_zone_invalid", {{"tenant", tenant}, {"zone", name}, {"error", area.error().message}});
-        continue;
-      }
-      t.api_zones[name] = geojson;
-      t.set_zone(name, std::move(area).value());
-    }
-    t.rebuild_rules();
-    auto next_tenant = [this, ids, next, done](Status s) mutable {
-      if (!s) return done(std::move(s));
-      load_tenant(std::move(ids), next + 1, std::move(done));
-    };
-    load_blocks(tenant, 0, clock_.now_ms(), std::move(next_tenant));
-  });
+  redis_.command({"HGETALL", store::keys::zones(tenant)},
+                 [this, ids = std::move(ids), next, tenant, done = std::move(done)](store::Reply r,
+                                                                                    const Error* e) mutable {
+                   if (e) return done(*e);
+                   TenantState& t = *state(tenant);
+                   ZoneLimits limits;
+                   limits.max_points = static_cast<size_t>(cfg_.directory.max_zone_points);
+                   for (const auto& [name, geojson] : r.pairs()) {
+                     auto area = parse_geojson_area(geojson, limits);
+                     if (!area) {
+                       metrics_.unexpected("stored_zone_invalid").Increment();
+                       log::error("stored_zone_invalid",
+                                  {{"tenant", tenant}, {"zone", name}, {"error", area.error().message}});
+                       continue;
+                     }
+                     t.api_zones[name] = geojson;
+                     t.set_zone(name, std::move(area).value());
+                   }
+                   t.rebuild_rules();
+                   auto next_tenant = [this, ids, next, done](Status s) mutable {
+                     if (!s) return done(std::move(s));
+                     load_tenant(std::move(ids), next + 1, std::move(done));
+                   };
+                   load_blocks(tenant, 0, clock_.now_ms(), std::move(next_tenant));
+                 });
 }
 
 void Directory::load_blocks(const std::string& tenant, size_t first, int64_t started_ms,
                             std::function<void(Status)> done) {
   std::string from = std::to_string(first), count = std::to_string(kBlocksPerPart);
-  redis_.eval(load_script(), {store::keys::tenant(tenant)}, {from, count},
-              [this, tenant, first, started_ms, done = std::move(done)](store::Reply r,
-                                                                        const Error* e) mutable {
-                if (e) return done(*e);
-                if (r.is_error())
-                  return done(make_error(ErrorKind::Unavailable, "storage_error",
-                                         "index load: " + std::string(r.str())));
-                if (!r[0].is_integer())
-                  return done(
-                      make_error(ErrorKind::Internal, "storage_error", "unexpected index load reply"));
-                TenantState& t = *state(tenant);
-                const bool last = r[0].integer() == 0;
-                // The next part is asked for first: Redis reads it while this one is
-                // parsed. One request is out at a time, so replies come in order.
-                if (!last) load_blocks(tenant, first + kBlocksPerPart, started_ms, std::move(done));
-                size_t before = t.index.size();
-                for (size_t i = 1; i < r.size(); ++i) load_block(t, r[i].str());
-                if (t.index.size() / kProgressEvery != before / kProgressEvery)
-                  log::info("directory_loading", {{"tenant", tenant}, {"recipients", t.index.size()}});
-                if (!last) return;
-                t.index.finish_bulk();
-                int64_t ms = std::max<int64_t>(1, clock_.now_ms() - started_ms);
-                log::info("directory_loaded", {{"tenant", tenant},
-                                               {"recipients", t.index.size()},
-                                               {"ms", ms},
-                                               {"per_second", t.index.size() * 1000 / ms},
-                                               {"zones", t.rules->zones.size()}});
-                done(Ok{});
-              });
+  redis_.eval(
+      load_script(), {store::keys::tenant(tenant)}, {from, count},
+      [this, tenant, first, started_ms, done = std::move(done)](store::Reply r, const Error* e) mutable {
+        if (e) return done(*e);
+        if (r.is_error())
+          return done(
+              make_error(ErrorKind::Unavailable, "storage_error", "index load: " + std::string(r.str())));
+        if (!r[0].is_integer())
+          return done(make_error(ErrorKind::Internal, "storage_error", "unexpected index load reply"));
+        TenantState& t = *state(tenant);
+        const bool last = r[0].integer() == 0;
+        // The next part is asked for first: Redis reads it while this one is
+        // parsed. One request is out at a time, so replies come in order.
+        if (!last) load_blocks(tenant, first + kBlocksPerPart, started_ms, std::move(done));
+        size_t before = t.index.size();
+        for (size_t i = 1; i < r.size(); ++i) load_block(t, r[i].str());
+        if (t.index.size() / kProgressEvery != before / kProgressEvery)
+          log::info("directory_loading", {{"tenant", tenant}, {"recipients", t.index.size()}});
+        if (!last) return;
+        t.index.finish_bulk();
+        int64_t ms = std::max<int64_t>(1, clock_.now_ms() - started_ms);
+        log::info("directory_loaded", {{"tenant", tenant},
+                                       {"recipients", t.index.size()},
+                                       {"ms", ms},
+                                       {"per_second", t.index.size() * 1000 / ms},
+                                       {"zones", t.rules->zones.size()}});
+        done(Ok{});
+      });
 }
 
 void Directory::load_block(TenantState& t, std::string_view block) {
@@ -629,9 +632,9 @@ void Directory::put(const std::string& tenant, const Recipient& r, std::function
   auto batch = std::make_shared<std::vector<Recipient>>(1, r);
   import(tenant, batch, [done = std::move(done)](Result<ImportOutcome> o) {
     if (!o) return done(o.error());
-    done(o->created == 1);
-  });
-}
+  done(o->created == 1);
+});
+}  // namespace sirena::directory
 
 void Directory::get(const std::string& tenant, const std::string& id,
                     std::function<void(Result<std::optional<std::string>>)> done) {
@@ -643,7 +646,8 @@ void Directory::get(const std::string& tenant, const std::string& id,
                  });
 }
 
-void Directory::remove(const std::string& tenant, const std::string& id, std::function<void(Result<bool>)> done) {
+void Directory::remove(const std::string& tenant, const std::string& id,
+                       std::function<void(Result<bool>)> done) {
   redis_.eval(delete_script(), {store::keys::tenant(tenant)}, {id},
               [this, tenant, done = std::move(done)](store::Reply r, const Error* e) {
                 if (e) return done(*e);
@@ -661,8 +665,8 @@ Result<Area> Directory::parse_zone(const std::string& geojson) const {
   return parse_geojson_area(geojson, limits);
 }
 
-void Directory::put_zone(const std::string& tenant, const std::string& name, const std::string& geojson, Area area,
-                         std::function<void(Result<bool>)> done) {
+void Directory::put_zone(const std::string& tenant, const std::string& name, const std::string& geojson,
+                         Area area, std::function<void(Result<bool>)> done) {
   redis_.command({"HSET", store::keys::zones(tenant), name, geojson},
                  [this, tenant, name, geojson, area = std::move(area), done = std::move(done)](
                      store::Reply r, const Error* e) {
@@ -748,7 +752,8 @@ Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& al
     topics.insert(topics.end(), info.categories.begin(), info.categories.end());
     std::string event = lower(info.event);
     for (const auto& [needle, mapped] : own->cfg.directory.event_topics)
-      if (event.find(lower(needle)) != std::string::npos) topics.insert(topics.end(), mapped.begin(), mapped.end());
+      if (event.find(lower(needle)) != std::string::npos)
+        topics.insert(topics.end(), mapped.begin(), mapped.end());
     for (const auto& [sev, urg] : own->cfg.directory.everyone_when)
       if (info.severity == sev && info.urgency == urg) everyone = true;
     for (const auto& a : info.areas)
@@ -756,7 +761,8 @@ Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& al
         auto vn = own->cfg.directory.geocodes.find(g.name);
         if (vn == own->cfg.directory.geocodes.end()) continue;
         auto zs = vn->second.find(g.value);
-        if (zs != vn->second.end()) named_zones.insert(named_zones.end(), zs->second.begin(), zs->second.end());
+        if (zs != vn->second.end())
+          named_zones.insert(named_zones.end(), zs->second.begin(), zs->second.end());
       }
   }
   for (const auto& z : named_zones) {
@@ -800,8 +806,10 @@ Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& al
   auto zones_for = [&](TenantState& t, const std::vector<std::string>& allowed) {
     std::vector<uint16_t> ids;
     for (size_t z = 0; z < t.zone_names.size(); ++z) {
-      if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), t.zone_names[z]) == allowed.end()) continue;
-      bool named = &t == own && std::find(named_zones.begin(), named_zones.end(), t.zone_names[z]) != named_zones.end();
+      if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), t.zone_names[z]) == allowed.end())
+        continue;
+      bool named = &t == own &&
+                   std::find(named_zones.begin(), named_zones.end(), t.zone_names[z]) != named_zones.end();
       if (named || (t.zone_areas[z] && !area.empty() && t.zone_areas[z]->intersects(area)))
         ids.push_back(static_cast<uint16_t>(z));
     }
@@ -830,7 +838,8 @@ Resolution Directory::resolve(const std::string& tenant, const alerts::Alert& al
       Area within;
       for (const auto& z : grant.zones) {
         auto it = other->zone_ids.find(z);
-        if (it != other->zone_ids.end() && other->zone_areas[it->second]) within.add(*other->zone_areas[it->second]);
+        if (it != other->zone_ids.end() && other->zone_areas[it->second])
+          within.add(*other->zone_areas[it->second]);
       }
       if (within.empty() || area.empty() || !within.intersects(area)) continue;
       Query g;

@@ -44,12 +44,12 @@ namespace sirena::dispatch {
 struct DispatchConfig {
   std::string consumer = "sirenad";  // stable per daemon: a restart re-reads its own pending batches
   size_t batch_size = 1000;
-  size_t max_batches = 64;           // batches in work at once (the in-flight window)
+  size_t max_batches = 64;  // batches in work at once (the in-flight window)
   int max_attempts = 8;
   int64_t backoff_base_ms = 200;
   int64_t backoff_cap_ms = 30'000;
-  int64_t poll_ms = 50;              // how often to look for work added by other daemons
-  int64_t flush_ms = 5;              // outcome write-back period
+  int64_t poll_ms = 50;  // how often to look for work added by other daemons
+  int64_t flush_ms = 5;  // outcome write-back period
   // Accepted messages whose outcome is not yet durable in Redis. Sending pauses at this
   // many: with the gateway's in-flight limit it bounds what a crash can send twice.
   size_t max_unconfirmed = 10000;
@@ -74,8 +74,13 @@ struct TenantPolicy {
 };
 
 // Kannel's DLR types (a bit each).
-enum DlrType : int { kDlrDelivered = 1, kDlrUndelivered = 2, kDlrBuffered = 4, kDlrSmscAccepted = 8,
-                     kDlrSmscRejected = 16 };
+enum DlrType : int {
+  kDlrDelivered = 1,
+  kDlrUndelivered = 2,
+  kDlrBuffered = 4,
+  kDlrSmscAccepted = 8,
+  kDlrSmscRejected = 16
+};
 
 class Dispatcher {
  public:

@@ -117,8 +117,10 @@ class FairQueue {
     for (auto it = queues_.begin(); it != queues_.end();) {
       std::deque<T> keep;
       for (T& item : it->second) {
-        if (drop(item)) --size_;
-        else keep.push_back(item);
+        if (drop(item))
+          --size_;
+        else
+          keep.push_back(item);
       }
       it->second.swap(keep);
       it = it->second.empty() ? queues_.erase(it) : std::next(it);
@@ -129,8 +131,10 @@ class FairQueue {
  private:
   void add(const std::string& key, T item, bool front) {
     auto [it, fresh] = queues_.try_emplace(key);
-    if (front) it->second.push_front(item);
-    else it->second.push_back(item);
+    if (front)
+      it->second.push_front(item);
+    else
+      it->second.push_back(item);
     ++size_;
     if (fresh && queues_.size() == 1) next_ = it;
   }

@@ -21,25 +21,25 @@ const char* to_string(Channel c);
 // once per Content instead of once per message.
 struct Content {
   std::string alert_id;
-  std::string alert_tenant;    // the tenant that sent the alert
+  std::string alert_tenant;  // the tenant that sent the alert
   std::string language;
-  std::string severity;        // CAP severity: Extreme, Severe, ...
-  std::string title;           // push title (headline, with TEST/EXERCISE marker)
-  std::string body;            // push body or SMS text
-  int segments = 0;            // SMS: the text's segment count
-  int64_t expires_ms = 0;      // 0 = none (CAP expires)
-  std::string collapse_id;     // replaces an earlier notification for the same alert (Update)
+  std::string severity;     // CAP severity: Extreme, Severe, ...
+  std::string title;        // push title (headline, with TEST/EXERCISE marker)
+  std::string body;         // push body or SMS text
+  int segments = 0;         // SMS: the text's segment count
+  int64_t expires_ms = 0;   // 0 = none (CAP expires)
+  std::string collapse_id;  // replaces an earlier notification for the same alert (Update)
   bool test = false;
 };
 
 // One recipient on one channel, ready for the gateway.
 struct Message {
   std::shared_ptr<const Content> content;  // never null
-  std::string tenant;          // the recipient's tenant (differs from the alert's under a grant)
-  uint32_t slot = 0;           // the recipient's slot
+  std::string tenant;                      // the recipient's tenant (differs from the alert's under a grant)
+  uint32_t slot = 0;                       // the recipient's slot
   Channel channel = Channel::Apns;
-  std::string address;         // device token or E.164 number
-  std::string app;             // APNs topic (bundle id) / FCM app
+  std::string address;  // device token or E.164 number
+  std::string app;      // APNs topic (bundle id) / FCM app
   int attempt = 0;
 };
 

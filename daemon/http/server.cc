@@ -61,24 +61,42 @@ std::string percent_decode(std::string_view s) {
 
 const char* reason_phrase(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 406:
+      return "Not Acceptable";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 422:
+      return "Unprocessable Entity";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Status";
   }
 }
 
@@ -218,7 +236,9 @@ void Responder::start_stream(int status, std::string_view content_type) {
     sg->owner->stream_busy_ = false;
     sg->owner->flush_stream();
   };
-  stream_->super.stop = [](h2o_generator_t* g, h2o_req_t*) { reinterpret_cast<StreamGenerator*>(g)->owner = nullptr; };
+  stream_->super.stop = [](h2o_generator_t* g, h2o_req_t*) {
+    reinterpret_cast<StreamGenerator*>(g)->owner = nullptr;
+  };
   h2o_start_response(req, &stream_->super);
   // An empty first write sends the headers now, so the client sees the stream open.
   stream_busy_ = true;
@@ -432,10 +452,11 @@ struct Server::Impl {
     ++impl->owner->in_flight_;
     // The in-flight count drops when the responder goes away (answered or abandoned).
     auto* owner = impl->owner;
-    std::shared_ptr<Responder> responder(new Responder(req, impl->clock, impl->metrics), [owner](Responder* p) {
-      delete p;
-      --owner->in_flight_;
-    });
+    std::shared_ptr<Responder> responder(new Responder(req, impl->clock, impl->metrics),
+                                         [owner](Responder* p) {
+                                           delete p;
+                                           --owner->in_flight_;
+                                         });
     if (auto bad = impl->ambiguity(req, r.method)) {
       // What follows this head on the connection cannot be trusted: close it after the answer.
       req->http1_is_persistent = 0;
@@ -511,7 +532,8 @@ Status Server::start(size_t max_body_bytes) {
   // streams beyond its advertised SETTINGS_MAX_CONCURRENT_STREAMS of 100).
   i.globalconf.http2.max_concurrent_requests_per_connection =
       static_cast<size_t>(i.cfg.max_concurrent_streams);
-  h2o_hostconf_t* host = h2o_config_register_host(&i.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+  h2o_hostconf_t* host =
+      h2o_config_register_host(&i.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
   h2o_pathconf_t* path = h2o_config_register_path(host, "/", 0);
   auto* rh = reinterpret_cast<Impl::RouteHandler*>(h2o_create_handler(path, sizeof(Impl::RouteHandler)));
   rh->super.on_req = &Impl::on_req;
@@ -543,7 +565,8 @@ Status Server::start(size_t max_body_bytes) {
   std::string listen = i.cfg.listen;
   auto colon = listen.rfind(':');
   std::string host_part = listen.substr(0, colon);
-  if (host_part.size() >= 2 && host_part.front() == '[') host_part = host_part.substr(1, host_part.size() - 2);
+  if (host_part.size() >= 2 && host_part.front() == '[')
+    host_part = host_part.substr(1, host_part.size() - 2);
   auto parsed_port = parse_number<int>(std::string_view(listen).substr(colon + 1), 0, 65535);
   if (!parsed_port)
     return make_error(ErrorKind::Config, "invalid_config", "http.listen: \"" + listen + "\" is not IP:PORT",

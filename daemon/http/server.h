@@ -34,7 +34,7 @@ struct Request {
   std::string_view path;   // without the query
   std::string_view query;  // after '?', may be empty
   std::string_view body;
-  std::string remote;      // peer IP address
+  std::string remote;  // peer IP address
   st_h2o_req_t* raw = nullptr;
 
   std::optional<std::string_view> header(std::string_view lower_case_name) const;

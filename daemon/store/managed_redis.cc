@@ -31,19 +31,12 @@ Result<std::string> ManagedRedis::start() {
 }
 
 Status ManagedRedis::spawn() {
-  std::vector<std::string> args{cfg_.managed_binary,
-                                "--port", "0",
-                                "--unixsocket", socket_path_,
-                                "--unixsocketperm", "700",
-                                "--dir", dir_,
-                                "--appendonly", "yes",
-                                "--appendfsync", cfg_.managed_appendfsync,
-                                "--save", "",
-                                // Rewrites fork and copy the dataset; at the default 64 MB they
-                                // come every few seconds under load and show in tail latency.
-                                "--auto-aof-rewrite-min-size", "1gb",
-                                "--daemonize", "no",
-                                "--logfile", dir_ + "/redis.log"};
+  std::vector<std::string> args{
+      cfg_.managed_binary, "--port", "0", "--unixsocket", socket_path_, "--unixsocketperm", "700", "--dir",
+      dir_, "--appendonly", "yes", "--appendfsync", cfg_.managed_appendfsync, "--save", "",
+      // Rewrites fork and copy the dataset; at the default 64 MB they
+      // come every few seconds under load and show in tail latency.
+      "--auto-aof-rewrite-min-size", "1gb", "--daemonize", "no", "--logfile", dir_ + "/redis.log"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -67,7 +60,8 @@ Status ManagedRedis::spawn() {
                           " (install redis-server or set redis.managed.binary)");
   }
   pid_ = process_->pid;
-  log::info("managed_redis_started", {{"pid", pid_}, {"dir", dir_}, {"appendfsync", cfg_.managed_appendfsync}});
+  log::info("managed_redis_started",
+            {{"pid", pid_}, {"dir", dir_}, {"appendfsync", cfg_.managed_appendfsync}});
   return Ok{};
 }
 

@@ -59,8 +59,10 @@ void uv_on_poll(uv_poll_t* h, int status, int events) {
 
 void uv_update(UvEvents* p, int add, int remove) {
   p->events = (p->events | add) & ~remove;
-  if (p->events) uv_poll_start(&p->handle, p->events, uv_on_poll);
-  else uv_poll_stop(&p->handle);
+  if (p->events)
+    uv_poll_start(&p->handle, p->events, uv_on_poll);
+  else
+    uv_poll_stop(&p->handle);
 }
 
 bool attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop) {
@@ -175,12 +177,16 @@ void Redis::on_watchdog(uv_timer_t* t) {
   redisAsyncFree(c);
   if (self->ctx_ == c) {
     self->ctx_ = nullptr;
-    if (stopping) self->finish_stop();
-    else self->schedule_reconnect();
+    if (stopping)
+      self->finish_stop();
+    else
+      self->schedule_reconnect();
   }
 }
 
-void Redis::sent(Pending* p) { inflight_.push_back(p); }
+void Redis::sent(Pending* p) {
+  inflight_.push_back(p);
+}
 
 void Redis::set_state(State s) {
   bool was = state_ == State::Connected;
@@ -251,8 +257,8 @@ void Redis::on_connect(const redisAsyncContext* ac, int status) {
     self->command({"SCRIPT", "LOAD", *text}, [](Reply, const Error*) {});
   self->backoff_ms_ = 0;
   log::info("redis_connected", {{"target", self->target_.unix_path.empty()
-                                                 ? self->target_.host + ":" + std::to_string(self->target_.port)
-                                                 : self->target_.unix_path}});
+                                               ? self->target_.host + ":" + std::to_string(self->target_.port)
+                                               : self->target_.unix_path}});
   self->set_state(State::Connected);
 }
 
@@ -319,8 +325,8 @@ void Redis::send(const std::vector<std::string_view>& argv, Pending* p) {
     ptrs.push_back(a.data());
     lens.push_back(a.size());
   }
-  if (redisAsyncCommandArgv(ctx_, &Redis::on_reply, p, static_cast<int>(argv.size()), ptrs.data(), lens.data()) !=
-      REDIS_OK) {
+  if (redisAsyncCommandArgv(ctx_, &Redis::on_reply, p, static_cast<int>(argv.size()), ptrs.data(),
+                            lens.data()) != REDIS_OK) {
     Error e = unavailable("command not sent");
     p->cb(Reply(), &e);
     delete p;
@@ -387,18 +393,18 @@ void Redis::eval(const std::string& script, const std::vector<std::string_view>&
   // those of the EVAL, so the caller's (possibly large) arguments are not copied again.
   std::shared_ptr<char> cmd(formatted, redisFreeCommand);
   std::string_view text(formatted, static_cast<size_t>(len));
-  send_formatted(text, [this, &script, cmd, text, n = ptrs.size(), cb = std::move(cb)](
-                           Reply r, const Error* e) mutable {
-    if (r.is_error() && r.str().starts_with("NOSCRIPT")) {
-      std::string head = "*" + std::to_string(n) + "\r\n$7\r\nEVALSHA\r\n$40\r\n";
-      std::string again = "*" + std::to_string(n) + "\r\n$4\r\nEVAL\r\n$" + std::to_string(script.size()) +
-                          "\r\n" + script + "\r\n";
-      again.append(text.substr(head.size() + 40 + 2));  // after "<sha>\r\n"
-      send_formatted(again, std::move(cb));
-      return;
-    }
-    cb(r, e);
-  });
+  send_formatted(
+      text, [this, &script, cmd, text, n = ptrs.size(), cb = std::move(cb)](Reply r, const Error* e) mutable {
+        if (r.is_error() && r.str().starts_with("NOSCRIPT")) {
+          std::string head = "*" + std::to_string(n) + "\r\n$7\r\nEVALSHA\r\n$40\r\n";
+          std::string again = "*" + std::to_string(n) + "\r\n$4\r\nEVAL\r\n$" +
+                              std::to_string(script.size()) + "\r\n" + script + "\r\n";
+          again.append(text.substr(head.size() + 40 + 2));  // after "<sha>\r\n"
+          send_formatted(again, std::move(cb));
+          return;
+        }
+        cb(r, e);
+      });
 }
 
 }  // namespace sirena::store

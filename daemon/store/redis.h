@@ -37,7 +37,7 @@ struct redisAsyncContext;
 namespace sirena::store {
 
 struct RedisTarget {
-  std::string host;       // empty for a unix socket
+  std::string host;  // empty for a unix socket
   int port = 6379;
   std::string unix_path;  // set for unix:// URLs
   int db = 0;
@@ -106,7 +106,7 @@ class Redis {
   uv::Handle<uv_timer_t> watchdog_;  // command timeouts
   int64_t timeout_ms_ = 10000;
   size_t max_pending_ = 0;
-  std::deque<Pending*> inflight_;   // sent, in order (replies come in order)
+  std::deque<Pending*> inflight_;  // sent, in order (replies come in order)
   int64_t backoff_ms_ = 0;
   std::function<void(bool)> on_state_;
   std::function<void()> on_stopped_;

@@ -18,7 +18,8 @@ Result<Principal> Tenants::authenticate(std::optional<std::string_view> authoriz
                       "send your API key as \"Authorization: Bearer <key>\"", "authorization");
   std::string_view v = *authorization;
   constexpr std::string_view kBearer = "Bearer ";
-  if (v.size() <= kBearer.size() || !std::equal(kBearer.begin(), kBearer.end(), v.begin(), [](char a, char b) {
+  if (v.size() <= kBearer.size() ||
+      !std::equal(kBearer.begin(), kBearer.end(), v.begin(), [](char a, char b) {
         return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
       }))
     return make_error(ErrorKind::Unauthenticated, "missing_api_key",

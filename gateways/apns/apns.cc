@@ -7,7 +7,7 @@
 namespace sirena::apns {
 namespace {
 
-constexpr size_t kMaxPayload = 4096;           // APNs limit for regular pushes
+constexpr size_t kMaxPayload = 4096;            // APNs limit for regular pushes
 constexpr int64_t kJwtRefreshMs = 30 * 60'000;  // inside Apple's 20..60 minute window
 
 }  // namespace
@@ -17,8 +17,10 @@ std::string apns_payload(const dispatch::Content& m, bool critical_alerts) {
   auto build = [&](const std::string& title, const std::string& body) {
     nlohmann::json aps = {{"alert", {{"title", title}, {"body", body}}},
                           {"interruption-level", critical ? "critical" : "time-sensitive"}};
-    if (critical) aps["sound"] = {{"critical", 1}, {"name", "default"}, {"volume", 1.0}};
-    else aps["sound"] = "default";
+    if (critical)
+      aps["sound"] = {{"critical", 1}, {"name", "default"}, {"volume", 1.0}};
+    else
+      aps["sound"] = "default";
     nlohmann::json p = {{"aps", aps}, {"alert_id", m.alert_id}, {"test", m.test}};
     return p.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   };
@@ -33,8 +35,8 @@ std::string apns_payload(const dispatch::Content& m, bool critical_alerts) {
   return build(push::cut_utf8(m.title, m.title.size() > over + 16 ? m.title.size() - over - 16 : 0), body);
 }
 
-Result<std::unique_ptr<ApnsGateway>> ApnsGateway::create(uv_loop_t* loop, const Clock& clock, std::string name,
-                                                         ApnsConfig cfg) {
+Result<std::unique_ptr<ApnsGateway>> ApnsGateway::create(uv_loop_t* loop, const Clock& clock,
+                                                         std::string name, ApnsConfig cfg) {
   if (cfg.team_id.empty() || cfg.key_id.empty())
     return make_error(ErrorKind::Config, "invalid_config",
                       "gateways." + name + ": team_id and key_id are required");
@@ -49,14 +51,14 @@ Result<std::unique_ptr<ApnsGateway>> ApnsGateway::create(uv_loop_t* loop, const 
   pool.url = cfg.url;
   pool.connections = cfg.connections;
   pool.verify_peer = cfg.verify_peer;
-  std::unique_ptr<ApnsGateway> g(new ApnsGateway(loop, clock, std::move(name), std::move(cfg),
-                                                 std::move(key).value(), std::move(pool)));
+  std::unique_ptr<ApnsGateway> g(
+      new ApnsGateway(loop, clock, std::move(name), std::move(cfg), std::move(key).value(), std::move(pool)));
   if (auto s = g->start(); !s) return std::move(s).take_error();
   return g;
 }
 
-ApnsGateway::ApnsGateway(uv_loop_t* loop, const Clock& clock, std::string name, ApnsConfig cfg, push::SigningKey key,
-                         http2::PoolOptions pool)
+ApnsGateway::ApnsGateway(uv_loop_t* loop, const Clock& clock, std::string name, ApnsConfig cfg,
+                         push::SigningKey key, http2::PoolOptions pool)
     : PushGateway(loop, clock, std::move(name), dispatch::Channel::Apns, std::move(pool), cfg.max_in_flight),
       cfg_(std::move(cfg)),
       key_(std::move(key)) {}
@@ -64,7 +66,8 @@ ApnsGateway::ApnsGateway(uv_loop_t* loop, const Clock& clock, std::string name, 
 const std::string& ApnsGateway::token() {
   int64_t now = clock_.now_ms();
   if (jwt_.empty() || refresh_now_ || now - jwt_issued_ms_ >= kJwtRefreshMs) {
-    auto signed_jwt = key_.sign({{"alg", "ES256"}, {"kid", cfg_.key_id}}, {{"iss", cfg_.team_id}, {"iat", now / 1000}});
+    auto signed_jwt =
+        key_.sign({{"alg", "ES256"}, {"kid", cfg_.key_id}}, {{"iss", cfg_.team_id}, {"iat", now / 1000}});
     if (signed_jwt) {
       jwt_ = "bearer " + *signed_jwt;
       jwt_issued_ms_ = now;

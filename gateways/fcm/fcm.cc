@@ -70,15 +70,17 @@ std::string fcm_message_head(const dispatch::Content& c, int64_t ttl_s) {
        {{"token", ""},
         {"notification", {{"title", c.title}, {"body", c.body}}},
         {"data", {{"alert_id", c.alert_id}, {"test", c.test ? "true" : "false"}, {"severity", c.severity}}},
-        {"android", {{"priority", "HIGH"}, {"ttl", std::to_string(ttl_s) + "s"}, {"collapse_key", c.collapse_id}}}}}};
+        {"android",
+         {{"priority", "HIGH"}, {"ttl", std::to_string(ttl_s) + "s"}, {"collapse_key", c.collapse_id}}}}}};
   std::string out = msg.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   out.resize(out.size() - 3);  // "}}
   return out;
 }
 
 void fcm_message_finish(std::string* out, const std::string& token) {
-  bool plain = std::all_of(token.begin(), token.end(),
-                           [](unsigned char ch) { return ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\'; });
+  bool plain = std::all_of(token.begin(), token.end(), [](unsigned char ch) {
+    return ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\';
+  });
   if (plain) {
     out->append(token);
   } else {
@@ -135,7 +137,8 @@ Result<std::unique_ptr<FcmGateway>> FcmGateway::create(uv_loop_t* loop, const Cl
   return g;
 }
 
-FcmGateway::FcmGateway(uv_loop_t* loop, const Clock& clock, std::string name, FcmConfig cfg, http2::PoolOptions pool)
+FcmGateway::FcmGateway(uv_loop_t* loop, const Clock& clock, std::string name, FcmConfig cfg,
+                       http2::PoolOptions pool)
     : PushGateway(loop, clock, std::move(name), dispatch::Channel::Fcm, std::move(pool), cfg.max_in_flight),
       cfg_(std::move(cfg)) {}
 
@@ -143,42 +146,43 @@ void FcmGateway::fetch_token() {
   if (fetching_) return;
   fetching_ = true;
   int64_t now = clock_.now_ms() / 1000;
-  auto assertion = key_.sign({{"alg", "RS256"}, {"typ", "JWT"}},
-                             {{"iss", client_email_}, {"scope", kScope}, {"aud", token_uri_}, {"iat", now},
-                              {"exp", now + 3600}});
+  auto assertion = key_.sign(
+      {{"alg", "RS256"}, {"typ", "JWT"}},
+      {{"iss", client_email_}, {"scope", kScope}, {"aud", token_uri_}, {"iat", now}, {"exp", now + 3600}});
   http2::Request req;
   req.path = token_path_;
   req.headers = {{"content-type", "application/x-www-form-urlencoded"}};
   req.body = "grant_type=" + form_escape("urn:ietf:params:oauth:grant-type:jwt-bearer") +
              "&assertion=" + form_escape(assertion ? *assertion : "");
-  token_pool_->submit(std::move(req), [this](const http2::Response* r, http2::Failure f, const std::string& detail) {
-    fetching_ = false;
-    auto reply = r ? parse_token_reply(r->status, r->body)
-                   : Result<AccessToken>(make_error(ErrorKind::BadGateway, "no_reply", detail));
-    if (reply) {
-      access_token_ = std::move(reply->token);
-      rendered_.clear();  // their authorization header carries the old token
-      token_expires_ms_ = clock_.now_ms() + std::max<int64_t>(60, reply->expires_in_s - 300) * 1000;
-    } else {
-      log::warn("fcm_token_failed", {{"gateway", name()},
-                                     {"status", r ? r->status : 0},
-                                     {"failure", http2::to_string(f)},
-                                     {"detail", r ? reply.error().message : detail}});
-    }
-    // Waiting messages go now, or go back to dispatch to be retried later.
-    auto waiting = std::move(waiting_);
-    waiting_.clear();
-    for (auto& [m, done] : waiting) {
-      if (!access_token_.empty()) {
-        send(m, std::move(done));
-      } else {
-        dispatch::SendResult result;
-        result.outcome = dispatch::Outcome::Retry;
-        result.reason = "no OAuth2 access token from " + token_uri_;
-        done(result);
-      }
-    }
-  });
+  token_pool_->submit(
+      std::move(req), [this](const http2::Response* r, http2::Failure f, const std::string& detail) {
+        fetching_ = false;
+        auto reply = r ? parse_token_reply(r->status, r->body)
+                       : Result<AccessToken>(make_error(ErrorKind::BadGateway, "no_reply", detail));
+        if (reply) {
+          access_token_ = std::move(reply->token);
+          rendered_.clear();  // their authorization header carries the old token
+          token_expires_ms_ = clock_.now_ms() + std::max<int64_t>(60, reply->expires_in_s - 300) * 1000;
+        } else {
+          log::warn("fcm_token_failed", {{"gateway", name()},
+                                         {"status", r ? r->status : 0},
+                                         {"failure", http2::to_string(f)},
+                                         {"detail", r ? reply.error().message : detail}});
+        }
+        // Waiting messages go now, or go back to dispatch to be retried later.
+        auto waiting = std::move(waiting_);
+        waiting_.clear();
+        for (auto& [m, done] : waiting) {
+          if (!access_token_.empty()) {
+            send(m, std::move(done));
+          } else {
+            dispatch::SendResult result;
+            result.outcome = dispatch::Outcome::Retry;
+            result.reason = "no OAuth2 access token from " + token_uri_;
+            done(result);
+          }
+        }
+      });
 }
 
 bool FcmGateway::ready(const dispatch::Message& m, Done& done) {

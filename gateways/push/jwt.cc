@@ -21,7 +21,8 @@ std::string base64url(std::string_view in) {
 }
 
 Result<SigningKey> SigningKey::from_pem(std::string_view pem) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())),
+                                                BIO_free);
   EVP_PKEY* k = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
   if (!k) return make_error(ErrorKind::Config, "invalid_key", "not a PEM private key");
   SigningKey s;
@@ -41,14 +42,17 @@ Result<SigningKey> SigningKey::from_file(const std::string& path) {
   return k;
 }
 
-bool SigningKey::is_ec() const { return key_ && EVP_PKEY_base_id(key_.get()) == EVP_PKEY_EC; }
+bool SigningKey::is_ec() const {
+  return key_ && EVP_PKEY_base_id(key_.get()) == EVP_PKEY_EC;
+}
 
 Result<std::string> SigningKey::sign(const nlohmann::json& header, const nlohmann::json& payload) const {
   std::string input = base64url(header.dump()) + "." + base64url(payload.dump());
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   size_t len = 0;
   if (EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key_.get()) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()), input.size()) != 1)
+      EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()),
+                     input.size()) != 1)
     return make_error(ErrorKind::Internal, "jwt_failed", "signing failed");
   std::string sig(len, '\0');
   if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &len,
@@ -58,8 +62,8 @@ Result<std::string> SigningKey::sign(const nlohmann::json& header, const nlohman
   if (is_ec()) {
     // JWS ES256 wants r || s, 32 bytes each (RFC 7518 §3.4), not OpenSSL's DER.
     const unsigned char* p = reinterpret_cast<const unsigned char*>(sig.data());
-    std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)> es(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(sig.size())),
-                                                             ECDSA_SIG_free);
+    std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)> es(
+        d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(sig.size())), ECDSA_SIG_free);
     if (!es) return make_error(ErrorKind::Internal, "jwt_failed", "bad ECDSA signature");
     std::string raw(64, '\0');
     BN_bn2binpad(ECDSA_SIG_get0_r(es.get()), reinterpret_cast<unsigned char*>(raw.data()), 32);

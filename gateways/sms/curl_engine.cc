@@ -80,10 +80,10 @@ struct CurlEngine::Impl {
   uv::Handle<uv_timer_t> timer_;
   std::unordered_map<CURL*, std::unique_ptr<Transfer>> active_;
   std::deque<std::unique_ptr<Transfer>> queue_;
-  std::vector<CURL*> spare_;             // easy handles ready for the next request
-  std::unordered_set<Socket*> sockets_;  // open poll handles
+  std::vector<CURL*> spare_;                                // easy handles ready for the next request
+  std::unordered_set<Socket*> sockets_;                     // open poll handles
   std::unordered_map<curl_socket_t, Socket*> connections_;  // connection sockets by descriptor
-  size_t closing_handles_ = 0;           // uv_close() calls whose callback has not run yet
+  size_t closing_handles_ = 0;                              // uv_close() calls whose callback has not run yet
   State state_ = State::Open;
   bool abandoned_ = false;  // the owner is gone: drop callbacks, delete self when closed
   std::vector<std::function<void()>> close_waiters_;
@@ -360,8 +360,10 @@ struct CurlEngine::Impl {
   void poll(Socket* s, int events) {
     if (s->events == events) return;
     s->events = events;
-    if (events == 0) uv_poll_stop(&s->poll);
-    else uv_poll_start(&s->poll, events, &Impl::on_poll);
+    if (events == 0)
+      uv_poll_stop(&s->poll);
+    else
+      uv_poll_start(&s->poll, events, &Impl::on_poll);
   }
 
   static void on_poll(uv_poll_t* h, int status, int events) {

@@ -267,7 +267,8 @@ class JsonProfile final : public SmsProfile {
     auto dump = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
     if (!split_ || rendered_text_ != b.text || rendered_alert_ != b.alert_id) {
       split_ = false;
-      auto tos = std::count_if(fields_.begin(), fields_.end(), [](const auto& f) { return f.second == Field::To; });
+      auto tos =
+          std::count_if(fields_.begin(), fields_.end(), [](const auto& f) { return f.second == Field::To; });
       if (tos != 1) return dump(filled(b, to));
       std::string whole = dump(filled(b, json(kMarker)));
       const std::string marker = dump(json(kMarker));

@@ -31,10 +31,12 @@ using sirena::testing::Simulator;
 using sirena::testing::TempDir;
 using std::chrono::milliseconds;
 
-std::string demo_key(const char* file) { return std::string(SIRENA_SOURCE_DIR) + "/config/demo-keys/" + file; }
+std::string demo_key(const char* file) {
+  return std::string(SIRENA_SOURCE_DIR) + "/config/demo-keys/" + file;
+}
 
-std::shared_ptr<const Content> content(const std::string& alert, const std::string& language, const std::string& title,
-                                       const std::string& body) {
+std::shared_ptr<const Content> content(const std::string& alert, const std::string& language,
+                                       const std::string& title, const std::string& body) {
   auto c = std::make_shared<Content>();
   c->alert_id = alert;
   c->alert_tenant = "soliera";
@@ -81,7 +83,8 @@ std::map<std::string, std::pair<std::string, std::string>> recorded(const std::s
 
 std::string text_hash(const Content& c) {
   char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(sim::fnv1a64(c.title + "\n" + c.body)));
+  std::snprintf(hex, sizeof hex, "%016llx",
+                static_cast<unsigned long long>(sim::fnv1a64(c.title + "\n" + c.body)));
   return hex;
 }
 

@@ -49,7 +49,8 @@ const std::string kGsmText = "Allerta meteo: evacuate il piano terra";
 // or answers whatever it reads with `answer` (one small write, keeping the connection).
 class StubServer {
  public:
-  explicit StubServer(uv_loop_t* loop, std::string answer = "") : listener_(new uv_tcp_t), answer_(std::move(answer)) {
+  explicit StubServer(uv_loop_t* loop, std::string answer = "")
+      : listener_(new uv_tcp_t), answer_(std::move(answer)) {
     uv_tcp_init(loop, listener_);
     listener_->data = this;
     sockaddr_in addr{};

@@ -19,7 +19,9 @@ namespace {
 using nlohmann::json;
 constexpr const char* kOp = "demo-soliera-operator";
 
-std::string fcm_token(int i) { return "fcm-" + std::to_string(i) + "-" + std::string(140, 'f'); }
+std::string fcm_token(int i) {
+  return "fcm-" + std::to_string(i) + "-" + std::string(140, 'f');
+}
 
 // n recipients in Soliera: even ones with an APNs token, every third also with FCM.
 std::string town(int n, int first = 0) {
@@ -84,7 +86,8 @@ class DispatchTest : public ::testing::Test {
   void import(int n, int first = 0) {
     const int chunk = 20000;
     for (int s = first; s < first + n; s += chunk) {
-      auto r = daemon_->post("/v1/recipients/import", kOp, town(std::min(chunk, first + n - s), s), "application/x-ndjson");
+      auto r = daemon_->post("/v1/recipients/import", kOp, town(std::min(chunk, first + n - s), s),
+                             "application/x-ndjson");
       ASSERT_EQ(r.status, 200) << r.body.substr(0, 300);
     }
   }
@@ -93,7 +96,9 @@ class DispatchTest : public ::testing::Test {
     EXPECT_EQ(r.status, 202) << r.body;
     return json::parse(r.body)["id"];
   }
-  json alert(const std::string& id) { return json::parse(daemon_->get("/v1/alerts/" + id, kOp).body, nullptr, false); }
+  json alert(const std::string& id) {
+    return json::parse(daemon_->get("/v1/alerts/" + id, kOp).body, nullptr, false);
+  }
   json apns_stats() { return json::parse(apns_->stats()); }
   json fcm_stats() { return json::parse(fcm_->stats()); }
   bool completed(const std::string& id) {
@@ -148,13 +153,17 @@ TEST_F(DispatchTest, EveryRecipientGetsExactlyOnePushPerPlatform) {
   std::string cursor;
   int pages = 0;
   do {
-    auto page = json::parse(daemon_->get("/v1/alerts/" + id + "/deliveries?limit=500" +
-                                             (cursor.empty() ? "" : "&cursor=" + cursor), kOp).body);
+    auto page = json::parse(
+        daemon_
+            ->get("/v1/alerts/" + id + "/deliveries?limit=500" + (cursor.empty() ? "" : "&cursor=" + cursor),
+                  kOp)
+            .body);
     ASSERT_LE(page["items"].size(), 500u) << page.dump();
     for (const auto& item : page["items"]) {
       EXPECT_EQ(item["state"], "accepted");
       EXPECT_EQ(item["attempts"], 1);
-      EXPECT_TRUE(seen.insert(item["recipient"].get<std::string>() + "/" + item["channel"].get<std::string>()).second)
+      EXPECT_TRUE(
+          seen.insert(item["recipient"].get<std::string>() + "/" + item["channel"].get<std::string>()).second)
           << "listed twice: " << item.dump();
     }
     cursor = page["next"].is_null() ? "" : page["next"].get<std::string>();
@@ -168,7 +177,8 @@ TEST_F(DispatchTest, EveryRecipientGetsExactlyOnePushPerPlatform) {
   EXPECT_EQ(daemon_->get("/v1/alerts/" + id + "/deliveries?cursor=a0.x", kOp).status, 400);
   EXPECT_EQ(daemon_->get("/v1/alerts/" + id + "/deliveries?cursor=x1", kOp).status, 400);
   auto m = daemon_->get("/metrics", "").body;
-  EXPECT_NE(m.find("sirena_messages_total{channel=\"apns\",gateway=\"apns\",result=\"accepted\",tenant=\"soliera\"} 3000"),
+  EXPECT_NE(m.find("sirena_messages_total{channel=\"apns\",gateway=\"apns\",result=\"accepted\",tenant="
+                   "\"soliera\"} 3000"),
             std::string::npos);
   EXPECT_NE(m.find("sirena_time_to_first_message_seconds_count 1"), std::string::npos);
 }
@@ -276,8 +286,9 @@ TEST_F(DispatchTest, SurvivesSigkillsAndARedisRestartMidFanOut) {
   std::string id = submit(flood("crash-1"));
   for (int kill = 0; kill < 5; ++kill) {
     int before = apns_stats()["accepted"];
-    ASSERT_TRUE(wait_until([&] { return apns_stats()["accepted"].get<int>() > before + 500 || completed(id); },
-                           std::chrono::seconds(60)));
+    ASSERT_TRUE(
+        wait_until([&] { return apns_stats()["accepted"].get<int>() > before + 500 || completed(id); },
+                   std::chrono::seconds(60)));
     daemon_->kill();  // SIGKILL
     if (kill == 2) {
       redis_->stop();
@@ -287,8 +298,8 @@ TEST_F(DispatchTest, SurvivesSigkillsAndARedisRestartMidFanOut) {
   }
   ASSERT_TRUE(wait_until([&] { return completed(id); }, std::chrono::seconds(120)))
       << alert(id)["progress"].dump() << "\nplan: " << redis_->cli({"HGETALL", "{t:soliera}:plan:" + id})
-      << "\npending: " << redis_->cli({"XPENDING", "{dispatch}:p0", "sirenad"})
-      << "\nlog tail: " << daemon_->log().substr(daemon_->log().size() > 4000 ? daemon_->log().size() - 4000 : 0);
+      << "\npending: " << redis_->cli({"XPENDING", "{dispatch}:p0", "sirenad"}) << "\nlog tail: "
+      << daemon_->log().substr(daemon_->log().size() > 4000 ? daemon_->log().size() - 4000 : 0);
   auto s = apns_stats();
   EXPECT_EQ(s["unique_recipients"], n) << "every valid recipient got the alert";
   // A kill can repeat only what had no durable outcome yet: the APNs requests in flight
@@ -386,8 +397,11 @@ TEST_F(DispatchTest, BatchesReadAgainAfterARestartSendNothingAlreadyAccepted) {
   redis_->cli({"XREADGROUP", "GROUP", "sirenad", "it-daemon", "COUNT", "10", "STREAMS", stream, ">"});
   ASSERT_EQ(redis_->cli({"XPENDING", stream, "sirenad"}).substr(0, 2), "3\n");
   start_daemon();
-  ASSERT_TRUE(wait_until([&] { return redis_->cli({"XPENDING", stream, "sirenad"}).substr(0, 2) == "0\n"; },
-                         std::chrono::seconds(30)));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return redis_->cli({"XPENDING", stream, "sirenad"}).substr(0, 2) == "0\n";
+      },
+      std::chrono::seconds(30)));
   auto s = apns_stats();
   EXPECT_EQ(s["requests"], 3000) << s.dump();
   EXPECT_EQ(fcm_stats()["requests"], 1000);

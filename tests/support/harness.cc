@@ -24,9 +24,15 @@ extern char** environ;
 
 namespace sirena::testing {
 
-std::string bin_dir() { return SIRENA_BIN_DIR; }
-std::string data_dir() { return SIRENA_TEST_DATA; }
-std::string source_dir() { return SIRENA_SOURCE_DIR; }
+std::string bin_dir() {
+  return SIRENA_BIN_DIR;
+}
+std::string data_dir() {
+  return SIRENA_TEST_DATA;
+}
+std::string source_dir() {
+  return SIRENA_SOURCE_DIR;
+}
 
 TempDir::TempDir() {
   std::string tmpl = "/tmp/sirena-test-XXXXXX";
@@ -106,7 +112,8 @@ bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds tim
   }
 }
 
-Process::Process(std::vector<std::string> argv, std::map<std::string, std::string> env, std::string stderr_path) {
+Process::Process(std::vector<std::string> argv, std::map<std::string, std::string> env,
+                 std::string stderr_path) {
   std::vector<std::string> envs;
   for (char** e = environ; *e; ++e) {
     std::string kv = *e;
@@ -162,10 +169,12 @@ RedisServer::~RedisServer() = default;
 
 void RedisServer::start() {
   proc_ = std::make_unique<Process>(
-      std::vector<std::string>{"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--dir", dir_,
-                               "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"},
+      std::vector<std::string>{"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1",
+                               "--dir", dir_, "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                               "--daemonize", "no"},
       std::map<std::string, std::string>{}, dir_ + "/redis.log");
-  bool up = wait_until([&] { return cli({"PING"}).find("PONG") != std::string::npos; }, std::chrono::seconds(10));
+  bool up =
+      wait_until([&] { return cli({"PING"}).find("PONG") != std::string::npos; }, std::chrono::seconds(10));
   if (!up) throw std::runtime_error("redis-server did not start on port " + std::to_string(port_));
 }
 
@@ -358,11 +367,16 @@ void Sirenad::kill() {
   proc_.reset();
 }
 
-std::string Sirenad::log() const { return read_file(dir_ + "/sirenad.log"); }
+std::string Sirenad::log() const {
+  return read_file(dir_ + "/sirenad.log");
+}
 
-bool Sirenad::ready() { return http_get(base() + "/readyz").status == 200; }
+bool Sirenad::ready() {
+  return http_get(base() + "/readyz").status == 200;
+}
 
-HttpResponse Sirenad::get(const std::string& path, const std::string& key, std::vector<std::string> headers) const {
+HttpResponse Sirenad::get(const std::string& path, const std::string& key,
+                          std::vector<std::string> headers) const {
   if (!key.empty()) headers.push_back("Authorization: Bearer " + key);
   HttpRequest req;
   req.url = base() + path;
@@ -382,11 +396,17 @@ HttpResponse Sirenad::post(const std::string& path, const std::string& key, cons
 Simulator::Simulator(std::string kind, std::string dir, std::vector<std::string> extra_args)
     : kind_(std::move(kind)), dir_(std::move(dir)), extra_(std::move(extra_args)) {}
 
-Simulator::~Simulator() { stop(); }
+Simulator::~Simulator() {
+  stop();
+}
 
 void Simulator::start() {
-  std::vector<std::string> argv{bin_dir() + "/sirena-sim", kind_, "--listen", "127.0.0.1:" + std::to_string(port_),
-                                "--admin", "127.0.0.1:" + std::to_string(admin_port_)};
+  std::vector<std::string> argv{bin_dir() + "/sirena-sim",
+                                kind_,
+                                "--listen",
+                                "127.0.0.1:" + std::to_string(port_),
+                                "--admin",
+                                "127.0.0.1:" + std::to_string(admin_port_)};
   argv.insert(argv.end(), extra_.begin(), extra_.end());
   const std::string log_path = dir_ + "/sim-" + kind_ + ".log";
   const size_t offset = read_file(log_path).size();
@@ -403,9 +423,15 @@ void Simulator::start() {
     throw std::runtime_error("sirena-sim " + kind_ + " did not start: " + read_file(log_path));
   port_ = listening;
   admin_port_ = port_in_log(log_path, offset, R"(admin on [^\n]*:(\d+)\n)");
-  bool up = wait_until([&] { return !proc_->running() || http_get("http://127.0.0.1:" + std::to_string(admin_port_) + "/stats").status == 200; },
-                       std::chrono::seconds(10));
-  if (!up || !proc_->running()) throw std::runtime_error("sirena-sim " + kind_ + " did not start: " + read_file(dir_ + "/sim-" + kind_ + ".log"));
+  bool up = wait_until(
+      [&] {
+        return !proc_->running() ||
+               http_get("http://127.0.0.1:" + std::to_string(admin_port_) + "/stats").status == 200;
+      },
+      std::chrono::seconds(10));
+  if (!up || !proc_->running())
+    throw std::runtime_error("sirena-sim " + kind_ +
+                             " did not start: " + read_file(dir_ + "/sim-" + kind_ + ".log"));
 }
 
 void Simulator::stop() {

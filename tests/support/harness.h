@@ -79,7 +79,7 @@ class RedisServer {
   explicit RedisServer(std::string dir, int port = 0);
   ~RedisServer();
   void start();
-  void stop();  // SIGKILL: a crash, not a clean shutdown
+  void stop();              // SIGKILL: a crash, not a clean shutdown
   void signal(int signum);  // e.g. SIGSTOP: a Redis that hangs without closing
   int port() const { return port_; }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_) + "/0"; }

@@ -4,8 +4,8 @@
 
 #include <cstdint>
 #include <fstream>
-#include <sstream>
 #include <iterator>
+#include <sstream>
 #include <stdexcept>
 
 namespace sirena::testing {
@@ -55,11 +55,16 @@ bool valid_utf8(std::string_view s) {
   while (i < s.size()) {
     auto c = static_cast<unsigned char>(s[i]);
     size_t n;
-    if (c < 0x80) n = 0;
-    else if ((c >> 5) == 0x6) n = 1;
-    else if ((c >> 4) == 0xE) n = 2;
-    else if ((c >> 3) == 0x1E) n = 3;
-    else return false;
+    if (c < 0x80)
+      n = 0;
+    else if ((c >> 5) == 0x6)
+      n = 1;
+    else if ((c >> 4) == 0xE)
+      n = 2;
+    else if ((c >> 3) == 0x1E)
+      n = 3;
+    else
+      return false;
     if (i + n >= s.size() && n > 0) return false;
     for (size_t k = 1; k <= n; ++k)
       if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
@@ -119,9 +124,12 @@ ReceivedSms decoded(std::string sender, std::string receiver, std::string raw, i
 
 const char* to_string(SmsCoding c) {
   switch (c) {
-    case SmsCoding::kText7: return "7-bit";
-    case SmsCoding::kData8: return "8-bit";
-    case SmsCoding::kUcs2: return "UCS-2";
+    case SmsCoding::kText7:
+      return "7-bit";
+    case SmsCoding::kData8:
+      return "8-bit";
+    case SmsCoding::kUcs2:
+      return "UCS-2";
   }
   return "?";
 }
@@ -164,7 +172,8 @@ std::string ucs2be_to_utf8(std::string_view s) {
   std::string out;
   size_t n = s.size() / 2;
   auto unit = [&](size_t k) {
-    return static_cast<uint32_t>((static_cast<unsigned char>(s[2 * k]) << 8) | static_cast<unsigned char>(s[2 * k + 1]));
+    return static_cast<uint32_t>((static_cast<unsigned char>(s[2 * k]) << 8) |
+                                 static_cast<unsigned char>(s[2 * k + 1]));
   };
   for (size_t k = 0; k < n; ++k) {
     uint32_t u = unit(k);
@@ -206,7 +215,9 @@ KannelChain::KannelChain(KannelOptions opts)
   write_config();
 }
 
-KannelChain::~KannelChain() { stop(); }
+KannelChain::~KannelChain() {
+  stop();
+}
 
 void KannelChain::write_config() {
   const std::string& d = dir_.path();
@@ -246,7 +257,8 @@ void KannelChain::write_config() {
     << "sendsms-interface = 127.0.0.1\n"
     << "log-file = \"" << d << "/smsbox.log\"\n"
     << "log-level = " << opts_.log_level << "\n"
-    << "access-log = \"" << d << "/smsbox-access.log\"\n"
+    << "access-log = \"" << d
+    << "/smsbox-access.log\"\n"
     // A dlr-url that fails is retried (3 times, 1 s apart) instead of being dropped.
     << "http-request-retry = 3\n"
     << "http-queue-delay = 1\n"
@@ -262,8 +274,9 @@ void KannelChain::write_config() {
 
 void KannelChain::start_bearerbox() {
   // -v 3: only errors on stderr (the log file has the configured level).
-  bearerbox_ = std::make_unique<Process>(std::vector<std::string>{kBearerbox, "-v", "3", config_path_},
-                                         std::map<std::string, std::string>{}, dir_.path() + "/bearerbox.stderr");
+  bearerbox_ =
+      std::make_unique<Process>(std::vector<std::string>{kBearerbox, "-v", "3", config_path_},
+                                std::map<std::string, std::string>{}, dir_.path() + "/bearerbox.stderr");
 }
 
 void KannelChain::start_fakesmsc() {
@@ -286,7 +299,9 @@ std::string KannelChain::status() const {
   return r.status == 200 ? r.body : std::string();
 }
 
-bool KannelChain::bearerbox_running() const { return bearerbox_ && bearerbox_->running(); }
+bool KannelChain::bearerbox_running() const {
+  return bearerbox_ && bearerbox_->running();
+}
 
 void KannelChain::wait_ready(std::chrono::steady_clock::time_point deadline) {
   auto left = [&] {
@@ -318,7 +333,8 @@ void KannelChain::wait_ready(std::chrono::steady_clock::time_point deadline) {
         return http_get(sendsms_url()).status != 0;
       },
       left());
-  if (!up || !bearerbox_->running() || restarts > 20) throw std::runtime_error("Kannel chain not ready:\n" + logs());
+  if (!up || !bearerbox_->running() || restarts > 20)
+    throw std::runtime_error("Kannel chain not ready:\n" + logs());
 }
 
 void KannelChain::start(std::chrono::milliseconds timeout) {
@@ -367,7 +383,9 @@ void KannelChain::reconnect_smsc(std::chrono::milliseconds timeout) {
   wait_ready(std::chrono::steady_clock::now() + timeout);
 }
 
-HttpResponse KannelChain::send(const SendSms& req) const { return http_get(sendsms_query(req)); }
+HttpResponse KannelChain::send(const SendSms& req) const {
+  return http_get(sendsms_query(req));
+}
 
 std::string KannelChain::sendsms_query(const SendSms& req) const {
   std::string to;
@@ -375,8 +393,9 @@ std::string KannelChain::sendsms_query(const SendSms& req) const {
     if (!to.empty()) to += ' ';
     to += n;
   }
-  std::string q = sendsms_url() + "?username=" + url_escape(opts_.username) + "&password=" + url_escape(opts_.password) +
-                  "&from=" + url_escape(req.from) + "&to=" + url_escape(to) + "&text=" + url_escape(req.text);
+  std::string q = sendsms_url() + "?username=" + url_escape(opts_.username) +
+                  "&password=" + url_escape(opts_.password) + "&from=" + url_escape(req.from) +
+                  "&to=" + url_escape(to) + "&text=" + url_escape(req.text);
   if (req.coding >= 0) q += "&coding=" + std::to_string(req.coding);
   if (!req.charset.empty()) q += "&charset=" + url_escape(req.charset);
   if (req.dlr_mask > 0) q += "&dlr-mask=" + std::to_string(req.dlr_mask);
@@ -393,7 +412,8 @@ void KannelChain::handle_line(std::string_view payload) {
   if (!known) {
     // A 7-bit text with a newline reaches fakesmsc as two lines (the fake protocol is line based):
     // the second one continues the previous text.
-    if (!received_.empty() && received_.back().coding == SmsCoding::kText7 && received_.back().segments == 1) {
+    if (!received_.empty() && received_.back().coding == SmsCoding::kText7 &&
+        received_.back().segments == 1) {
       received_.back().text += "\n" + std::string(payload);
       received_.back().raw += "\n" + std::string(payload);
     }
@@ -425,7 +445,8 @@ void KannelChain::handle_line(std::string_view payload) {
       received_.push_back(decoded(m.sender, m.receiver, data, 1));
       return;
     }
-    std::string key = m.sender + "|" + m.receiver + "|" + std::to_string(cc->ref) + "|" + std::to_string(cc->total);
+    std::string key =
+        m.sender + "|" + m.receiver + "|" + std::to_string(cc->ref) + "|" + std::to_string(cc->total);
     auto& parts = pending_parts_[key];
     if (parts.data.empty()) parts.data.resize(static_cast<size_t>(cc->total));
     auto& slot = parts.data[static_cast<size_t>(cc->seq - 1)];
@@ -497,8 +518,10 @@ std::vector<std::string> KannelChain::sent_by_bearerbox() const {
 
 std::string KannelChain::logs(size_t max_bytes) const {
   std::string out;
-  for (const char* name : {"bearerbox.stderr", "bearerbox.log", "smsbox.stderr", "smsbox.log", "fakesmsc.log"}) {
-    out += "==> " + std::string(name) + " <==\n" + tail(read_file(dir_.path() + "/" + name), max_bytes) + "\n";
+  for (const char* name :
+       {"bearerbox.stderr", "bearerbox.log", "smsbox.stderr", "smsbox.log", "fakesmsc.log"}) {
+    out +=
+        "==> " + std::string(name) + " <==\n" + tail(read_file(dir_.path() + "/" + name), max_bytes) + "\n";
   }
   return out;
 }
