@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <set>
 #include <sstream>
 
@@ -162,6 +163,19 @@ Result<double> get_double(const Ctx& ctx, const YAML::Node& node, const std::str
   return *v;
 }
 
+// `value` as one of `choices`, else an error that names them all:
+// unknown <what> "<value>" (a, b, c).
+template <typename E>
+Result<E> get_choice(const Ctx& ctx, const YAML::Node& node, const std::string& path, const std::string& what,
+                     const std::string& value, std::initializer_list<std::pair<const char*, E>> choices) {
+  std::string names;
+  for (const auto& [name, e] : choices) {
+    if (value == name) return e;
+    names += (names.empty() ? "" : ", ") + std::string(name);
+  }
+  return config_error(ctx, node, path, "unknown " + what + " \"" + value + "\" (" + names + ")");
+}
+
 Result<std::vector<std::string>> get_string_list(const Ctx& ctx, const YAML::Node& node,
                                                  const std::string& path) {
   std::vector<std::string> out;
@@ -265,17 +279,11 @@ Result<Tenant> decode_tenant(const Ctx& ctx, const std::string& id, const YAML::
       k.id = it->first.as<std::string>();
       std::string role;
       TRY_ASSIGN(role, get_string(ctx, it->second["role"], kp + ".role"));
-      if (role == "operator")
-        k.role = Role::Operator;
-      else if (role == "approver")
-        k.role = Role::Approver;
-      else if (role == "admin")
-        k.role = Role::Admin;
-      else if (role == "citizen-app")
-        k.role = Role::CitizenApp;
-      else
-        return config_error(ctx, it->second["role"], kp + ".role",
-                            "unknown role \"" + role + "\" (operator, approver, admin, citizen-app)");
+      TRY_ASSIGN(k.role, get_choice<Role>(ctx, it->second["role"], kp + ".role", "role", role,
+                                          {{"operator", Role::Operator},
+                                           {"approver", Role::Approver},
+                                           {"admin", Role::Admin},
+                                           {"citizen-app", Role::CitizenApp}}));
       TRY_ASSIGN(k.sha256, get_string(ctx, it->second["sha256"], kp + ".sha256"));
       if (!is_lower_hex(k.sha256, 64))
         return config_error(ctx, it->second["sha256"], kp + ".sha256",
@@ -379,17 +387,12 @@ Result<GatewayConfig> decode_gateway(const Ctx& ctx, const std::string& name, co
   }
   std::string profile = name;
   if (n["profile"]) TRY_ASSIGN(profile, get_string(ctx, n["profile"], p + ".profile"));
-  if (profile == "apns")
-    g.profile = GatewayProfile::Apns;
-  else if (profile == "fcm")
-    g.profile = GatewayProfile::Fcm;
-  else if (profile == "kannel")
-    g.profile = GatewayProfile::Kannel;
-  else if (profile == "generic_json")
-    g.profile = GatewayProfile::GenericJson;
-  else
-    return config_error(ctx, n["profile"] ? n["profile"] : n, p + ".profile",
-                        "unknown profile \"" + profile + "\" (apns, fcm, kannel, generic_json)");
+  TRY_ASSIGN(g.profile, get_choice<GatewayProfile>(ctx, n["profile"] ? n["profile"] : n, p + ".profile",
+                                                   "profile", profile,
+                                                   {{"apns", GatewayProfile::Apns},
+                                                    {"fcm", GatewayProfile::Fcm},
+                                                    {"kannel", GatewayProfile::Kannel},
+                                                    {"generic_json", GatewayProfile::GenericJson}}));
   if (!n["url"]) return config_error(ctx, n, p + ".url", "missing");
   g.url = g.keys["url"];
   if (g.profile == GatewayProfile::Fcm) g.rate = 9500;  // FCM's default quota: 600k messages/minute

@@ -51,10 +51,6 @@ inline constexpr int64_t kStateCheckMs = 50;
 // The call right after the first batch writes fewer: its texts are printed in the loop
 // turn that handles the first batch's replies, ahead of its loading and first requests.
 inline constexpr size_t kPlanSecondChunk = 4;
-// A delivery report for an SMS whose acceptance this daemon has not seen is kept this
-// long, at most kMaxEarlyReports of them (the acceptance is normally milliseconds away).
-inline constexpr int64_t kEarlyReportMs = 60'000;
-inline constexpr size_t kMaxEarlyReports = 262144;
 // Batches waiting only for SMS delivery reports, beyond max_batches: at most this many
 // times it (their messages stay in memory until reported).
 inline constexpr size_t kReportWaitFactor = 4;
@@ -235,7 +231,7 @@ struct Dispatcher::Impl {
   Retries retries{clock, Backoff(cfg.backoff_base_ms, cfg.backoff_cap_ms), cfg.max_attempts};
   std::multimap<int64_t, Msg*> held;  // SMS fallbacks by deadline
   std::map<std::string, TenantPolicy> policies;
-  ReportWaits<Msg*> report_waits{clock, kEarlyReportMs, kMaxEarlyReports};
+  ReportWaits<Msg*> report_waits{clock};
   std::vector<Written> outcomes;
   std::vector<std::pair<Batch*, bool>> finished_batches;  // flushed with the next write-back
   // Made by start(), closed by stop(): empty before and after, when nothing is armed.

@@ -31,7 +31,12 @@ inline std::string report_key(const std::string& alert_id, const std::string& rt
 template <typename T>
 class ReportWaits {
  public:
-  explicit ReportWaits(const Clock& clock, int64_t early_ms = 60'000, size_t max_early = 262144)
+  // An early report is kept this long, at most this many of them (the acceptance it
+  // waits for is normally milliseconds away).
+  static constexpr int64_t kEarlyMs = 60'000;
+  static constexpr size_t kMaxEarly = 262144;
+
+  explicit ReportWaits(const Clock& clock, int64_t early_ms = kEarlyMs, size_t max_early = kMaxEarly)
       : clock_(clock), early_ms_(early_ms), max_early_(max_early) {}
 
   // `item` was accepted: it waits for its report until `due_ms`. False when it need not

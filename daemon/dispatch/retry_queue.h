@@ -6,7 +6,6 @@
 // take_due() when it fires.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <limits>

@@ -43,6 +43,14 @@ class FakeApns final : public Gateway {
     }
     return n;
   }
+  // Accepts the `n` oldest requests, even while held.
+  void accept_oldest(size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      auto done = std::move(waiting.front().second);
+      waiting.erase(waiting.begin());
+      done(SendResult{Outcome::Accepted, 0, "", 0});
+    }
+  }
   void answer_all(Outcome o) {
     for (auto& [token, done] : std::exchange(waiting, {})) done(SendResult{o, 0, "", 0});
   }
@@ -152,8 +160,8 @@ class DispatcherTest : public RedisLoopTest {
   std::string hget(const std::string& key, const std::string& field) {
     std::optional<std::string> v;
     redis_->command({"HGET", key, field}, [&](store::Reply r, const Error*) { v = r.string(); });
-    while (!v) uv_run(&loop_, UV_RUN_ONCE);
-    return *v;
+    run_until([&] { return v.has_value(); });
+    return v.value_or(std::string());
   }
   std::string progress(const std::string& field) { return hget("{t:t1}:progress:A", field); }
   std::string state() { return hget(store::keys::alert("t1", "A"), "state"); }

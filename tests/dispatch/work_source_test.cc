@@ -11,11 +11,7 @@ TEST_F(DispatcherTest, AnotherDaemonTakesOverTheBatchesOfOneThatStopped) {
   gw_->hold = true;
   plan(town(30));
   run_until([&] { return gw_->waiting.size() == 30; });
-  for (int i = 0; i < 10; ++i) {
-    auto [token, done] = std::move(gw_->waiting.front());
-    gw_->waiting.erase(gw_->waiting.begin());
-    done(SendResult{Outcome::Accepted, 0, "", 0});
-  }
+  gw_->accept_oldest(10);
   run_until([&] { return progress("apns:accepted") == "10"; });
   stop();  // daemon-a is gone with its batch pending
 
