@@ -17,6 +17,7 @@
 
 #include "daemon/core/log.h"
 #include "daemon/core/number.h"
+#include "daemon/core/reason_phrase.h"
 #include "daemon/metrics/metrics.h"
 #include "daemon/uv/handle.h"
 
@@ -57,47 +58,6 @@ std::string percent_decode(std::string_view s) {
     }
   }
   return out;
-}
-
-const char* reason_phrase(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 201:
-      return "Created";
-    case 202:
-      return "Accepted";
-    case 204:
-      return "No Content";
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 406:
-      return "Not Acceptable";
-    case 409:
-      return "Conflict";
-    case 413:
-      return "Payload Too Large";
-    case 415:
-      return "Unsupported Media Type";
-    case 422:
-      return "Unprocessable Entity";
-    case 429:
-      return "Too Many Requests";
-    case 500:
-      return "Internal Server Error";
-    case 503:
-      return "Service Unavailable";
-    default:
-      return "Status";
-  }
 }
 
 bool lower_equals(std::string_view a, std::string_view lower) {

@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "daemon/core/reason_phrase.h"
 #include "gateways/sim/listener.h"
 
 namespace sirena::sim {
@@ -13,35 +14,6 @@ namespace sirena::sim {
 namespace {
 
 constexpr size_t kMaxBody = 1 << 20;
-
-const char* reason_phrase(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 202:
-      return "Accepted";
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 413:
-      return "Payload Too Large";
-    case 429:
-      return "Too Many Requests";
-    case 500:
-      return "Internal Server Error";
-    case 503:
-      return "Service Unavailable";
-    default:
-      return "Status";
-  }
-}
 
 std::string peer_key(h2o_conn_t* conn) {
   sockaddr_storage ss{};
